@@ -1,0 +1,68 @@
+"""Checkpoints: the trained model of a run (``model.pt``, ``best.pt``) and the resume state (``last.pt``).
+
+A model file carries what is needed to rebuild the network and check it against a task
+(architecture, classes, dataset, image size) next to its weights; everything is plain tensors
+and Python values, so it loads with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .errors import DaptError
+from .runs import publish
+
+MODEL_FORMAT = "dapt-model-v1"
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through a temp file and ``os.replace``, so a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load`` with ``weights_only=True``; a missing or corrupt file is a one-line DaptError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DaptError(f"{what} {path.as_posix()} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types
+        raise DaptError(f"{what} {path.as_posix()} is corrupt or not a PyTorch file ({type(err).__name__}); "
+                        f"re-run the run that wrote it") from None
+
+
+def save_model(path: str | os.PathLike, model: torch.nn.Module, meta: Mapping[str, Any]) -> None:
+    """Write ``model``'s weights with ``meta`` (model, num_classes, classes, dataset, image_size, ...)."""
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    atomic_save({"format": MODEL_FORMAT, **dict(meta), "state_dict": state}, path)
+
+
+def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the network saved at ``path``; returns (model in eval mode, meta)."""
+    from .models import create_model
+
+    blob = safe_load(path, "model file")
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        raise DaptError(f"{Path(path).as_posix()} is not a dapt model file (format {MODEL_FORMAT}); "
+                        f"point to the model.pt of a finished run")
+    meta = {k: v for k, v in blob.items() if k != "state_dict"}
+    model = create_model(meta["model"], meta["num_classes"], pretrained=False, image_size=meta["image_size"])
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as err:
+        raise DaptError(f"{Path(path).as_posix()}: weights do not fit {meta['model']}: {str(err).splitlines()[0]}") from None
+    return model.eval(), meta

@@ -1,0 +1,134 @@
+"""The ``dapt`` command: run studies, show their state, list what can be chosen."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .errors import DaptError
+
+DESCRIPTION = """\
+dapt: distillation as an alternative to pre-training small models.
+
+Each stage (teacher, distill, ...) is a parameterised notebook in notebooks/; `dapt run` executes
+them with papermill over a params file and keeps every executed notebook in runs/<study>/<run>/
+as the run's report, next to params.yaml, metrics.json and figures/.
+"""
+
+RUN_HELP = """\
+Validate every run of FILE (a study with `defaults`, `runs` and optional `grid`, or a single
+run), then execute them in dependency order. Runs already done with the same parameters are
+skipped; a finished run is never replaced by one with other parameters unless --force is given.
+Nothing is created under runs/ when the file does not validate.
+"""
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_study
+    from .study import load_study
+
+    study = load_study(args.file)
+    results = run_study(study, force=args.force, only=args.only or None, log_output=not args.quiet)
+    bad = {name: status for name, status in results.items() if status != "done"}
+    print(f"study {study.name}: {len(results) - len(bad)} of {len(results)} runs done"
+          + (f"; not done: {', '.join(f'{n} ({s})' for n, s in bad.items())}" if bad else ""))
+    return 1 if bad else 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .runner import run_state
+    from .runs import read_json
+    from .study import load_study
+
+    study = load_study(args.file)
+    print(f"study {study.name} ({study.source})")
+    print(f"  {'run':<22} {'stage':<9} {'status':<12} {'test_acc':>8} {'time_s':>8}  note")
+    for spec in study.runs:
+        state = run_state(spec)
+        metrics = read_json(spec.folder / "metrics.json") or {}
+        acc = metrics.get("test_acc")
+        acc_text = f"{acc:.4f}" if isinstance(acc, (int, float)) else "-"
+        wall = metrics.get("wall_time_s")
+        wall_text = f"{wall:.0f}" if isinstance(wall, (int, float)) else "-"
+        note = "" if state.status == "new" or state.same_params else f"params differ: {', '.join(state.changed)}"
+        print(f"  {spec.name:<22} {spec.stage:<9} {state.status:<12} {acc_text:>8} {wall_text:>8}  {note}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from . import config
+    from .data import DATASETS
+    from .models import MODELS
+
+    registries = [("stages", None), ("datasets", DATASETS), ("models", MODELS)]
+    try:
+        from .distillers import DISTILLERS, PROJECTORS
+
+        registries += [("distillers", DISTILLERS), ("projectors", PROJECTORS)]
+    except ImportError:
+        pass
+    for title, registry in registries:
+        print(f"{title}:")
+        if registry is None:
+            for stage, cls in config.STAGES.items():
+                print(f"  {stage:<20} {(cls.__doc__ or '').strip().splitlines()[0]}")
+            continue
+        for name in registry.names():
+            print(f"  {name:<20} {registry.summary(name)}")
+    return 0
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    from . import config
+
+    cls = config.stage_config(args.stage)
+    print(f"parameters of stage {args.stage!r} (notebooks/{args.stage}.ipynb):")
+    for key, default, text, choices in config.param_help(cls):
+        print(f"  {key:<20} {default!r:<24} {text}" + (f" [{choices}]" if choices else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dapt", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="validate and execute the runs of a params file", description=RUN_HELP,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("file", help="params file, e.g. params/fashion_quick.yaml")
+    run.add_argument("--force", action="store_true", help="re-execute runs that are already done")
+    run.add_argument("--only", nargs="+", metavar="RUN", help="execute only these runs of the study")
+    run.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")
+    run.set_defaults(func=_cmd_run)
+
+    status = sub.add_parser("status", help="show the state of each run of a params file",
+                            description="Show status, test accuracy and wall time of each run of FILE.")
+    status.add_argument("file", help="params file")
+    status.set_defaults(func=_cmd_status)
+
+    lister = sub.add_parser("list", help="list stages, datasets, models, distillers",
+                            description="List every name a params file may use, from the registries.")
+    lister.set_defaults(func=_cmd_list)
+
+    params = sub.add_parser("params", help="list the parameters of a stage with defaults",
+                            description="List the parameters of STAGE: key, default, meaning, valid values.")
+    params.add_argument("stage", help="a stage name, e.g. teacher")
+    params.set_defaults(func=_cmd_params)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DaptError as err:
+        print(f"dapt: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dapt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

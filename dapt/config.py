@@ -1,0 +1,189 @@
+"""Typed parameters of each stage, and their validation.
+
+One dataclass per stage; its fields are exactly the keys of the stage notebook's ``parameters``
+cell (a test keeps the two equal), so a params file is checked before any kernel starts:
+unknown key, wrong type, or value outside its choices → one ``ConfigError`` line naming the key,
+the file and the valid options. Choices come from the registries, so a new model or distiller
+is valid everywhere the moment it is registered.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Union
+
+from .errors import DaptError
+
+
+class ConfigError(DaptError):
+    """A params mistake; the message names the file, the run, the key and the valid options."""
+
+
+def _datasets() -> list[str]:
+    from .data import DATASETS
+
+    return DATASETS.names()
+
+
+def _models() -> list[str]:
+    from .models import MODELS
+
+    return MODELS.names()
+
+
+def _distillers() -> list[str]:
+    from .distillers import DISTILLERS
+
+    return DISTILLERS.names()
+
+
+def _projectors() -> list[str]:
+    from .distillers import PROJECTORS
+
+    return PROJECTORS.names()
+
+
+def param(default: Any, help: str, choices: Union[tuple, Callable[[], list], None] = None) -> Any:
+    """A dataclass field with its help text and (optionally) its valid values."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """What every training stage shares: data, optimisation, bookkeeping."""
+
+    dataset: str = param("fashion_mnist", "dataset registry key", _datasets)
+    data_root: str = param("data", "folder holding downloaded / user-provided datasets and their caches")
+    download: bool = param(False, "let torchvision download a missing dataset")
+    train_subset: Optional[int] = param(6000, "stratified subset of the training set (null = all)")
+    image_size: int = param(32, "working image size in pixels (images are square)")
+    epochs: int = param(5, "training epochs")
+    batch_size: int = param(128, "training batch size")
+    optimizer: str = param("sgd", "sgd (momentum 0.9) or adamw", ("sgd", "adamw"))
+    lr: float = param(0.05, "learning rate (the body's, for init ft)")
+    weight_decay: float = param(5.0e-4, "weight decay")
+    scheduler: str = param("cosine", "learning-rate schedule", ("none", "cosine", "step"))
+    step_size: int = param(30, "scheduler step: epochs between lr drops")
+    step_gamma: float = param(0.1, "scheduler step: lr multiplier at each drop")
+    augment: bool = param(True, "random pad-crop and horizontal flip on training batches")
+    channels_last: bool = param(True, "channels_last memory format (faster convolutions on CPU)")
+    seed: int = param(0, "random seed (data subset, init, augmentation)")
+    resume: bool = param(False, "continue from the run's last checkpoint if one exists")
+    wandb: str = param("disabled", "Weights & Biases logging mode", ("disabled", "offline", "online"))
+    run_dir: str = param("runs/interactive/run", "where the run is recorded (set by `dapt run`)")
+
+
+@dataclass
+class TeacherConfig(TrainConfig):
+    model: str = param("efficientnet_lite0", "teacher architecture (model registry key)", _models)
+    init: str = param("ft", "fr: scratch, lp: linear probe, ft: fine-tune", ("fr", "lp", "ft"))
+    pretrained_weights: Optional[str] = param(
+        None, "local ImageNet weights file for lp/ft (null = the packaged / downloadable weights)"
+    )
+    head_lr_mult: float = param(10.0, "init ft: the new head's lr as a multiple of the body's")
+    run_dir: str = param("runs/interactive/teacher", "where the run is recorded (set by `dapt run`)")
+
+
+STAGES: dict[str, type] = {"teacher": TeacherConfig}
+
+
+def stage_config(stage: str) -> type:
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; choose one of: {', '.join(STAGES)}")
+    return STAGES[stage]
+
+
+def param_help(cls: type) -> list[tuple[str, Any, str, str]]:
+    """(key, default, help, choices) per field, for ``--help`` and ``dapt list``."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        choices = f.metadata.get("choices")
+        names = choices() if callable(choices) else choices
+        rows.append((f.name, f.default, f.metadata.get("help", ""), ", ".join(names) if names else ""))
+    return rows
+
+
+def _type_name(kind: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(kind, str(kind))
+
+
+def _coerce(value: Any, kind: Any) -> Any:
+    """``value`` as ``kind`` or raise ValueError; YAML reads ``1e-3`` as a string, so numbers in strings pass."""
+    origin = typing.get_origin(kind)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0])
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError
+    if kind is int:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError
+    if kind is float:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            return float(value)
+        raise ValueError
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError
+    raise TypeError(f"unsupported field type {kind}")
+
+
+def unknown_key(where: str, key: Any, known: list[str]) -> ConfigError:
+    """The error for a key that is not a parameter, with the closest valid key as a hint."""
+    close = difflib.get_close_matches(str(key), known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(known)}")
+
+
+def validate(cls: type, values: Mapping[str, Any], where: str = "params") -> Any:
+    """Build ``cls`` from ``values``, with one clear ``ConfigError`` for the first problem found."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise unknown_key(where, key, [k for k in known if k != "run_dir"])
+    clean = {}
+    for key, value in values.items():
+        kind = hints[key]
+        try:
+            clean[key] = _coerce(value, kind)
+        except (ValueError, TypeError):
+            optional = typing.get_origin(kind) in (Union, types.UnionType)
+            base = [a for a in typing.get_args(kind) if a is not type(None)][0] if optional else kind
+            wanted = _type_name(base) + (" or null" if optional else "")
+            raise ConfigError(f"{where}: {key} must be {wanted}, got {value!r}") from None
+        choices = known[key].metadata.get("choices")
+        names = choices() if callable(choices) else choices
+        if names and clean[key] not in names:
+            raise ConfigError(f"{where}: {key}: {clean[key]!r} is not one of: {', '.join(names)}")
+    return cls(**clean)
+
+
+def from_namespace(cls: type, namespace: Mapping[str, Any], where: str = "notebook parameters") -> Any:
+    """Validate the parameters-cell variables of a notebook (its ``globals()``)."""
+    keys = [f.name for f in dataclasses.fields(cls)]
+    missing = [k for k in keys if k not in namespace]
+    if missing:
+        raise ConfigError(f"{where}: the parameters cell lacks {', '.join(missing)}")
+    return validate(cls, {k: namespace[k] for k in keys}, where)
+
+
+def as_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

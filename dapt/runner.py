@@ -1,0 +1,151 @@
+"""Execute a validated study: one papermill run of ``notebooks/<stage>.ipynb`` per run.
+
+The runner never imports training code: it decides which runs to execute (skipping those
+already done with identical parameters, refusing to replace finished ones unless forced),
+executes the notebooks with the repository as working directory and repo-relative paths, and
+records ``failed`` / ``interrupted`` when a notebook stops outside the trainer's control.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import DaptError
+from .runs import mark_status, read_json, read_yaml, repo_root
+from .study import RunSpec, Study
+
+KERNEL = "python3"
+# Keys that change how a run is executed or logged, not what it computes.
+BOOKKEEPING = ("resume", "wandb")
+
+
+@dataclass
+class RunState:
+    spec: RunSpec
+    status: str  # "new", or the recorded status
+    same_params: bool
+    changed: list[str]
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "done"
+
+
+def notebook_for(stage: str) -> Path:
+    return Path("notebooks") / f"{stage}.ipynb"
+
+
+def _comparable(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in BOOKKEEPING}
+
+
+def run_state(spec: RunSpec) -> RunState:
+    """What is on disk for ``spec``: its status and whether it was made with the same parameters."""
+    metrics = read_json(spec.folder / "metrics.json")
+    if metrics is None:
+        return RunState(spec, "new", False, [])
+    recorded = _comparable(read_yaml(spec.folder / "params.yaml") or {})
+    wanted = _comparable(spec.params)
+    changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
+    return RunState(spec, str(metrics.get("status", "unknown")), not changed, changed)
+
+
+def plan(study: Study, force: bool = False, only: list[str] | None = None) -> list[RunState]:
+    """The runs to execute, in order. Raises before anything runs if a finished run would be replaced."""
+    if only:
+        unknown = [n for n in only if n not in {r.name for r in study.runs}]
+        if unknown:
+            raise DaptError(f"{study.source}: no run named {unknown[0]!r}; runs: {', '.join(r.name for r in study.runs)}")
+    states = [run_state(spec) for spec in study.runs if not only or spec.name in only]
+    for state in states:
+        if state.finished and not state.same_params and not force:
+            raise DaptError(
+                f"{study.source}: run {state.spec.name!r} is done with other parameters "
+                f"({', '.join(state.changed)} changed); rerun with --force to replace it"
+            )
+    return states
+
+
+def _configure_logging() -> None:
+    """papermill's Python API is silent until logging is configured; show the notebooks' output."""
+    logger = logging.getLogger("papermill")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("    %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def execute(spec: RunSpec, log_output: bool = True) -> None:
+    """Run one notebook into ``runs/<study>/<run>/notebook.ipynb``; raise papermill's error on failure."""
+    import papermill as pm
+
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(
+        notebook_for(spec.stage).as_posix(),
+        (spec.folder / "notebook.ipynb").as_posix(),
+        parameters=spec.params,
+        kernel_name=KERNEL,
+        cwd=".",
+        log_output=log_output,
+        progress_bar=False,
+        report_mode=False,
+    )
+
+
+def run_study(
+    study: Study,
+    force: bool = False,
+    only: list[str] | None = None,
+    echo: Callable[[str], None] = print,
+    log_output: bool = True,
+) -> dict[str, str]:
+    """Execute the study's runs in order; returns run name → final status.
+
+    A run is skipped when it is done with the same parameters and no run it depends on was
+    re-executed now. A failed run does not stop the others, but its dependents are skipped.
+    """
+    os.chdir(repo_root())
+    if log_output:
+        _configure_logging()
+    states = plan(study, force, only)
+    results: dict[str, str] = {}
+    executed: set[str] = set()
+    for i, state in enumerate(states, 1):
+        spec = state.spec
+        head = f"[{i}/{len(states)}] {spec.stage} {spec.name}"
+        broken = [r for r in spec.refs if results.get(r) in ("failed", "interrupted", "blocked")]
+        if broken:
+            results[spec.name] = "blocked"
+            echo(f"{head}: skipped, it needs {', '.join(broken)} which did not finish")
+            continue
+        if state.finished and state.same_params and not force and not any(r in executed for r in spec.refs):
+            results[spec.name] = "done"
+            echo(f"{head}: already done with these parameters, skipped ({spec.folder.as_posix()})")
+            continue
+        echo(f"{head}: running -> {spec.folder.as_posix()}/notebook.ipynb")
+        started = time.time()
+        try:
+            execute(spec, log_output)
+        except KeyboardInterrupt:
+            mark_status(spec.folder, "interrupted")
+            echo(f"{head}: interrupted; rerun `dapt run` to start it again (or set resume: true)")
+            raise
+        except Exception as err:  # papermill's execution error carries the cell's exception
+            reason = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
+            mark_status(spec.folder, "failed", reason)
+            results[spec.name] = "failed"
+            echo(f"{head}: FAILED ({reason}); see {spec.folder.as_posix()}/notebook.ipynb")
+            continue
+        executed.add(spec.name)
+        metrics = read_json(spec.folder / "metrics.json") or {}
+        results[spec.name] = str(metrics.get("status", "failed"))
+        acc = metrics.get("test_acc")
+        summary = f", test_acc {acc:.4f}" if isinstance(acc, (int, float)) else ""
+        echo(f"{head}: {results[spec.name]} in {time.time() - started:.0f} s{summary}")
+    return results

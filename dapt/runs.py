@@ -1,0 +1,189 @@
+"""Run folders: layout, safe names, atomic writes, and the ``metrics.json`` status record.
+
+A run lives in ``runs/<study>/<run>/`` and holds ``notebook.ipynb`` (the executed report),
+``params.yaml`` (resolved parameters), ``metrics.json`` (the machine-readable record),
+``figures/`` and git-ignored checkpoints. Every path recorded in a run is repo-relative.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+from .errors import DaptError
+
+RUNS_DIR = "runs"
+STATUSES = ("running", "done", "failed", "interrupted")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def repo_root() -> Path:
+    """The project folder: ``$DAPT_ROOT`` if set, else the nearest parent with ``pyproject.toml`` and ``dapt/``."""
+    if os.environ.get("DAPT_ROOT"):
+        return Path(os.environ["DAPT_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "dapt").is_dir():
+            return folder
+    return here
+
+
+def use_repo_root() -> Path:
+    """Make the repository the working directory (notebooks opened in JupyterLab start in ``notebooks/``)."""
+    root = repo_root()
+    os.chdir(root)
+    return root
+
+
+def rel(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository root, POSIX style, for recording in run files."""
+    p = Path(path)
+    root = repo_root()
+    absolute = p if p.is_absolute() else (Path.cwd() / p)
+    try:
+        return absolute.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def check_name(name: str, what: str = "run name") -> str:
+    """Refuse names that could escape ``runs/`` or surprise a shell: letters, digits, ``_ . -`` only."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise DaptError(
+            f"invalid {what} {name!r}: use letters, digits, '_', '.', '-' (no '/', no '..', not starting with '.')"
+        )
+    return name
+
+
+def run_dir(study: str, name: str) -> Path:
+    """``runs/<study>/<name>`` as a repo-relative path, after checking both names."""
+    return Path(RUNS_DIR) / check_name(study, "study name") / check_name(name)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give a finished temp file ordinary permissions (mkstemp makes it 0600) and move it into place."""
+    os.chmod(tmp, 0o666 & ~_current_umask())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def atomic_write_yaml(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
+    atomic_write_text(path, yaml.safe_dump(dict(data), sort_keys=False))
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """The JSON object at ``path``, or None when it does not exist or is unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_yaml(path: str | os.PathLike) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class RunRecord:
+    """The ``metrics.json`` of one run, updated atomically as training goes.
+
+    ``status`` moves ``running`` → ``done`` | ``failed`` | ``interrupted``.
+    """
+
+    def __init__(self, folder: str | os.PathLike, stage: str, params: Mapping[str, Any]):
+        self.folder = Path(folder)
+        self.metrics: dict[str, Any] = {"status": "running", "stage": stage, "params": dict(params), "history": []}
+        self._started = time.time()
+
+    @classmethod
+    def start(cls, folder: str | os.PathLike, stage: str, params: Mapping[str, Any], resume: bool = False) -> "RunRecord":
+        """Create the run folder, write ``params.yaml`` and a ``running`` ``metrics.json``.
+
+        With ``resume`` the history of an earlier attempt is kept (the trainer replays it from its checkpoint).
+        """
+        record = cls(folder, stage, params)
+        record.folder.mkdir(parents=True, exist_ok=True)
+        (record.folder / "figures").mkdir(exist_ok=True)
+        previous = read_json(record.folder / "metrics.json") if resume else None
+        if previous:
+            record._started -= float(previous.get("wall_time_s", 0.0))
+        atomic_write_yaml(record.folder / "params.yaml", params)
+        record.save()
+        return record
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def update(self, **values: Any) -> None:
+        self.metrics.update(values)
+        self.save()
+
+    def log_epoch(self, entry: Mapping[str, Any]) -> None:
+        self.metrics["history"].append(dict(entry))
+        self.save()
+
+    def save(self) -> None:
+        self.metrics["wall_time_s"] = round(time.time() - self._started, 2)
+        atomic_write_json(self.folder / "metrics.json", self.metrics)
+
+    def finish(self, **values: Any) -> None:
+        self.update(status="done", **values)
+
+    @contextmanager
+    def recording(self) -> Iterator["RunRecord"]:
+        """Mark the run ``failed`` or ``interrupted`` if the block raises, then re-raise."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self.update(status="interrupted")
+            raise
+        except BaseException as err:
+            self.update(status="failed", error=f"{type(err).__name__}: {err}")
+            raise
+
+
+def mark_status(folder: str | os.PathLike, status: str, error: str | None = None) -> None:
+    """Set the status of a run whose notebook stopped outside the trainer's control (used by the runner)."""
+    assert status in STATUSES
+    path = Path(folder) / "metrics.json"
+    metrics = read_json(path) or {"history": []}
+    metrics["status"] = status
+    if error:
+        metrics["error"] = error
+    atomic_write_json(path, metrics)

@@ -1,0 +1,187 @@
+"""Study files: parse, expand grids, apply defaults, validate every run, resolve references, order.
+
+A study file lists runs; ``defaults`` apply to every run whose stage has that key; a ``grid`` of
+lists expands into one run per combination (``name: "{distiller}"`` names each one); a run may
+name another run of the same study (``teacher: lite2_ft``), and runs are ordered so that a run
+comes after the runs it names. A file without ``runs:`` is a single run. Nothing here touches
+``runs/``: a study that does not validate leaves no trace.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import config
+from .config import ConfigError
+from .runs import check_name, rel, run_dir
+from .errors import DaptError
+
+STUDY_KEYS = ("study", "description", "defaults", "runs")
+INJECTED = ("run_dir",)  # set by the runner, never by a params file
+
+
+@dataclass
+class RunSpec:
+    name: str
+    stage: str
+    cfg: Any  # the validated stage config (``run_dir`` and references resolved)
+    refs: list[str]  # names of runs of this study this run depends on
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.cfg.run_dir)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return config.as_dict(self.cfg)
+
+
+@dataclass
+class Study:
+    name: str
+    source: str
+    runs: list[RunSpec]
+
+    def get(self, name: str) -> RunSpec:
+        return next(r for r in self.runs if r.name == name)
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise DaptError(f"{path}: no such params file")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+
+
+def _expand_grid(entry: dict, where: str) -> list[dict]:
+    grid = entry.pop("grid", None)
+    if grid is None:
+        return [entry]
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ConfigError(f"{where}: grid must map keys to non-empty lists, e.g. grid: {{distiller: [kd, crd]}}")
+    runs = []
+    for combo in itertools.product(*grid.values()):
+        values = dict(zip(grid, combo))
+        run = {**entry, **values}
+        try:
+            run["name"] = str(entry.get("name", "_".join(map(str, combo)))).format(**values)
+        except (KeyError, IndexError) as err:
+            raise ConfigError(f"{where}: name {entry.get('name')!r} uses {err} which is not a grid key") from None
+        runs.append(run)
+    return runs
+
+
+def _entries(data: Any, path: Path) -> tuple[str, dict, list[dict]]:
+    where = rel(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping (a study with 'runs:' or a single run with 'stage:')")
+    if "runs" not in data and "stage" in data:  # a single run
+        entry = dict(data)
+        entry.setdefault("name", entry.get("stage", "run"))
+        return path.stem, {}, [entry]
+    unknown = [k for k in data if k not in STUDY_KEYS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level key {unknown[0]!r}; valid keys: {', '.join(STUDY_KEYS)}")
+    defaults = data.get("defaults") or {}
+    runs = data.get("runs")
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{where}: defaults must be a mapping of parameter: value")
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+        raise ConfigError(f"{where}: runs must be a non-empty list of mappings, each with a stage")
+    return str(data.get("study") or path.stem), defaults, [dict(r) for r in runs]
+
+
+def _check_name(name: str, what: str, where: str) -> None:
+    try:
+        check_name(name, what)
+    except DaptError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _reference_fields(cls: type) -> dict[str, str]:
+    """Fields that name another run: key → the stage that run must have."""
+    return {f.name: f.metadata["ref"] for f in dataclasses.fields(cls) if f.metadata.get("ref")}
+
+
+def load_study(path: str | Path) -> Study:
+    """Parse and validate a study file; raise one ``ConfigError`` for the first problem."""
+    path = Path(path)
+    where = rel(path)
+    study_name, defaults, raw_runs = _entries(_read(path), path)
+    _check_name(study_name, "study name", where)
+    all_keys = list(dict.fromkeys(f.name for cls in config.STAGES.values() for f in dataclasses.fields(cls)))
+    settable = [k for k in all_keys if k not in INJECTED]
+    for key in defaults:
+        if key not in settable:
+            raise config.unknown_key(f"{where}: defaults", key, settable)
+
+    entries: list[dict] = []
+    for i, raw in enumerate(raw_runs):
+        label = f"{where}: run {raw.get('name', i + 1)!r}"
+        if "stage" not in raw:
+            raise ConfigError(f"{label}: missing 'stage'; choose one of: {', '.join(config.STAGES)}")
+        entries.extend(_expand_grid(raw, label))
+
+    names = [str(e.get("name")) for e in entries]
+    for name in names:
+        _check_name(name, "run name", where)
+        if names.count(name) > 1:
+            raise ConfigError(f"{where}: two runs are named {name!r}; run names must be unique")
+    stage_of = {str(e["name"]): e["stage"] for e in entries}
+
+    specs = []
+    for entry in entries:
+        name, stage = str(entry.pop("name")), entry.pop("stage")
+        label = f"{where}: run {name!r}"
+        try:
+            cls = config.stage_config(stage)
+        except ConfigError as err:
+            raise ConfigError(f"{label}: {err}") from None
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for key in INJECTED:
+            if key in entry:
+                raise ConfigError(f"{label}: {key} is set by `dapt run` (runs/<study>/<run>); remove it")
+        values = {k: v for k, v in defaults.items() if k in fields}
+        values.update(entry)
+        refs = []
+        for key, wanted in _reference_fields(cls).items():
+            target = values.get(key)
+            if target is None:
+                continue
+            if target in stage_of:
+                if stage_of[target] != wanted:
+                    raise ConfigError(f"{label}: {key} {target!r} is a {stage_of[target]} run, not a {wanted} run")
+                refs.append(target)
+                values[key] = run_dir(study_name, target).as_posix()
+            elif not (Path(str(target)) / "metrics.json").is_file():
+                raise ConfigError(
+                    f"{label}: {key} {target!r} is neither a run of this study ({', '.join(stage_of)}) "
+                    f"nor a run folder with metrics.json"
+                )
+        values["run_dir"] = run_dir(study_name, name).as_posix()
+        specs.append(RunSpec(name, stage, config.validate(cls, values, label), refs))
+    return Study(study_name, where, _order(specs, where))
+
+
+def _order(specs: list[RunSpec], where: str) -> list[RunSpec]:
+    """Topological order, stable with respect to the file; a cycle is an error."""
+    ordered: list[RunSpec] = []
+    placed: set[str] = set()
+    pending = list(specs)
+    while pending:
+        ready = [s for s in pending if all(r in placed for r in s.refs)]
+        if not ready:
+            raise ConfigError(f"{where}: runs refer to each other in a cycle: {', '.join(s.name for s in pending)}")
+        ordered.append(ready[0])
+        placed.add(ready[0].name)
+        pending.remove(ready[0])
+    return ordered

@@ -1,0 +1,127 @@
+"""Study files: parsing, grids, defaults, validation errors, references and ordering."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from dapt import config
+from dapt.config import ConfigError
+from dapt.study import load_study
+
+
+def write(tmp_path, text: str, name: str = "s.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_single_run_file_uses_file_stem_as_study(tmp_path):
+    study = load_study(write(tmp_path, "{stage: teacher, name: t, model: resnet18, init: fr, epochs: 2}", "solo.yaml"))
+    assert study.name == "solo"
+    [run] = study.runs
+    assert run.cfg.epochs == 2 and run.cfg.model == "resnet18"
+    assert run.cfg.run_dir == "runs/solo/t"
+
+
+def test_defaults_apply_and_run_values_win(tmp_path):
+    study = load_study(write(tmp_path, """
+        study: demo
+        defaults: {dataset: digits, epochs: 3, lr: 1.0e-2}
+        runs:
+          - {stage: teacher, name: a, model: resnet18, init: fr}
+          - {stage: teacher, name: b, model: resnet18, init: fr, epochs: 7}
+    """))
+    a, b = study.runs
+    assert (a.cfg.dataset, a.cfg.epochs, a.cfg.lr) == ("digits", 3, 0.01)
+    assert b.cfg.epochs == 7
+
+
+def test_yaml_exponent_strings_become_floats(tmp_path):
+    # PyYAML reads 1e-3 (no dot) as a string; the typed config turns it into a float.
+    study = load_study(write(tmp_path, "{stage: teacher, name: t, lr: 1e-3, weight_decay: 5e-4}"))
+    assert study.runs[0].cfg.lr == pytest.approx(1e-3)
+    assert study.runs[0].cfg.weight_decay == pytest.approx(5e-4)
+
+
+def test_grid_expands_with_formatted_names(tmp_path):
+    study = load_study(write(tmp_path, """
+        study: g
+        runs:
+          - {stage: teacher, name: "{model}_{init}", grid: {model: [resnet18, mobilenet_v2], init: [fr, ft]}}
+    """))
+    assert [r.name for r in study.runs] == ["resnet18_fr", "resnet18_ft", "mobilenet_v2_fr", "mobilenet_v2_ft"]
+    assert study.get("mobilenet_v2_ft").cfg.init == "ft"
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("{stage: teacher, name: t, epoch: 3}", "unknown key 'epoch' (did you mean 'epochs'?)"),
+    ("{stage: teacher, name: t, epochs: three}", "epochs must be an integer"),
+    ("{stage: teacher, name: t, lr: fast}", "lr must be a number"),
+    ("{stage: teacher, name: t, augment: 1}", "augment must be true/false"),
+    ("{stage: teacher, name: t, init: scratch}", "init: 'scratch' is not one of: fr, lp, ft"),
+    ("{stage: teacher, name: t, model: resnet9}", "model: 'resnet9' is not one of:"),
+    ("{stage: teacher, name: t, dataset: mnist}", "dataset: 'mnist' is not one of:"),
+    ("{stage: pretrain, name: t}", "unknown stage 'pretrain'"),
+    ("{stage: teacher, name: ../evil}", "invalid run name '../evil'"),
+    ("{stage: teacher, name: t, run_dir: /tmp/x}", "run_dir is set by `dapt run`"),
+    ("study: s\nruns: [{name: t}]", "missing 'stage'"),
+    ("study: s\ndefaults: {epoch: 2}\nruns: [{stage: teacher, name: t}]", "defaults: unknown key 'epoch'"),
+    ("study: s\nrun: []", "unknown top-level key 'run'"),
+    ("study: s\nruns: [{stage: teacher, name: a}, {stage: teacher, name: a}]", "two runs are named 'a'"),
+    ("study: s\nruns: [{stage: teacher, name: '{x}', grid: {model: [resnet18]}}]", "not a grid key"),
+    ("study: ../up\nruns: [{stage: teacher, name: a}]", "invalid study name"),
+    ("{stage: teacher, name: t, lr: [1, 2", "not valid YAML at line"),
+])
+def test_bad_files_give_one_clear_error(tmp_path, text, fragment):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_study(path)
+    message = str(err.value)
+    assert fragment in message
+    assert "\n" not in message
+    assert "s.yaml" in message or "invalid" in message
+
+
+def _stage_with_reference(monkeypatch, stage: str, target_stage: str) -> None:
+    """Register a stage whose ``teacher`` key names a run of ``target_stage`` (like distill will)."""
+    from dataclasses import make_dataclass
+
+    field = config.param(None, "a run of this study")
+    field.metadata = {**field.metadata, "ref": target_stage}
+    cls = make_dataclass(stage.title(), [("teacher", config.Optional[str], field)], bases=(config.TeacherConfig,))
+    monkeypatch.setitem(config.STAGES, stage, cls)
+
+
+def test_references_order_runs_and_resolve_to_run_folders(tmp_path, monkeypatch):
+    _stage_with_reference(monkeypatch, "child", "teacher")
+    study = load_study(write(tmp_path, """
+        study: r
+        runs:
+          - {stage: child, name: kid, teacher: big}
+          - {stage: teacher, name: big}
+    """))
+    assert [r.name for r in study.runs] == ["big", "kid"]
+    assert study.get("kid").cfg.teacher == "runs/r/big"
+    assert study.get("kid").refs == ["big"]
+    with pytest.raises(ConfigError, match="'ghost' is neither a run of this study"):
+        load_study(write(tmp_path, "study: r\nruns: [{stage: child, name: kid, teacher: ghost}]", "t.yaml"))
+    with pytest.raises(ConfigError, match="'kid' is a child run, not a teacher run"):
+        load_study(write(tmp_path, """
+            study: r
+            runs:
+              - {stage: child, name: kid, teacher: big}
+              - {stage: child, name: kid2, teacher: kid}
+              - {stage: teacher, name: big}
+        """, "v.yaml"))
+
+
+def test_reference_cycle_is_refused(tmp_path, monkeypatch):
+    _stage_with_reference(monkeypatch, "loop", "loop")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_study(write(tmp_path, """
+            study: r
+            runs:
+              - {stage: loop, name: a, teacher: b}
+              - {stage: loop, name: b, teacher: a}
+        """))
