@@ -78,6 +78,8 @@ class TrainConfig:
 
 @dataclass
 class TeacherConfig(TrainConfig):
+    """Teacher: train fr (scratch), lp (linear probe) or ft (fine-tune) on the task."""
+
     model: str = param("efficientnet_lite0", "teacher architecture (model registry key)", _models)
     init: str = param("ft", "fr: scratch, lp: linear probe, ft: fine-tune", ("fr", "lp", "ft"))
     pretrained_weights: Optional[str] = param(
@@ -87,7 +89,62 @@ class TeacherConfig(TrainConfig):
     run_dir: str = param("runs/interactive/teacher", "where the run is recorded (set by `dapt run`)")
 
 
-STAGES: dict[str, type] = {"teacher": TeacherConfig}
+def reference(help: str, stage: str) -> Any:
+    """A field naming another run of the study (or a run folder); ``dapt run`` orders runs by it."""
+    return field(default=None, metadata={"help": help, "choices": None, "ref": stage})
+
+
+# Distiller knobs live in dapt.distillers.DistillerSettings; their help is here, where params are explained.
+DISTILLER_HELP = {
+    "w_ce": "weight of cross-entropy on labels (null = the distiller's default)",
+    "w_embed": "weight of the feature term: align/uniform, CRD or SRRL's feature MSE (null = default)",
+    "w_kd": "weight of Hinton KD on logits (null = default)",
+    "w_srrl": "weight of SRRL's logit MSE through the frozen teacher head (null = default)",
+    "kd_T": "KD temperature",
+    "projector": "align_uniform projector head",
+    "proj_dim": "align_uniform projection width",
+    "align_alpha": "align_uniform: exponent alpha of the alignment distance",
+    "unif_t": "align_uniform: temperature t of the uniformity term",
+    "w_align": "align_uniform: weight of alignment inside the feature term",
+    "w_unif": "align_uniform: weight of uniformity inside the feature term",
+    "crd_dim": "CRD embedding width",
+    "crd_k": "CRD negatives per sample (drawn from other classes)",
+    "crd_T": "CRD NCE temperature",
+    "crd_momentum": "CRD memory-bank momentum",
+    "srrl_connector": "SRRL connector from student to teacher width",
+}
+DISTILLER_CHOICES = {"projector": _projectors, "srrl_connector": ("mlp", "linear")}
+
+
+def _distiller_settings() -> type:
+    from .distillers import DistillerSettings
+
+    return DistillerSettings
+
+
+@dataclass
+class DistillConfig(TrainConfig, _distiller_settings()):
+    """Distill: a random-init student learns from a trained teacher with one of the distillers."""
+
+    student: str = param("mobilenet_v2", "student architecture, always from random init", _models)
+    teacher: Optional[str] = reference("teacher run of this study, or a run folder (runs/<study>/<run>)", "teacher")
+    distiller: str = param("kd", "none (labels only), kd, crd, srrl or align_uniform", _distillers)
+    teacher_cache: str = param("on", "on: teacher outputs computed once per (image, view) and reused; off: live",
+                               ("on", "off"))
+    cache_views: Optional[int] = param(None, "augmented views per image replayed over the epochs (null = epochs)")
+    run_dir: str = param("runs/interactive/distill", "where the run is recorded (set by `dapt run`)")
+
+
+@dataclass
+class ReportConfig:
+    """Report: the paper-style table and plots over every run of the study."""
+
+    run_dir: str = param("runs/interactive/report", "where the report is recorded (set by `dapt run`)")
+
+
+STAGES: dict[str, type] = {"teacher": TeacherConfig, "distill": DistillConfig, "report": ReportConfig}
+# Stages whose run reads the whole study: ordered after every other run, re-run when any of them ran.
+COLLECTS_STUDY = ("report",)
 
 
 def stage_config(stage: str) -> type:
@@ -100,9 +157,10 @@ def param_help(cls: type) -> list[tuple[str, Any, str, str]]:
     """(key, default, help, choices) per field, for ``--help`` and ``dapt list``."""
     rows = []
     for f in dataclasses.fields(cls):
-        choices = f.metadata.get("choices")
+        choices = f.metadata.get("choices", DISTILLER_CHOICES.get(f.name))
         names = choices() if callable(choices) else choices
-        rows.append((f.name, f.default, f.metadata.get("help", ""), ", ".join(names) if names else ""))
+        text = f.metadata.get("help", DISTILLER_HELP.get(f.name, ""))
+        rows.append((f.name, f.default, text, ", ".join(names) if names else ""))
     return rows
 
 
@@ -169,11 +227,14 @@ def validate(cls: type, values: Mapping[str, Any], where: str = "params") -> Any
             base = [a for a in typing.get_args(kind) if a is not type(None)][0] if optional else kind
             wanted = _type_name(base) + (" or null" if optional else "")
             raise ConfigError(f"{where}: {key} must be {wanted}, got {value!r}") from None
-        choices = known[key].metadata.get("choices")
+        choices = known[key].metadata.get("choices", DISTILLER_CHOICES.get(key))
         names = choices() if callable(choices) else choices
         if names and clean[key] not in names:
             raise ConfigError(f"{where}: {key}: {clean[key]!r} is not one of: {', '.join(names)}")
-    return cls(**clean)
+    try:
+        return cls(**clean)
+    except (ValueError, DaptError) as err:  # cross-field checks in __post_init__
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def from_namespace(cls: type, namespace: Mapping[str, Any], where: str = "notebook parameters") -> Any:

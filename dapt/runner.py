@@ -120,7 +120,7 @@ def run_study(
         spec = state.spec
         head = f"[{i}/{len(states)}] {spec.stage} {spec.name}"
         broken = [r for r in spec.refs if results.get(r) in ("failed", "interrupted", "blocked")]
-        if broken:
+        if broken and not spec.collects:
             results[spec.name] = "blocked"
             echo(f"{head}: skipped, it needs {', '.join(broken)} which did not finish")
             continue

@@ -31,6 +31,7 @@ class RunSpec:
     stage: str
     cfg: Any  # the validated stage config (``run_dir`` and references resolved)
     refs: list[str]  # names of runs of this study this run depends on
+    collects: bool = False  # reads every other run (the report): runs last, even after failures
 
     @property
     def folder(self) -> Path:
@@ -168,7 +169,10 @@ def load_study(path: str | Path) -> Study:
                     f"nor a run folder with metrics.json"
                 )
         values["run_dir"] = run_dir(study_name, name).as_posix()
-        specs.append(RunSpec(name, stage, config.validate(cls, values, label), refs))
+        specs.append(RunSpec(name, stage, config.validate(cls, values, label), refs, stage in config.COLLECTS_STUDY))
+    for spec in specs:
+        if spec.collects:
+            spec.refs = [other.name for other in specs if not other.collects]
     return Study(study_name, where, _order(specs, where))
 
 

