@@ -75,10 +75,21 @@ def test_lite_pretrained_loads_the_packaged_weights(index):
     assert net.input_scheme == "lite"
 
 
-def test_lite_from_scratch_uses_pytorch_bn_momentum():
-    net = create_model("efficientnet_lite0", 3)
-    momenta = {m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
-    assert momenta == {pytest.approx(0.1)}
+def test_lite_features_are_pooled_without_dropout():
+    net = create_model("efficientnet_lite0", 3).train()
+    x = images()
+    torch.manual_seed(0)  # drop-connect inside the blocks draws random numbers in train mode
+    feats = net.features(x)
+    torch.manual_seed(0)
+    expected = net.body.extract_features(net.normalise(x)).mean(dim=(2, 3))
+    torch.testing.assert_close(feats, expected)
+
+
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_lite_uses_pytorch_default_bn_momentum(pretrained):
+    net = create_model("efficientnet_lite0", 3, pretrained=pretrained)
+    momenta = [m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(momenta) > 40 and momenta == pytest.approx([0.1] * len(momenta))
 
 
 def test_normalisation_schemes():
