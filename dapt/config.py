@@ -60,6 +60,9 @@ class TrainConfig:
     download: bool = param(False, "let torchvision download a missing dataset")
     train_subset: Optional[int] = param(6000, "stratified subset of the training set (null = all)")
     image_size: int = param(32, "working image size in pixels (images are square)")
+    eval_subset: Optional[int] = param(
+        None, "per-epoch test evaluation on a stratified subset of this size (null = all); the final one uses all"
+    )
     epochs: int = param(5, "training epochs")
     batch_size: int = param(128, "training batch size")
     optimizer: str = param("sgd", "sgd (momentum 0.9) or adamw", ("sgd", "adamw"))

@@ -22,9 +22,9 @@ from .errors import DaptError
 from .models import Net, create_model
 from .optim import build_optimizer, build_scheduler
 from .runs import RunRecord, read_json, rel
-from .teacher_cache import TeacherTargets, file_digest, make_views, select
+from .teacher_cache import TeacherTargets, file_digest, make_views, select, test_outputs
 from .tracking import Tracker
-from .train import Loop, fit, model_meta, predict, prepare
+from .train import Loop, eval_index, fit, model_meta, predict, prepare
 
 
 def load_teacher(folder: str | Path, ds: D.ImageSet) -> tuple[Net, dict]:
@@ -76,16 +76,15 @@ def distill(cfg, ds: D.ImageSet, record: RunRecord, teacher: Optional[Net] = Non
 
     n = len(ds.train_y)
     views = make_views(n, cfg.image_size, cfg.cache_views or cfg.epochs, cfg.seed, cfg.augment)
-    targets = None
-    if distiller.needs_teacher:
-        cache_dir = Path(cfg.teacher) / "cache" if cfg.teacher_cache == "on" else None
-        key = (file_digest(Path(cfg.teacher) / "model.pt"), ds.name, cfg.image_size, cfg.seed) if cache_dir else ()
-        targets = TeacherTargets(teacher, t_size, ds.train_x, views, cache_dir=cache_dir, key_parts=key,
-                                 channels_last=cfg.channels_last)
-
-    t_logits = t_feats = None
+    targets = t_logits = t_feats = None
     if teacher is not None:
-        t_logits, t_feats = predict(teacher, ds.test_x, size=t_size, channels_last=cfg.channels_last, features=True)
+        cache_dir = Path(cfg.teacher) / "cache" if cfg.teacher_cache == "on" else None
+        key = (file_digest(Path(cfg.teacher) / "model.pt"), ds.name, cfg.image_size) if cache_dir else ()
+        t_logits, t_feats = test_outputs(teacher, ds.test_x, t_size, cache_dir=cache_dir, key_parts=key,
+                                         channels_last=cfg.channels_last)
+        if distiller.needs_teacher:
+            targets = TeacherTargets(teacher, t_size, ds.train_x, views, cache_dir=cache_dir,
+                                     key_parts=(*key, cfg.seed), channels_last=cfg.channels_last)
         teacher_acc = A.accuracy(t_logits, ds.test_y)
         record.update(teacher_test_acc=teacher_acc, teacher_run=rel(cfg.teacher),
                       teacher_model=teacher_meta["model"], teacher_init=teacher_meta.get("init"))
@@ -107,12 +106,15 @@ def distill(cfg, ds: D.ImageSet, record: RunRecord, teacher: Optional[Net] = Non
         loss, parts = distiller(s_feat, s_logits, ds.train_y[index], t_feat=t_f, t_logits=t_z, index=index)
         return loss, s_logits, parts
 
+    watch = eval_index(ds.test_y, cfg.eval_subset)
+
     def evaluate() -> dict:
-        s_logits, _ = predict(student, ds.test_x, channels_last=cfg.channels_last)
-        entry = {"test_acc": A.accuracy(s_logits, ds.test_y)}
+        s_logits, _ = predict(student, ds.test_x[watch], channels_last=cfg.channels_last)
+        entry = {"test_acc": A.accuracy(s_logits, ds.test_y[watch])}
         if t_logits is not None:
-            entry.update(agreement=A.top1_agreement(t_logits, s_logits), kl=A.predictive_kl(t_logits, s_logits),
-                         teacher_test_acc=record.metrics["teacher_test_acc"])
+            entry.update(agreement=A.top1_agreement(t_logits[watch], s_logits),
+                         kl=A.predictive_kl(t_logits[watch], s_logits),
+                         teacher_test_acc=A.accuracy(t_logits[watch], ds.test_y[watch]))
         return entry
 
     meta = model_meta(cfg, ds, student, stage="distill", distiller=cfg.distiller)
@@ -126,6 +128,7 @@ def distill(cfg, ds: D.ImageSet, record: RunRecord, teacher: Optional[Net] = Non
         if t_logits is not None:
             final = A.agreement_metrics(t_logits, s_logits, ds.test_y, t_feats, s_feats)
         record.update(student=cfg.student, distiller=cfg.distiller, weights=distiller.weights,
+                      eval_images=len(watch), test_images=len(ds.test_y),
                       num_classes=ds.num_classes, classes=list(ds.classes), **final)
     tracker.finish()
     return DistillResult(student.eval(), s_logits, s_feats, t_logits, t_feats)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from contextlib import contextmanager
@@ -141,6 +142,8 @@ class RunRecord:
         record.folder.mkdir(parents=True, exist_ok=True)
         (record.folder / "figures").mkdir(exist_ok=True)
         previous = read_json(record.folder / "metrics.json") if resume else None
+        if not resume:  # outputs cached from an earlier model of this run would be stale
+            shutil.rmtree(record.folder / "cache", ignore_errors=True)
         if previous:
             record._started -= float(previous.get("wall_time_s", 0.0))
         atomic_write_yaml(record.folder / "params.yaml", params)

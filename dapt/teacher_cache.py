@@ -20,7 +20,7 @@ from . import data as D
 from .checkpoint import atomic_save, safe_load
 from .errors import DaptError
 from .models import Net
-from .train import prepare
+from .train import predict, prepare
 
 CACHE_FORMAT = "dapt-teacher-targets-v1"
 
@@ -52,6 +52,27 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def test_outputs(teacher: Net, test_x: torch.Tensor, size: int, *, cache_dir: Path | None, key_parts: tuple,
+                 channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's logits and features on the test set (float32), cached like the training targets:
+    every student of a study is compared with the same teacher predictions, computed once."""
+    path = None
+    if cache_dir is not None:
+        key = _digest(CACHE_FORMAT, "test", *map(str, key_parts), str(size),
+                      hashlib.sha256(test_x.numpy().tobytes()).hexdigest())
+        path = Path(cache_dir) / f"test-{key}.pt"
+        if path.is_file():
+            try:
+                blob = safe_load(path, "teacher cache")
+                return blob["logits"], blob["features"]
+            except (DaptError, KeyError, TypeError):
+                pass  # rebuilt below
+    logits, features = predict(teacher, test_x, size=size, channels_last=channels_last, features=True)
+    if path is not None:
+        atomic_save({"format": CACHE_FORMAT, "logits": logits, "features": features}, path)
+    return logits, features
 
 
 class TeacherTargets:

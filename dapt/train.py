@@ -54,6 +54,13 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.T
     return [order[i * batch_size:(i + 1) * batch_size] for i in range(count)]
 
 
+def eval_index(test_y: torch.Tensor, eval_subset: int | None) -> torch.Tensor:
+    """The test images evaluated after each epoch: a fixed stratified subset, or all of them."""
+    if eval_subset is None or eval_subset >= len(test_y):
+        return torch.arange(len(test_y))
+    return D.stratified_subset(test_y, eval_subset, seed=0)
+
+
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     """A generator that depends only on (seed, epoch, stream): a resumed run replays the same epochs."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + stream)
@@ -121,7 +128,7 @@ def fit(cfg, record: RunRecord, loop: Loop, optimizer, scheduler, train_y: torch
                      "modules": {k: m.state_dict() for k, m in loop.modules.items()},
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, last_path)
     bar.close()
-    record.update(best_test_acc=best)
+    record.update(best_test_acc=best)  # over the per-epoch evaluations (see eval_subset)
 
 
 def model_meta(cfg, data: D.ImageSet, model: Net, **extra) -> dict:
@@ -167,9 +174,11 @@ def train_teacher(cfg, data: D.ImageSet, record: RunRecord) -> Net:
         logits = model(prepare(x, channels_last=cfg.channels_last))
         return F.cross_entropy(logits, data.train_y[index]), logits, {}
 
+    watch = eval_index(data.test_y, cfg.eval_subset)
+
     def evaluate() -> dict:
-        logits, _ = predict(model, data.test_x, channels_last=cfg.channels_last)
-        return {"test_acc": (logits.argmax(1) == data.test_y).float().mean().item()}
+        logits, _ = predict(model, data.test_x[watch], channels_last=cfg.channels_last)
+        return {"test_acc": (logits.argmax(1) == data.test_y[watch]).float().mean().item()}
 
     meta = model_meta(cfg, data, model, init=cfg.init, stage="teacher")
     tracker = Tracker(cfg.wandb, record.folder, record.folder.name, record.metrics["params"])
@@ -177,7 +186,9 @@ def train_teacher(cfg, data: D.ImageSet, record: RunRecord) -> Net:
         fit(cfg, record, Loop(step, evaluate, set_train_mode, {"model": model}), optimizer, scheduler,
             data.train_y, tracker, lambda: save_model(record.path("best.pt"), model, meta))
         save_model(record.path("model.pt"), model, meta)
-        record.update(test_acc=record.metrics["history"][-1]["test_acc"], model=cfg.model, init=cfg.init,
-                      num_classes=data.num_classes, classes=list(data.classes))
+        logits, _ = predict(model, data.test_x, channels_last=cfg.channels_last)
+        record.update(test_acc=(logits.argmax(1) == data.test_y).float().mean().item(), model=cfg.model,
+                      init=cfg.init, num_classes=data.num_classes, classes=list(data.classes),
+                      eval_images=len(watch), test_images=len(data.test_y))
     tracker.finish()
     return model.eval()
