@@ -23,7 +23,8 @@ fashion-mnist:
 	@if [ -f $(FASHION_MNIST) ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
-		{ apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; \
+		{ apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; } || \
+		echo "note: could not install dataset-fashion-mnist; the study will say how to get Fashion-MNIST"; \
 	else \
 		echo "note: Fashion-MNIST is not in /usr/share/datasets; on Debian run 'sudo apt-get install dataset-fashion-mnist'," \
 		     "elsewhere add 'download: true' to the study's defaults (torchvision downloads it to data/)"; \

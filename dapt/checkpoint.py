@@ -7,30 +7,21 @@ and Python values, so it loads with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from .errors import DaptError
-from .runs import publish
+from .runs import atomic_path
 
 MODEL_FORMAT = "dapt-model-v1"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through a temp file and ``os.replace``, so a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    """``torch.save`` through a temp file and a rename, so a crash never leaves half a checkpoint."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:

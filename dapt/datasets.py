@@ -12,7 +12,6 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from PIL import Image
 
 from .errors import DaptError
+from .runs import atomic_path
 
 # Bump when the decoding below changes, so that old caches are not mistaken for new ones.
 _CACHE_FORMAT = 1
@@ -60,12 +60,25 @@ def read_idx(path: Path) -> np.ndarray:
         ) from None
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles; unpickle only plain containers and numpy arrays, never arbitrary code."""
+
+    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (not a CIFAR batch)")
+        return super().find_class(module, name)
+
+
 def read_pickle_dict(path: Path) -> dict[str, object]:
     """Load one CIFAR pickle batch; keys become ``str`` whether the file was pickled by
     Python 2 (the official files) or with ``bytes`` keys by Python 3."""
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = _ArrayUnpickler(f, encoding="latin1").load()
     except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
         raise CorruptImageError(f"cannot read CIFAR batch {path}: {exc}; delete the folder and set download: true") from None
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
@@ -304,13 +317,6 @@ def load_folder_dataset(name: str, index: FolderIndex, size: int, cache_dir: Pat
     train_x, train_y = _decode_all(index.image_dir, index.train, size)
     test_x, test_y = _decode_all(index.image_dir, index.test, size)
     tensors = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(tensors, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(tensors, tmp)
     return tensors

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from dapt.errors import DaptError
+from dapt.runs import atomic_path
 
 _DPI = 110
 _PANEL_SIZE = (4.6, 3.4)
@@ -24,17 +25,9 @@ _PANEL_SIZE = (4.6, 3.4)
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` as a PNG at ``path`` atomically (temp file + rename), creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            fig.savefig(stream, format="png", dpi=_DPI)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI)
+    return Path(path)
 
 
 def _number(value) -> float:
@@ -94,6 +87,8 @@ def training_curves(history: list[dict]) -> Figure:
         kl_ax.set_ylabel("KL (nats)")
         handles = agree_ax.get_legend_handles_labels()[0] + kl_ax.get_legend_handles_labels()[0]
         agree_ax.legend(handles=handles, loc="center right")
+    for ax in fig.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     return fig
 
 

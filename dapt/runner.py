@@ -21,6 +21,9 @@ from .study import RunSpec, Study
 KERNEL = "python3"
 # Keys that change how a run is executed or logged, not what it computes.
 BOOKKEEPING = ("resume", "wandb")
+# papermill's own per-cell markers; the notebooks' output is what a user wants to follow
+_PAPERMILL_CHATTER = ("Executing Cell", "Ending Cell", "Executing notebook with kernel", "Input Notebook",
+                      "Output Notebook", "Working directory")
 
 
 @dataclass
@@ -76,6 +79,7 @@ def _configure_logging() -> None:
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("    %(message)s"))
+        handler.addFilter(lambda rec: not str(rec.msg).startswith(_PAPERMILL_CHATTER))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False

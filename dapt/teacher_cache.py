@@ -126,7 +126,7 @@ class TeacherTargets:
         atomic_save({"format": CACHE_FORMAT, "logits": self.logits, "features": self.features}, self.path)
         print(f"teacher targets: {k} views x {n} images cached in {self.path.as_posix()}")
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: live targets enter the student's autograd graph as constants
     def _live(self, view: D.AugmentParams, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = D.apply_augment(self.train_x[index], select(view, index))
         f, z = self.teacher.forward_features(prepare(x, self.size, self.channels_last))

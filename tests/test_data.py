@@ -439,3 +439,17 @@ def test_to_float_and_normalisation_by_hand():
     with pytest.raises(DaptError) as exc:
         Normalise("clip")
     assert "imagenet" in one_line(exc)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_cifar_pickle_with_code_is_refused(tmp_path):
+    from dapt.datasets import read_pickle_dict
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": _Exploit()}))
+    with pytest.raises(DaptError, match="refusing to load builtins.print"):
+        read_pickle_dict(path)

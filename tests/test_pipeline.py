@@ -24,6 +24,12 @@ runs:
 """
 
 
+def shown_images(notebook: Path) -> int:
+    """How many PNG images the executed notebook displays (what a reader of the report sees)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return sum("image/png" in out.get("data", {}) for cell in cells for out in cell.get("outputs", []))
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A throwaway project folder holding the real notebooks; runs/ is created inside it."""
@@ -58,6 +64,7 @@ def test_every_run_is_done_with_its_records(executed):
     assert len(teacher["history"]) == 2 and 0 <= teacher["test_acc"] <= 1
     assert (root / "runs/tiny/teacher/model.pt").is_file()
     assert (root / "runs/tiny/teacher/figures/curves.png").is_file()
+    assert shown_images(root / "runs/tiny/teacher/notebook.ipynb") == 1
 
 
 def test_distill_records_agreement_and_figures(executed):
@@ -70,6 +77,7 @@ def test_distill_records_agreement_and_figures(executed):
     assert all("agreement" in h and "kl" in h for h in metrics["history"])
     figures = {p.name for p in (root / "runs/tiny/crd/figures").iterdir()}
     assert figures == {"curves.png", "per_class_agreement.png", "prediction_matrix.png", "reliability.png"}
+    assert shown_images(root / "runs/tiny/crd/notebook.ipynb") == 4
     assert list((root / "runs/tiny/teacher/cache").glob("targets-*.pt")), "teacher targets were not cached"
     scratch = json.loads((root / "runs/tiny/scratch/metrics.json").read_text())
     assert "agreement" not in scratch and scratch["test_acc"] is not None
@@ -81,7 +89,7 @@ def test_report_table_lists_every_run(executed):
     outputs = json.dumps([c.get("outputs", []) for c in nb["cells"]])
     for name in ("teacher", "crd", "scratch"):
         assert f"| {name} |" in outputs
-    assert "image/png" in outputs
+    assert shown_images(root / "runs/tiny/report/notebook.ipynb") == 2
     assert (root / "runs/tiny/report/figures/accuracy.png").is_file()
 
 

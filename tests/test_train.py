@@ -1,0 +1,109 @@
+"""The training loops on tiny digits: teacher inits, resume, distillation against a saved teacher."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dapt import config, runs
+from dapt import data as D
+from dapt.distill import distill, load_teacher
+from dapt.errors import DaptError
+from dapt.train import build_teacher, train_teacher
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return D.load_dataset("digits", 16, train_subset=200, seed=0)
+
+
+def teacher_cfg(tmp_path, **values):
+    base = {"dataset": "digits", "image_size": 16, "train_subset": 200, "epochs": 1, "batch_size": 50,
+            "model": "resnet18", "init": "fr", "run_dir": str(tmp_path / "teacher")}
+    return config.validate(config.TeacherConfig, {**base, **values})
+
+
+def test_linear_probe_changes_only_the_head_and_keeps_bn_statistics(tmp_path, digits):
+    cfg = teacher_cfg(tmp_path, model="efficientnet_lite0", init="lp", lr=0.01, optimizer="adamw")
+    before = {k: v.clone() for k, v in build_teacher(cfg, digits.num_classes).state_dict().items()}
+    record = runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg))
+    after = train_teacher(cfg, digits, record).state_dict()
+    body = [k for k in before if not k.startswith("head.")]
+    assert any("running_mean" in k for k in body)
+    assert all(torch.equal(before[k], after[k]) for k in body), "the probed body (and its BN stats) changed"
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+
+
+def test_fine_tune_trains_head_at_ten_times_the_body_lr(tmp_path, digits, monkeypatch):
+    seen = {}
+    import dapt.train as T
+
+    real = T.build_optimizer
+
+    def spy(name, groups, lr, wd):
+        optimizer = real(name, groups, lr, wd)
+        seen["lrs"] = [g["lr"] for g in optimizer.param_groups]
+        seen["sizes"] = [len(g["params"]) for g in optimizer.param_groups]
+        return optimizer
+
+    monkeypatch.setattr(T, "build_optimizer", spy)
+    cfg = teacher_cfg(tmp_path, model="efficientnet_lite0", init="ft", lr=0.001, scheduler="none")
+    train_teacher(cfg, digits, runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg)))
+    assert seen["lrs"] == [0.001, pytest.approx(0.01)]
+    assert seen["sizes"][1] == 2  # head weight and bias
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path, digits, monkeypatch):
+    straight = teacher_cfg(tmp_path, epochs=2, run_dir=str(tmp_path / "straight"))
+    full = train_teacher(straight, digits, runs.RunRecord.start(straight.run_dir, "teacher", config.as_dict(straight)))
+
+    import dapt.train as T
+
+    real_save = T.atomic_save
+
+    def save_then_stop(obj, path):  # Ctrl-C right after the epoch-1 checkpoint
+        real_save(obj, path)
+        if str(path).endswith("last.pt") and obj["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    cfg = teacher_cfg(tmp_path, epochs=2, run_dir=str(tmp_path / "split"))
+    monkeypatch.setattr(T, "atomic_save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(cfg, digits, runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg)))
+    assert json.loads((tmp_path / "split" / "metrics.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(T, "atomic_save", real_save)
+
+    resumed_cfg = teacher_cfg(tmp_path, epochs=2, resume=True, run_dir=cfg.run_dir)
+    resumed = train_teacher(resumed_cfg, digits,
+                            runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(resumed_cfg), resume=True))
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    history = json.loads((tmp_path / "split" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_distill_checks_the_teacher_and_leaves_it_untouched(tmp_path, digits):
+    cfg = teacher_cfg(tmp_path)
+    record = runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg))
+    train_teacher(cfg, digits, record)
+    with pytest.raises(DaptError, match="not done"):
+        load_teacher(cfg.run_dir, digits)
+    record.finish()
+    teacher, meta = load_teacher(cfg.run_dir, digits)
+    frozen = {k: v.clone() for k, v in teacher.state_dict().items()}
+
+    other = D.load_dataset("digits", 16, train_subset=200, seed=0)
+    other.name = "fashion_mnist"
+    with pytest.raises(DaptError, match="trained on digits"):
+        load_teacher(cfg.run_dir, other)
+
+    dcfg = config.validate(config.DistillConfig, {
+        "dataset": "digits", "image_size": 16, "train_subset": 200, "epochs": 1, "batch_size": 50,
+        "student": "mobilenet_v2", "teacher": cfg.run_dir, "distiller": "srrl", "teacher_cache": "off",
+        "run_dir": str(tmp_path / "student")})
+    drecord = runs.RunRecord.start(dcfg.run_dir, "distill", config.as_dict(dcfg))
+    result = distill(dcfg, digits, drecord, teacher, meta)
+    assert all(torch.equal(frozen[k], v) for k, v in teacher.state_dict().items())
+    assert result.student_logits.shape == (len(digits.test_y), digits.num_classes)
+    assert 0.0 <= drecord.metrics["agreement"] <= 1.0 and drecord.metrics["cka"] is not None
