@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Sequence
 
 from .errors import DaptError
@@ -28,9 +29,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .study import load_study
 
     study = load_study(args.file)
+    started = time.time()
     results = run_study(study, force=args.force, only=args.only or None, log_output=not args.quiet)
     bad = {name: status for name, status in results.items() if status != "done"}
-    print(f"study {study.name}: {len(results) - len(bad)} of {len(results)} runs done"
+    minutes, seconds = divmod(int(time.time() - started), 60)
+    print(f"study {study.name}: {len(results) - len(bad)} of {len(results)} runs done in {minutes} min {seconds} s"
           + (f"; not done: {', '.join(f'{n} ({s})' for n, s in bad.items())}" if bad else ""))
     return 1 if bad else 0
 

@@ -12,6 +12,7 @@ COLUMNS = [
     ("cka", "CKA"), ("wall_time_s", "time s"), ("status", "status"),
 ]
 _PERCENT = {"test_acc", "agreement", "ece"}
+INIT_LABELS = {"fr": "from scratch", "lp": "ImageNet, linear probe", "ft": "ImageNet, fine-tuned"}
 
 
 def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -26,7 +27,8 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
                "test_acc": metrics.get("test_acc"), "best_test_acc": metrics.get("best_test_acc"),
                "wall_time_s": metrics.get("wall_time_s"), "ece": metrics.get("ece")}
         if metrics["stage"] == "teacher":
-            row.update(student=params.get("model"), teacher=f"— ({params.get('init')})", distiller="—",
+            init = INIT_LABELS.get(params.get("init"), params.get("init"))
+            row.update(student=params.get("model"), teacher=f"— (itself: {init})", distiller="—",
                        init=params.get("init"), model=params.get("model"))
         else:
             teacher_run = metrics.get("teacher_run")
@@ -69,4 +71,21 @@ def gains_over_scratch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 and r["student"] in baseline:
             out.append({"run": r["run"], "student": r["student"], "distiller": r["distiller"],
                         "gain_pt": 100 * (r["test_acc"] - baseline[r["student"]])})
+    return out
+
+
+def pretraining_gap(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The paper's question, per student architecture that also has a pre-trained, fine-tuned run:
+    the best distilled random-init student against that pre-trained model (points, + = distillation ahead)."""
+    pretrained = {r["model"]: r for r in rows if r["stage"] == "teacher" and r.get("init") == "ft"
+                  and r.get("test_acc") is not None}
+    out = []
+    for arch, ref in pretrained.items():
+        distilled = [r for r in rows if r["stage"] == "distill" and r.get("student") == arch
+                     and r.get("distiller") != "none" and r.get("test_acc") is not None]
+        if distilled:
+            best = max(distilled, key=lambda r: r["test_acc"])
+            out.append({"student": arch, "best_run": best["run"], "best_acc": best["test_acc"],
+                        "pretrained_run": ref["run"], "pretrained_acc": ref["test_acc"],
+                        "gap_pt": 100 * (best["test_acc"] - ref["test_acc"])})
     return out

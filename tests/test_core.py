@@ -134,3 +134,22 @@ def test_views_replay_the_same_pixels():
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     [identity] = make_views(4, 32, 3, seed=1, augment=False)
     assert torch.equal(D.apply_augment(x, identity), x)
+
+
+def test_report_compares_distillation_with_pretraining_and_scratch():
+    from dapt import report
+
+    rows = [
+        {"run": "lite0_pt", "stage": "teacher", "model": "lite0", "init": "ft", "test_acc": 0.80},
+        {"run": "big", "stage": "teacher", "model": "lite2", "init": "ft", "test_acc": 0.86},
+        {"run": "l_none", "stage": "distill", "student": "lite0", "distiller": "none", "test_acc": 0.70},
+        {"run": "l_kd", "stage": "distill", "student": "lite0", "distiller": "kd", "test_acc": 0.72},
+        {"run": "l_crd", "stage": "distill", "student": "lite0", "distiller": "crd", "test_acc": 0.75},
+        {"run": "m_kd", "stage": "distill", "student": "mnv2", "distiller": "kd", "test_acc": None},
+    ]
+    [gap] = report.pretraining_gap(rows)
+    assert gap["best_run"] == "l_crd" and gap["gap_pt"] == pytest.approx(-5.0)
+    gains = {g["run"]: g["gain_pt"] for g in report.gains_over_scratch(rows)}
+    assert gains == {"l_kd": pytest.approx(2.0), "l_crd": pytest.approx(5.0)}
+    table = report.markdown_table(rows).splitlines()
+    assert len(table) == 2 + len(rows) and "| l_crd | lite0 |" in table[6] and "75.00" in table[6]
