@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import datasets as formats
-from .datasets import CorruptImageError, DatasetMissingError  # noqa: F401  (part of this module's API)
+from . import imagecache
+from .errors import CorruptImageError, DatasetMissingError  # noqa: F401  (part of this module's API)
 from .errors import DaptError
 from .registry import Registry
 
@@ -95,7 +96,7 @@ def _cifar(name: str, root: Path, size: int, download: bool, cache_dir: Path) ->
 def _folder_set(name: str, index_of: Callable[[Path, bool], formats.FolderIndex],
                 root: Path, size: int, download: bool, cache_dir: Path) -> ImageSet:
     index = index_of(root, download)
-    t = formats.load_folder_dataset(name, index, size, cache_dir)
+    t = imagecache.load_folder_dataset(name, index, size, cache_dir)
     classes = [formats.clean_class_name(c) for c in index.classes]
     return ImageSet(name, classes, t["train_x"], t["train_y"], t["test_x"], t["test_y"], size)
 

@@ -1,40 +1,24 @@
 """Readers for the on-disk formats of the datasets ``dapt.data`` serves.
 
-Each reader returns plain arrays or an index of image files; ``dapt.data`` turns them into an
-``ImageSet``. Folders of JPEGs are decoded with PIL exactly once per (dataset, image size, file
-list) and cached as a ``.pt`` of uint8 tensors, because decoding thousands of JPEGs on a
-2-core CPU takes minutes while loading the cache takes a second.
+Each reader returns plain arrays or an index of image files (decoded and cached by
+``dapt.imagecache``); ``dapt.data`` turns them into an ``ImageSet``.
 """
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import pickle
 import re
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .errors import DaptError
-from .runs import atomic_path
+from .errors import CorruptImageError, DatasetMissingError
+from .imagecache import FolderIndex
 
-# Bump when the decoding below changes, so that old caches are not mistaken for new ones.
-_CACHE_FORMAT = 1
 _IDX_UBYTE = 0x08
-
-
-class DatasetMissingError(DaptError):
-    """The files of a dataset are not where they are expected; the message names the fix."""
-
-
-class CorruptImageError(DaptError):
-    """An image or data file that cannot be decoded; the message names the file."""
 
 
 def clean_class_name(raw: str) -> str:
@@ -155,16 +139,6 @@ def cifar_arrays(name: str, root: Path, download: bool) -> tuple[list[str], tupl
     return classes, read_cifar(folder, train_files, labels_key), read_cifar(folder, test_files, labels_key)
 
 
-@dataclass
-class FolderIndex:
-    """Image files of a folder dataset: paths relative to ``image_dir`` with class indices."""
-
-    image_dir: Path
-    classes: list[str]  # raw folder names, in label order
-    train: list[tuple[str, int]]
-    test: list[tuple[str, int]]
-
-
 def _read_lines(path: Path, missing_fix: str) -> list[str]:
     if not path.is_file():
         raise DatasetMissingError(f"{path} not found; {missing_fix}")
@@ -243,80 +217,3 @@ def cub_index(root: Path, download: bool) -> FolderIndex:
     for image_id in sorted(images):
         (train if is_train[image_id] == "1" else test).append((images[image_id], int(labels[image_id]) - 1))
     return FolderIndex(folder / "images", [classes_by_id[k] for k in sorted(classes_by_id)], train, test)
-
-
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """Decode to RGB, resize the shorter side to ``size`` (bilinear), centre-crop to a square.
-
-    ``draft`` lets the JPEG decoder downscale by a power of two on the fly, never below ``size``.
-    """
-    try:
-        with Image.open(path) as img:
-            img.draft("RGB", (size, size))
-            img = img.convert("RGB")
-            scale = size / min(img.size)
-            w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
-            img = img.resize((w, h), Image.Resampling.BILINEAR)
-            left, top = (w - size) // 2, (h - size) // 2
-            img = img.crop((left, top, left + size, top + size))
-            return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
-    except FileNotFoundError:
-        raise DatasetMissingError(f"image {path} listed in the split files is missing; restore the dataset folder") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise CorruptImageError(f"cannot decode image {path}: {exc}; replace or re-download that file") from None
-
-
-def _decode_all(image_dir: Path, entries: list[tuple[str, int]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    images = torch.empty(len(entries), 3, size, size, dtype=torch.uint8)
-    target = images.numpy()  # shares memory: filled in place, no second copy of the dataset
-
-    def decode_into(i: int) -> None:
-        target[i] = decode_image(image_dir / entries[i][0], size)
-
-    # PIL releases the GIL while decoding, so threads use both cores without pickling images.
-    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
-    try:
-        list(pool.map(decode_into, range(len(entries))))
-    finally:
-        pool.shutdown(cancel_futures=True)  # a corrupt image stops the work at once
-    return images, _labels(entries)
-
-
-def _labels(entries: list[tuple[str, int]]) -> torch.Tensor:
-    return torch.tensor([label for _, label in entries], dtype=torch.int64)
-
-
-def cache_path(cache_dir: Path, name: str, size: int, index: FolderIndex) -> Path:
-    """Cache file named by dataset, size and a short hash of the file list and labels."""
-    digest = hashlib.sha256(repr((_CACHE_FORMAT, index.classes, index.train, index.test)).encode()).hexdigest()
-    return cache_dir / f"{name}-{size}px-{digest[:12]}.pt"
-
-
-def _load_cache(path: Path, index: FolderIndex, size: int) -> dict[str, torch.Tensor] | None:
-    try:
-        cached = torch.load(path, weights_only=True)
-        labels_match = all(
-            torch.equal(cached[f"{split}_y"], _labels(entries))
-            and cached[f"{split}_x"].shape == (len(entries), 3, size, size) and cached[f"{split}_x"].dtype == torch.uint8
-            for split, entries in (("train", index.train), ("test", index.test))
-        )
-        if labels_match:
-            return cached
-    except Exception:  # any unreadable cache (truncated, foreign, old format) is simply rebuilt
-        pass
-    return None
-
-
-def load_folder_dataset(name: str, index: FolderIndex, size: int, cache_dir: Path) -> dict[str, torch.Tensor]:
-    """Decoded ``train_x/train_y/test_x/test_y`` of a folder dataset, from the cache when it is valid."""
-    path = cache_path(cache_dir, name, size, index)
-    if path.is_file() and (cached := _load_cache(path, index, size)) is not None:
-        return cached
-    if not index.image_dir.is_dir():
-        raise DatasetMissingError(f"image folder {index.image_dir} not found; restore the dataset folder")
-    train_x, train_y = _decode_all(index.image_dir, index.train, size)
-    test_x, test_y = _decode_all(index.image_dir, index.test, size)
-    tensors = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
-    with atomic_path(path) as tmp:
-        torch.save(tensors, tmp)
-    return tensors

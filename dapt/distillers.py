@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .crd import CRDCriterion
 from .errors import DaptError
+from .losses import align_loss, kd_loss, uniform_loss
 # PROJECTORS is re-exported: config validates projector names through this module.
 from .projectors import CONNECTORS, PROJECTORS, build_projector
 from .registry import Registry
@@ -70,39 +70,6 @@ class DistillerSettings:
         _require(0 <= self.crd_momentum < 1, "crd_momentum", self.crd_momentum, "in [0, 1)")
         PROJECTORS.get(self.projector)
         CONNECTORS.get(self.srrl_connector)
-
-
-def kd_loss(s_logits: Tensor, t_logits: Tensor, T: float) -> Tensor:
-    """Knowledge distillation (Hinton, Vinyals & Dean 2015).
-
-    ``T²·KL(softmax(z_t/T) ‖ softmax(z_s/T))``, summed over classes and averaged over the
-    batch; the T² keeps its gradient on the scale of the cross-entropy's as T changes.
-    """
-    log_p_s = F.log_softmax(s_logits / T, dim=1)
-    log_p_t = F.log_softmax(t_logits / T, dim=1)
-    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * T * T
-
-
-def align_loss(p_s: Tensor, p_t: Tensor, alpha: float) -> Tensor:
-    """Alignment (Wang & Isola 2020; as a distiller, Farhat & Chen 2024).
-
-    ``mean_i ‖p_s,i − p_t,i‖₂^α`` over the batch.
-    """
-    # Raising the squared distance to α/2 keeps the gradient finite where p_s,i = p_t,i.
-    return (p_s - p_t).pow(2).sum(dim=1).pow(alpha / 2).mean()
-
-
-def uniform_loss(p: Tensor, t: float) -> Tensor:
-    """Uniformity (Wang & Isola 2020): ``log mean_{i<j} exp(−t·‖p_i − p_j‖₂²)`` over the batch."""
-    n = p.shape[0]
-    if n < 2:
-        raise ValueError(f"uniform_loss needs at least 2 rows to form pairs, got {n}")
-    i, j = torch.triu_indices(n, n, offset=1, device=p.device)
-    # Through the Gram matrix: O(B²) memory instead of one d-vector per pair.
-    gram = p @ p.T
-    sq_norms = gram.diagonal()
-    sq_dist = (sq_norms[i] + sq_norms[j] - 2 * gram[i, j]).clamp_min(0)
-    return torch.logsumexp(-t * sq_dist, dim=0) - math.log(i.numel())
 
 
 DISTILLERS: Registry[type["Distiller"]] = Registry("distiller")

@@ -6,3 +6,11 @@ class DaptError(Exception):
 
     The message names the problem and the fix; ``dapt`` prints it as one line and exits 2.
     """
+
+
+class DatasetMissingError(DaptError):
+    """The files of a dataset are not where they are expected; the message names the fix."""
+
+
+class CorruptImageError(DaptError):
+    """An image or data file that cannot be decoded; the message names the file."""

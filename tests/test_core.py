@@ -153,3 +153,18 @@ def test_report_compares_distillation_with_pretraining_and_scratch():
     assert gains == {"l_kd": pytest.approx(2.0), "l_crd": pytest.approx(5.0)}
     table = report.markdown_table(rows).splitlines()
     assert len(table) == 2 + len(rows) and "| l_crd | lite0 |" in table[6] and "75.00" in table[6]
+
+
+def test_wandb_offline_logs_inside_the_run_folder_and_disabled_writes_nothing(tmp_path):
+    from dapt.tracking import Tracker
+
+    quiet = Tracker("disabled", tmp_path / "off", "r", {})
+    quiet.log({"test_acc": 0.5}, step=1)
+    quiet.finish()
+    assert not (tmp_path / "off").exists()
+
+    tracker = Tracker("offline", tmp_path / "on", "r", {"lr": 0.1})
+    tracker.log({"test_acc": 0.5, "note": "skipped: not a number"}, step=1)
+    tracker.finish()
+    [run] = (tmp_path / "on" / "wandb").glob("offline-run-*")
+    assert list(run.glob("run-*.wandb")), "wandb wrote no offline record"

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dapt import datasets as formats
+from dapt import imagecache
 from dapt.data import (
     DATASETS, NORMALISATIONS, CorruptImageError, DatasetMissingError, Normalise, apply_augment, augment,
     load_dataset, normalise, sample_augment, stratified_subset, to_float,
@@ -336,7 +337,7 @@ def test_decode_resizes_shorter_side_then_centre_crops(tmp_path):
     strip[:, 10:20] = (0, 255, 0)
     strip[:, 20:] = (0, 0, 255)
     Image.fromarray(strip).save(tmp_path / "strip.png")
-    out = formats.decode_image(tmp_path / "strip.png", 8)  # 30x10 → 24x8, keep columns 8..16: the green third
+    out = imagecache.decode_image(tmp_path / "strip.png", 8)  # 30x10 → 24x8, keep columns 8..16: the green third
     assert out.shape == (3, 8, 8)
     assert (out[1, :, 1:7] == 255).all() and (out[0, :, 1:7] == 0).all() and (out[2, :, 1:7] == 0).all()
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from dapt.crd import NegativeSampler, crd_negatives
-from dapt.distillers import (DEFAULT_WEIGHTS, DISTILLERS, PROJECTORS, DistillerSettings,
-                             align_loss, build_distiller, kd_loss, uniform_loss)
+from dapt.distillers import DEFAULT_WEIGHTS, DISTILLERS, PROJECTORS, DistillerSettings, build_distiller
+from dapt.losses import align_loss, kd_loss, uniform_loss
 from dapt.errors import DaptError
 from dapt.registry import UnknownNameError
 

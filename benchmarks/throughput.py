@@ -1,0 +1,107 @@
+"""Speed ratios of dapt's performance choices, measured in one run on this machine.
+
+    .venv/bin/python benchmarks/throughput.py            # about 15 seconds on 2 cores
+
+1. channels_last vs contiguous: MobileNetV2 training steps at 32 px.
+2. cached vs live teacher targets: one distillation step of a MobileNetV2 student with an
+   EfficientNet-Lite2 teacher that sees the student's view at 48 px.
+3. batched tensor augmentation of 6,000 images vs one image at a time.
+Ratios, not absolute times, are the result: absolute times move with the machine's load.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from dapt import data as D
+from dapt.distillers import DistillerSettings, build_distiller
+from dapt.models import create_model
+from dapt.teacher_cache import TeacherTargets, make_views, select
+from dapt.train import prepare
+
+
+def per_second(fn, repeats: int) -> float:
+    fn()  # warm-up: first calls pay for allocation and kernel selection
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return repeats / (time.perf_counter() - start)
+
+
+def training_steps(channels_last: bool, batch: int, repeats: int) -> float:
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", 10)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8)
+    y = torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        loss = F.cross_entropy(model(prepare(x, channels_last=channels_last)), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return per_second(step, repeats) * batch
+
+
+def distill_steps(cached: bool, batch: int, repeats: int) -> float:
+    torch.manual_seed(0)
+    n = batch * 4
+    train_x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    train_y = torch.randint(0, 10, (n,))
+    teacher = create_model("efficientnet_lite2", 10).eval().to(memory_format=torch.channels_last)
+    student = create_model("mobilenet_v2", 10).to(memory_format=torch.channels_last)
+    distiller = build_distiller("kd", DistillerSettings(), s_dim=student.feat_dim, t_dim=teacher.feat_dim,
+                                num_classes=10)
+    views = make_views(n, 32, 1, seed=0, augment=True)
+    targets = TeacherTargets(teacher, 48, train_x, views, cache_dir=None, key_parts=(), channels_last=True)
+    if cached:  # what the cache holds: the teacher's outputs on every view, computed beforehand
+        index = torch.arange(n)
+        targets.logits, targets.features = (t.half().unsqueeze(0) for t in targets.get(0, index))
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
+    index = torch.arange(batch)
+
+    def step() -> None:
+        x = D.apply_augment(train_x[index], select(views[0], index))
+        s_feat, s_logits = student.forward_features(prepare(x))
+        t_logits, t_feat = targets.get(0, index)
+        loss, _ = distiller(s_feat, s_logits, train_y[index], t_feat=t_feat, t_logits=t_logits)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return per_second(step, repeats) * batch
+
+
+def augmentation(batched: bool) -> float:
+    x = torch.randint(0, 256, (6000, 3, 32, 32), dtype=torch.uint8)
+    generator = torch.Generator().manual_seed(0)
+    if batched:
+        return per_second(lambda: D.augment(x, generator), 3) * len(x)
+    few = x[:500]
+    return per_second(lambda: [D.augment(img[None], generator) for img in few], 1) * len(few)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
+    parser.add_argument("--repeats", type=int, default=8, help="timed steps per measurement (default 8)")
+    args = parser.parse_args()
+    rows = [
+        ("channels_last / contiguous (MobileNetV2 training)",
+         training_steps(True, args.batch, args.repeats), training_steps(False, args.batch, args.repeats)),
+        ("cached / live teacher (KD step, Lite2 teacher at 48 px)",
+         distill_steps(True, args.batch, args.repeats), distill_steps(False, args.batch, args.repeats)),
+        ("batched / per-image augmentation", augmentation(True), augmentation(False)),
+    ]
+    for name, fast, slow in rows:
+        print(f"{name:<58} {fast:>9.0f} vs {slow:>9.0f} img/s  ratio {fast / slow:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
