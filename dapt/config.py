@@ -13,7 +13,7 @@ import difflib
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, ClassVar, Mapping, Optional, Union
 
 from .errors import DaptError
 
@@ -54,6 +54,10 @@ def param(default: Any, help: str, choices: Union[tuple, Callable[[], list], Non
 @dataclass
 class TrainConfig:
     """What every training stage shares: data, optimisation, bookkeeping."""
+
+    # Files a finished run leaves beside metrics.json; without them (a fresh clone holds only the
+    # committed reports, not the git-ignored checkpoints) the run is executed again.
+    outputs: ClassVar[tuple[str, ...]] = ("model.pt",)
 
     dataset: str = param("fashion_mnist", "dataset registry key", _datasets)
     data_root: str = param("data", "folder holding downloaded / user-provided datasets and their caches")
@@ -141,6 +145,8 @@ class DistillConfig(TrainConfig, _distiller_settings()):
 @dataclass
 class ReportConfig:
     """Report: the paper-style table and plots over every run of the study."""
+
+    outputs: ClassVar[tuple[str, ...]] = ("notebook.ipynb",)
 
     run_dir: str = param("runs/interactive/report", "where the report is recorded (set by `dapt run`)")
 

@@ -54,7 +54,10 @@ def run_state(spec: RunSpec) -> RunState:
     recorded = _comparable(read_yaml(spec.folder / "params.yaml") or {})
     wanted = _comparable(spec.params)
     changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
-    return RunState(spec, str(metrics.get("status", "unknown")), not changed, changed)
+    status = str(metrics.get("status", "unknown"))
+    if status == "done" and not all((spec.folder / name).is_file() for name in type(spec.cfg).outputs):
+        status = "report-only"  # done once, but its checkpoint is not here (e.g. a fresh clone)
+    return RunState(spec, status, not changed, changed)
 
 
 def plan(study: Study, force: bool = False, only: list[str] | None = None) -> list[RunState]:
@@ -65,7 +68,7 @@ def plan(study: Study, force: bool = False, only: list[str] | None = None) -> li
             raise DaptError(f"{study.source}: no run named {unknown[0]!r}; runs: {', '.join(r.name for r in study.runs)}")
     states = [run_state(spec) for spec in study.runs if not only or spec.name in only]
     for state in states:
-        if state.finished and not state.same_params and not force:
+        if state.status in ("done", "report-only") and not state.same_params and not force:
             raise DaptError(
                 f"{study.source}: run {state.spec.name!r} is done with other parameters "
                 f"({', '.join(state.changed)} changed); rerun with --force to replace it"

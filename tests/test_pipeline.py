@@ -143,3 +143,18 @@ def test_failed_notebook_is_recorded_as_failed(project, capsys):
     assert metrics["status"] == "failed" and "cifar" in metrics["error"].lower()
     assert (project / "runs/broken/t/notebook.ipynb").is_file()
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_a_run_without_its_checkpoint_is_executed_again(executed, capsys):
+    """A fresh clone holds the committed reports but not the git-ignored checkpoints."""
+    from dapt.runner import plan, run_state
+    from dapt.study import load_study
+
+    root, _ = executed
+    study = load_study("params/tiny.yaml")
+    (root / "runs/tiny/scratch/model.pt").unlink()
+    assert run_state(study.get("scratch")).status == "report-only"
+    assert run_state(study.get("teacher")).finished
+    assert [s.spec.name for s in plan(study) if not s.finished] == ["scratch"]
+    assert main(["status", "params/tiny.yaml"]) == 0
+    assert "report-only" in capsys.readouterr().out
