@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from dapt import data as D
 from dapt.distillers import DistillerSettings, build_distiller
 from dapt.models import create_model
-from dapt.teacher_cache import TeacherTargets, make_views, select
+from dapt.teacher_cache import TeacherTargets, make_views
 from dapt.train import prepare
 
 
@@ -67,7 +67,7 @@ def distill_steps(cached: bool, batch: int, repeats: int) -> float:
     index = torch.arange(batch)
 
     def step() -> None:
-        x = D.apply_augment(train_x[index], select(views[0], index))
+        x = D.apply_augment(train_x[index], views[0].select(index))
         s_feat, s_logits = student.forward_features(prepare(x))
         t_logits, t_feat = targets.get(0, index)
         loss, _ = distiller(s_feat, s_logits, train_y[index], t_feat=t_feat, t_logits=t_logits)

@@ -38,7 +38,7 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, meta: Mapping[str, Any]) -> None:
     """Write ``model``'s weights with ``meta`` (model, num_classes, classes, dataset, image_size, ...)."""
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}  # saved at once: no copy needed
     atomic_save({"format": MODEL_FORMAT, **dict(meta), "state_dict": state}, path)
 
 

@@ -61,21 +61,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from . import config
     from .data import DATASETS
-    from .models import MODELS
+    from .distillers import DISTILLERS, PROJECTORS
+    from .models import MODELS, model_info
 
-    registries = [("stages", None), ("datasets", DATASETS), ("models", MODELS)]
-    try:
-        from .distillers import DISTILLERS, PROJECTORS
-
-        registries += [("distillers", DISTILLERS), ("projectors", PROJECTORS)]
-    except ImportError:
-        pass
-    for title, registry in registries:
+    print("stages:")
+    for stage, cls in config.STAGES.items():
+        print(f"  {stage:<20} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    print("models:")
+    for name in MODELS.names():
+        info = model_info(name)
+        weights = "offline" if info["pretrained_offline"] else "download or local file"
+        print(f"  {name:<20} {info['summary']}; features {info['feat_dim']}, ImageNet weights: {weights}")
+    for title, registry in [("datasets", DATASETS), ("distillers", DISTILLERS), ("projectors", PROJECTORS)]:
         print(f"{title}:")
-        if registry is None:
-            for stage, cls in config.STAGES.items():
-                print(f"  {stage:<20} {(cls.__doc__ or '').strip().splitlines()[0]}")
-            continue
         for name in registry.names():
             print(f"  {name:<20} {registry.summary(name)}")
     return 0

@@ -3,8 +3,8 @@
 One dataclass per stage; its fields are exactly the keys of the stage notebook's ``parameters``
 cell (a test keeps the two equal), so a params file is checked before any kernel starts:
 unknown key, wrong type, or value outside its choices → one ``ConfigError`` line naming the key,
-the file and the valid options. Choices come from the registries, so a new model or distiller
-is valid everywhere the moment it is registered.
+the file and the valid options. Choices come from the registries (read when validating), so a new
+model or distiller is valid everywhere the moment it is registered.
 """
 from __future__ import annotations
 
@@ -15,35 +15,17 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, Optional, Union
 
+from .data import DATASETS
+from .distillers import DISTILLERS, DistillerSettings
 from .errors import DaptError
+from .models import MODELS
+from .projectors import CONNECTORS, PROJECTORS
+
+INJECTED = ("run_dir",)  # set by `dapt run` (runs/<study>/<run>), never by a params file
 
 
 class ConfigError(DaptError):
     """A params mistake; the message names the file, the run, the key and the valid options."""
-
-
-def _datasets() -> list[str]:
-    from .data import DATASETS
-
-    return DATASETS.names()
-
-
-def _models() -> list[str]:
-    from .models import MODELS
-
-    return MODELS.names()
-
-
-def _distillers() -> list[str]:
-    from .distillers import DISTILLERS
-
-    return DISTILLERS.names()
-
-
-def _projectors() -> list[str]:
-    from .distillers import PROJECTORS
-
-    return PROJECTORS.names()
 
 
 def param(default: Any, help: str, choices: Union[tuple, Callable[[], list], None] = None) -> Any:
@@ -59,7 +41,7 @@ class TrainConfig:
     # committed reports, not the git-ignored checkpoints) the run is executed again.
     outputs: ClassVar[tuple[str, ...]] = ("model.pt",)
 
-    dataset: str = param("fashion_mnist", "dataset registry key", _datasets)
+    dataset: str = param("fashion_mnist", "dataset registry key", DATASETS.names)
     data_root: str = param("data", "folder holding downloaded / user-provided datasets and their caches")
     download: bool = param(False, "let torchvision download a missing dataset")
     train_subset: Optional[int] = param(6000, "stratified subset of the training set (null = all)")
@@ -87,7 +69,7 @@ class TrainConfig:
 class TeacherConfig(TrainConfig):
     """Teacher: train fr (scratch), lp (linear probe) or ft (fine-tune) on the task."""
 
-    model: str = param("efficientnet_lite0", "teacher architecture (model registry key)", _models)
+    model: str = param("efficientnet_lite0", "teacher architecture (model registry key)", MODELS.names)
     init: str = param("ft", "fr: scratch, lp: linear probe, ft: fine-tune", ("fr", "lp", "ft"))
     pretrained_weights: Optional[str] = param(
         None, "local ImageNet weights file for lp/ft (null = the packaged / downloadable weights)"
@@ -120,22 +102,16 @@ DISTILLER_HELP = {
     "crd_momentum": "CRD memory-bank momentum",
     "srrl_connector": "SRRL connector from student to teacher width",
 }
-DISTILLER_CHOICES = {"projector": _projectors, "srrl_connector": ("mlp", "linear")}
-
-
-def _distiller_settings() -> type:
-    from .distillers import DistillerSettings
-
-    return DistillerSettings
+DISTILLER_CHOICES = {"projector": PROJECTORS.names, "srrl_connector": CONNECTORS.names}
 
 
 @dataclass
-class DistillConfig(TrainConfig, _distiller_settings()):
+class DistillConfig(TrainConfig, DistillerSettings):
     """Distill: a random-init student learns from a trained teacher with one of the distillers."""
 
-    student: str = param("mobilenet_v2", "student architecture, always from random init", _models)
+    student: str = param("mobilenet_v2", "student architecture, always from random init", MODELS.names)
     teacher: Optional[str] = reference("teacher run of this study, or a run folder (runs/<study>/<run>)", "teacher")
-    distiller: str = param("kd", "none (labels only), kd, crd, srrl or align_uniform", _distillers)
+    distiller: str = param("kd", "none (labels only), kd, crd, srrl or align_uniform", DISTILLERS.names)
     teacher_cache: str = param("on", "on: teacher outputs computed once per (image, view) and reused; off: live",
                                ("on", "off"))
     cache_views: Optional[int] = param(None, "augmented views per image replayed over the epochs (null = epochs)")
@@ -225,7 +201,7 @@ def validate(cls: type, values: Mapping[str, Any], where: str = "params") -> Any
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in values:
         if key not in known:
-            raise unknown_key(where, key, [k for k in known if k != "run_dir"])
+            raise unknown_key(where, key, [k for k in known if k not in INJECTED])
     clean = {}
     for key, value in values.items():
         kind = hints[key]

@@ -167,6 +167,10 @@ class AugmentParams:
     pad: int
     image_size: int
 
+    def select(self, index: torch.Tensor) -> "AugmentParams":
+        """The same view restricted to the images ``index`` (a batch of a replayed view)."""
+        return AugmentParams(self.offset_y[index], self.offset_x[index], self.flip[index], self.pad, self.image_size)
+
 
 def sample_augment(n: int, image_size: int, generator: torch.Generator, pad: int = 4, flip: bool = True) -> AugmentParams:
     """Draw the random crop offsets and flips for ``n`` images; the same generator state gives the same view."""

@@ -7,7 +7,6 @@ the full agreement metrics (split agreement, KL, ECE of both, CKA) go into ``met
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
@@ -22,7 +21,7 @@ from .errors import DaptError
 from .models import Net, create_model
 from .optim import build_optimizer, build_scheduler
 from .runs import RunRecord, read_json, rel
-from .teacher_cache import TeacherTargets, file_digest, make_views, select, test_outputs
+from .teacher_cache import TeacherTargets, file_digest, make_views, outputs_on_test_set
 from .tracking import Tracker
 from .train import Loop, eval_index, fit, model_meta, predict, prepare
 
@@ -69,7 +68,7 @@ def distill(cfg, ds: D.ImageSet, record: RunRecord, teacher: Optional[Net] = Non
     distiller = build_distiller(
         cfg.distiller, _settings(cfg), s_dim=student.feat_dim, t_dim=teacher.feat_dim if teacher else None,
         num_classes=ds.num_classes, train_labels=ds.train_y,
-        teacher_head=copy.deepcopy(teacher.head) if teacher is not None else None, seed=cfg.seed)
+        teacher_head=teacher.head if teacher is not None else None, seed=cfg.seed)
     if distiller.needs_teacher and teacher is None:
         raise DaptError(f"distiller {cfg.distiller!r} needs a teacher: set teacher: <teacher run>")
     t_size = int(teacher_meta["image_size"]) if teacher_meta else cfg.image_size
@@ -80,11 +79,12 @@ def distill(cfg, ds: D.ImageSet, record: RunRecord, teacher: Optional[Net] = Non
     if teacher is not None:
         cache_dir = Path(cfg.teacher) / "cache" if cfg.teacher_cache == "on" else None
         key = (file_digest(Path(cfg.teacher) / "model.pt"), ds.name, cfg.image_size) if cache_dir else ()
-        t_logits, t_feats = test_outputs(teacher, ds.test_x, t_size, cache_dir=cache_dir, key_parts=key,
-                                         channels_last=cfg.channels_last)
+        t_logits, t_feats = outputs_on_test_set(teacher, ds.test_x, t_size, cache_dir=cache_dir, key_parts=key,
+                                                channels_last=cfg.channels_last)
         if distiller.needs_teacher:
+            # the views (drawn from the seed) are part of the key, so the seed itself need not be
             targets = TeacherTargets(teacher, t_size, ds.train_x, views, cache_dir=cache_dir,
-                                     key_parts=(*key, cfg.seed), channels_last=cfg.channels_last)
+                                     key_parts=key, channels_last=cfg.channels_last)
         teacher_acc = A.accuracy(t_logits, ds.test_y)
         record.update(teacher_test_acc=teacher_acc, teacher_run=rel(cfg.teacher),
                       teacher_model=teacher_meta["model"], teacher_init=teacher_meta.get("init"))
@@ -100,7 +100,7 @@ def distill(cfg, ds: D.ImageSet, record: RunRecord, teacher: Optional[Net] = Non
 
     def step(index: torch.Tensor, epoch: int, generator: torch.Generator):
         view = epoch % len(views)
-        x = D.apply_augment(ds.train_x[index], select(views[view], index))
+        x = D.apply_augment(ds.train_x[index], views[view].select(index))
         s_feat, s_logits = student.forward_features(prepare(x, channels_last=cfg.channels_last))
         t_z, t_f = targets.get(view, index) if targets is not None else (None, None)
         loss, parts = distiller(s_feat, s_logits, ds.train_y[index], t_feat=t_f, t_logits=t_z, index=index)

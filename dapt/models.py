@@ -17,30 +17,12 @@ from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
 from torchvision.models import vision_transformer
 
+from .data import Normalise
 from .errors import DaptError
 from .registry import Registry
 
-_SCHEMES = {  # per-channel (mean, std) applied to images in [0, 1]
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    # the lite weights were trained on (x·255 − 127)/128, i.e. mean 127/255 and std 128/255
-    "lite": ((127 / 255,) * 3, (128 / 255,) * 3),
-}
-
-
 class PretrainedUnavailableError(DaptError):
     """ImageNet weights were asked for but cannot be obtained on this machine."""
-
-
-class _Normalise(nn.Module):
-    def __init__(self, scheme: str):
-        super().__init__()
-        mean, std = _SCHEMES[scheme]
-        # not persistent: a checkpoint holds learned weights only, the scheme is fixed per model
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
 
 
 class Net(nn.Module):
@@ -56,7 +38,7 @@ class Net(nn.Module):
         super().__init__()
         self.name, self.feat_dim, self.num_classes = name, feat_dim, num_classes
         self.input_scheme, self.image_size = input_scheme, image_size
-        self.normalise = _Normalise(input_scheme)
+        self.normalise = Normalise(input_scheme)
         self.body = body
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Linear(feat_dim, num_classes)
@@ -212,9 +194,9 @@ def _register_lite(index: int, native_size: int, head_dropout: float, summary: s
         imagenet_state=lambda name: _read_weights_file(weights_file), pretrained_offline=True))
 
 
-_register_lite(0, 224, 0.2, "EfficientNet-Lite0 (3.4M body params), ImageNet weights offline")
-_register_lite(1, 240, 0.2, "EfficientNet-Lite1 (4.1M body params), ImageNet weights offline")
-_register_lite(2, 260, 0.3, "EfficientNet-Lite2 (4.8M body params), ImageNet weights offline")
+_register_lite(0, 224, 0.2, "EfficientNet-Lite0 (3.4M body params)")
+_register_lite(1, 240, 0.2, "EfficientNet-Lite1 (4.1M body params)")
+_register_lite(2, 260, 0.3, "EfficientNet-Lite2 (4.8M body params)")
 
 
 def _load_body(arch: nn.Module, state: dict[str, Tensor], spec: _Spec, name: str,

@@ -22,7 +22,6 @@ from .runs import check_name, rel, run_dir
 from .errors import DaptError
 
 STUDY_KEYS = ("study", "description", "defaults", "runs")
-INJECTED = ("run_dir",)  # set by the runner, never by a params file
 
 
 @dataclass
@@ -120,7 +119,7 @@ def load_study(path: str | Path) -> Study:
     study_name, defaults, raw_runs = _entries(_read(path), path)
     _check_name(study_name, "study name", where)
     all_keys = list(dict.fromkeys(f.name for cls in config.STAGES.values() for f in dataclasses.fields(cls)))
-    settable = [k for k in all_keys if k not in INJECTED]
+    settable = [k for k in all_keys if k not in config.INJECTED]
     for key in defaults:
         if key not in settable:
             raise config.unknown_key(f"{where}: defaults", key, settable)
@@ -148,7 +147,7 @@ def load_study(path: str | Path) -> Study:
         except ConfigError as err:
             raise ConfigError(f"{label}: {err}") from None
         fields = {f.name for f in dataclasses.fields(cls)}
-        for key in INJECTED:
+        for key in config.INJECTED:
             if key in entry:
                 raise ConfigError(f"{label}: {key} is set by `dapt run` (runs/<study>/<run>); remove it")
         values = {k: v for k, v in defaults.items() if k in fields}

@@ -28,19 +28,17 @@ CACHE_FORMAT = "dapt-teacher-targets-v1"
 def make_views(n: int, image_size: int, count: int, seed: int, augment: bool) -> list[D.AugmentParams]:
     """``count`` deterministic augmented views of ``n`` images (without augmentation, one identity view)."""
     if not augment:
-        return [D.AugmentParams(torch.full((n,), 4), torch.full((n,), 4), torch.zeros(n, dtype=torch.bool), 4,
-                                image_size)]
+        return [D.sample_augment(n, image_size, torch.Generator(), pad=0, flip=False)]
     return [D.sample_augment(n, image_size, torch.Generator().manual_seed(seed * 7919 + 17 * v + 1))
             for v in range(count)]
 
 
-def select(view: D.AugmentParams, index: torch.Tensor) -> D.AugmentParams:
-    return D.AugmentParams(view.offset_y[index], view.offset_x[index], view.flip[index], view.pad, view.image_size)
-
-
-def _digest(*parts: bytes | str) -> str:
+def _digest(*parts: bytes | str | torch.Tensor) -> str:
+    """Short key over strings and whole tensors (their bytes), for cache file names."""
     h = hashlib.sha256()
     for part in parts:
+        if isinstance(part, torch.Tensor):
+            part = part.contiguous().numpy().tobytes()
         h.update(part.encode() if isinstance(part, str) else part)
         h.update(b"\0")
     return h.hexdigest()[:16]
@@ -54,24 +52,34 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def test_outputs(teacher: Net, test_x: torch.Tensor, size: int, *, cache_dir: Path | None, key_parts: tuple,
-                 channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_cache(path: Path) -> dict | None:
+    """A cache file's tensors, or None when absent or unreadable (a bad cache is rebuilt, not fatal)."""
+    if not path.is_file():
+        return None
+    try:
+        blob = safe_load(path, "teacher cache")
+    except DaptError:
+        return None
+    return blob if isinstance(blob, dict) and blob.get("format") == CACHE_FORMAT else None
+
+
+def _write_cache(path: Path, logits: torch.Tensor, features: torch.Tensor) -> None:
+    atomic_save({"format": CACHE_FORMAT, "logits": logits, "features": features}, path)
+
+
+def outputs_on_test_set(teacher: Net, test_x: torch.Tensor, size: int, *, cache_dir: Path | None,
+                        key_parts: tuple, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's logits and features on the test set (float32), cached like the training targets:
     every student of a study is compared with the same teacher predictions, computed once."""
     path = None
     if cache_dir is not None:
-        key = _digest(CACHE_FORMAT, "test", *map(str, key_parts), str(size),
-                      hashlib.sha256(test_x.numpy().tobytes()).hexdigest())
-        path = Path(cache_dir) / f"test-{key}.pt"
-        if path.is_file():
-            try:
-                blob = safe_load(path, "teacher cache")
-                return blob["logits"], blob["features"]
-            except (DaptError, KeyError, TypeError):
-                pass  # rebuilt below
+        path = Path(cache_dir) / f"test-{_digest(CACHE_FORMAT, 'test', *map(str, key_parts), str(size), test_x)}.pt"
+        blob = _read_cache(path)
+        if blob is not None:
+            return blob["logits"], blob["features"]
     logits, features = predict(teacher, test_x, size=size, channels_last=channels_last, features=True)
     if path is not None:
-        atomic_save({"format": CACHE_FORMAT, "logits": logits, "features": features}, path)
+        _write_cache(path, logits, features)
     return logits, features
 
 
@@ -86,10 +94,8 @@ class TeacherTargets:
         self.features: torch.Tensor | None = None
         self.path: Path | None = None
         if cache_dir is not None:
-            key = _digest(CACHE_FORMAT, *map(str, key_parts), str(teacher_size), str(len(views)),
-                          hashlib.sha256(train_x.numpy().tobytes()).hexdigest(),
-                          *(hashlib.sha256(torch.stack([v.offset_y, v.offset_x, v.flip.long()]).numpy().tobytes())
-                            .hexdigest() for v in views))
+            key = _digest(CACHE_FORMAT, *map(str, key_parts), str(teacher_size), str(len(views)), train_x,
+                          *(torch.stack([v.offset_y, v.offset_x, v.flip.long()]) for v in views))
             self.path = Path(cache_dir) / f"targets-{key}.pt"
             self._load_or_build()
 
@@ -99,15 +105,11 @@ class TeacherTargets:
 
     def _load_or_build(self) -> None:
         assert self.path is not None
-        if self.path.is_file():
-            try:
-                blob = safe_load(self.path, "teacher cache")
-            except DaptError:
-                blob = None  # a corrupt cache is rebuilt, not fatal
-            if isinstance(blob, dict) and blob.get("format") == CACHE_FORMAT:
-                self.logits, self.features = blob["logits"], blob["features"]
-                print(f"teacher targets: reusing {self.path.as_posix()}")
-                return
+        blob = _read_cache(self.path)
+        if blob is not None:
+            self.logits, self.features = blob["logits"], blob["features"]
+            print(f"teacher targets: reusing {self.path.as_posix()}")
+            return
         n, k = len(self.train_x), len(self.views)
         logits, features = [], []
         bar = tqdm(total=k * n, desc="teacher targets", unit="img", file=sys.stdout, mininterval=2.0, ncols=100)
@@ -123,12 +125,12 @@ class TeacherTargets:
             features.append(torch.cat(view_feats))
         bar.close()
         self.logits, self.features = torch.stack(logits), torch.stack(features)
-        atomic_save({"format": CACHE_FORMAT, "logits": self.logits, "features": self.features}, self.path)
+        _write_cache(self.path, self.logits, self.features)
         print(f"teacher targets: {k} views x {n} images cached in {self.path.as_posix()}")
 
     @torch.no_grad()  # not inference_mode: live targets enter the student's autograd graph as constants
     def _live(self, view: D.AugmentParams, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = D.apply_augment(self.train_x[index], select(view, index))
+        x = D.apply_augment(self.train_x[index], view.select(index))
         f, z = self.teacher.forward_features(prepare(x, self.size, self.channels_last))
         return z.float(), f.float()
 

@@ -100,19 +100,20 @@ def fit(cfg, record: RunRecord, loop: Loop, optimizer, scheduler, train_y: torch
         augment_generator = epoch_generator(cfg.seed, epoch, stream=1)
         for index in batches(n, cfg.batch_size, epoch_generator(cfg.seed, epoch)):
             loss, logits, extra = loop.step(index, epoch, augment_generator)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}; lower lr")
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"training loss became {value} at epoch {epoch + 1}; lower lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            totals["loss"] += loss.item() * len(index)
+            totals["loss"] += value * len(index)
             totals["correct"] += (logits.argmax(1) == train_y[index]).sum().item()
             totals["seen"] += len(index)
             for key, value in extra.items():
                 extra_totals[key] = extra_totals.get(key, 0.0) + value * len(index)
             bar.update(1)
-            bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}", refresh=False)
+            bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {value:.3f}", refresh=False)
         entry = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                  "train_loss": totals["loss"] / totals["seen"], "train_acc": totals["correct"] / totals["seen"]}
         entry.update({f"loss_{k}": v / totals["seen"] for k, v in extra_totals.items()})
