@@ -164,16 +164,26 @@ def linear_cka(x, y) -> float:
     return (yx.square().sum() / denominator).item()
 
 
+def _per_class_rate(hits: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Mean of ``hits`` among the samples of each true class: float64 [num_classes], nan if absent."""
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DaptError(f"labels must lie in [0, {num_classes}); check num_classes against the dataset")
+    count = torch.bincount(labels, minlength=num_classes).double()
+    hit = torch.bincount(labels, weights=hits.double(), minlength=num_classes)
+    return torch.where(count > 0, hit / count.clamp(min=1), torch.full_like(count, math.nan))
+
+
 def per_class_agreement(t_logits, s_logits, labels, num_classes: int) -> Tensor:
     """Top-1 agreement rate among the samples of each true class: float64 [num_classes], nan if absent."""
     t, s = _paired(t_logits, s_logits)
-    labels = _labels_for(t, labels)
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DaptError(f"labels must lie in [0, {num_classes}); check num_classes against the dataset")
-    agree = (t.argmax(1) == s.argmax(1)).double()
-    count = torch.bincount(labels, minlength=num_classes).double()
-    agreed = torch.bincount(labels, weights=agree, minlength=num_classes)
-    return torch.where(count > 0, agreed / count.clamp(min=1), torch.full_like(count, math.nan))
+    return _per_class_rate(t.argmax(1) == s.argmax(1), _labels_for(t, labels), num_classes)
+
+
+def per_class_accuracy(logits, labels, num_classes: int) -> Tensor:
+    """Top-1 accuracy among the samples of each true class: float64 [num_classes], nan if absent."""
+    logits = _logits("logits", logits)
+    labels = _labels_for(logits, labels)
+    return _per_class_rate(logits.argmax(1) == labels, labels, num_classes)
 
 
 def prediction_matrix(t_logits, s_logits, num_classes: int) -> Tensor:

@@ -51,7 +51,8 @@ def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
         raise DaptError(f"{Path(path).as_posix()} is not a dapt model file (format {MODEL_FORMAT}); "
                         f"point to the model.pt of a finished run")
     meta = {k: v for k, v in blob.items() if k != "state_dict"}
-    model = create_model(meta["model"], meta["num_classes"], pretrained=False, image_size=meta["image_size"])
+    with torch.random.fork_rng(devices=[]):  # loading a model must not shift the caller's random stream
+        model = create_model(meta["model"], meta["num_classes"], pretrained=False, image_size=meta["image_size"])
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as err:

@@ -61,7 +61,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from . import config
     from .data import DATASETS
-    from .distillers import DISTILLERS, PROJECTORS
+    from .distillers import DISTILLERS
+    from .distillers.projectors import CONNECTORS, PROJECTORS
     from .models import MODELS, model_info
 
     print("stages:")
@@ -72,7 +73,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         info = model_info(name)
         weights = "offline" if info["pretrained_offline"] else "download or local file"
         print(f"  {name:<20} {info['summary']}; features {info['feat_dim']}, ImageNet weights: {weights}")
-    for title, registry in [("datasets", DATASETS), ("distillers", DISTILLERS), ("projectors", PROJECTORS)]:
+    for title, registry in [("datasets", DATASETS), ("distillers", DISTILLERS), ("projectors", PROJECTORS),
+                            ("srrl connectors", CONNECTORS)]:
         print(f"{title}:")
         for name in registry.names():
             print(f"  {name:<20} {registry.summary(name)}")
@@ -108,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("file", help="params file")
     status.set_defaults(func=_cmd_status)
 
-    lister = sub.add_parser("list", help="list stages, datasets, models, distillers",
+    lister = sub.add_parser("list", help="list stages, datasets, models, distillers, projectors",
                             description="List every name a params file may use, from the registries.")
     lister.set_defaults(func=_cmd_list)
 

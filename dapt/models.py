@@ -94,7 +94,7 @@ def _read_weights_file(path: str | os.PathLike) -> dict[str, Tensor]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise DaptError(f"weights file {path} does not exist; give the path of a .pth state dict "
-                        f"or use pretrained: true")
+                        f"or set pretrained_weights: null for the packaged or downloadable weights")
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt, truncated, not torch, or a whole pickled model
@@ -123,7 +123,7 @@ def _torchvision_weights(
         except OSError as err:  # URLError, DNS and connection failures are all OSErrors
             raise PretrainedUnavailableError(
                 f"ImageNet weights for {name} cannot be downloaded ({err}); pass a local file "
-                f"(pretrained: path/to/{file}), put {file} into {cache}/, or run where "
+                f"(pretrained_weights: path/to/{file}), put {file} into {cache}/, or run where "
                 f"download.pytorch.org is reachable") from None
         except RuntimeError as err:  # a truncated file in the cache fails to unpickle
             raise DaptError(f"cached weights {cache / file} are unreadable ({err}); delete the "
@@ -162,12 +162,14 @@ def _resize_vit_positions(state: dict[str, Tensor], image_size: int) -> dict[str
 _register_torchvision("resnet18", "torchvision ResNet-18 (11.2M body params)",
                       torchvision.models.resnet18,
                       torchvision.models.ResNet18_Weights.IMAGENET1K_V1, 512, 0.0, "fc")
+# ImageNet weights as the reference code takes them: ResNet-50 and MobileNetV2 with torchvision's
+# current default (IMAGENET1K_V2, the improved training recipe), ResNet-18 and ViT-B/16 with V1.
 _register_torchvision("resnet50", "torchvision ResNet-50 (23.5M body params)",
                       torchvision.models.resnet50,
-                      torchvision.models.ResNet50_Weights.IMAGENET1K_V1, 2048, 0.0, "fc")
+                      torchvision.models.ResNet50_Weights.IMAGENET1K_V2, 2048, 0.0, "fc")
 _register_torchvision("mobilenet_v2", "torchvision MobileNetV2 (2.2M body params)",
                       torchvision.models.mobilenet_v2,
-                      torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1, 1280, 0.2,
+                      torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V2, 1280, 0.2,
                       "classifier")
 MODELS.register("vit_b_16", "torchvision ViT-B/16 (85.7M body params), size multiple of 16")(_Spec(
     768, "imagenet", 224, 0.0, "heads", build=_build_vit,

@@ -88,20 +88,41 @@ def _configure_logging() -> None:
         logger.propagate = False
 
 
+def _kernel_manager_class() -> dict:
+    """On POSIX, talk to the kernel over IPC sockets beside its connection file: no TCP port is
+    opened, and ipykernel has no unencrypted-TCP warning to print into every run's output."""
+    if os.name != "posix":
+        return {}
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+    return {"kernel_manager_class": IPCKernelManager}
+
+
 def execute(spec: RunSpec, log_output: bool = True) -> None:
-    """Run one notebook into ``runs/<study>/<run>/notebook.ipynb``; raise papermill's error on failure."""
+    """Run one notebook into ``runs/<study>/<run>/notebook.ipynb``; raise papermill's error on failure.
+
+    The notebook receives only the parameters the study sets (``spec.injected``): its own
+    parameters cell holds the defaults, so the executed report opens with the run's choices.
+    """
     import papermill as pm
 
     spec.folder.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(
         notebook_for(spec.stage).as_posix(),
         (spec.folder / "notebook.ipynb").as_posix(),
-        parameters=spec.params,
+        parameters=spec.injected,
         kernel_name=KERNEL,
         cwd=".",
         log_output=log_output,
         progress_bar=False,
         report_mode=False,
+        **_kernel_manager_class(),
     )
 
 

@@ -109,6 +109,18 @@ def atomic_write_yaml(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
     atomic_write_text(path, yaml.safe_dump(dict(data), sort_keys=False))
 
 
+def tidy(value: Any) -> Any:
+    """``value`` with every float rounded to 6 significant digits: a record shows 0.8659, not the
+    float32 noise 0.8658999800682068, and nothing a reader compares is lost."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, Mapping):
+        return {k: tidy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [tidy(v) for v in value]
+    return value
+
+
 def read_json(path: str | os.PathLike) -> dict | None:
     """The JSON object at ``path``, or None when it does not exist or is unreadable."""
     try:
@@ -170,7 +182,7 @@ class RunRecord:
 
     def save(self) -> None:
         self.metrics["wall_time_s"] = round(time.time() - self._started, 2)
-        atomic_write_json(self.folder / "metrics.json", self.metrics)
+        atomic_write_json(self.folder / "metrics.json", tidy(self.metrics))
 
     def finish(self, **values: Any) -> None:
         self.update(status="done", **values)

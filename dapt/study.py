@@ -30,6 +30,7 @@ class RunSpec:
     stage: str
     cfg: Any  # the validated stage config (``run_dir`` and references resolved)
     refs: list[str]  # names of runs of this study this run depends on
+    set_keys: list[str]  # the keys the study file sets for this run (defaults included)
     collects: bool = False  # reads every other run (the report): runs last, even after failures
 
     @property
@@ -38,7 +39,14 @@ class RunSpec:
 
     @property
     def params(self) -> dict[str, Any]:
+        """Every parameter, resolved: what ``params.yaml`` records and skipping compares."""
         return config.as_dict(self.cfg)
+
+    @property
+    def injected(self) -> dict[str, Any]:
+        """What the executed notebook receives: the values the study sets, and ``run_dir``; the
+        notebook's parameters cell holds the defaults, so its report opens with the run's choices only."""
+        return {key: getattr(self.cfg, key) for key in [*self.set_keys, *config.INJECTED]}
 
 
 @dataclass
@@ -167,8 +175,10 @@ def load_study(path: str | Path) -> Study:
                     f"{label}: {key} {target!r} is neither a run of this study ({', '.join(stage_of)}) "
                     f"nor a run folder with metrics.json"
                 )
+        set_keys = list(values)
         values["run_dir"] = run_dir(study_name, name).as_posix()
-        specs.append(RunSpec(name, stage, config.validate(cls, values, label), refs, stage in config.COLLECTS_STUDY))
+        specs.append(RunSpec(name, stage, config.validate(cls, values, label), refs, set_keys,
+                             stage in config.COLLECTS_STUDY))
     for spec in specs:
         if spec.collects:
             spec.refs = [other.name for other in specs if not other.collects]

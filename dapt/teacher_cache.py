@@ -16,21 +16,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import data as D
 from .checkpoint import atomic_save, safe_load
+from .data.augment import AugmentParams, apply_augment
 from .errors import DaptError
 from .models import Net
 from .train import predict, prepare
 
 CACHE_FORMAT = "dapt-teacher-targets-v1"
-
-
-def make_views(n: int, image_size: int, count: int, seed: int, augment: bool) -> list[D.AugmentParams]:
-    """``count`` deterministic augmented views of ``n`` images (without augmentation, one identity view)."""
-    if not augment:
-        return [D.sample_augment(n, image_size, torch.Generator(), pad=0, flip=False)]
-    return [D.sample_augment(n, image_size, torch.Generator().manual_seed(seed * 7919 + 17 * v + 1))
-            for v in range(count)]
+_FP16_MAX = 65504.0
 
 
 def _digest(*parts: bytes | str | torch.Tensor) -> str:
@@ -86,7 +79,7 @@ def outputs_on_test_set(teacher: Net, test_x: torch.Tensor, size: int, *, cache_
 class TeacherTargets:
     """Teacher (logits, features) for a batch of training images under view ``v``."""
 
-    def __init__(self, teacher: Net, teacher_size: int, train_x: torch.Tensor, views: list[D.AugmentParams],
+    def __init__(self, teacher: Net, teacher_size: int, train_x: torch.Tensor, views: list[AugmentParams],
                  *, cache_dir: Path | None, key_parts: tuple, channels_last: bool, batch_size: int = 500):
         self.teacher, self.size, self.channels_last = teacher.eval(), teacher_size, channels_last
         self.train_x, self.views, self.batch_size = train_x, views, batch_size
@@ -129,9 +122,14 @@ class TeacherTargets:
         print(f"teacher targets: {k} views x {n} images cached in {self.path.as_posix()}")
 
     @torch.no_grad()  # not inference_mode: live targets enter the student's autograd graph as constants
-    def _live(self, view: D.AugmentParams, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = D.apply_augment(self.train_x[index], view.select(index))
+    def _live(self, view: AugmentParams, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = apply_augment(self.train_x[index], view.select(index))
         f, z = self.teacher.forward_features(prepare(x, self.size, self.channels_last))
+        largest = max(float(z.abs().max()), float(f.abs().max()))
+        if not largest < _FP16_MAX:  # also catches nan: a broken teacher must not become nan losses later
+            raise DaptError(f"the teacher's outputs on the training images reach {largest:.3g}, beyond the "
+                            f"fp16 range of the teacher cache: the teacher run is broken (check its test "
+                            f"accuracy; retrain it with a lower lr)")
         return z.float(), f.float()
 
     def get(self, view: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,8 +1,11 @@
-"""Training loops: the shared epoch loop, evaluation, and the teacher stage (fr / lp / ft).
+"""The one training skeleton every stage runs on: seed → build → optimizer/scheduler → tracker →
+record → fit → save → final evaluation.
 
-Data stay uint8 tensors in memory; each batch is augmented on tensors, turned into floats in
-[0, 1] and handed to the model, which normalises it itself. Every epoch appends to the run's
-``metrics.json`` and writes ``last.pt`` so ``resume: true`` continues where a run stopped.
+A stage (``teacher``, ``distill``) only says what it trains, as a ``Trainee``: the model, its
+parameter groups, one training step, the per-epoch evaluation and the final one. Data stay uint8
+tensors in memory; each batch is augmented on tensors, turned into floats in [0, 1] and handed
+to the model, which normalises it itself. Every epoch appends to the run's ``metrics.json`` and
+writes ``last.pt``, so ``resume: true`` continues where a run stopped.
 """
 from __future__ import annotations
 
@@ -13,14 +16,21 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from . import data as D
 from .checkpoint import atomic_save, safe_load, save_model
-from .models import Net, create_model
+from .models import Net
 from .optim import build_optimizer, build_scheduler
 from .runs import RunRecord
 from .tracking import Tracker
+
+
+def load_data(cfg) -> D.ImageSet:
+    """The run's dataset at its working size, with its seeded stratified training subset."""
+    return D.load_dataset(cfg.dataset, cfg.image_size, data_root=cfg.data_root, train_subset=cfg.train_subset,
+                          seed=cfg.seed, download=cfg.download)
 
 
 def prepare(x_uint8: torch.Tensor, size: int | None = None, channels_last: bool = True) -> torch.Tensor:
@@ -67,39 +77,68 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
 
 
 @dataclass
-class Loop:
-    """What the epoch loop needs from a stage. ``step`` returns (loss, logits, extra values to average)."""
+class Trainee:
+    """What a stage trains, in the terms the skeleton needs."""
 
-    step: Callable[[torch.Tensor, int, torch.Generator], tuple[torch.Tensor, torch.Tensor, dict]]
-    evaluate: Callable[[], dict]
+    model: Net  # saved as model.pt (last epoch) and best.pt (best per-epoch evaluation)
+    meta: dict  # saved beside the weights: architecture, classes, dataset, image size, ...
+    param_groups: list[dict]
+    modules: dict[str, nn.Module]  # name -> module whose state last.pt keeps for resume
     set_train_mode: Callable[[], None]
-    modules: dict  # name -> module whose state is checkpointed
+    # (batch indices, epoch, augmentation generator) -> (loss, logits, weighted loss parts)
+    step: Callable[[torch.Tensor, int, torch.Generator], tuple[torch.Tensor, torch.Tensor, dict]]
+    evaluate: Callable[[], dict]  # after each epoch, on the eval images: at least test_acc
+    final: Callable[[], dict]  # after the last epoch, on all test images: the run's final numbers
 
 
-def fit(cfg, record: RunRecord, loop: Loop, optimizer, scheduler, train_y: torch.Tensor, tracker: Tracker,
-        save_best: Callable[[], None]) -> None:
-    """Run ``cfg.epochs`` epochs: train, evaluate, log, checkpoint; resumes from ``last.pt`` if asked."""
+def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) -> Trainee:
+    """Seed, build the trainee, train it for ``cfg.epochs`` and record everything in ``record``.
+
+    The run stays ``running`` until the notebook calls ``record.finish()`` after its figures;
+    an exception marks it ``failed`` (``interrupted`` on Ctrl-C) and is re-raised.
+    """
+    tracker = None
+    with record.recording():
+        torch.manual_seed(cfg.seed)
+        trainee = build()
+        optimizer = build_optimizer(cfg.optimizer, trainee.param_groups, cfg.lr, cfg.weight_decay)
+        steps = max(1, len(ds.train_y) // cfg.batch_size)
+        scheduler = build_scheduler(cfg.scheduler, optimizer, steps, cfg.epochs, cfg.step_size, cfg.step_gamma)
+        tracker = Tracker(cfg.wandb, record.folder, record.folder.name, record.metrics["params"])
+        record.update(eval_images=len(eval_index(ds.test_y, cfg.eval_subset)), test_images=len(ds.test_y))
+        try:
+            _fit(cfg, record, trainee, optimizer, scheduler, ds.train_y, tracker)
+            save_model(record.path("model.pt"), trainee.model, trainee.meta)
+            record.update(**trainee.final())
+        finally:
+            tracker.finish()
+    return trainee
+
+
+def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, train_y: torch.Tensor,
+         tracker: Tracker) -> None:
+    """Run the epochs: train, evaluate, log, checkpoint; resumes from ``last.pt`` if asked."""
     last_path = record.path("last.pt")
-    start_epoch, best = 0, -1.0
+    start_epoch, best, best_epoch = 0, -1.0, 0
     if cfg.resume and last_path.is_file():
         state = safe_load(last_path, "resume checkpoint")
-        for name, module in loop.modules.items():
+        for name, module in trainee.modules.items():
             module.load_state_dict(state["modules"][name])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best = int(state["epoch"]), float(state["best"])
+        start_epoch, best, best_epoch = int(state["epoch"]), float(state["best"]), int(state["best_epoch"])
         record.metrics["history"] = list(state["history"])
     n = len(train_y)
     steps = max(1, n // cfg.batch_size)
     bar = tqdm(total=steps * cfg.epochs, initial=steps * start_epoch, desc=record.folder.name, unit="batch",
                file=sys.stdout, mininterval=2.0, dynamic_ncols=False, ncols=100)
     for epoch in range(start_epoch, cfg.epochs):
-        loop.set_train_mode()
+        trainee.set_train_mode()
         totals = {"loss": 0.0, "correct": 0, "seen": 0}
-        extra_totals: dict = {}
+        part_totals: dict = {}
         augment_generator = epoch_generator(cfg.seed, epoch, stream=1)
         for index in batches(n, cfg.batch_size, epoch_generator(cfg.seed, epoch)):
-            loss, logits, extra = loop.step(index, epoch, augment_generator)
+            loss, logits, parts = trainee.step(index, epoch, augment_generator)
             value = loss.item()
             if not math.isfinite(value):
                 raise FloatingPointError(f"training loss became {value} at epoch {epoch + 1}; lower lr")
@@ -110,86 +149,23 @@ def fit(cfg, record: RunRecord, loop: Loop, optimizer, scheduler, train_y: torch
             totals["loss"] += value * len(index)
             totals["correct"] += (logits.argmax(1) == train_y[index]).sum().item()
             totals["seen"] += len(index)
-            for key, value in extra.items():
-                extra_totals[key] = extra_totals.get(key, 0.0) + value * len(index)
+            for key, part in parts.items():
+                part_totals[key] = part_totals.get(key, 0.0) + part * len(index)
             bar.update(1)
             bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {value:.3f}", refresh=False)
         entry = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                  "train_loss": totals["loss"] / totals["seen"], "train_acc": totals["correct"] / totals["seen"]}
-        entry.update({f"loss_{k}": v / totals["seen"] for k, v in extra_totals.items()})
-        entry.update(loop.evaluate())
+        entry.update({f"loss_{k}": v / totals["seen"] for k, v in part_totals.items()})
+        entry.update(trainee.evaluate())
         if entry["test_acc"] > best:
-            best = entry["test_acc"]
-            save_best()
+            best, best_epoch = entry["test_acc"], epoch + 1
+            save_model(record.path("best.pt"), trainee.model, trainee.meta)
         record.log_epoch(entry)
+        record.update(best_eval_acc=best, best_epoch=best_epoch)
         tracker.log(entry, step=epoch + 1)
         bar.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.items()
                                                       if k not in ("epoch", "lr") and isinstance(v, float)))
-        atomic_save({"epoch": epoch + 1, "best": best, "history": record.metrics["history"],
-                     "modules": {k: m.state_dict() for k, m in loop.modules.items()},
+        atomic_save({"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "history": record.metrics["history"],
+                     "modules": {k: m.state_dict() for k, m in trainee.modules.items()},
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, last_path)
     bar.close()
-    record.update(best_test_acc=best)  # over the per-epoch evaluations (see eval_subset)
-
-
-def model_meta(cfg, data: D.ImageSet, model: Net, **extra) -> dict:
-    return {"model": model.name, "num_classes": data.num_classes, "classes": list(data.classes),
-            "dataset": cfg.dataset, "image_size": cfg.image_size, **extra}
-
-
-def build_teacher(cfg, num_classes: int) -> Net:
-    """The teacher network for ``cfg.init``: random (fr) or ImageNet-initialised (lp, ft), LP body frozen."""
-    pretrained = False if cfg.init == "fr" else (cfg.pretrained_weights or True)
-    model = create_model(cfg.model, num_classes, pretrained=pretrained, image_size=cfg.image_size)
-    if cfg.init == "lp":
-        for p in model.body_parameters():
-            p.requires_grad_(False)
-    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
-
-
-def train_teacher(cfg, data: D.ImageSet, record: RunRecord) -> Net:
-    """Train a teacher as ``cfg`` says; writes ``model.pt`` (last epoch), ``best.pt`` and ``metrics.json``.
-
-    The run stays ``running`` until the notebook calls ``record.finish()`` after its figures.
-    """
-    torch.manual_seed(cfg.seed)
-    model = build_teacher(cfg, data.num_classes)
-    if cfg.init == "ft":
-        groups = [{"params": list(model.body_parameters()), "lr": cfg.lr},
-                  {"params": list(model.head_parameters()), "lr": cfg.lr * cfg.head_lr_mult}]
-    else:
-        groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
-    optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.weight_decay)
-    steps = max(1, len(data.train_y) // cfg.batch_size)
-    scheduler = build_scheduler(cfg.scheduler, optimizer, steps, cfg.epochs, cfg.step_size, cfg.step_gamma)
-
-    def set_train_mode() -> None:
-        model.train()
-        if cfg.init == "lp":  # a linear probe keeps the pre-trained BatchNorm statistics too
-            model.body.eval()
-
-    def step(index: torch.Tensor, epoch: int, generator: torch.Generator):
-        x = data.train_x[index]
-        if cfg.augment:
-            x = D.augment(x, generator)
-        logits = model(prepare(x, channels_last=cfg.channels_last))
-        return F.cross_entropy(logits, data.train_y[index]), logits, {}
-
-    watch = eval_index(data.test_y, cfg.eval_subset)
-
-    def evaluate() -> dict:
-        logits, _ = predict(model, data.test_x[watch], channels_last=cfg.channels_last)
-        return {"test_acc": (logits.argmax(1) == data.test_y[watch]).float().mean().item()}
-
-    meta = model_meta(cfg, data, model, init=cfg.init, stage="teacher")
-    tracker = Tracker(cfg.wandb, record.folder, record.folder.name, record.metrics["params"])
-    with record.recording():
-        fit(cfg, record, Loop(step, evaluate, set_train_mode, {"model": model}), optimizer, scheduler,
-            data.train_y, tracker, lambda: save_model(record.path("best.pt"), model, meta))
-        save_model(record.path("model.pt"), model, meta)
-        logits, _ = predict(model, data.test_x, channels_last=cfg.channels_last)
-        record.update(test_acc=(logits.argmax(1) == data.test_y).float().mean().item(), model=cfg.model,
-                      init=cfg.init, num_classes=data.num_classes, classes=list(data.classes),
-                      eval_images=len(watch), test_images=len(data.test_y))
-    tracker.finish()
-    return model.eval()

@@ -14,6 +14,7 @@ from dapt.agreement import (
     agreement_split,
     expected_calibration_error,
     linear_cka,
+    per_class_accuracy,
     per_class_agreement,
     prediction_matrix,
     predictive_kl,
@@ -92,6 +93,9 @@ def test_per_class_agreement_and_prediction_matrix_by_hand():
     per_class = per_class_agreement(teacher, student, labels, num_classes=4)
     assert per_class[:3].tolist() == pytest.approx([0.5, 2 / 3, 1.0])
     assert math.isnan(per_class[3])  # no sample of class 3
+    # the teacher is right on 2/2 of class 0, 2/3 of class 1 (it says 1, 2, 1), 1/1 of class 2
+    teacher_right = per_class_accuracy(teacher, labels, num_classes=4)
+    assert teacher_right[:3].tolist() == pytest.approx([1.0, 2 / 3, 1.0]) and math.isnan(teacher_right[3])
     expected = torch.zeros(4, 4, dtype=torch.long)
     for t, s in [(0, 0), (0, 1), (1, 1), (2, 2), (1, 0), (2, 2)]:
         expected[t, s] += 1

@@ -9,30 +9,47 @@ import pytest
 from dapt.cli import main
 
 
-def test_help_explains_each_command(capsys):
+def test_help_gives_each_command_its_explanation(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--help"])
     assert done.value.code == 0
     out = capsys.readouterr().out
-    for command in ("run", "status", "list", "params"):
-        assert command in out
+    assert "validate and execute the runs of a params file" in out
+    assert "show the state of each run of a params file" in out
     with pytest.raises(SystemExit):
         main(["run", "--help"])
-    assert "--force" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "re-execute runs that are already done" in out and "execute only these runs" in out
 
 
-def test_list_shows_every_registry(capsys):
+def test_list_shows_every_registered_name(capsys):
+    from dapt.data import DATASETS
+    from dapt.distillers import DISTILLERS
+    from dapt.distillers.projectors import CONNECTORS, PROJECTORS
+    from dapt.models import MODELS
+
     assert main(["list"]) == 0
-    out = capsys.readouterr().out
-    for name in ("teacher", "distill", "report", "fashion_mnist", "cub_2011", "efficientnet_lite2", "vit_b_16",
-                 "align_uniform", "crd", "srrl", "mocov2", "simclrv2"):
-        assert name in out
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0] for line in lines if line.startswith("  ")}
+    for registry in (DATASETS, MODELS, DISTILLERS, PROJECTORS, CONNECTORS):
+        assert set(registry.names()) <= listed, registry.kind
+    summary = next(line for line in lines if line.split()[:1] == ["crd"])
+    assert DISTILLERS.summary("crd") in summary
 
 
-def test_params_lists_keys_defaults_and_choices(capsys):
+def test_params_shows_each_fields_own_help_default_and_choices(capsys):
+    import dataclasses
+
+    from dapt import config
+    from dapt.fields import help_of
+
     assert main(["params", "distill"]) == 0
-    out = capsys.readouterr().out
-    assert "kd_T" in out and "4.0" in out and "none, kd" in out
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    fields = {f.name: f for f in dataclasses.fields(config.DistillConfig)}
+    assert set(lines) == set(fields)
+    for name in ("kd_T", "crd_k", "srrl_connector", "epochs"):
+        assert help_of(fields[name]) in lines[name] and repr(fields[name].default) in lines[name]
+    assert "mlp, mlp2" in lines["srrl_connector"] and "none, kd" in lines["distiller"]
     assert main(["params", "pretrain"]) == 2
     assert "unknown stage 'pretrain'" in capsys.readouterr().err
 

@@ -1,4 +1,4 @@
-"""Tests of dapt.data / dapt.datasets on tiny files written in each dataset's real format."""
+"""Tests of dapt.data and its on-disk formats, on tiny files written in each dataset's real format."""
 from __future__ import annotations
 
 import gzip
@@ -13,13 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dapt import datasets as formats
-from dapt import imagecache
-from dapt.data import (
-    DATASETS, NORMALISATIONS, CorruptImageError, DatasetMissingError, Normalise, apply_augment, augment,
-    load_dataset, normalise, sample_augment, stratified_subset, to_float,
-)
-from dapt.errors import DaptError
+from dapt.data import DATASETS, NORMALISATIONS, Normalise, formats, imagecache, load_dataset, normalise, stratified_subset, to_float
+from dapt.errors import CorruptImageError, DaptError, DatasetMissingError
 from dapt.registry import UnknownNameError
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)]
@@ -386,45 +381,6 @@ def test_registry_and_bad_arguments(tmp_path):
         load_dataset("digits", 0, data_root=tmp_path)
 
 
-# --- augmentation ---------------------------------------------------------------------------------
-
-def reference_augment(x: torch.Tensor, params) -> torch.Tensor:
-    """Slow per-sample slicing, written independently of the gather in apply_augment."""
-    p, s = params.pad, params.image_size
-    out = []
-    for image, oy, ox, flip in zip(x, params.offset_y.tolist(), params.offset_x.tolist(), params.flip.tolist()):
-        crop = F.pad(image, (p, p, p, p))[:, oy : oy + s, ox : ox + s]
-        out.append(crop.flip(-1) if flip else crop)
-    return torch.stack(out)
-
-
-def test_augment_crop_and_flip_by_hand():
-    image = torch.arange(1, 10, dtype=torch.uint8).view(1, 1, 3, 3).repeat(2, 3, 1, 1)
-    params = sample_augment(2, 3, torch.Generator().manual_seed(0), pad=1)
-    params.offset_y[:] = torch.tensor([0, 2])
-    params.offset_x[:] = torch.tensor([0, 1])
-    params.flip[:] = torch.tensor([False, True])
-    out = apply_augment(image, params)
-    assert out[0, 0].tolist() == [[0, 0, 0], [0, 1, 2], [0, 4, 5]]  # shifted down-right, zeros enter
-    assert out[1, 2].tolist() == [[6, 5, 4], [9, 8, 7], [0, 0, 0]]  # shifted up, then mirrored
-
-
-def test_augment_matches_reference_and_replays_bit_for_bit():
-    x = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    params = sample_augment(64, 16, torch.Generator().manual_seed(7), pad=4)
-    out = apply_augment(x, params)
-    assert out.dtype == torch.uint8 and out.shape == x.shape
-    assert torch.equal(out, reference_augment(x, params))
-    assert 0 < int(params.flip.sum()) < 64 and len(set(params.offset_x.tolist())) > 1
-    assert torch.equal(augment(x, torch.Generator().manual_seed(7)), out)
-    assert not torch.equal(augment(x, torch.Generator().manual_seed(8)), out)
-
-
-def test_augment_without_pad_or_flip_is_identity():
-    x = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
-    assert torch.equal(augment(x, torch.Generator().manual_seed(0), pad=0, flip=False), x)
-
-
 # --- normalisation ------------------------------------------------------------------------------
 
 def test_to_float_and_normalisation_by_hand():
@@ -448,7 +404,7 @@ class _Exploit:
 
 
 def test_cifar_pickle_with_code_is_refused(tmp_path):
-    from dapt.datasets import read_pickle_dict
+    from dapt.data.formats import read_pickle_dict
 
     path = tmp_path / "data_batch_1"
     path.write_bytes(pickle.dumps({"data": _Exploit()}))

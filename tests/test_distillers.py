@@ -1,6 +1,7 @@
 """Distiller losses against values computed independently (float64, numpy / plain Python)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -8,10 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from dapt.crd import NegativeSampler, crd_negatives
-from dapt.distillers import DEFAULT_WEIGHTS, DISTILLERS, PROJECTORS, DistillerSettings, build_distiller
-from dapt.losses import align_loss, kd_loss, uniform_loss
+from dapt.distillers import (CONNECTORS, DISTILLERS, PROJECTORS, DistillerSettings,
+                             build_distiller, needs_teacher)
+from dapt.distillers.crd import NegativeSampler, crd_negatives
+from dapt.distillers.losses import align_loss, kd_loss, uniform_loss
+from dapt.distillers.projectors import L2Normalize
 from dapt.errors import DaptError
+from dapt.fields import check_ranges, choices_of, help_of
 from dapt.registry import UnknownNameError
 
 
@@ -82,19 +86,78 @@ def test_align_loss_by_hand():
     assert align_loss(p_s, p_t, 1.0).item() == pytest.approx((math.sqrt(2) + math.sqrt(0.08)) / 3)
 
 
-# --- projectors -----------------------------------------------------------------------------
+# --- projectors and connectors -------------------------------------------------------------
 
-@pytest.mark.parametrize("name, n_linear, n_bn", [("linear", 1, 0), ("mocov2", 2, 0),
-                                                  ("simclr", 2, 1), ("simclrv2", 3, 2)])
-@pytest.mark.parametrize("out_dim", [128, 16])
-def test_projectors_shape_layers_and_unit_norm(name, n_linear, n_bn, out_dim):
-    head = PROJECTORS.get(name)(10, out_dim)
-    modules = list(head.modules())
-    assert sum(isinstance(m, nn.Linear) for m in modules) == n_linear
-    assert sum(isinstance(m, nn.BatchNorm1d) for m in modules) == n_bn
-    out = head(torch.randn(5, 10))
-    assert out.shape == (5, out_dim)
-    torch.testing.assert_close(out.norm(dim=1), torch.ones(5))
+def layers(head: nn.Module) -> list[tuple]:
+    """Each module of a Sequential head as (kind, in, out, has bias / affine)."""
+    described = []
+    for m in head:
+        if isinstance(m, nn.Linear):
+            described.append(("Linear", m.in_features, m.out_features, m.bias is not None))
+        elif isinstance(m, nn.BatchNorm1d):
+            described.append(("BN", m.num_features, m.num_features, m.affine))
+        else:
+            described.append((type(m).__name__,))
+    return described
+
+
+# Reference models/projector.py (Embed), with d = 10 and out = 16.
+REFERENCE_HEADS = {
+    "mocov2": [("Linear", 10, 10, True), ("ReLU",), ("Linear", 10, 16, True), ("L2Normalize",)],
+    "simclr": [("Linear", 10, 10, False), ("BN", 10, 10, True), ("ReLU",),
+               ("Linear", 10, 16, False), ("BN", 16, 16, False), ("L2Normalize",)],
+    "simclrv2": [("Linear", 10, 10, False), ("BN", 10, 10, True), ("ReLU",),
+                 ("Linear", 10, 10, False), ("BN", 10, 10, True), ("ReLU",),
+                 ("Linear", 10, 16, False), ("BN", 16, 16, False), ("L2Normalize",)],
+    "linear": [("Linear", 10, 16, True), ("L2Normalize",)],
+}
+
+
+def test_projector_names_are_the_references():
+    assert sorted(PROJECTORS.names()) == sorted(REFERENCE_HEADS)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_HEADS))
+def test_projectors_match_reference_layers_and_are_unit_norm_in_train_and_eval(name):
+    torch.manual_seed(0)
+    head = PROJECTORS.get(name)(10, 16)
+    assert layers(head) == REFERENCE_HEADS[name]
+    x = torch.randn(6, 10) * 3 + 1
+    for mode in ("train", "eval"):
+        head.train(mode == "train")
+        out = head(x)
+        assert out.shape == (6, 16)
+        torch.testing.assert_close(out.norm(dim=1), torch.ones(6), msg=f"{name} in {mode}")
+
+
+def test_simclr_heads_standardise_before_normalising():
+    # The last BN (affine=False) gives every output unit zero batch mean before the L2 step, so
+    # in train mode the pre-normalisation batch is centred; with a bias-free Linear and no BN it
+    # would not be.
+    torch.manual_seed(1)
+    for name in ("simclr", "simclrv2"):
+        head = PROJECTORS.get(name)(10, 16).train()
+        before_norm = head[:-1](torch.randn(32, 10) + 5)
+        torch.testing.assert_close(before_norm.mean(0), torch.zeros(16), atol=1e-5, rtol=0)
+        assert isinstance(head[-1], L2Normalize) and not head[-2].affine
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("mlp", [("Linear", 6, 10, True), ("ReLU",)]),
+    ("mlp2", [("Linear", 6, 8, True), ("ReLU",), ("Linear", 8, 10, True), ("ReLU",)]),
+])
+def test_connectors_match_reference_and_end_in_relu(name, expected):
+    torch.manual_seed(0)
+    connector = CONNECTORS.get(name)(6, 10)
+    assert layers(connector) == expected
+    out = connector(torch.randn(64, 6) * 5)
+    assert out.shape == (64, 10)
+    assert (out >= 0).all() and (out == 0).any()  # the final ReLU clips the negatives
+
+
+def test_connector_names_and_default_are_the_references():
+    assert sorted(CONNECTORS.names()) == ["mlp", "mlp2"]
+    assert DistillerSettings().srrl_connector == "mlp2"
 
 
 # --- weights and misuse ---------------------------------------------------------------------
@@ -105,10 +168,10 @@ def test_registry_names_and_default_weights():
              "align_uniform": (1, 1, 1, 0), "crd": (1, 1, 1, 0)}
     for name, (ce, embed, kd, srrl) in table.items():
         expected = {"ce": ce, "embed": embed, "kd": kd, "srrl": srrl}
-        assert DEFAULT_WEIGHTS[name] == expected
+        assert DISTILLERS.get(name).default_weights == expected
         distiller = build(name)
         assert distiller.weights == expected
-        assert distiller.needs_teacher == (name != "none")
+        assert distiller.needs_teacher == needs_teacher(name) == (name != "none")
         assert distiller.needs_features == (name in ("crd", "srrl", "align_uniform"))
         assert distiller.needs_index == (name == "crd")
         assert DISTILLERS.summary(name)
@@ -124,7 +187,7 @@ def test_weight_overrides():
         build("align_uniform", w_srrl=1.0)
     with pytest.raises(DaptError, match="every loss weight is 0"):
         build("kd", w_ce=0.0, w_kd=0.0)
-    with pytest.raises(DaptError, match="w_ce"):
+    with pytest.raises(DaptError, match=r"^w_ce=-1.0 must be >= 0$"):
         DistillerSettings(w_ce=-1.0)
 
 
@@ -171,10 +234,10 @@ def test_align_uniform_embed_by_hand():
     distiller = build("align_uniform", s_dim=2, t_dim=3, projector="linear", proj_dim=2,
                       w_align=0.5, w_unif=2.0, w_kd=0.0).double()
     with torch.no_grad():
-        distiller.student_projector.body.weight.copy_(torch.eye(2))
-        distiller.student_projector.body.bias.zero_()
-        distiller.teacher_projector.body.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 0]]))
-        distiller.teacher_projector.body.bias.zero_()
+        distiller.student_projector[0].weight.copy_(torch.eye(2))
+        distiller.student_projector[0].bias.zero_()
+        distiller.teacher_projector[0].weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 0]]))
+        distiller.teacher_projector[0].bias.zero_()
     f_s = np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 2.0]])
     f_t = np.array([[1.0, 1.0, 5.0], [0.0, 3.0, 1.0], [-1.0, 0.0, 0.0]])
     p_s, p_t = unit(f_s), unit(f_t[:, :2])
@@ -196,16 +259,17 @@ def test_srrl_by_hand_with_known_connector_and_head():
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]]))
         head.bias.copy_(torch.tensor([0.1, -0.2]))
-    distiller = build_distiller("srrl", DistillerSettings(srrl_connector="linear", w_srrl=3.0),
+    distiller = build_distiller("srrl", DistillerSettings(srrl_connector="mlp", w_srrl=3.0),
                                 s_dim=2, t_dim=3, num_classes=2, teacher_head=head).double()
     with torch.no_grad():
-        distiller.connector.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
-        distiller.connector.bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
+        distiller.connector[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        distiller.connector[0].bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
     f_s = [[1.0, 2.0], [0.0, -1.0]]
     f_t = [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
     z_t = [[0.0, 1.0], [2.0, 0.0]]
-    mapped = [[1.0, 2.0, 4.0], [0.0, -1.0, 0.0]]  # connector(f_s) worked out by hand
-    logits = [[1 - 4 + 0.1, 0.5 + 4 - 0.2], [0 + 0.1, -2 - 0.2]]  # head(mapped) by hand
+    # connector(f_s) by hand: Linear gives [1, 2, 4] and [0, -1, 0]; the ReLU clips the -1.
+    mapped = [[1.0, 2.0, 4.0], [0.0, 0.0, 0.0]]
+    logits = [[1 - 4 + 0.1, 0.5 + 4 - 0.2], [0 + 0.1, 0 - 0.2]]  # head(mapped) by hand
 
     def mse(a, b):
         squares = [(x - v) ** 2 for ra, rb in zip(a, b) for x, v in zip(ra, rb)]
@@ -220,11 +284,14 @@ def test_srrl_by_hand_with_known_connector_and_head():
 
 # --- gradients ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["kd", "align_uniform", "crd", "srrl"])
-def test_gradients_reach_student_and_trainable_heads_never_the_teacher(name):
+@pytest.mark.parametrize("name, projector", [
+    ("kd", "mocov2"), ("align_uniform", "mocov2"), ("align_uniform", "simclrv2"),
+    ("crd", "mocov2"), ("crd", "simclr"), ("srrl", "mocov2")])
+def test_gradients_reach_student_and_trainable_heads_never_the_teacher(name, projector):
     torch.manual_seed(0)
     head = nn.Linear(6, 3)
-    distiller = build_distiller(name, DistillerSettings(crd_k=5, w_kd=1.0), s_dim=4, t_dim=6,
+    settings = DistillerSettings(crd_k=5, w_kd=1.0, projector=projector)
+    distiller = build_distiller(name, settings, s_dim=4, t_dim=6,
                                 num_classes=3, train_labels=torch.arange(12) % 3,
                                 teacher_head=head)
     s_feat = torch.randn(4, 4, requires_grad=True)
@@ -283,7 +350,8 @@ def nce_by_hand(bank: np.ndarray, v: np.ndarray, rows: list[list[int]], z: float
 def test_crd_loss_normalisation_and_bank_update_on_tiny_bank():
     # Labels 0,0,0,1: the negatives of samples 0 and 1 can only be sample 3. Momentum 0.25,
     # not the default 0.5, so that swapping the old and new weights would show.
-    settings = DistillerSettings(crd_dim=3, crd_k=2, w_kd=0.0, crd_momentum=0.25)
+    settings = DistillerSettings(projector="linear", proj_dim=3, crd_k=2, w_kd=0.0,
+                                 crd_momentum=0.25)
     assert DistillerSettings().crd_momentum == 0.5
     distiller = build_distiller("crd", settings, s_dim=3,
                                 t_dim=3, num_classes=2, train_labels=torch.tensor([0, 0, 0, 1]))
@@ -293,8 +361,8 @@ def test_crd_loss_normalisation_and_bank_update_on_tiny_bank():
     bank_t = unit([[0, 1, 1], [1, 0, 1], [1, 1, 1], [0, 0, 1]])
     with torch.no_grad():
         for embed in (crd.embed_student, crd.embed_teacher):
-            embed.body.weight.copy_(torch.eye(3))
-            embed.body.bias.zero_()
+            embed[0].weight.copy_(torch.eye(3))
+            embed[0].bias.zero_()
         crd.memory.bank_student.copy_(torch.tensor(bank_s))
         crd.memory.bank_teacher.copy_(torch.tensor(bank_t))
     f_s = np.array([[2.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
@@ -334,7 +402,7 @@ def test_crd_loss_normalisation_and_bank_update_on_tiny_bank():
 def test_crd_state_dict_restores_banks_z_and_negative_stream():
     labels = torch.arange(40) % 4
     def make(seed):
-        return build_distiller("crd", DistillerSettings(crd_k=8, crd_dim=5), s_dim=4, t_dim=6,
+        return build_distiller("crd", DistillerSettings(crd_k=8, proj_dim=5), s_dim=4, t_dim=6,
                                num_classes=4, train_labels=labels, seed=seed)
 
     batch = (torch.randn(4, 4), torch.randn(4, 4), torch.tensor([0, 1, 2, 3]), torch.randn(4, 6),
@@ -345,3 +413,59 @@ def test_crd_state_dict_restores_banks_z_and_negative_stream():
     restored.load_state_dict(first.state_dict())
     assert first(*batch)[0].item() == pytest.approx(restored(*batch)[0].item(), rel=1e-6)
     assert torch.equal(first.criterion.memory.bank_teacher, restored.criterion.memory.bank_teacher)
+
+
+@pytest.mark.parametrize("projector, widths", [
+    ("mocov2", {"student": [(4, 4), (4, 7)], "teacher": [(6, 6), (6, 7)]}),
+    ("linear", {"student": [(4, 7)], "teacher": [(6, 7)]}),
+])
+def test_crd_embeds_with_the_chosen_projector_and_banks_have_proj_dim(projector, widths):
+    crd = build("crd", projector=projector, proj_dim=7).criterion
+    for side in ("student", "teacher"):
+        embed = getattr(crd, f"embed_{side}")
+        linears = [(m.in_features, m.out_features) for m in embed if isinstance(m, nn.Linear)]
+        assert linears == widths[side]
+        assert isinstance(embed[-1], L2Normalize)
+        assert getattr(crd.memory, f"bank_{side}").shape == (12, 7)
+
+
+# --- settings -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key, value, message", [
+    ("kd_T", -1, "kd_T=-1 must be > 0"),
+    ("crd_momentum", 1.0, "crd_momentum=1.0 must be in [0, 1)"),
+    ("proj_dim", 0, "proj_dim=0 must be >= 1"),
+    ("crd_T", float("nan"), "crd_T=nan must be > 0"),
+    ("crd_k", "many", "crd_k='many' must be >= 1"),
+])
+def test_out_of_range_settings_give_one_clear_message(key, value, message):
+    with pytest.raises(DaptError) as raised:
+        DistillerSettings(**{key: value})
+    assert str(raised.value) == message
+    # A settings object changed after construction is checked again when a distiller is built.
+    settings = DistillerSettings()
+    setattr(settings, key, value)
+    with pytest.raises(DaptError, match=f"^{key}="):
+        build_distiller("kd", settings, s_dim=4, t_dim=6, num_classes=3)
+
+
+def test_check_ranges_passes_defaults_and_null_weights_and_sees_inherited_fields():
+    @dataclasses.dataclass
+    class RunConfig(DistillerSettings):  # what a run's config looks like
+        epochs: int = 3
+
+    check_ranges(DistillerSettings(w_ce=None, w_kd=0.0, crd_momentum=0.0))
+    config = RunConfig()
+    config.kd_T = 0.0
+    with pytest.raises(DaptError, match=r"^kd_T=0.0 must be > 0$"):
+        check_ranges(config)
+
+
+def test_every_setting_says_which_distiller_uses_it_and_names_are_registries():
+    names = set(DISTILLERS.names()) | {"every distiller"}
+    for f in dataclasses.fields(DistillerSettings):
+        assert any(name in help_of(f) for name in names), f.name
+    by_name = {f.name: f for f in dataclasses.fields(DistillerSettings)}
+    assert choices_of(by_name["projector"]) == PROJECTORS.names()
+    assert choices_of(by_name["srrl_connector"]) == CONNECTORS.names()
+    assert "crd_dim" not in by_name

@@ -149,8 +149,11 @@ def test_files_that_hold_no_state_dict_are_refused(tmp_path):
         create_model("mobilenet_v2", 10, pretrained=str(not_state))
 
 
-def test_torchvision_pretrained_offline_names_the_fix():
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth"
+# The reference code's weights: torchvision's current default (V2) for ResNet-50 and MobileNetV2.
+@pytest.mark.parametrize("name, file", [("resnet18", "resnet18-f37072fd.pth"), ("resnet50", "resnet50-11ad3fa6.pth"),
+                                        ("mobilenet_v2", "mobilenet_v2-7ebf99e0.pth")])
+def test_torchvision_pretrained_offline_names_the_fix(name, file):
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / file
     if cached.exists():
         pytest.skip(f"{cached} is cached, so nothing needs downloading")
     try:
@@ -159,10 +162,10 @@ def test_torchvision_pretrained_offline_names_the_fix():
     except OSError:
         pass
     with pytest.raises(PretrainedUnavailableError) as caught:
-        create_model("resnet18", 10, pretrained=True)
+        create_model(name, 10, pretrained=True)
     message = str(caught.value)
     assert "\n" not in message
-    assert "pretrained: path/to/resnet18-f37072fd.pth" in message and "checkpoints" in message
+    assert f"pretrained_weights: path/to/{file}" in message and "checkpoints" in message
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_lite0"])

@@ -17,7 +17,7 @@ TINY = """
 study: tiny
 defaults: {dataset: digits, image_size: 16, train_subset: 300, epochs: 2, batch_size: 50}
 runs:
-  - {stage: teacher, name: teacher, model: resnet18, init: fr, lr: 0.05}
+  - {stage: teacher, name: teacher, model: resnet18, init: fr, optimizer: sgd, lr: 0.05}
   - {stage: distill, name: crd, student: mobilenet_v2, teacher: teacher, distiller: crd, crd_k: 32}
   - {stage: distill, name: scratch, student: mobilenet_v2, distiller: none}
   - {stage: report, name: report}

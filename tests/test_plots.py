@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from dapt import plots  # noqa: E402
@@ -34,37 +35,113 @@ def render(fig: Figure) -> None:
     fig.savefig(io.BytesIO(), format="png")
 
 
-def test_training_curves_plain_run_has_loss_and_accuracy_panels(close_after):
+def legend_texts(legend) -> list[str]:
+    return [text.get_text() for text in legend.get_texts()]
+
+
+def teacher_metrics(eval_images: int = 10000, **extra) -> dict:
     history = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 0.3 * e, "test_acc": 0.25 * e, "lr": 0.1}
                for e in (1, 2, 3)]
-    fig = plots.training_curves(history)
+    return {"status": "done", "stage": "teacher", "history": history, "eval_images": eval_images,
+            "test_images": 10000, "test_acc": 0.711, "image_size": 48, **extra}
+
+
+def distill_metrics(**extra) -> dict:
+    history = [{"epoch": e, "train_loss": 1.0, "train_acc": 0.5, "test_acc": 0.6, "lr": 0.1,
+                "agreement": 0.7 + 0.05 * e, "kl": 0.3 / e, "loss_ce": 0.5, "loss_kd": 0.5} for e in (1, 2)]
+    history[0]["kl"] = None  # a metric that was not computed must not break the plot
+    return {"status": "done", "stage": "distill", "history": history, "eval_images": 1000, "test_images": 10000,
+            "image_size": 32, "teacher_image_size": 48, "test_acc": 0.62, "agreement": 0.812,
+            "teacher_eval_acc": 0.842, "teacher_test_acc": 0.8508, "teacher_run_test_acc": 0.8659, **extra}
+
+
+def stars(ax) -> list:
+    return [line for line in ax.lines if line.get_marker() == "*"]
+
+
+def test_training_curves_on_all_test_images_says_so_and_needs_no_final_marker(close_after):
+    fig = plots.training_curves(teacher_metrics(eval_images=10000))
     close_after(fig)
     render(fig)
     loss_ax, acc_ax = fig.axes
-    assert len(fig.axes) == 2
-    assert len(loss_ax.lines) == 1 and len(acc_ax.lines) == 2
+    assert len(fig.axes) == 2 and len(loss_ax.lines) == 1
+    assert legend_texts(acc_ax.get_legend()) == ["train (augmented batches, epoch mean)", "test (all 10,000 images)"]
     assert acc_ax.lines[1].get_ydata().tolist() == pytest.approx([25, 50, 75])  # shown in %
-    assert "%" in acc_ax.get_ylabel()
+    assert stars(acc_ax) == []  # the last point already is the all-images accuracy
+    assert "%" in acc_ax.get_ylabel() and "48 px" in acc_ax.get_title()
 
 
-def test_training_curves_distill_run_adds_teacher_line_and_fidelity_panel(close_after):
-    history = [{"epoch": e, "train_loss": 1.0, "train_acc": 0.5, "test_acc": 0.6, "lr": 0.1,
-                "agreement": 0.7 + 0.05 * e, "kl": 0.3 / e, "teacher_test_acc": 0.9} for e in (1, 2)]
-    history[0]["kl"] = None  # a metric that was not computed must not break the plot
-    fig = plots.training_curves(history)
+def test_training_curves_on_a_subset_marks_the_final_all_images_accuracy(close_after):
+    fig = plots.training_curves(teacher_metrics(eval_images=1000))
+    close_after(fig)
+    render(fig)
+    acc_ax = fig.axes[1]
+    texts = legend_texts(acc_ax.get_legend())
+    assert "test (1,000 of 10,000 images)" in texts
+    assert "final, all 10,000 test images: 71.1%" in texts
+    [star] = stars(acc_ax)
+    assert star.get_xydata().tolist() == [[3, pytest.approx(71.1)]]  # at the last epoch
+
+
+def test_training_curves_distill_run_labels_teacher_line_and_fidelity_images(close_after):
+    fig = plots.training_curves(distill_metrics())
     close_after(fig)
     render(fig)
     assert len(fig.axes) == 4  # loss, accuracy, agreement, and KL on a twin axis
     acc_ax, agree_ax, kl_ax = fig.axes[1], fig.axes[2], fig.axes[3]
-    teacher_line = [line for line in acc_ax.lines if line.get_linestyle() == "--"]
-    assert len(teacher_line) == 1 and teacher_line[0].get_ydata()[0] == pytest.approx(90)
+    [teacher_line] = [line for line in acc_ax.lines if line.get_linestyle() == "--"]
+    assert teacher_line.get_ydata()[0] == pytest.approx(84.2)  # teacher_eval_acc, not teacher_test_acc
+    assert teacher_line.get_label() == "teacher on the same 1,000 of 10,000 images, resized to 48 px: 84.2%"
+    assert "final, all 10,000 test images: 62.0%" in legend_texts(acc_ax.get_legend())
+    assert "1,000 of 10,000 images" in agree_ax.get_title()
     assert agree_ax.lines[0].get_ydata().tolist() == pytest.approx([75, 80])
+    [agreement_star] = stars(agree_ax)
+    assert agreement_star.get_ydata()[0] == pytest.approx(81.2)
     assert math.isnan(kl_ax.lines[0].get_ydata()[0])
-    assert len(agree_ax.get_legend().get_texts()) == 2
+    assert legend_texts(agree_ax.get_legend()) == ["top-1 agreement", "final, all 10,000 test images: 81.2%",
+                                                   "KL(teacher ‖ student)"]
 
 
-def test_training_curves_of_empty_history_is_a_note(close_after):
-    fig = plots.training_curves([])
+def test_training_curves_teacher_at_the_students_size_is_not_called_resized(close_after):
+    fig = plots.training_curves(distill_metrics(teacher_image_size=32))
+    close_after(fig)
+    [teacher_line] = [line for line in fig.axes[1].lines if line.get_linestyle() == "--"]
+    assert teacher_line.get_label() == "teacher on the same 1,000 of 10,000 images: 84.2%"
+
+
+def test_training_curves_of_an_older_run_take_the_teacher_from_the_history(close_after):
+    metrics = distill_metrics()
+    del metrics["teacher_eval_acc"]
+    for entry in metrics["history"]:
+        entry["teacher_test_acc"] = 0.83
+    fig = plots.training_curves(metrics)
+    close_after(fig)
+    [teacher_line] = [line for line in fig.axes[1].lines if line.get_linestyle() == "--"]
+    assert teacher_line.get_ydata()[0] == pytest.approx(83)
+
+
+@pytest.mark.parametrize("eval_subset, label", [(1000, "test (a 1,000-image subset)"), (None, "test (all images)")])
+def test_training_curves_of_a_run_in_progress_read_the_eval_subset_parameter(close_after, eval_subset, label):
+    metrics = {"status": "running", "stage": "teacher", "params": {"eval_subset": eval_subset, "image_size": 32},
+               "history": teacher_metrics()["history"][:1]}
+    fig = plots.training_curves(metrics)
+    close_after(fig)
+    render(fig)
+    acc_ax = fig.axes[1]
+    assert legend_texts(acc_ax.get_legend())[1] == label
+    assert stars(acc_ax) == []  # no final accuracy yet
+
+
+def test_training_curves_without_any_image_counts_still_plot(close_after):
+    fig = plots.training_curves({"history": teacher_metrics()["history"]})
+    close_after(fig)
+    render(fig)
+    assert legend_texts(fig.axes[1].get_legend())[1] == "test"
+
+
+@pytest.mark.parametrize("metrics", [{}, {"status": "running", "history": []}])
+def test_training_curves_of_empty_history_is_a_note(close_after, metrics):
+    fig = plots.training_curves(metrics)
     close_after(fig)
     assert "no epoch" in fig.axes[0].texts[0].get_text()
 
@@ -122,19 +199,28 @@ def test_reliability_diagram_has_two_panels_with_diagonal_and_gap_bars(close_aft
 
 
 STUDY_ROWS = [
-    {"run": "lite2_ft", "stage": "teacher", "test_acc": 0.89},
-    {"run": "scratch", "stage": "distill", "student": "mobilenet_v2", "distiller": "none",
+    {"run": "lite2_ft", "stage": "teacher", "model": "efficientnet_lite2", "init": "ft", "image_size": 48,
+     "test_acc": 0.89},
+    {"run": "mnv2_ft", "stage": "teacher", "model": "mobilenet_v2", "init": "ft", "image_size": 32,
+     "test_acc": 0.875},
+    {"run": "scratch", "stage": "distill", "student": "mobilenet_v2", "distiller": "none", "image_size": 32,
      "test_acc": 0.80, "agreement": None, "teacher_run": None},
-    {"run": "kd", "stage": "distill", "student": "mobilenet_v2", "distiller": "kd", "test_acc": 0.83,
-     "agreement": 0.88, "teacher_run": "lite2_ft", "teacher_test_acc": 0.89},
-    {"run": "r18_kd", "stage": "distill", "student": "resnet18", "distiller": "kd", "test_acc": 0.86,
-     "agreement": 0.91, "teacher_run": "other_teacher", "teacher_test_acc": 0.92},
-    {"run": "r18_scratch", "stage": "distill", "student": "resnet18", "distiller": "none",
+    {"run": "kd", "stage": "distill", "student": "mobilenet_v2", "distiller": "kd", "image_size": 32,
+     "test_acc": 0.83, "agreement": 0.88, "teacher_run": "lite2_ft", "teacher_image_size": 48,
+     "teacher_test_acc": 0.85, "teacher_run_test_acc": 0.89, "test_images": 10000},
+    {"run": "r18_kd", "stage": "distill", "student": "resnet18", "distiller": "kd", "image_size": 32,
+     "test_acc": 0.86, "agreement": 0.91, "teacher_run": "other_teacher", "teacher_image_size": 64,
+     "teacher_test_acc": 0.90, "teacher_run_test_acc": 0.92, "test_images": 10000},
+    {"run": "r18_scratch", "stage": "distill", "student": "resnet18", "distiller": "none", "image_size": 32,
      "test_acc": 0.85, "agreement": float("nan")},
-    {"run": "crd", "stage": "distill", "student": "mobilenet_v2", "distiller": "crd", "test_acc": None,
-     "agreement": None, "teacher_run": "lite2_ft"},
+    {"run": "crd", "stage": "distill", "student": "mobilenet_v2", "distiller": "crd", "image_size": 32,
+     "test_acc": None, "agreement": None, "teacher_run": "lite2_ft"},
     {"run": "report", "stage": "report"},
 ]
+
+
+def dashed(ax) -> list:
+    return [line for line in ax.lines if line.get_linestyle() == "--"]
 
 
 def test_report_accuracy_bars_groups_by_student_and_marks_baselines(close_after):
@@ -149,21 +235,108 @@ def test_report_accuracy_bars_groups_by_student_and_marks_baselines(close_after)
     assert hatched == ["scratch", "r18_scratch"]
     colours = [patch.get_facecolor() for patch in ax.patches]
     assert colours[0] == colours[1] == colours[2] != colours[3] == colours[4]
-    teacher_lines = sorted(line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == "--")
-    assert teacher_lines == pytest.approx([89, 92])
     assert "n/a" in [text.get_text() for text in ax.texts]
-    legend = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert "no teacher (baseline)" in legend and "student resnet18" in legend
+    legend = legend_texts(ax.get_legend())
+    assert "no teacher (baseline)" in legend and "student resnet18 (32 px)" in legend
+    assert "all 10,000 test images" in ax.get_title()
 
 
-def test_report_agreement_vs_accuracy_skips_runs_without_agreement(close_after):
+def test_report_accuracy_bars_label_teachers_as_their_own_run_at_their_own_size(close_after):
+    fig = plots.report_accuracy_bars(STUDY_ROWS)
+    close_after(fig)
+    (ax,) = fig.axes
+    lines = {line.get_label(): line.get_ydata()[0] for line in dashed(ax)}
+    # own-run accuracies only: never the teacher on the students' inputs (teacher_test_acc 85 / 90)
+    assert lines == {"teacher lite2_ft (own run, 48 px): 89.0%": pytest.approx(89),
+                     "pre-trained, fine-tuned mnv2_ft (own run, 32 px): 87.5%": pytest.approx(87.5),
+                     "teacher other_teacher (own run, 64 px): 92.0%": pytest.approx(92)}
+    assert set(lines) <= set(legend_texts(ax.get_legend()))
+
+
+def test_report_accuracy_bars_teacher_without_a_recorded_size(close_after):
+    rows = [{"run": "t", "stage": "teacher", "test_acc": 0.9},
+            {"run": "s", "stage": "distill", "student": "m", "distiller": "kd", "test_acc": 0.8, "teacher_run": "t"}]
+    fig = plots.report_accuracy_bars(rows)
+    close_after(fig)
+    assert [line.get_label() for line in dashed(fig.axes[0])] == ["teacher t (own run): 90.0%"]
+
+
+def scatter_points(fig) -> list[list[float]]:
+    return sorted(point for ax in fig.axes[:1] for c in ax.collections for point in c.get_offsets().tolist())
+
+
+def test_report_agreement_vs_accuracy_has_no_point_text_and_marks_the_teacher(close_after):
     fig = plots.report_agreement_vs_accuracy(STUDY_ROWS)
     close_after(fig)
     render(fig)
     (ax,) = fig.axes
-    points = np.concatenate([collection.get_offsets() for collection in ax.collections])
-    np.testing.assert_allclose(sorted(points.tolist()), [[88, 83], [91, 86]])
-    assert sorted(text.get_text() for text in ax.texts) == ["kd", "r18_kd"]
+    np.testing.assert_allclose(scatter_points(fig), [[88, 83], [91, 86]])  # runs without agreement skipped
+    assert len(ax.texts) == 0
+    lines = {line.get_label(): line.get_ydata()[0] for line in dashed(ax)}
+    assert lines == {  # the teacher on the students' inputs: what agreement is measured against
+        "teacher lite2_ft on the students' inputs (32 px resized to 48 px): 85.0%": pytest.approx(85),
+        "teacher other_teacher on the students' inputs (32 px resized to 64 px): 90.0%": pytest.approx(90)}
+    legend = legend_texts(fig.legends[0])
+    assert set(lines) <= set(legend)
+    assert {"student mobilenet_v2", "student resnet18", "distiller kd"} <= set(legend)
+    assert "all 10,000 test images" in ax.get_xlabel() and "all 10,000 test images" in ax.get_ylabel()
+
+
+def close_rows(n: int = 12) -> list[dict]:
+    """``n`` runs within half a point of each other, three students × four distillers, and one far below."""
+    students, distillers = ["mobilenet_v2", "resnet18", "lite0"], ["none", "kd", "crd", "align_uniform"]
+    rows = [{"run": f"r{i}", "stage": "distill", "student": students[i % 3], "distiller": distillers[i // 3 % 4],
+             "test_acc": 0.72 + 0.0004 * i, "agreement": 0.75 + 0.0003 * i, "teacher_run": "t",
+             "image_size": 32, "teacher_image_size": 32, "teacher_test_acc": 0.85} for i in range(n)]
+    rows.append({"run": "diverged", "stage": "distill", "student": "resnet18", "distiller": "srrl",
+                 "test_acc": 0.30, "agreement": 0.31, "teacher_run": "t", "image_size": 32,
+                 "teacher_image_size": 32, "teacher_test_acc": 0.85})
+    return rows
+
+
+def test_report_agreement_vs_accuracy_encodes_student_by_colour_and_distiller_by_marker(close_after):
+    fig = plots.report_agreement_vs_accuracy(close_rows())
+    close_after(fig)
+    render(fig)
+    main_ax = fig.axes[0]
+    by_point = {}
+    for collection in main_ax.collections:
+        colour = tuple(collection.get_facecolor()[0][:3])
+        shape = collection.get_paths()[0].vertices.round(3).tobytes()
+        for point in collection.get_offsets().tolist():
+            by_point[tuple(np.round(point, 4))] = (colour, shape)
+    rows = close_rows()
+    assert len(by_point) == len(rows)
+    keyed = {(row["student"], row["distiller"]): by_point[(round(100 * row["agreement"], 4),
+                                                           round(100 * row["test_acc"], 4))] for row in rows}
+    colour_of = {student: {v[0] for k, v in keyed.items() if k[0] == student} for student, _ in keyed}
+    shape_of = {distiller: {v[1] for k, v in keyed.items() if k[1] == distiller} for _, distiller in keyed}
+    assert all(len(colours) == 1 for colours in colour_of.values())  # one colour per student
+    assert len({next(iter(c)) for c in colour_of.values()}) == 3
+    assert all(len(shapes) == 1 for shapes in shape_of.values())  # one marker per distiller
+    assert len({next(iter(s)) for s in shape_of.values()}) == 5
+
+
+def test_report_agreement_vs_accuracy_stays_readable_with_many_close_points(close_after):
+    fig = plots.report_agreement_vs_accuracy(close_rows())
+    close_after(fig)
+    render(fig)
+    assert all(len(ax.texts) == 0 for ax in fig.axes)  # no per-point labels to overlap
+    main_ax, zoom_ax = fig.axes  # the diverged run squeezes the cluster, so a zoom panel shows it apart
+    assert sum(len(c.get_offsets()) for c in zoom_ax.collections) == 12
+    low, high = zoom_ax.get_xlim()
+    assert high - low < 2  # the 12 runs span 0.33 points of agreement
+    # the teacher (85%) is far above the cluster: drawn on the full panel, only named on the zoom
+    assert len(dashed(main_ax)) == 1 and dashed(zoom_ax) == []
+    assert "teacher line outside this range" in zoom_ax.get_title()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays the figure out, as when it is saved
+    renderer = canvas.get_renderer()
+    legend_box = fig.legends[0].get_window_extent(renderer)
+    for ax in fig.axes:  # the legend is outside every axes, so it covers no point
+        assert not legend_box.overlaps(ax.get_window_extent(renderer))
+    legend = legend_texts(fig.legends[0])
+    assert len(legend) == 1 + 3 + 5  # teacher, students, distillers: one entry each, not one per run
 
 
 def test_report_plots_of_a_study_without_results_are_notes(close_after):
@@ -175,7 +348,8 @@ def test_report_plots_of_a_study_without_results_are_notes(close_after):
 
 def test_figures_stay_out_of_pyplot_state(close_after):
     before = plt.get_fignums()
-    close_after(plots.training_curves([{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "test_acc": 0.5}]))
+    close_after(plots.training_curves({"history": [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5,
+                                                      "test_acc": 0.5}]}))
     assert plt.get_fignums() == before
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,8 +10,8 @@ import torch
 from dapt import config, runs
 from dapt import data as D
 from dapt.distill import distill, load_teacher
+from dapt.teacher import build_teacher, train_teacher
 from dapt.errors import DaptError
-from dapt.train import build_teacher, train_teacher
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,18 @@ def test_distill_checks_the_teacher_and_leaves_it_untouched(tmp_path, digits):
         "student": "mobilenet_v2", "teacher": cfg.run_dir, "distiller": "srrl", "teacher_cache": "off",
         "run_dir": str(tmp_path / "student")})
     drecord = runs.RunRecord.start(dcfg.run_dir, "distill", config.as_dict(dcfg))
-    result = distill(dcfg, digits, drecord, teacher, meta)
-    assert all(torch.equal(frozen[k], v) for k, v in teacher.state_dict().items())
+    model_file = Path(cfg.run_dir) / "model.pt"
+    before = model_file.read_bytes()
+    result = distill(dcfg, digits, drecord)
+    assert model_file.read_bytes() == before, "distillation wrote to the teacher's checkpoint"
+    after, _ = load_teacher(cfg.run_dir, digits)
+    assert all(torch.equal(frozen[k], v) for k, v in after.state_dict().items())
     assert result.student_logits.shape == (len(digits.test_y), digits.num_classes)
-    assert 0.0 <= drecord.metrics["agreement"] <= 1.0 and drecord.metrics["cka"] is not None
+    metrics = drecord.metrics
+    assert 0.0 <= metrics["agreement"] <= 1.0 and metrics["cka"] is not None
+    assert metrics["teacher_run_test_acc"] == pytest.approx(record.metrics["test_acc"], rel=1e-5)
+    assert metrics["teacher_image_size"] == 16 and metrics["eval_images"] == metrics["test_images"]
+
+    model_file.unlink()  # a fresh clone holds the report of a teacher run, not its checkpoint
+    with pytest.raises(DaptError, match="no model.pt .*train it first"):
+        load_teacher(cfg.run_dir, digits)

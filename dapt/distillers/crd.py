@@ -1,19 +1,36 @@
 """Contrastive Representation Distillation (Tian, Krishnan & Isola, ICLR 2020).
 
-Follows the reference code (RepDistiller: ``ContrastMemory`` + ``ContrastLoss``, mode ``exact``):
-one memory bank of unit embeddings per side, one row per training sample; each sample is scored
-against its own row (the positive) and K rows of samples from other classes (the negatives).
+Follows the reference code (``kd_losses/crd.py``, from RepDistiller: ``ContrastMemory`` +
+``ContrastLoss``, mode ``exact``): one memory bank of unit embeddings per side, one row per
+training sample; each sample is scored against its own row (the positive) and K rows of samples
+from other classes (the negatives). Student and teacher features are embedded by the same kind
+of projector as align_uniform's (``projector``, ``proj_dim``), as in the reference.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import DaptError
-from .projectors import linear_projector
+from ..errors import DaptError
+from ..fields import AT_LEAST_ONE, FRACTION, POSITIVE, param
+from .base import DISTILLERS, Distiller
+from .projectors import build_projector
+
+
+@dataclass
+class CRDSettings:
+    """The knobs of CRD's NCE and memory banks (reference ``--nce_k``, ``--nce_t``, ``--nce_m``)."""
+
+    crd_k: int = param(4096, "crd: negatives per sample, drawn from other classes",
+                       rule=AT_LEAST_ONE)
+    crd_T: float = param(0.07, "crd: NCE temperature", rule=POSITIVE)
+    crd_momentum: float = param(0.5, "crd: memory-bank momentum (share of the old row kept)",
+                                rule=FRACTION)
 
 
 class NegativeSampler:
@@ -127,18 +144,18 @@ class ContrastMemory(nn.Module):
 class CRDCriterion(nn.Module):
     """CRD's embedding loss: NCE of the student against the teacher bank plus the reverse.
 
-    Owns the trainable embeddings (Linear + L2-normalise per side), the memory banks and the
+    Owns the trainable embeddings (one unit-norm projector per side), the memory banks and the
     negative sampler with its own seeded generator, whose state is part of the state dict.
     """
 
-    def __init__(self, s_dim: int, t_dim: int, train_labels: Tensor, *, dim: int, k: int,
-                 temperature: float, momentum: float, seed: int):
+    def __init__(self, embed_student: nn.Module, embed_teacher: nn.Module, train_labels: Tensor,
+                 *, dim: int, k: int, temperature: float, momentum: float, seed: int):
         super().__init__()
         self.k = k
         self.sampler = NegativeSampler(train_labels)
         self.generator = torch.Generator().manual_seed(seed)
-        self.embed_student = linear_projector(s_dim, dim)
-        self.embed_teacher = linear_projector(t_dim, dim)
+        self.embed_student = embed_student
+        self.embed_teacher = embed_teacher
         self.memory = ContrastMemory(self.sampler.labels.numel(), dim, temperature=temperature,
                                      momentum=momentum, generator=self.generator)
 
@@ -156,3 +173,41 @@ class CRDCriterion(nn.Module):
 
     def set_extra_state(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+@DISTILLERS.register("crd")
+class CRD(Distiller):
+    """Tian et al. 2020: CE + KD + contrastive NCE against memory banks of other-class samples
+
+    With unit embeddings ``v_s = proj_s(f_s)``, ``v_t = proj_t(f_t)`` (``projector``,
+    ``proj_dim``), banks ``M_s``, ``M_t`` and scores ``P(i, j) = exp(v·M[j]/τ)/Z``:
+    ``L_embed = NCE(v_s vs M_t) + NCE(v_t vs M_s)`` over the own row and ``crd_k`` negatives,
+    and ``L = w_ce·CE + w_embed·L_embed + w_kd·L_kd``. Y. Tian, D. Krishnan, P. Isola,
+    "Contrastive Representation Distillation", ICLR 2020.
+    """
+
+    name = "crd"
+    default_weights = {"ce": 1.0, "embed": 1.0, "kd": 1.0, "srrl": 0.0}
+    needs_teacher = needs_features = needs_index = True
+    terms = ("ce", "embed", "kd")
+
+    def __init__(self, settings: Any, *, s_dim: int, t_dim: int | None,
+                 num_classes: int, train_labels: Tensor | None, seed: int, **rest):
+        super().__init__(settings, s_dim=s_dim, t_dim=t_dim, num_classes=num_classes,
+                         train_labels=train_labels, seed=seed, **rest)
+        if train_labels is None:
+            raise DaptError("distiller 'crd' needs the training labels, one per sample in "
+                            "dataset order; pass train_labels")
+        if train_labels.numel() and int(train_labels.max()) >= num_classes:
+            raise DaptError(f"train_labels hold class {int(train_labels.max())} but num_classes="
+                            f"{num_classes}; pass the labels of this dataset")
+        dim = settings.proj_dim
+        self.criterion = CRDCriterion(
+            build_projector(settings.projector, s_dim, dim),
+            build_projector(settings.projector, t_dim, dim), train_labels, dim=dim,
+            k=settings.crd_k, temperature=settings.crd_T, momentum=settings.crd_momentum,
+            seed=seed)
+
+    def teacher_terms(self, s_feat: Tensor, t_feat: Tensor, t_logits: Tensor,
+                      index: Tensor | None) -> dict[str, Tensor]:
+        return {"embed": self.criterion(s_feat, t_feat, index)} if self.weights["embed"] else {}

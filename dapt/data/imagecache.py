@@ -9,28 +9,18 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .errors import CorruptImageError, DatasetMissingError
-from .runs import atomic_path
+from ..errors import CorruptImageError, DatasetMissingError
+from ..runs import atomic_path
+from .formats import FolderIndex
 
 # Bump when the decoding below changes, so that old caches are not mistaken for new ones.
 _CACHE_FORMAT = 1
-
-
-@dataclass
-class FolderIndex:
-    """Image files of a folder dataset: paths relative to ``image_dir`` with class indices."""
-
-    image_dir: Path
-    classes: list[str]  # raw folder names, in label order
-    train: list[tuple[str, int]]
-    test: list[tuple[str, int]]
 
 
 def decode_image(path: Path, size: int) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""Datasets as uint8 tensors in memory, batched tensor augmentation, and input normalisation.
+"""The dataset registry and ``ImageSet``: every dataset as uint8 tensors in memory, and input normalisation.
 
 Every dataset ends as ``ImageSet``: uint8 [N, 3, S, S] at the working image size ``S``, so the
-training loop never waits on PIL. File formats live in ``dapt.datasets``.
+training loop never waits on PIL. On-disk formats live in ``formats``, decoded folder datasets
+in ``imagecache``, augmented views and their replay in ``augment``.
 """
 from __future__ import annotations
 
@@ -15,11 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import datasets as formats
-from . import imagecache
-from .errors import CorruptImageError, DatasetMissingError  # noqa: F401  (part of this module's API)
-from .errors import DaptError
-from .registry import Registry
+from ..errors import DaptError
+from ..registry import Registry
+from . import formats, imagecache
 
 # Output values per interpolate call: bounds the float copy to 256 MB (CIFAR at 224 px would need
 # 36 GB at once), while chunks stay large because small interpolate calls are twice as slow.
@@ -155,48 +154,6 @@ def load_dataset(
         keep = stratified_subset(images.train_y, train_subset, seed)
         images = replace(images, train_x=images.train_x[keep], train_y=images.train_y[keep])
     return images
-
-
-@dataclass
-class AugmentParams:
-    """Per-sample crop offsets (into the padded image, 0..2·pad) and flip flags of one augmented view."""
-
-    offset_y: torch.Tensor  # int64 [n]
-    offset_x: torch.Tensor  # int64 [n]
-    flip: torch.Tensor  # bool [n]
-    pad: int
-    image_size: int
-
-    def select(self, index: torch.Tensor) -> "AugmentParams":
-        """The same view restricted to the images ``index`` (a batch of a replayed view)."""
-        return AugmentParams(self.offset_y[index], self.offset_x[index], self.flip[index], self.pad, self.image_size)
-
-
-def sample_augment(n: int, image_size: int, generator: torch.Generator, pad: int = 4, flip: bool = True) -> AugmentParams:
-    """Draw the random crop offsets and flips for ``n`` images; the same generator state gives the same view."""
-    offset_y = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    offset_x = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
-    return AugmentParams(offset_y, offset_x, flips, pad, image_size)
-
-
-def apply_augment(x_uint8: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-    """Zero-pad by ``pad``, crop back to S at each sample's offset, mirror flagged samples (as
-    torchvision's RandomCrop(padding) + RandomHorizontalFlip). Two gathers, no per-sample loop."""
-    n, c, size, width = x_uint8.shape
-    if n != len(params.flip) or size != params.image_size or width != size:
-        raise ValueError(f"augment params for {len(params.flip)}x{params.image_size}px do not fit a batch of shape {tuple(x_uint8.shape)}")
-    p = params.pad
-    padded = F.pad(x_uint8, (p, p, p, p))
-    steps = torch.arange(size)
-    rows = (params.offset_y[:, None] + steps)[:, None, :, None].expand(n, c, size, size + 2 * p)
-    cols = torch.where(params.flip[:, None], params.offset_x[:, None] + steps.flip(0), params.offset_x[:, None] + steps)
-    return padded.gather(2, rows).gather(3, cols[:, None, None, :].expand(n, c, size, size))
-
-
-def augment(x_uint8: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
-    """Random padded crop and horizontal flip of a uint8 batch (``sample_augment`` + ``apply_augment``)."""
-    return apply_augment(x_uint8, sample_augment(len(x_uint8), x_uint8.shape[-1], generator, pad, flip))
 
 
 def to_float(x_uint8: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,9 @@
-"""The plain distillation losses, each testable alone against a hand computation."""
+"""The plain distillation losses, each a function of tensors, testable alone by hand.
+
+Each docstring gives the formula and the paper it comes from; the distillers in this package
+weight and combine them (``kd`` every distiller with ``w_kd > 0``, ``align``/``uniform``
+``align_uniform``).
+"""
 from __future__ import annotations
 
 import math
@@ -9,10 +14,12 @@ from torch import Tensor
 
 
 def kd_loss(s_logits: Tensor, t_logits: Tensor, T: float) -> Tensor:
-    """Knowledge distillation (Hinton, Vinyals & Dean 2015).
+    """Knowledge distillation (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a
+    Neural Network"; reference ``kd_losses/kd.py`` ``DistillKL``).
 
-    ``T²·KL(softmax(z_t/T) ‖ softmax(z_s/T))``, summed over classes and averaged over the
-    batch; the T² keeps its gradient on the scale of the cross-entropy's as T changes.
+    ``L_kd = T² · mean_b KL(softmax(z_t/T) ‖ softmax(z_s/T))``, the KL summed over classes and
+    averaged over the batch; the T² keeps its gradient on the scale of the cross-entropy's as
+    T changes.
     """
     log_p_s = F.log_softmax(s_logits / T, dim=1)
     log_p_t = F.log_softmax(t_logits / T, dim=1)
@@ -20,16 +27,20 @@ def kd_loss(s_logits: Tensor, t_logits: Tensor, T: float) -> Tensor:
 
 
 def align_loss(p_s: Tensor, p_t: Tensor, alpha: float) -> Tensor:
-    """Alignment (Wang & Isola 2020; as a distiller, Farhat & Chen 2024).
+    """Alignment (Wang & Isola 2020, "Understanding Contrastive Representation Learning through
+    Alignment and Uniformity on the Hypersphere"; as a distiller, Farhat & Chen 2024).
 
-    ``mean_i ‖p_s,i − p_t,i‖₂^α`` over the batch.
+    ``L_align = mean_i ‖p_s,i − p_t,i‖₂^α`` over the batch.
     """
     # Raising the squared distance to α/2 keeps the gradient finite where p_s,i = p_t,i.
     return (p_s - p_t).pow(2).sum(dim=1).pow(alpha / 2).mean()
 
 
 def uniform_loss(p: Tensor, t: float) -> Tensor:
-    """Uniformity (Wang & Isola 2020): ``log mean_{i<j} exp(−t·‖p_i − p_j‖₂²)`` over the batch."""
+    """Uniformity (Wang & Isola 2020).
+
+    ``L_unif = log mean_{i<j} exp(−t·‖p_i − p_j‖₂²)`` over the pairs of the batch.
+    """
     n = p.shape[0]
     if n < 2:
         raise ValueError(f"uniform_loss needs at least 2 rows to form pairs, got {n}")

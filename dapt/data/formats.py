@@ -1,7 +1,7 @@
 """Readers for the on-disk formats of the datasets ``dapt.data`` serves.
 
-Each reader returns plain arrays or an index of image files (decoded and cached by
-``dapt.imagecache``); ``dapt.data`` turns them into an ``ImageSet``.
+Each reader returns plain arrays or a ``FolderIndex`` of image files (decoded and cached by
+``dapt.data.imagecache``); ``dapt.data`` turns them into an ``ImageSet``.
 """
 from __future__ import annotations
 
@@ -9,16 +9,26 @@ import gzip
 import os
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .errors import CorruptImageError, DatasetMissingError
-from .imagecache import FolderIndex
+from ..errors import CorruptImageError, DatasetMissingError
 
 _IDX_UBYTE = 0x08
+
+
+@dataclass
+class FolderIndex:
+    """Image files of a folder dataset: paths relative to ``image_dir`` with class indices."""
+
+    image_dir: Path
+    classes: list[str]  # raw folder names, in label order
+    train: list[tuple[str, int]]
+    test: list[tuple[str, int]]
 
 
 def clean_class_name(raw: str) -> str:

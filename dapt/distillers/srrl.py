@@ -1,0 +1,69 @@
+"""Softmax regression representation learning (Yang et al. 2021)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import DaptError
+from ..fields import param
+from .base import DISTILLERS, Distiller
+from .projectors import CONNECTORS
+
+
+@dataclass
+class SRRLSettings:
+    """The SRRL connector (reference ``distill.py``, ``--connector``)."""
+
+    srrl_connector: str = param("mlp2", "srrl: connector from student to teacher feature width",
+                                choices=CONNECTORS.names)
+
+
+@DISTILLERS.register("srrl")
+class SRRL(Distiller):
+    """Yang et al. 2021: CE + feature MSE through a connector + the teacher head's logit MSE on it
+
+    With ``g = connector(f_s)`` (``srrl_connector``, trained) and the teacher's frozen classifier
+    ``W_t``: ``L_embed = MSE(g, f_t)``, ``L_srrl = MSE(W_t·g + b_t, z_t)`` and
+    ``L = w_ce·CE + w_embed·L_embed + w_srrl·L_srrl`` (+ ``w_kd·L_kd`` if set). J. Yang,
+    B. Martinez, A. Bulat, G. Tzimiropoulos, "Knowledge Distillation via Softmax Regression
+    Representation Learning", ICLR 2021.
+    """
+
+    name = "srrl"
+    default_weights = {"ce": 1.0, "embed": 1.0, "kd": 0.0, "srrl": 1.0}
+    needs_teacher = needs_features = True
+    terms = ("ce", "embed", "kd", "srrl")
+
+    def __init__(self, settings: Any, *, s_dim: int, t_dim: int | None,
+                 num_classes: int, teacher_head: nn.Linear | None, **rest):
+        super().__init__(settings, s_dim=s_dim, t_dim=t_dim, num_classes=num_classes,
+                         teacher_head=teacher_head, **rest)
+        if not isinstance(teacher_head, nn.Linear):
+            raise DaptError("distiller 'srrl' needs the teacher's classifier; pass "
+                            "teacher_head=<the teacher's nn.Linear head>")
+        if (teacher_head.in_features, teacher_head.out_features) != (t_dim, num_classes):
+            raise DaptError(f"teacher head maps {teacher_head.in_features}→"
+                            f"{teacher_head.out_features} but t_dim={t_dim}, num_classes="
+                            f"{num_classes}; pass the head of the same teacher")
+        self.connector = CONNECTORS.get(settings.srrl_connector)(s_dim, t_dim)
+        # A frozen copy as buffers: out of parameters() by construction, yet moved by .to()
+        # and saved; gradient still flows through F.linear to the connector and the student.
+        self.register_buffer("head_weight", teacher_head.weight.detach().clone())
+        bias = teacher_head.bias
+        self.register_buffer("head_bias", None if bias is None else bias.detach().clone())
+
+    def teacher_terms(self, s_feat: Tensor, t_feat: Tensor, t_logits: Tensor,
+                      index: Tensor | None) -> dict[str, Tensor]:
+        if not (self.weights["embed"] or self.weights["srrl"]):
+            return {}
+        mapped = self.connector(s_feat)
+        losses = {}
+        if self.weights["embed"]:
+            losses["embed"] = F.mse_loss(mapped, t_feat)
+        if self.weights["srrl"]:
+            head_logits = F.linear(mapped, self.head_weight, self.head_bias)
+            losses["srrl"] = F.mse_loss(head_logits, t_logits)
+        return losses

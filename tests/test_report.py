@@ -1,0 +1,257 @@
+"""Report: rows read from metrics.json files, the table's cells, and the verdict sentences."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dapt import report
+
+PARAMS = {"image_size": 32, "epochs": 3, "train_subset": 6000, "eval_subset": 1000}
+
+
+def write_run(study, name: str, metrics: dict) -> None:
+    (study / name).mkdir(parents=True)
+    (study / name / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+
+
+@pytest.fixture
+def study(tmp_path):
+    """A study in the new metrics.json schema: a teacher, two students of it, one with no teacher,
+    one still running, and the report folder itself."""
+    write_run(tmp_path, "lite2_ft", {
+        "status": "done", "stage": "teacher", "history": [],
+        "params": {"model": "efficientnet_lite2", "init": "ft", "image_size": 48, "epochs": 3,
+                   "train_subset": 6000, "eval_subset": 1000},
+        "test_acc": 0.8659, "best_eval_acc": 0.857, "best_epoch": 3, "eval_images": 1000, "test_images": 10000,
+        "wall_time_s": 126.25, "model": "efficientnet_lite2", "init": "ft", "image_size": 48})
+    student = {"status": "done", "stage": "distill", "history": [], "image_size": 32,
+               "test_acc": 0.7312, "best_eval_acc": 0.74, "best_epoch": 4, "eval_images": 1000,
+               "test_images": 10000, "wall_time_s": 101.0, "ece": 0.0649,
+               "teacher_run": "runs/study/lite2_ft", "teacher_model": "efficientnet_lite2", "teacher_init": "ft",
+               "teacher_image_size": 48, "teacher_run_test_acc": 0.8659, "teacher_test_acc": 0.8508,
+               "teacher_eval_acc": 0.842, "agreement": 0.7525, "agreement_teacher_right": 0.8,
+               "agreement_teacher_wrong": 0.4, "kl": 0.465, "teacher_ece": 0.0257, "cka": 0.758}
+    write_run(tmp_path, "mnv2_kd", {**student, "student": "mobilenet_v2", "distiller": "kd",
+                                    "params": {**PARAMS, "epochs": 4, "student": "mobilenet_v2", "distiller": "kd"}})
+    write_run(tmp_path, "mnv2_none_compared", {**student, "student": "mobilenet_v2", "distiller": "none",
+                                               "test_acc": 0.7111,
+                                               "params": {**PARAMS, "student": "mobilenet_v2", "distiller": "none"}})
+    write_run(tmp_path, "mnv2_none", {
+        "status": "done", "stage": "distill", "history": [], "image_size": 32, "student": "mobilenet_v2",
+        "distiller": "none", "params": {**PARAMS, "student": "mobilenet_v2", "distiller": "none"},
+        "test_acc": 0.70, "eval_images": 1000, "test_images": 10000, "wall_time_s": 50.0, "ece": 0.02})
+    write_run(tmp_path, "mnv2_crd", {"status": "running", "stage": "distill", "history": [],
+                                     "params": {**PARAMS, "image_size": 40, "student": "mobilenet_v2",
+                                                "distiller": "crd", "teacher": "runs/study/lite2_ft"}})
+    write_run(tmp_path, "report", {"status": "done", "stage": "report", "params": {}, "history": []})
+    (tmp_path / "notes.txt").write_text("not a run", encoding="utf-8")
+    return tmp_path
+
+
+def by_run(rows: list[dict]) -> dict[str, dict]:
+    return {row["run"]: row for row in rows}
+
+
+def test_collect_reads_the_new_keys(study):
+    rows = report.collect(study, exclude=("report",))
+    assert [row["run"] for row in rows] == ["lite2_ft", "mnv2_crd", "mnv2_kd", "mnv2_none", "mnv2_none_compared"]
+    runs = by_run(rows)
+    teacher = runs["lite2_ft"]
+    assert (teacher["stage"], teacher["model"], teacher["init"], teacher["image_size"]) == \
+        ("teacher", "efficientnet_lite2", "ft", 48)
+    assert teacher["test_acc"] == 0.8659 and teacher["best_eval_acc"] == 0.857 and teacher["eval_images"] == 1000
+    kd = runs["mnv2_kd"]
+    assert kd["teacher_run"] == "lite2_ft"  # the folder name, not the repo-relative path
+    assert (kd["teacher_test_acc"], kd["teacher_run_test_acc"], kd["teacher_eval_acc"]) == (0.8508, 0.8659, 0.842)
+    assert (kd["image_size"], kd["teacher_image_size"], kd["epochs"], kd["train_subset"]) == (32, 48, 4, 6000)
+    assert (kd["agreement"], kd["kl"], kd["cka"], kd["ece"]) == (0.7525, 0.465, 0.758, 0.0649)
+    assert "best_test_acc" not in kd
+    alone = runs["mnv2_none"]
+    assert alone["teacher_run"] is None and alone["teacher_test_acc"] is None and alone["agreement"] is None
+
+
+def test_collect_keeps_a_run_in_progress_with_what_its_params_say(study):
+    running = by_run(report.collect(study))["mnv2_crd"]
+    assert running["status"] == "running" and running["test_acc"] is None
+    assert (running["student"], running["distiller"], running["image_size"], running["epochs"]) == \
+        ("mobilenet_v2", "crd", 40, 3)
+
+
+def test_collect_without_exclude_still_skips_report_and_non_runs(study):
+    assert "report" not in by_run(report.collect(study)) and "notes.txt" not in by_run(report.collect(study))
+
+
+def table_cells(rows: list[dict]) -> tuple[list[str], dict[str, dict[str, str]]]:
+    head, rule, *body = report.markdown_table(rows).splitlines()
+    titles = [cell.strip() for cell in head.strip("|").split("|")]
+    cells = {}
+    for line in body:
+        values = [cell.strip() for cell in line.strip("|").split("|")]
+        cells[values[0]] = dict(zip(titles, values))
+    return titles, cells
+
+
+def test_markdown_table_names_image_size_teacher_and_which_accuracy(study):
+    titles, cells = table_cells(report.collect(study))
+    assert titles[:6] == ["run", "student", "px", "teacher (init, px)", "distiller",
+                          "test acc % (all test images, at px)"]
+    assert "teacher acc % (on this run's test images)" in titles
+    teacher = cells["lite2_ft"]
+    assert teacher["px"] == "48" and teacher["test acc % (all test images, at px)"] == "86.59"  # its own run
+    assert teacher["teacher (init, px)"] == "— (own run: ImageNet, fine-tuned)"
+    assert teacher["teacher acc % (on this run's test images)"] == "–"
+    kd = cells["mnv2_kd"]
+    assert kd["px"] == "32" and kd["teacher (init, px)"] == "lite2_ft: efficientnet_lite2 (ft), 48 px"
+    assert kd["test acc % (all test images, at px)"] == "73.12"
+    assert kd["teacher acc % (on this run's test images)"] == "85.08"  # not the teacher's own 86.59
+    assert kd["agreement %"] == "75.25" and kd["KL(t‖s)"] == "0.465" and kd["epochs"] == "4"
+    assert cells["mnv2_none"]["teacher (init, px)"] == "— (no teacher)"
+    assert cells["mnv2_none_compared"]["teacher (init, px)"].endswith("compared with, not distilled from")
+    assert cells["mnv2_crd"]["test acc % (all test images, at px)"] == "–"
+
+
+def teacher_row(run: str, model: str, acc: float | None, init: str = "ft", size: int = 32) -> dict:
+    return {"run": run, "stage": "teacher", "student": model, "model": model, "init": init, "test_acc": acc,
+            "image_size": size, "test_images": 10000, "epochs": 3, "train_subset": 6000}
+
+
+def student_row(run: str, student: str, distiller: str, acc: float | None, epochs: int = 3,
+                train_subset: int | None = 6000, size: int = 32) -> dict:
+    return {"run": run, "stage": "distill", "student": student, "distiller": distiller, "test_acc": acc,
+            "image_size": size, "test_images": 10000, "epochs": epochs, "train_subset": train_subset}
+
+
+def test_verdict_gain_and_pretraining_gap():
+    rows = [teacher_row("lite0_ft", "lite0", 0.80), teacher_row("lite2_ft", "lite2", 0.8659, size=48),
+            student_row("l_none", "lite0", "none", 0.70), student_row("l_kd", "lite0", "kd", 0.72),
+            student_row("l_crd", "lite0", "crd", 0.75)]
+    lines = report.verdict(rows)
+    assert lines[0] == ("Accuracies below are final accuracies on all 10,000 test images, "
+                        "each run at its own image size.")
+    assert lines[1] == ("lite0: the best distiller, crd (l_crd, 75.00%), beats the no-teacher baseline l_none "
+                        "(70.00%) by +5.00 points.")
+    assert lines[2] == ("lite0: the best distilled student, l_crd (75.00%), is 5.00 points below the pre-trained, "
+                        "fine-tuned lite0_ft (80.00%, own run): distillation from random init did not reach "
+                        "pre-training here.")
+    assert len(lines) == 4 and lines[3].startswith("Budget:")
+
+
+def test_verdict_agrees_with_the_gain_and_gap_helpers():
+    rows = [teacher_row("m_ft", "mnv2", 0.7011), student_row("m_none", "mnv2", "none", 0.7111),
+            student_row("m_kd", "mnv2", "kd", 0.7312), student_row("m_crd", "mnv2", "crd", 0.7296)]
+    [best_gain] = [g for g in report.gains_over_scratch(rows) if g["run"] == "m_kd"]
+    [gap] = report.pretraining_gap(rows)
+    text = " ".join(report.verdict(rows))
+    assert f"+{best_gain['gain_pt']:.2f} points" in text and f"{gap['gap_pt']:.2f} points above" in text
+    assert "distillation from random init matched or passed pre-training here" in text
+
+
+def test_verdict_no_distiller_beats_the_baseline():
+    rows = [student_row("l_none", "lite0", "none", 0.6995), student_row("l_kd", "lite0", "kd", 0.6878),
+            student_row("l_crd", "lite0", "crd", 0.6951)]
+    assert report.verdict(rows)[1] == ("lite0: no distiller beats the no-teacher baseline l_none (69.95%); the best, "
+                                       "crd (l_crd, 69.51%), is 0.44 points below it.")
+
+
+def test_verdict_a_tie_is_not_a_gain():
+    rows = [student_row("n", "m", "none", 0.70), student_row("k", "m", "kd", 0.70)]
+    assert report.verdict(rows)[1].endswith("the best, kd (k, 70.00%), is level with it.")
+
+
+def test_verdict_without_a_pretrained_run_or_a_baseline_says_so():
+    rows = [teacher_row("big", "lite2", 0.90), student_row("m_kd", "mnv2", "kd", 0.73)]
+    lines = report.verdict(rows)
+    assert lines[1] == ("mnv2: the best distiller is kd (m_kd, 73.00%), but there is no finished no-teacher "
+                        "(`none`) baseline to measure a gain against.")
+    assert lines[2] == ("mnv2: the study has no pre-trained, fine-tuned mnv2 run (a teacher-stage run with init "
+                        "ft), so whether distillation replaces pre-training is not tested for it.")
+
+
+def test_verdict_with_failed_runs_names_them_and_uses_the_rest():
+    rows = [teacher_row("m_ft", "mnv2", None), student_row("m_none", "mnv2", "none", 0.71),
+            student_row("m_kd", "mnv2", "kd", None), student_row("m_crd", "mnv2", "crd", 0.72)]
+    lines = report.verdict(rows)
+    assert lines[1] == ("mnv2: the best distiller, crd (m_crd, 72.00%), beats the no-teacher baseline m_none "
+                        "(71.00%) by +1.00 point. (1 run without a test accuracy, failed or unfinished: m_kd.)")
+    assert lines[2] == ("mnv2: the pre-trained, fine-tuned run m_ft has no test accuracy (failed or unfinished), "
+                        "so distillation is not yet compared with pre-training.")
+
+
+def test_verdict_when_every_distilled_student_failed():
+    rows = [student_row("m_none", "mnv2", "none", 0.71), student_row("m_kd", "mnv2", "kd", None)]
+    rows.append(teacher_row("m_ft", "mnv2", 0.80))
+    lines = report.verdict(rows)
+    assert lines[1].startswith("mnv2: no distilled student has a test accuracy yet")
+    assert lines[2] == ("mnv2: no distilled mnv2 student has a test accuracy yet to compare with the pre-trained, "
+                        "fine-tuned m_ft (80.00%, own run).")
+
+
+def test_verdict_notes_different_image_sizes_of_student_and_pretrained_run():
+    rows = [teacher_row("m_ft", "mnv2", 0.80, size=48), student_row("m_kd", "mnv2", "kd", 0.75)]
+    assert "(note: the student ran at 32 px, the pre-trained model at 48 px)" in report.verdict(rows)[2]
+
+
+@pytest.mark.parametrize("epochs, subset, expected", [
+    ([3, 4], 6000, "Budget: the students trained for 3–4 epochs on a 6,000-image training subset, a short budget "
+                   "(fewer than 50 epochs), so these comparisons test that budget, not the paper's 250-epoch "
+                   "setting."),
+    ([250, 250], None, "Budget: the students trained for 250 epochs on all training images, as long as the "
+                       "paper's 250-epoch setting."),
+    ([100], None, "Budget: the students trained for 100 epochs on all training images, not a short budget "
+                  "(50 epochs or more) but below the paper's 250-epoch setting."),
+    ([49], None, "Budget: the students trained for 49 epochs on all training images, a short budget (fewer than "
+                 "50 epochs), so these comparisons test that budget, not the paper's 250-epoch setting."),
+])
+def test_verdict_budget_sentence(epochs, subset, expected):
+    rows = [student_row(f"s{i}", "m", "kd", 0.7, epochs=e, train_subset=subset) for i, e in enumerate(epochs)]
+    assert report.verdict(rows)[-1] == expected
+
+
+def test_verdict_budget_mixed_and_unknown():
+    mixed = [student_row("a", "m", "kd", 0.7, epochs=3), student_row("b", "m", "none", 0.7, epochs=250)]
+    assert "some have a short budget (fewer than 50 epochs) and some not" in report.verdict(mixed)[-1]
+    unknown = [{k: v for k, v in student_row("a", "m", "kd", 0.7).items() if k not in ("epochs", "train_subset")}]
+    assert report.verdict(unknown)[-1].startswith("Budget: the students' epochs are not recorded")
+
+
+def test_verdict_budget_ignores_the_teachers_epochs():
+    rows = [{**teacher_row("t", "big", 0.9), "epochs": 250}, student_row("s", "m", "kd", 0.7, epochs=3)]
+    assert "trained for 3 epochs" in report.verdict(rows)[-1]
+
+
+def test_verdict_of_a_study_without_students():
+    assert report.verdict([teacher_row("t", "big", 0.9)]) == [
+        "No student run in this study yet, so there is nothing to conclude."]
+
+
+def test_verdict_of_collected_rows(study):
+    lines = report.verdict(report.collect(study))
+    assert lines[1].startswith("mobilenet_v2: the best distiller, kd (mnv2_kd, 73.12%), beats the no-teacher "
+                               "baseline")
+    assert "(1 run without a test accuracy, failed or unfinished: mnv2_crd.)" in lines[1]
+    assert lines[-1].startswith("Budget: the students trained for 3–4 epochs on a 6,000-image training subset")
+
+
+def test_run_summary_labels_each_teacher_accuracy_with_its_images_and_size():
+    metrics = {"stage": "distill", "test_acc": 0.7312, "image_size": 32, "teacher_image_size": 48,
+               "teacher_run": "runs/study/lite2_ft", "teacher_run_test_acc": 0.8659, "teacher_test_acc": 0.8508,
+               "teacher_eval_acc": 0.842, "eval_images": 1000, "test_images": 10000, "agreement": 0.7525,
+               "kl": 0.465, "best_eval_acc": 0.99}
+    lines = report.run_summary(metrics).splitlines()
+    assert lines == [
+        " 73.12%  student test accuracy (all 10,000 test images, 32 px)",
+        " 86.59%  teacher lite2_ft, its own run (all 10,000 test images, 48 px)",
+        " 85.08%  teacher on this run's test inputs (all 10,000 test images, 32 px resized to 48 px): "
+        "what agreement is measured against",
+        " 84.20%  teacher on the per-epoch evaluation images (1,000 of 10,000 test images, 32 px resized to 48 px): "
+        "the curves' dashed line",
+        " 75.25%  top-1 agreement with the teacher (all 10,000 test images)",
+        "  0.465  KL(teacher ‖ student) in nats (all 10,000 test images)",
+    ]  # the subset's best accuracy (99%) is not put beside the all-images numbers
+
+
+def test_run_summary_of_a_run_without_teacher_or_results():
+    assert report.run_summary({"stage": "distill", "test_acc": 0.7, "test_images": 10000, "image_size": 32}) == \
+        " 70.00%  student test accuracy (all 10,000 test images, 32 px)"
+    assert report.run_summary({"stage": "distill", "history": []}) == "no final numbers yet"
