@@ -16,10 +16,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from dapt import data as D
+from dapt.data.augment import apply_augment, augment, make_views
 from dapt.distillers import DistillerSettings, build_distiller
 from dapt.models import create_model
-from dapt.teacher_cache import TeacherTargets, make_views
+from dapt.teacher_cache import TeacherTargets
 from dapt.train import prepare
 
 
@@ -67,7 +67,7 @@ def distill_steps(cached: bool, batch: int, repeats: int) -> float:
     index = torch.arange(batch)
 
     def step() -> None:
-        x = D.apply_augment(train_x[index], views[0].select(index))
+        x = apply_augment(train_x[index], views[0].select(index))
         s_feat, s_logits = student.forward_features(prepare(x))
         t_logits, t_feat = targets.get(0, index)
         loss, _ = distiller(s_feat, s_logits, train_y[index], t_feat=t_feat, t_logits=t_logits)
@@ -82,9 +82,9 @@ def augmentation(batched: bool) -> float:
     x = torch.randint(0, 256, (6000, 3, 32, 32), dtype=torch.uint8)
     generator = torch.Generator().manual_seed(0)
     if batched:
-        return per_second(lambda: D.augment(x, generator), 3) * len(x)
+        return per_second(lambda: augment(x, generator), 3) * len(x)
     few = x[:500]
-    return per_second(lambda: [D.augment(img[None], generator) for img in few], 1) * len(few)
+    return per_second(lambda: [augment(img[None], generator) for img in few], 1) * len(few)
 
 
 def main() -> None:

@@ -54,6 +54,9 @@ class TrainConfig:
     step_size: int = param(30, "scheduler step: epochs between lr drops", rule=AT_LEAST_ONE)
     step_gamma: float = param(0.1, "scheduler step: lr multiplier at each drop", rule=POSITIVE)
     augment: bool = param(True, "random pad-crop and horizontal flip on training batches")
+    precise_bn: Optional[int] = param(
+        2048, "before each evaluation, BatchNorm statistics are re-estimated on this many augmented training "
+              "images (precise BN); null keeps the running averages, which lag fast-moving weights", rule=AT_LEAST_ONE)
     channels_last: bool = param(True, "channels_last memory format (faster convolutions on CPU)")
     seed: int = param(0, "random seed (data subset, init, augmentation)")
     resume: bool = param(False, "continue from the run's last checkpoint if one exists")
@@ -97,7 +100,8 @@ class DistillConfig(DistillerSettings, TrainConfig):
         super().__post_init__()
         if self.teacher is None and needs_teacher(self.distiller):
             raise DaptError(f"distiller {self.distiller!r} needs a teacher: set teacher to a teacher run of the "
-                            f"study (or a run folder such as runs/fashion_quick/lite2_ft), or use distiller none")
+                            f"study, or to a trained run folder such as runs/fashion_quick/lite2_ft (`make study` "
+                            f"trains it), or use distiller none")
 
 
 @dataclass

@@ -140,3 +140,14 @@ def test_wandb_offline_logs_inside_the_run_folder_and_disabled_writes_nothing(tm
     tracker.finish()
     [run] = (tmp_path / "on" / "wandb").glob("offline-run-*")
     assert list(run.glob("run-*.wandb")), "wandb wrote no offline record"
+
+
+def test_a_teacher_whose_outputs_overflow_the_fp16_cache_is_refused(tmp_path):
+    teacher = create_model("resnet18", 10).eval()
+    with torch.no_grad():
+        teacher.head.weight.mul_(1e7)  # a diverged teacher: logits far beyond fp16's 65504
+    x = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    with pytest.raises(DaptError, match="teacher run is broken"):
+        TeacherTargets(teacher, 16, x, make_views(6, 16, 1, seed=0, augment=True), cache_dir=tmp_path,
+                       key_parts=("k",), channels_last=False)
+    assert not list(tmp_path.glob("targets-*.pt")), "a broken cache must not be written"

@@ -14,7 +14,7 @@ import torch  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from dapt import plots  # noqa: E402
+from dapt import plots, study_plots  # noqa: E402
 from dapt.agreement import reliability_bins  # noqa: E402
 from dapt.errors import DaptError  # noqa: E402
 
@@ -224,7 +224,7 @@ def dashed(ax) -> list:
 
 
 def test_report_accuracy_bars_groups_by_student_and_marks_baselines(close_after):
-    fig = plots.report_accuracy_bars(STUDY_ROWS)
+    fig = study_plots.accuracy_bars(STUDY_ROWS)
     close_after(fig)
     render(fig)
     (ax,) = fig.axes
@@ -242,7 +242,7 @@ def test_report_accuracy_bars_groups_by_student_and_marks_baselines(close_after)
 
 
 def test_report_accuracy_bars_label_teachers_as_their_own_run_at_their_own_size(close_after):
-    fig = plots.report_accuracy_bars(STUDY_ROWS)
+    fig = study_plots.accuracy_bars(STUDY_ROWS)
     close_after(fig)
     (ax,) = fig.axes
     lines = {line.get_label(): line.get_ydata()[0] for line in dashed(ax)}
@@ -256,7 +256,7 @@ def test_report_accuracy_bars_label_teachers_as_their_own_run_at_their_own_size(
 def test_report_accuracy_bars_teacher_without_a_recorded_size(close_after):
     rows = [{"run": "t", "stage": "teacher", "test_acc": 0.9},
             {"run": "s", "stage": "distill", "student": "m", "distiller": "kd", "test_acc": 0.8, "teacher_run": "t"}]
-    fig = plots.report_accuracy_bars(rows)
+    fig = study_plots.accuracy_bars(rows)
     close_after(fig)
     assert [line.get_label() for line in dashed(fig.axes[0])] == ["teacher t (own run): 90.0%"]
 
@@ -266,7 +266,7 @@ def scatter_points(fig) -> list[list[float]]:
 
 
 def test_report_agreement_vs_accuracy_has_no_point_text_and_marks_the_teacher(close_after):
-    fig = plots.report_agreement_vs_accuracy(STUDY_ROWS)
+    fig = study_plots.agreement_vs_accuracy(STUDY_ROWS)
     close_after(fig)
     render(fig)
     (ax,) = fig.axes
@@ -295,7 +295,7 @@ def close_rows(n: int = 12) -> list[dict]:
 
 
 def test_report_agreement_vs_accuracy_encodes_student_by_colour_and_distiller_by_marker(close_after):
-    fig = plots.report_agreement_vs_accuracy(close_rows())
+    fig = study_plots.agreement_vs_accuracy(close_rows())
     close_after(fig)
     render(fig)
     main_ax = fig.axes[0]
@@ -318,7 +318,7 @@ def test_report_agreement_vs_accuracy_encodes_student_by_colour_and_distiller_by
 
 
 def test_report_agreement_vs_accuracy_stays_readable_with_many_close_points(close_after):
-    fig = plots.report_agreement_vs_accuracy(close_rows())
+    fig = study_plots.agreement_vs_accuracy(close_rows())
     close_after(fig)
     render(fig)
     assert all(len(ax.texts) == 0 for ax in fig.axes)  # no per-point labels to overlap
@@ -340,7 +340,7 @@ def test_report_agreement_vs_accuracy_stays_readable_with_many_close_points(clos
 
 
 def test_report_plots_of_a_study_without_results_are_notes(close_after):
-    for fig in (plots.report_accuracy_bars(STUDY_ROWS[:1]), plots.report_agreement_vs_accuracy([])):
+    for fig in (study_plots.accuracy_bars(STUDY_ROWS[:1]), study_plots.agreement_vs_accuracy([])):
         close_after(fig)
         render(fig)
         assert len(fig.axes[0].texts) == 1

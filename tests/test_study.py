@@ -44,6 +44,21 @@ def test_yaml_exponent_strings_become_floats(tmp_path):
     assert study.runs[0].cfg.weight_decay == pytest.approx(5e-4)
 
 
+def test_runs_inject_only_the_keys_the_study_sets(tmp_path):
+    study = load_study(write(tmp_path, """
+        study: demo
+        defaults: {dataset: digits, epochs: 3, cache_views: 2}
+        runs:
+          - {stage: teacher, name: t, model: resnet18, init: fr}
+          - {stage: distill, name: d, teacher: t, distiller: crd, crd_k: 64}
+    """))
+    assert study.get("t").injected == {"dataset": "digits", "epochs": 3, "model": "resnet18", "init": "fr",
+                                       "run_dir": "runs/demo/t"}
+    assert study.get("d").injected == {"dataset": "digits", "epochs": 3, "cache_views": 2, "teacher": "runs/demo/t",
+                                       "distiller": "crd", "crd_k": 64, "run_dir": "runs/demo/d"}
+    assert study.get("d").params["kd_T"] == 4.0  # the resolved parameters still hold every key
+
+
 def test_grid_expands_with_formatted_names(tmp_path):
     study = load_study(write(tmp_path, """
         study: g
@@ -72,6 +87,10 @@ def test_grid_expands_with_formatted_names(tmp_path):
     ("study: s\nruns: [{stage: teacher, name: '{x}', grid: {model: [resnet18]}}]", "not a grid key"),
     ("study: ../up\nruns: [{stage: teacher, name: a}]", "invalid study name"),
     ("{stage: teacher, name: t, lr: [1, 2", "not valid YAML at line"),
+    ("{stage: distill, name: d, distiller: kd}", "distiller 'kd' needs a teacher"),
+    ("{stage: teacher, name: t, epochs: 0}", "epochs=0 must be >= 1"),
+    ("{stage: teacher, name: t, lr: -0.1}", "lr=-0.1 must be > 0"),
+    ("{stage: distill, name: d, distiller: none, crd_momentum: 1.0}", "crd_momentum=1.0 must be in [0, 1)"),
 ])
 def test_bad_files_give_one_clear_error(tmp_path, text, fragment):
     path = write(tmp_path, text)

@@ -119,3 +119,31 @@ def test_distill_checks_the_teacher_and_leaves_it_untouched(tmp_path, digits):
     model_file.unlink()  # a fresh clone holds the report of a teacher run, not its checkpoint
     with pytest.raises(DaptError, match="no model.pt .*train it first"):
         load_teacher(cfg.run_dir, digits)
+
+
+def test_precise_bn_sets_the_plain_average_and_spares_frozen_layers():
+    from torch import nn
+
+    from dapt.train import recalibrate_batchnorm
+
+    class Probe(nn.Module):  # identity conv so that the BN sees the pixels themselves
+        def __init__(self):
+            super().__init__()
+            self.trained, self.frozen = nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+
+        def features(self, x):
+            return self.frozen(self.trained(x))
+
+    model = Probe().train()
+    model.frozen.eval()
+    frozen_before = model.frozen.running_mean.clone()
+    images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+    assert recalibrate_batchnorm(model, images, batch_size=5, channels_last=False) == 1
+    x = images.double() / 255
+    halves = x.split(5)
+    expected_mean = torch.stack([h.mean(dim=(0, 2, 3)) for h in halves]).mean(0)
+    expected_var = torch.stack([h.var(dim=(0, 2, 3), unbiased=True) for h in halves]).mean(0)
+    torch.testing.assert_close(model.trained.running_mean.double(), expected_mean, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(model.trained.running_var.double(), expected_var, atol=1e-6, rtol=1e-5)
+    assert model.trained.momentum == 0.1, "the layer's own momentum must come back"
+    assert torch.equal(model.frozen.running_mean, frozen_before)
