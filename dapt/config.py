@@ -48,8 +48,9 @@ class TrainConfig:
     epochs: int = param(4, "training epochs", rule=AT_LEAST_ONE)
     batch_size: int = param(128, "training batch size", rule=AT_LEAST_ONE)
     optimizer: str = param("adamw", "adamw, or sgd (momentum 0.9)", choices=("sgd", "adamw"))
-    lr: float = param(2.0e-3, "learning rate (the body's, for init ft)", rule=POSITIVE)
-    weight_decay: float = param(0.05, "weight decay", rule=NON_NEGATIVE)
+    lr: float = param(2.0e-3, "learning rate", rule=POSITIVE)
+    weight_decay: float = param(0.05, "weight decay (0.05 suits AdamW's decoupled decay; with sgd the reference "
+                                      "code's 5e-4)", rule=NON_NEGATIVE)
     scheduler: str = param("cosine", "learning-rate schedule, stepped per batch", choices=("none", "cosine", "step"))
     step_size: int = param(30, "scheduler step: epochs between lr drops", rule=AT_LEAST_ONE)
     step_gamma: float = param(0.1, "scheduler step: lr multiplier at each drop", rule=POSITIVE)

@@ -247,5 +247,5 @@ def model_info(name: str) -> dict:
     """What ``dapt list`` shows about a model, without building it."""
     spec = MODELS.get(name)
     return {"name": name, "feat_dim": spec.feat_dim, "input_scheme": spec.input_scheme,
-            "has_pretrained": True, "pretrained_offline": spec.pretrained_offline,
+            "pretrained_offline": spec.pretrained_offline,
             "native_size": spec.native_size, "summary": MODELS.summary(name)}

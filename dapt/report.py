@@ -23,6 +23,9 @@ _PERCENT = {"test_acc", "teacher_test_acc", "teacher_run_test_acc", "teacher_eva
             "agreement", "ece"}
 INIT_LABELS = {"fr": "from scratch", "lp": "ImageNet, linear probe", "ft": "ImageNet, fine-tuned"}
 SHORT_BUDGET_EPOCHS = 50  # fewer epochs than this is a short budget
+# Single-seed noise: in fashion_quick's setting the `none` students of seeds 0, 1, 2 spread over 1.8
+# (MobileNetV2) and 2.2 (EfficientNet-Lite0) points, so a one-seed gain below this is not a finding.
+SEED_NOISE_POINTS = 2.0
 PAPER_EPOCHS = 250
 
 
@@ -156,10 +159,15 @@ def _gain_sentence(arch: str, mine: list[dict[str, Any]]) -> str:
                 f"but there is no finished no-teacher (`none`) baseline to measure a gain against.{note}")
     base = baselines[-1]  # the one gains_over_scratch uses
     gain = 100 * (best["test_acc"] - base["test_acc"])
-    if round(gain, 2) > 0:
+    if round(gain, 2) >= SEED_NOISE_POINTS:
         return (f"{arch}: the best distiller, {best['distiller']} ({best['run']}, {_pct(best['test_acc'])}), "
                 f"beats the no-teacher baseline {base['run']} ({_pct(base['test_acc'])}) by "
                 f"+{_points(gain)}.{note}")
+    if round(gain, 2) > 0:
+        return (f"{arch}: the best distiller, {best['distiller']} ({best['run']}, {_pct(best['test_acc'])}), is "
+                f"ahead of the no-teacher baseline {base['run']} ({_pct(base['test_acc'])}) by +{_points(gain)}, "
+                f"within single-seed noise (runs that differ only in their seed spread about "
+                f"{SEED_NOISE_POINTS:.0f} points in this setting).{note}")
     where = "level with it" if round(gain, 2) == 0 else f"{_points(gain)} below it"
     return (f"{arch}: no distiller beats the no-teacher baseline {base['run']} ({_pct(base['test_acc'])}); "
             f"the best, {best['distiller']} ({best['run']}, {_pct(best['test_acc'])}), is {where}.{note}")

@@ -192,5 +192,5 @@ def test_channels_last_matches_contiguous(name):
 def test_model_info_without_building():
     info = model_info("efficientnet_lite2")
     assert info["native_size"] == 260 and info["input_scheme"] == "lite"
-    assert info["pretrained_offline"] and info["has_pretrained"]
+    assert info["pretrained_offline"]
     assert not model_info("resnet50")["pretrained_offline"]

@@ -154,6 +154,13 @@ def test_verdict_no_distiller_beats_the_baseline():
                                        "crd (l_crd, 69.51%), is 0.44 points below it.")
 
 
+def test_verdict_a_gain_below_seed_noise_is_not_called_a_win():
+    rows = [student_row("n", "m", "none", 0.7005), student_row("k", "m", "kd", 0.7013)]
+    line = report.verdict(rows)[1]
+    assert "beats" not in line and "ahead of the no-teacher baseline n (70.05%) by +0.08 points" in line
+    assert "within single-seed noise" in line
+
+
 def test_verdict_a_tie_is_not_a_gain():
     rows = [student_row("n", "m", "none", 0.70), student_row("k", "m", "kd", 0.70)]
     assert report.verdict(rows)[1].endswith("the best, kd (k, 70.00%), is level with it.")
@@ -172,8 +179,10 @@ def test_verdict_with_failed_runs_names_them_and_uses_the_rest():
     rows = [teacher_row("m_ft", "mnv2", None), student_row("m_none", "mnv2", "none", 0.71),
             student_row("m_kd", "mnv2", "kd", None), student_row("m_crd", "mnv2", "crd", 0.72)]
     lines = report.verdict(rows)
-    assert lines[1] == ("mnv2: the best distiller, crd (m_crd, 72.00%), beats the no-teacher baseline m_none "
-                        "(71.00%) by +1.00 point. (1 run without a test accuracy, failed or unfinished: m_kd.)")
+    assert lines[1] == ("mnv2: the best distiller, crd (m_crd, 72.00%), is ahead of the no-teacher baseline m_none "
+                        "(71.00%) by +1.00 point, within single-seed noise (runs that differ only in their seed "
+                        "spread about 2 points in this setting). (1 run without a test accuracy, failed or "
+                        "unfinished: m_kd.)")
     assert lines[2] == ("mnv2: the pre-trained, fine-tuned run m_ft has no test accuracy (failed or unfinished), "
                         "so distillation is not yet compared with pre-training.")
 
