@@ -127,7 +127,6 @@ def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) 
     The run stays ``running`` until the notebook calls ``record.finish()`` after its figures;
     an exception marks it ``failed`` (``interrupted`` on Ctrl-C) and is re-raised.
     """
-    tracker = None
     with record.recording():
         torch.manual_seed(cfg.seed)
         trainee = build()

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dapt import report
+from dapt import report, verdict
 
 PARAMS = {"image_size": 32, "epochs": 3, "train_subset": 6000, "eval_subset": 1000}
 
@@ -126,7 +126,7 @@ def test_verdict_gain_and_pretraining_gap():
     rows = [teacher_row("lite0_ft", "lite0", 0.80), teacher_row("lite2_ft", "lite2", 0.8659, size=48),
             student_row("l_none", "lite0", "none", 0.70), student_row("l_kd", "lite0", "kd", 0.72),
             student_row("l_crd", "lite0", "crd", 0.75)]
-    lines = report.verdict(rows)
+    lines = verdict.sentences(rows)
     assert lines[0] == ("Accuracies below are final accuracies on all 10,000 test images, "
                         "each run at its own image size.")
     assert lines[1] == ("lite0: the best distiller, crd (l_crd, 75.00%), beats the no-teacher baseline l_none "
@@ -142,7 +142,7 @@ def test_verdict_agrees_with_the_gain_and_gap_helpers():
             student_row("m_kd", "mnv2", "kd", 0.7312), student_row("m_crd", "mnv2", "crd", 0.7296)]
     [best_gain] = [g for g in report.gains_over_scratch(rows) if g["run"] == "m_kd"]
     [gap] = report.pretraining_gap(rows)
-    text = " ".join(report.verdict(rows))
+    text = " ".join(verdict.sentences(rows))
     assert f"+{best_gain['gain_pt']:.2f} points" in text and f"{gap['gap_pt']:.2f} points above" in text
     assert "distillation from random init matched or passed pre-training here" in text
 
@@ -150,25 +150,25 @@ def test_verdict_agrees_with_the_gain_and_gap_helpers():
 def test_verdict_no_distiller_beats_the_baseline():
     rows = [student_row("l_none", "lite0", "none", 0.6995), student_row("l_kd", "lite0", "kd", 0.6878),
             student_row("l_crd", "lite0", "crd", 0.6951)]
-    assert report.verdict(rows)[1] == ("lite0: no distiller beats the no-teacher baseline l_none (69.95%); the best, "
+    assert verdict.sentences(rows)[1] == ("lite0: no distiller beats the no-teacher baseline l_none (69.95%); the best, "
                                        "crd (l_crd, 69.51%), is 0.44 points below it.")
 
 
 def test_verdict_a_gain_below_seed_noise_is_not_called_a_win():
     rows = [student_row("n", "m", "none", 0.7005), student_row("k", "m", "kd", 0.7013)]
-    line = report.verdict(rows)[1]
+    line = verdict.sentences(rows)[1]
     assert "beats" not in line and "ahead of the no-teacher baseline n (70.05%) by +0.08 points" in line
     assert "within single-seed noise" in line
 
 
 def test_verdict_a_tie_is_not_a_gain():
     rows = [student_row("n", "m", "none", 0.70), student_row("k", "m", "kd", 0.70)]
-    assert report.verdict(rows)[1].endswith("the best, kd (k, 70.00%), is level with it.")
+    assert verdict.sentences(rows)[1].endswith("the best, kd (k, 70.00%), is level with it.")
 
 
 def test_verdict_without_a_pretrained_run_or_a_baseline_says_so():
     rows = [teacher_row("big", "lite2", 0.90), student_row("m_kd", "mnv2", "kd", 0.73)]
-    lines = report.verdict(rows)
+    lines = verdict.sentences(rows)
     assert lines[1] == ("mnv2: the best distiller is kd (m_kd, 73.00%), but there is no finished no-teacher "
                         "(`none`) baseline to measure a gain against.")
     assert lines[2] == ("mnv2: the study has no pre-trained, fine-tuned mnv2 run (a teacher-stage run with init "
@@ -178,7 +178,7 @@ def test_verdict_without_a_pretrained_run_or_a_baseline_says_so():
 def test_verdict_with_failed_runs_names_them_and_uses_the_rest():
     rows = [teacher_row("m_ft", "mnv2", None), student_row("m_none", "mnv2", "none", 0.71),
             student_row("m_kd", "mnv2", "kd", None), student_row("m_crd", "mnv2", "crd", 0.72)]
-    lines = report.verdict(rows)
+    lines = verdict.sentences(rows)
     assert lines[1] == ("mnv2: the best distiller, crd (m_crd, 72.00%), is ahead of the no-teacher baseline m_none "
                         "(71.00%) by +1.00 point, within single-seed noise (runs that differ only in their seed "
                         "spread about 2 points in this setting). (1 run without a test accuracy, failed or "
@@ -190,7 +190,7 @@ def test_verdict_with_failed_runs_names_them_and_uses_the_rest():
 def test_verdict_when_every_distilled_student_failed():
     rows = [student_row("m_none", "mnv2", "none", 0.71), student_row("m_kd", "mnv2", "kd", None)]
     rows.append(teacher_row("m_ft", "mnv2", 0.80))
-    lines = report.verdict(rows)
+    lines = verdict.sentences(rows)
     assert lines[1].startswith("mnv2: no distilled student has a test accuracy yet")
     assert lines[2] == ("mnv2: no distilled mnv2 student has a test accuracy yet to compare with the pre-trained, "
                         "fine-tuned m_ft (80.00%, own run).")
@@ -198,7 +198,7 @@ def test_verdict_when_every_distilled_student_failed():
 
 def test_verdict_notes_different_image_sizes_of_student_and_pretrained_run():
     rows = [teacher_row("m_ft", "mnv2", 0.80, size=48), student_row("m_kd", "mnv2", "kd", 0.75)]
-    assert "(note: the student ran at 32 px, the pre-trained model at 48 px)" in report.verdict(rows)[2]
+    assert "(note: the student ran at 32 px, the pre-trained model at 48 px)" in verdict.sentences(rows)[2]
 
 
 @pytest.mark.parametrize("epochs, subset, expected", [
@@ -214,28 +214,28 @@ def test_verdict_notes_different_image_sizes_of_student_and_pretrained_run():
 ])
 def test_verdict_budget_sentence(epochs, subset, expected):
     rows = [student_row(f"s{i}", "m", "kd", 0.7, epochs=e, train_subset=subset) for i, e in enumerate(epochs)]
-    assert report.verdict(rows)[-1] == expected
+    assert verdict.sentences(rows)[-1] == expected
 
 
 def test_verdict_budget_mixed_and_unknown():
     mixed = [student_row("a", "m", "kd", 0.7, epochs=3), student_row("b", "m", "none", 0.7, epochs=250)]
-    assert "some have a short budget (fewer than 50 epochs) and some not" in report.verdict(mixed)[-1]
+    assert "some have a short budget (fewer than 50 epochs) and some not" in verdict.sentences(mixed)[-1]
     unknown = [{k: v for k, v in student_row("a", "m", "kd", 0.7).items() if k not in ("epochs", "train_subset")}]
-    assert report.verdict(unknown)[-1].startswith("Budget: the students' epochs are not recorded")
+    assert verdict.sentences(unknown)[-1].startswith("Budget: the students' epochs are not recorded")
 
 
 def test_verdict_budget_ignores_the_teachers_epochs():
     rows = [{**teacher_row("t", "big", 0.9), "epochs": 250}, student_row("s", "m", "kd", 0.7, epochs=3)]
-    assert "trained for 3 epochs" in report.verdict(rows)[-1]
+    assert "trained for 3 epochs" in verdict.sentences(rows)[-1]
 
 
 def test_verdict_of_a_study_without_students():
-    assert report.verdict([teacher_row("t", "big", 0.9)]) == [
+    assert verdict.sentences([teacher_row("t", "big", 0.9)]) == [
         "No student run in this study yet, so there is nothing to conclude."]
 
 
 def test_verdict_of_collected_rows(study):
-    lines = report.verdict(report.collect(study))
+    lines = verdict.sentences(report.collect(study))
     assert lines[1].startswith("mobilenet_v2: the best distiller, kd (mnv2_kd, 73.12%), beats the no-teacher "
                                "baseline")
     assert "(1 run without a test accuracy, failed or unfinished: mnv2_crd.)" in lines[1]

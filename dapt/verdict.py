@@ -1,0 +1,133 @@
+"""The report's conclusions as sentences, computed from the study's rows so they cannot contradict
+its table: the gain of distillation over training from scratch, distillation against pre-training,
+and whether the budget tests the paper's setting or only itself."""
+from __future__ import annotations
+
+from typing import Any
+
+from .report import pretraining_gap
+
+SHORT_BUDGET_EPOCHS = 50  # fewer epochs than this is a short budget
+# Single-seed noise: in fashion_quick's setting the `none` students of seeds 0, 1, 2 spread over 1.8
+# (MobileNetV2) and 2.2 (EfficientNet-Lite0) points, so a one-seed gain below this is not a finding.
+SEED_NOISE_POINTS = 2.0
+PAPER_EPOCHS = 250
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def _points(value: float) -> str:
+    return f"{abs(value):.2f} point" + ("" if f"{abs(value):.2f}" == "1.00" else "s")
+
+
+def _span(values: list) -> str:
+    low, high = min(values), max(values)
+    return f"{low:,}" if low == high else f"{low:,}–{high:,}"
+
+
+def _gain_sentence(arch: str, mine: list[dict[str, Any]]) -> str:
+    baselines = [r for r in mine if r.get("distiller") == "none" and r.get("test_acc") is not None]
+    distilled = [r for r in mine if r.get("distiller") != "none" and r.get("test_acc") is not None]
+    missing = [r["run"] for r in mine if r.get("test_acc") is None]
+    note = (f" ({len(missing)} run{'s' if len(missing) > 1 else ''} without a test accuracy, failed or "
+            f"unfinished: {', '.join(missing)}.)" if missing else "")
+    if not distilled:
+        return f"{arch}: no distilled student has a test accuracy yet, so no distiller can be judged.{note}"
+    best = max(distilled, key=lambda r: r["test_acc"])
+    if not baselines:
+        return (f"{arch}: the best distiller is {best['distiller']} ({best['run']}, {_pct(best['test_acc'])}), "
+                f"but there is no finished no-teacher (`none`) baseline to measure a gain against.{note}")
+    base = baselines[-1]  # the one gains_over_scratch uses
+    gain = 100 * (best["test_acc"] - base["test_acc"])
+    if round(gain, 2) >= SEED_NOISE_POINTS:
+        return (f"{arch}: the best distiller, {best['distiller']} ({best['run']}, {_pct(best['test_acc'])}), "
+                f"beats the no-teacher baseline {base['run']} ({_pct(base['test_acc'])}) by "
+                f"+{_points(gain)}.{note}")
+    if round(gain, 2) > 0:
+        return (f"{arch}: the best distiller, {best['distiller']} ({best['run']}, {_pct(best['test_acc'])}), is "
+                f"ahead of the no-teacher baseline {base['run']} ({_pct(base['test_acc'])}) by +{_points(gain)}, "
+                f"within single-seed noise (runs that differ only in their seed spread about "
+                f"{SEED_NOISE_POINTS:.0f} points in this setting).{note}")
+    where = "level with it" if round(gain, 2) == 0 else f"{_points(gain)} below it"
+    return (f"{arch}: no distiller beats the no-teacher baseline {base['run']} ({_pct(base['test_acc'])}); "
+            f"the best, {best['distiller']} ({best['run']}, {_pct(best['test_acc'])}), is {where}.{note}")
+
+
+def _pretraining_sentence(arch: str, rows: list[dict[str, Any]], gaps: dict[str, dict[str, Any]]) -> str:
+    gap = gaps.get(arch)
+    if gap is None:
+        pretrained = [r for r in rows if r.get("stage") == "teacher" and r.get("init") == "ft"
+                      and r.get("model") == arch]
+        finished = [r for r in pretrained if r.get("test_acc") is not None]
+        if finished:
+            return (f"{arch}: no distilled {arch} student has a test accuracy yet to compare with the pre-trained, "
+                    f"fine-tuned {finished[-1]['run']} ({_pct(finished[-1]['test_acc'])}, own run).")
+        if pretrained:
+            return (f"{arch}: the pre-trained, fine-tuned run {', '.join(r['run'] for r in pretrained)} has no test "
+                    f"accuracy (failed or unfinished), so distillation is not yet compared with pre-training.")
+        return (f"{arch}: the study has no pre-trained, fine-tuned {arch} run (a teacher-stage run with "
+                f"init ft), so whether distillation replaces pre-training is not tested for it.")
+    sizes = ""
+    if gap.get("best_image_size") != gap.get("pretrained_image_size"):
+        sizes = (f" (note: the student ran at {gap.get('best_image_size')} px, the pre-trained model at "
+                 f"{gap.get('pretrained_image_size')} px)")
+    points = round(gap["gap_pt"], 2)
+    relation = ("level with" if points == 0 else
+                f"{_points(points)} {'above' if points > 0 else 'below'}")
+    outcome = ("distillation from random init matched or passed pre-training here" if points >= 0 else
+               "distillation from random init did not reach pre-training here")
+    return (f"{arch}: the best distilled student, {gap['best_run']} ({_pct(gap['best_acc'])}), is {relation} the "
+            f"pre-trained, fine-tuned {gap['pretrained_run']} ({_pct(gap['pretrained_acc'])}, own run){sizes}: "
+            f"{outcome}.")
+
+
+def _budget_sentence(distill: list[dict[str, Any]]) -> str:
+    epochs = [int(r["epochs"]) for r in distill if isinstance(r.get("epochs"), (int, float))]
+    subsets = {r["train_subset"] for r in distill if "train_subset" in r}
+    if not subsets:
+        data = ""
+    elif subsets == {None}:
+        data = " on all training images"
+    elif None in subsets:
+        data = " on all or a subset of the training images"
+    else:
+        data = f" on a {_span(sorted(subsets))}-image training subset"
+    if not epochs:
+        return ("Budget: the students' epochs are not recorded, so it is unknown whether this is a short budget "
+                f"or the paper's {PAPER_EPOCHS}-epoch setting.")
+    trained = f"Budget: the students trained for {_span(epochs)} epoch{'s' if max(epochs) > 1 else ''}{data}"
+    if max(epochs) < SHORT_BUDGET_EPOCHS:
+        return (f"{trained}, a short budget (fewer than {SHORT_BUDGET_EPOCHS} epochs), so these comparisons test "
+                f"that budget, not the paper's {PAPER_EPOCHS}-epoch setting.")
+    if min(epochs) < SHORT_BUDGET_EPOCHS:
+        return (f"{trained}: some have a short budget (fewer than {SHORT_BUDGET_EPOCHS} epochs) and some not, "
+                f"so comparisons across them mix budgets, and the short runs do not test the paper's "
+                f"{PAPER_EPOCHS}-epoch setting.")
+    if min(epochs) >= PAPER_EPOCHS:
+        return f"{trained}, as long as the paper's {PAPER_EPOCHS}-epoch setting."
+    return (f"{trained}, not a short budget ({SHORT_BUDGET_EPOCHS} epochs or more) but below the paper's "
+            f"{PAPER_EPOCHS}-epoch setting.")
+
+
+def sentences(rows: list[dict[str, Any]]) -> list[str]:
+    """The report's conclusions as sentences, computed from the rows (so they always match the table).
+
+    First which images the accuracies are on; then, per student architecture, the best distiller's
+    gain over its ``none`` baseline and the best distilled student against the pre-trained, fine-tuned
+    run of that architecture; last, the training budget of the students.
+    """
+    distill = [r for r in rows if r.get("stage") == "distill"]
+    if not distill:
+        return ["No student run in this study yet, so there is nothing to conclude."]
+    totals = {r.get("test_images") for r in rows if r.get("test_images") is not None}
+    images = f"all {int(totals.pop()):,} test images" if len(totals) == 1 else "all test images"
+    out = [f"Accuracies below are final accuracies on {images}, each run at its own image size."]
+    gaps = {g["student"]: g for g in pretraining_gap(rows)}
+    for arch in dict.fromkeys(r.get("student") for r in distill):
+        mine = [r for r in distill if r.get("student") == arch]
+        out.append(_gain_sentence(str(arch), mine))
+        out.append(_pretraining_sentence(str(arch), rows, gaps))
+    out.append(_budget_sentence(distill))
+    return out
