@@ -20,7 +20,7 @@ from .data import DATASETS
 from .distillers import DISTILLERS, DistillerSettings, needs_teacher
 from .errors import DaptError
 from .fields import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, check_ranges, choices_of, help_of, param, reference
-from .models import MODELS
+from .models import MODELS, check_image_size
 
 INJECTED = ("run_dir",)  # set by `dapt run` (runs/<study>/<run>), never by a params file
 
@@ -82,6 +82,10 @@ class TeacherConfig(TrainConfig):
     lr: float = param(1.0e-3, "learning rate (the body's, for init ft)", rule=POSITIVE)
     run_dir: str = param("runs/interactive/teacher", "where the run is recorded (set by `dapt run`)")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_image_size(self.model, self.image_size)
+
 
 @dataclass
 class DistillConfig(DistillerSettings, TrainConfig):
@@ -99,6 +103,7 @@ class DistillConfig(DistillerSettings, TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_image_size(self.student, self.image_size)
         if self.teacher is None and needs_teacher(self.distiller):
             raise DaptError(f"distiller {self.distiller!r} needs a teacher: set teacher to a teacher run of the "
                             f"study, or to a trained run folder such as runs/fashion_quick/lite2_ft (`make study` "

@@ -85,6 +85,7 @@ class _Spec:
     pretrained_offline: bool
     # adapts a published state dict to the image size, e.g. ViT position embeddings
     resize_state: Callable[[dict[str, Tensor], int], dict[str, Tensor]] | None = None
+    size_multiple: int = 1  # image sizes must be a multiple of this (ViT's patch size)
 
 
 MODELS: Registry[_Spec] = Registry("model")
@@ -141,11 +142,6 @@ def _register_torchvision(name: str, summary: str, builder: Callable[..., nn.Mod
 
 
 def _build_vit(image_size: int) -> nn.Module:
-    if image_size % 16:
-        lower, upper = image_size // 16 * 16, image_size // 16 * 16 + 16
-        valid = f"{lower} or {upper}" if lower else f"{upper}"
-        raise DaptError(f"vit_b_16 needs an image_size divisible by its patch size 16, got "
-                        f"{image_size}; use {valid} (e.g. 32, 64, 224)")
     return torchvision.models.vit_b_16(image_size=image_size)
 
 
@@ -174,7 +170,17 @@ _register_torchvision("mobilenet_v2", "torchvision MobileNetV2 (2.2M body params
 MODELS.register("vit_b_16", "torchvision ViT-B/16 (85.7M body params), size multiple of 16")(_Spec(
     768, "imagenet", 224, 0.0, "heads", build=_build_vit,
     imagenet_state=_torchvision_weights(torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1),
-    pretrained_offline=False, resize_state=_resize_vit_positions))
+    pretrained_offline=False, resize_state=_resize_vit_positions, size_multiple=16))
+
+
+def check_image_size(name: str, image_size: int) -> None:
+    """Refuse an image size model ``name`` cannot take, naming the nearest sizes it can."""
+    multiple = MODELS.get(name).size_multiple
+    if image_size % multiple:
+        lower, upper = image_size // multiple * multiple, image_size // multiple * multiple + multiple
+        valid = f"{lower} or {upper}" if lower else f"{upper}"
+        raise DaptError(f"{name} needs an image_size divisible by {multiple} (its patch size), got "
+                        f"{image_size}; use {valid}")
 
 
 def _register_lite(index: int, native_size: int, head_dropout: float, summary: str) -> None:
@@ -233,6 +239,7 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | str | os.Pat
     if not isinstance(pretrained, (bool, str, os.PathLike)):
         raise DaptError(f"pretrained must be true, false or a weights file path, got "
                         f"{pretrained!r}; fix the value of pretrained")
+    check_image_size(name, image_size)
     arch = spec.build(image_size)
     if pretrained is True:
         _load_body(arch, spec.imagenet_state(name), spec, name, image_size, "the ImageNet weights")

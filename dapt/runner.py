@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import DaptError
-from .runs import mark_status, read_json, read_yaml, repo_root
+from .runs import RUNS_DIR, mark_status, read_json, read_yaml, repo_root
 from .study import RunSpec, Study
 
 KERNEL = "python3"
@@ -74,6 +74,18 @@ def plan(study: Study, force: bool = False, only: list[str] | None = None) -> li
                 f"({', '.join(state.changed)} changed); rerun with --force to replace it"
             )
     return states
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse to start a study whose folder cannot hold its runs, before any notebook runs."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DaptError(f"cannot create the study folder {folder.as_posix()} ({err.strerror}); remove what is "
+                        f"in its way or fix the permissions of {folder.parent.as_posix()}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DaptError(f"the study folder {folder.as_posix()} is not writable; fix its permissions "
+                        f"(e.g. chmod u+rwx {folder.as_posix()})")
 
 
 def _configure_logging() -> None:
@@ -142,6 +154,7 @@ def run_study(
     if log_output:
         _configure_logging()
     states = plan(study, force, only)
+    _check_writable(Path(RUNS_DIR) / study.name)
     results: dict[str, str] = {}
     executed: set[str] = set()
     for i, state in enumerate(states, 1):

@@ -18,7 +18,7 @@ import yaml
 
 from . import config
 from .config import ConfigError
-from .runs import check_name, rel, run_dir
+from .runs import check_name, read_json, rel, run_dir
 from .errors import DaptError
 
 STUDY_KEYS = ("study", "description", "defaults", "runs")
@@ -67,6 +67,9 @@ def _read(path: Path) -> Any:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
+        if isinstance(err, yaml.constructor.ConstructorError):  # e.g. !!python/object/apply:os.system
+            raise ConfigError(f"{path}: YAML tag not allowed{where} ({getattr(err, 'problem', err)}): a params "
+                              f"file holds plain values (numbers, strings, lists, mappings), never objects") from None
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
 
 
@@ -120,6 +123,23 @@ def _reference_fields(cls: type) -> dict[str, str]:
     return {f.name: f.metadata["ref"] for f in dataclasses.fields(cls) if f.metadata.get("ref")}
 
 
+def _check_finished_run(label: str, key: str, target: str, stage: str, dataset: str, stage_of: dict) -> None:
+    """A reference to a run folder outside the study must name a finished run of the right stage and dataset."""
+    metrics = read_json(Path(target) / "metrics.json")
+    if metrics is None:
+        raise ConfigError(f"{label}: {key} {target!r} is neither a run of this study ({', '.join(stage_of)}) "
+                          f"nor a run folder with metrics.json")
+    if metrics.get("stage") != stage:
+        raise ConfigError(f"{label}: {key} {target!r} is a {metrics.get('stage')} run, not a {stage} run")
+    if metrics.get("status") != "done":
+        raise ConfigError(f"{label}: {key} {target!r} is {metrics.get('status')!r}, not done; finish it first "
+                          f"(dapt run on its study) or name another {stage} run")
+    theirs = (metrics.get("params") or {}).get("dataset")
+    if theirs != dataset:
+        raise ConfigError(f"{label}: {key} {target!r} was trained on {theirs}, this run uses {dataset}; name a "
+                          f"{stage} run of {dataset}")
+
+
 def load_study(path: str | Path) -> Study:
     """Parse and validate a study file; raise one ``ConfigError`` for the first problem."""
     path = Path(path)
@@ -170,11 +190,9 @@ def load_study(path: str | Path) -> Study:
                     raise ConfigError(f"{label}: {key} {target!r} is a {stage_of[target]} run, not a {wanted} run")
                 refs.append(target)
                 values[key] = run_dir(study_name, target).as_posix()
-            elif not (Path(str(target)) / "metrics.json").is_file():
-                raise ConfigError(
-                    f"{label}: {key} {target!r} is neither a run of this study ({', '.join(stage_of)}) "
-                    f"nor a run folder with metrics.json"
-                )
+            else:
+                dataset = values.get("dataset", next(f.default for f in dataclasses.fields(cls) if f.name == "dataset"))
+                _check_finished_run(label, key, str(target), wanted, dataset, stage_of)
         set_keys = list(values)
         values["run_dir"] = run_dir(study_name, name).as_posix()
         specs.append(RunSpec(name, stage, config.validate(cls, values, label), refs, set_keys,
