@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from typing import Sequence
@@ -21,8 +22,14 @@ RUN_HELP = """\
 Validate every run of FILE (a study with `defaults`, `runs` and optional `grid`, or a single
 run), then execute them in dependency order. Runs already done with the same parameters are
 skipped; a finished run is never replaced by one with other parameters unless --force is given.
-Nothing is created under runs/ when the file does not validate.
+Nothing is created under runs/ when the file does not validate. A failed run stops the study
+(--keep-going: the runs that do not need it go on); Ctrl-C or SIGTERM marks the running run
+interrupted and keeps its partial notebook.
 """
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -31,7 +38,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     study = load_study(args.file)
     started = time.time()
-    results = run_study(study, force=args.force, only=args.only or None, log_output=not args.quiet)
+    # SIGTERM (a scheduler, `kill`) ends a run like Ctrl-C: recorded as interrupted, notebook kept
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        results = run_study(study, force=args.force, only=args.only or None, log_output=not args.quiet,
+                            keep_going=args.keep_going)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     bad = {name: status for name, status in results.items() if status != "done"}
     minutes, seconds = divmod(int(time.time() - started), 60)
     print(f"study {study.name}: {len(results) - len(bad)} of {len(results)} runs done in {minutes} min {seconds} s"
@@ -103,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("file", help="params file, e.g. params/fashion_quick.yaml")
     run.add_argument("--force", action="store_true", help="re-execute runs that are already done")
     run.add_argument("--only", nargs="+", metavar="RUN", help="execute only these runs of the study")
+    run.add_argument("--keep-going", action="store_true",
+                     help="after a failed run, go on with the runs that do not depend on it (default: stop)")
     run.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")
     run.set_defaults(func=_cmd_run)
 

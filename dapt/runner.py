@@ -100,20 +100,24 @@ def _configure_logging() -> None:
         logger.propagate = False
 
 
-def _kernel_manager_class() -> dict:
-    """On POSIX, talk to the kernel over IPC sockets beside its connection file: no TCP port is
-    opened, and ipykernel has no unencrypted-TCP warning to print into every run's output."""
-    if os.name != "posix":
-        return {}
+def _kernel_manager(kernel_log: Path) -> type:
+    """The kernel manager of a run. The kernel process's own log (not the notebook's output, which
+    travels over ZMQ) goes to ``kernel.log`` beside the notebook, so its start and shutdown chatter
+    never reaches the terminal; on POSIX it talks over IPC sockets: no TCP port is opened, and
+    ipykernel has no unencrypted-TCP warning to print."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
-    class IPCKernelManager(AsyncKernelManager):
+    class RunKernelManager(AsyncKernelManager):
         @default("transport")
         def _transport_default(self) -> str:
-            return "ipc"
+            return "ipc" if os.name == "posix" else "tcp"
 
-    return {"kernel_manager_class": IPCKernelManager}
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+            with open(kernel_log, "ab") as log:  # the child gets its own copy of the descriptor
+                await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": log})
+
+    return RunKernelManager
 
 
 def execute(spec: RunSpec, log_output: bool = True) -> None:
@@ -134,7 +138,7 @@ def execute(spec: RunSpec, log_output: bool = True) -> None:
         log_output=log_output,
         progress_bar=False,
         report_mode=False,
-        **_kernel_manager_class(),
+        kernel_manager_class=_kernel_manager(spec.folder / "kernel.log"),
     )
 
 
@@ -144,11 +148,13 @@ def run_study(
     only: list[str] | None = None,
     echo: Callable[[str], None] = print,
     log_output: bool = True,
+    keep_going: bool = False,
 ) -> dict[str, str]:
     """Execute the study's runs in order; returns run name → final status.
 
     A run is skipped when it is done with the same parameters and no run it depends on was
-    re-executed now. A failed run does not stop the others, but its dependents are skipped.
+    re-executed now. A failed run stops the study (the runs after it are ``not run``); with
+    ``keep_going`` the runs that do not depend on it go on, and its dependents are ``blocked``.
     """
     os.chdir(repo_root())
     if log_output:
@@ -157,9 +163,14 @@ def run_study(
     _check_writable(Path(RUNS_DIR) / study.name)
     results: dict[str, str] = {}
     executed: set[str] = set()
+    stopped_by: str | None = None
     for i, state in enumerate(states, 1):
         spec = state.spec
         head = f"[{i}/{len(states)}] {spec.stage} {spec.name}"
+        if stopped_by:
+            results[spec.name] = "not run"
+            echo(f"{head}: not run, the study stopped at {stopped_by} (--keep-going runs what does not need it)")
+            continue
         broken = [r for r in spec.refs if results.get(r) in ("failed", "interrupted", "blocked")]
         if broken and not spec.collects:
             results[spec.name] = "blocked"
@@ -182,6 +193,7 @@ def run_study(
             mark_status(spec.folder, "failed", reason)
             results[spec.name] = "failed"
             echo(f"{head}: FAILED ({reason}); see {spec.folder.as_posix()}/notebook.ipynb")
+            stopped_by = None if keep_going else spec.name
             continue
         executed.add(spec.name)
         metrics = read_json(spec.folder / "metrics.json") or {}

@@ -6,8 +6,13 @@ in any order and alone.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -139,7 +144,7 @@ def test_misspelled_key_fails_before_anything_is_written(project, capsys, tmp_pa
     assert not (project / "runs" / "typo").exists()
 
 
-def test_failed_notebook_is_recorded_and_its_dependents_are_blocked(project, capsys):
+def test_a_failed_run_stops_the_study_or_blocks_only_its_dependents(project, capsys):
     bad = project / "params" / "broken.yaml"
     # cifar10 is valid params but not on disk: the teacher's notebook stops with the dataset's own error
     bad.write_text(textwrap.dedent("""
@@ -147,6 +152,8 @@ def test_failed_notebook_is_recorded_and_its_dependents_are_blocked(project, cap
         defaults: {dataset: cifar10}
         runs:
           - {stage: teacher, name: t, model: resnet18, init: fr}
+          - {stage: teacher, name: other, model: resnet18, init: fr, dataset: digits, image_size: 8,
+             train_subset: 100, epochs: 1, batch_size: 50}
           - {stage: distill, name: s, teacher: t, distiller: kd}
           - {stage: report, name: report}
     """))
@@ -154,15 +161,44 @@ def test_failed_notebook_is_recorded_and_its_dependents_are_blocked(project, cap
     out = capsys.readouterr().out
     metrics = json.loads((project / "runs/broken/t/metrics.json").read_text())
     assert metrics["status"] == "failed" and "cifar10 not found" in metrics["error"]
-    assert "FAILED" in out and "s: skipped, it needs t which did not finish" in out
-    assert not (project / "runs/broken/s").exists(), "a blocked run must leave nothing behind"
-    assert json.loads((project / "runs/broken/report/metrics.json").read_text())["status"] == "done"
-    assert "not done: t (failed), s (blocked)" in out
+    assert "other: not run, the study stopped at t" in out
+    assert not (project / "runs/broken/other").exists() and not (project / "runs/broken/report").exists()
     # the executed notebook keeps the error, as the message a user can act on, without a stack
     cells = json.loads((project / "runs/broken/t/notebook.ipynb").read_text())["cells"]
     [error] = [o for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert error["ename"] == "DatasetMissingError" and len(error["traceback"]) <= 2
     assert "\x1b[" not in json.dumps(cells), "ANSI colour codes in the report"
+
+    assert main(["run", "params/broken.yaml", "--quiet", "--keep-going"]) == 1
+    out = capsys.readouterr().out
+    assert "s: skipped, it needs t which did not finish" in out
+    assert "not done: t (failed), s (blocked)" in out
+    assert not (project / "runs/broken/s").exists(), "a blocked run must leave nothing behind"
+    for name in ("other", "report"):
+        assert json.loads((project / f"runs/broken/{name}/metrics.json").read_text())["status"] == "done"
+
+
+def test_sigterm_marks_the_run_interrupted_and_keeps_its_notebook(project):
+    (project / "params" / "long.yaml").write_text(
+        "{stage: teacher, name: t, model: resnet18, init: fr, dataset: digits, image_size: 16, train_subset: 300,"
+        " epochs: 200, batch_size: 50, optimizer: sgd, lr: 0.05}\n")
+    env = {**os.environ, "DAPT_ROOT": str(project), "WANDB_MODE": "disabled"}
+    process = subprocess.Popen([sys.executable, "-m", "dapt.cli", "run", "params/long.yaml", "--quiet"],
+                               cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics_file = project / "runs/long/t/metrics.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+                                          ).get("history"):
+        time.sleep(0.5)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "dapt: interrupted" in err and "Traceback" not in err
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["status"] == "interrupted" and 1 <= len(metrics["history"]) < 200
+    assert (project / "runs/long/t/notebook.ipynb").is_file()
+    time.sleep(3)  # a kernel left running would go on writing the record
+    assert json.loads(metrics_file.read_text()) == metrics
 
 
 def test_a_run_without_its_checkpoint_is_executed_again(executed, capsys):
