@@ -42,7 +42,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         results = run_study(study, force=args.force, only=args.only or None, log_output=not args.quiet,
-                            keep_going=args.keep_going)
+                            keep_going=args.keep_going, resume=args.resume)
     finally:
         signal.signal(signal.SIGTERM, previous)
     bad = {name: status for name, status in results.items() if status != "done"}
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", nargs="+", metavar="RUN", help="execute only these runs of the study")
     run.add_argument("--keep-going", action="store_true",
                      help="after a failed run, go on with the runs that do not depend on it (default: stop)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue interrupted or failed runs from their last epoch checkpoint (last.pt)")
     run.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")
     run.set_defaults(func=_cmd_run)
 

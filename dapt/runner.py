@@ -7,6 +7,7 @@ records ``failed`` / ``interrupted`` when a notebook stops outside the trainer's
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -149,12 +150,14 @@ def run_study(
     echo: Callable[[str], None] = print,
     log_output: bool = True,
     keep_going: bool = False,
+    resume: bool = False,
 ) -> dict[str, str]:
     """Execute the study's runs in order; returns run name → final status.
 
     A run is skipped when it is done with the same parameters and no run it depends on was
     re-executed now. A failed run stops the study (the runs after it are ``not run``); with
     ``keep_going`` the runs that do not depend on it go on, and its dependents are ``blocked``.
+    ``resume`` continues each executed run from its last epoch checkpoint, if it has one.
     """
     os.chdir(repo_root())
     if log_output:
@@ -180,13 +183,16 @@ def run_study(
             results[spec.name] = "done"
             echo(f"{head}: already done with these parameters, skipped ({spec.folder.as_posix()})")
             continue
+        if resume and hasattr(spec.cfg, "resume"):
+            spec = dataclasses.replace(spec, cfg=dataclasses.replace(spec.cfg, resume=True),
+                                       set_keys=[*spec.set_keys, "resume"])
         echo(f"{head}: running -> {spec.folder.as_posix()}/notebook.ipynb")
         started = time.time()
         try:
             execute(spec, log_output)
         except KeyboardInterrupt:
             mark_status(spec.folder, "interrupted")
-            echo(f"{head}: interrupted; rerun `dapt run` to start it again (or set resume: true)")
+            echo(f"{head}: interrupted; `dapt run` starts it again, `dapt run --resume` continues from its last epoch")
             raise
         except Exception as err:  # papermill's execution error carries the cell's exception
             reason = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"

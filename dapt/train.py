@@ -164,6 +164,7 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best, best_epoch = int(state["epoch"]), float(state["best"]), int(state["best_epoch"])
         record.metrics["history"] = list(state["history"])
+        torch.set_rng_state(state["rng"])  # dropout and stochastic depth draw from the global stream
     n = len(train_y)
     steps = max(1, n // cfg.batch_size)
     bar = tqdm(total=steps * cfg.epochs, initial=steps * start_epoch, desc=record.folder.name, unit="batch",
@@ -205,5 +206,6 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
                                                       if k not in ("epoch", "lr") and isinstance(v, float)))
         atomic_save({"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "history": record.metrics["history"],
                      "modules": {k: m.state_dict() for k, m in trainee.modules.items()},
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, last_path)
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "rng": torch.get_rng_state()}, last_path)
     bar.close()

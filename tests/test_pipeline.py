@@ -201,6 +201,47 @@ def test_sigterm_marks_the_run_interrupted_and_keeps_its_notebook(project):
     assert json.loads(metrics_file.read_text()) == metrics
 
 
+KILLABLE = """
+study: killable
+defaults: {dataset: digits, image_size: 16, train_subset: 300, batch_size: 50, seed: 3}
+runs:
+  - {stage: teacher, name: teacher, model: resnet18, init: fr, epochs: 1, optimizer: sgd, lr: 0.05}
+  - {stage: distill, name: crd_straight, student: mobilenet_v2, teacher: teacher, distiller: crd, crd_k: 64, epochs: 6}
+  - {stage: distill, name: crd_killed, student: mobilenet_v2, teacher: teacher, distiller: crd, crd_k: 64, epochs: 6}
+"""
+
+
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(project):
+    """Kill `dapt run` (and so its kernel) after an epoch checkpoint, resume, and compare with a run
+    that was never interrupted: the same numbers, because last.pt holds model, distiller (CRD banks
+    and sampler), optimizer, scheduler and the global RNG, and every epoch's batches and views
+    come from generators seeded by (seed, epoch)."""
+    (project / "params" / "killable.yaml").write_text(textwrap.dedent(KILLABLE))
+    assert main(["run", "params/killable.yaml", "--quiet", "--only", "teacher", "crd_straight"]) == 0
+    env = {**os.environ, "DAPT_ROOT": str(project), "WANDB_MODE": "disabled"}
+    process = subprocess.Popen([sys.executable, "-m", "dapt.cli", "run", "params/killable.yaml", "--quiet",
+                                "--only", "crd_killed"], cwd=project, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = project / "runs/killable/crd_killed"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (folder / "last.pt").is_file():
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.kill()  # SIGKILL: nothing runs on the way out; the kernel exits when its parent is gone
+    process.wait(timeout=30)
+    time.sleep(2)
+    killed = json.loads((folder / "metrics.json").read_text())
+    assert killed["status"] == "running" and len(killed["history"]) < 6, "the kill came too late to test resume"
+
+    assert main(["run", "params/killable.yaml", "--quiet", "--only", "crd_killed", "--resume"]) == 0
+    resumed = json.loads((folder / "metrics.json").read_text())
+    straight = json.loads((project / "runs/killable/crd_straight/metrics.json").read_text())
+    for record in (resumed, straight):
+        for key in ("wall_time_s", "params"):
+            record.pop(key)
+    assert resumed == straight
+
+
 def test_a_run_without_its_checkpoint_is_executed_again(executed, capsys):
     """A fresh clone holds the committed reports but not the git-ignored checkpoints."""
     from dapt.runner import plan, run_state
