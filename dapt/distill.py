@@ -23,7 +23,7 @@ from .errors import DaptError
 from .models import Net, create_model
 from .runs import RunRecord, read_json, rel
 from .teacher_cache import TeacherTargets, file_digest, outputs_on_test_set
-from .train import Trainee, eval_index, predict, prepare, train
+from .train import Trainee, eval_index, model_meta, predict, prepare, train
 
 
 def load_teacher(folder: str | Path, ds: ImageSet) -> tuple[Net, dict]:
@@ -130,8 +130,7 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
                     "image_size": cfg.image_size, "num_classes": ds.num_classes, "classes": list(ds.classes),
                     **numbers}
 
-        meta = {"model": student.name, "num_classes": ds.num_classes, "classes": list(ds.classes),
-                "dataset": cfg.dataset, "image_size": cfg.image_size, "stage": "distill", "distiller": cfg.distiller}
+        meta = model_meta(cfg, ds, student, stage="distill", distiller=cfg.distiller)
         groups = [{"params": list(student.parameters()) + list(distiller.parameters()), "lr": cfg.lr}]
         return Trainee(student, meta, groups, {"student": student, "distiller": distiller},
                        set_train_mode, step, evaluate, final)

@@ -14,7 +14,7 @@ from .data import ImageSet
 from .data.augment import augment
 from .models import Net, create_model
 from .runs import RunRecord
-from .train import Trainee, eval_index, predict, prepare, train
+from .train import Trainee, eval_index, model_meta, predict, prepare, train
 
 
 def build_teacher(cfg, num_classes: int) -> Net:
@@ -62,8 +62,7 @@ def train_teacher(cfg, ds: ImageSet, record: RunRecord) -> Net:
                     "model": cfg.model, "init": cfg.init, "image_size": cfg.image_size,
                     "num_classes": ds.num_classes, "classes": list(ds.classes)}
 
-        meta = {"model": model.name, "num_classes": ds.num_classes, "classes": list(ds.classes),
-                "dataset": cfg.dataset, "image_size": cfg.image_size, "init": cfg.init, "stage": "teacher"}
+        meta = model_meta(cfg, ds, model, init=cfg.init, stage="teacher")
         return Trainee(model, meta, groups, {"model": model}, set_train_mode, step, evaluate, final)
 
     return train(cfg, ds, record, build).model.eval()

@@ -34,6 +34,12 @@ def load_data(cfg) -> D.ImageSet:
                           seed=cfg.seed, download=cfg.download)
 
 
+def model_meta(cfg, ds: D.ImageSet, model: Net, **extra) -> dict:
+    """What a model file carries beside its weights: enough to rebuild it and check it against a task."""
+    return {"model": model.name, "num_classes": ds.num_classes, "classes": list(ds.classes),
+            "dataset": cfg.dataset, "image_size": cfg.image_size, **extra}
+
+
 def prepare(x_uint8: torch.Tensor, size: int | None = None, channels_last: bool = True) -> torch.Tensor:
     """uint8 images → float [0, 1], resized to ``size`` if given, in the memory format the model runs in."""
     x = D.to_float(x_uint8)
@@ -199,8 +205,8 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
         if entry["test_acc"] > best:
             best, best_epoch = entry["test_acc"], epoch + 1
             save_model(record.path("best.pt"), trainee.model, trainee.meta)
-        record.log_epoch(entry)
-        record.update(best_eval_acc=best, best_epoch=best_epoch)
+        record.metrics.update(best_eval_acc=best, best_epoch=best_epoch)
+        record.log_epoch(entry)  # one write of metrics.json per epoch
         tracker.log(entry, step=epoch + 1)
         bar.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.items()
                                                       if k not in ("epoch", "lr") and isinstance(v, float)))
