@@ -15,9 +15,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dapt.data.diffaug import GROUPS, MEAN, STD, DiffAugParams, diff_augment, make_diffaug_views, sample_diffaug
+from dapt.data.diffaug import GROUPS, DiffAugParams, diff_augment, make_diffaug_views, sample_diffaug
 
 STRATEGY = "flip_color_crop_rotate_scale_cutout"
+# The reference normalises with ImageNet statistics (utils/datasets.py)
+MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
 
 
 # --- reference (transcribed for testing) ---------------------------------------------------------
