@@ -37,7 +37,8 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from . import NORMALISATIONS
+from . import NORMALISATIONS, to_float
+from .augment import AugmentParams, apply_augment
 
 GROUPS = ("flip", "color", "crop", "rotate", "scale", "cutout")  # the reference strategy's order
 MODES = ("S", "M")
@@ -175,3 +176,10 @@ def diff_augment(x: torch.Tensor, params: DiffAugParams) -> torch.Tensor:
             index = torch.nonzero(chosen).flatten()
             out = out.index_copy(0, index.to(x.device), _APPLY[group](out[index], params.select(index)))
     return out.contiguous()
+
+
+def view_pixels(x_uint8: torch.Tensor, crop: AugmentParams, diff: DiffAugParams | None) -> torch.Tensor:
+    """A batch under one view: crop/flip on the uint8 pixels, then DiffAugment on [0, 1] floats if
+    ``diff`` is given (uint8 out without it, so runs without DiffAugment see exactly what they did)."""
+    x = apply_augment(x_uint8, crop)
+    return x if diff is None else diff_augment(to_float(x), diff)
