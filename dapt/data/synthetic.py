@@ -50,8 +50,8 @@ class SyntheticSet:
 
 
 def _fix(folder: Path) -> str:
-    return (f"re-run the generate run {folder.as_posix()} (`dapt run` on its study with --only and --force), "
-            f"or delete that file and its entry in images/index.json")
+    return (f"re-run the generate run {folder.as_posix()} with --force (`dapt run <its study> --only <run> "
+            f"--force`), or delete that file and its entry in images/index.json")
 
 
 def read_index(folder: str | Path, dataset: str, classes: list[str]) -> dict:
@@ -94,7 +94,8 @@ def _decode(folder: Path, file: str, size: int) -> np.ndarray:
         raise DaptError(f"synthetic image {path.as_posix()} listed in images/index.json is missing; "
                         f"{_fix(folder)}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise CorruptImageError(f"synthetic image {path.as_posix()} is corrupt or unreadable ({err}); "
+        why = type(err).__name__ if str(path) in str(err) else str(err)  # PIL's messages often repeat the path
+        raise CorruptImageError(f"synthetic image {path.as_posix()} is corrupt or unreadable ({why}); "
                                 f"{_fix(folder)}") from None
     if array.shape[:2] != (size, size):
         raise CorruptImageError(f"synthetic image {path.as_posix()} is {array.shape[1]}x{array.shape[0]} px but "
