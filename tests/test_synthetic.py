@@ -183,3 +183,29 @@ def test_distill_with_crd_on_real_and_synthetic_images(tmp_path, digits, capsys)
 def test_training_set_is_the_real_set_without_synthetic(digits):
     cfg = config.validate(config.DistillConfig, {"dataset": "digits", "distiller": "none"})
     assert training_set(cfg, digits) is digits
+
+
+def test_cached_teacher_targets_under_diffaugment_equal_live_ones(tmp_path):
+    """The teacher's cached outputs are its outputs on the very pixels the student gets: crop/flip
+    then DiffAugment, view by view."""
+    from dapt.data.augment import make_views
+    from dapt.data.diffaug import make_diffaug_views, view_pixels
+    from dapt.teacher_cache import TeacherTargets
+    from dapt.train import prepare
+
+    torch.manual_seed(0)
+    teacher = create_model("resnet18", 10).eval()
+    x = torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8)
+    views, diff = make_views(12, 16, 2, 0, True), make_diffaug_views(12, 16, 2, 0, "M")
+    cached = TeacherTargets(teacher, 16, x, views, cache_dir=tmp_path, key_parts=("t",), channels_last=False,
+                            diff_views=diff)
+    live = TeacherTargets(teacher, 16, x, views, cache_dir=None, key_parts=(), channels_last=False, diff_views=diff)
+    index = torch.tensor([7, 0, 3])
+    for v in range(2):
+        torch.testing.assert_close(cached.get(v, index)[0], live.get(v, index)[0], atol=2e-2, rtol=1e-2)
+        with torch.no_grad():
+            _, z = teacher.forward_features(prepare(view_pixels(x[index], views[v].select(index), diff[v].select(index)),
+                                                    channels_last=False))
+        torch.testing.assert_close(live.get(v, index)[0], z, atol=1e-5, rtol=1e-5)
+    plain = TeacherTargets(teacher, 16, x, views, cache_dir=tmp_path, key_parts=("t",), channels_last=False)
+    assert plain.path != cached.path and not torch.allclose(plain.get(1, index)[0], cached.get(1, index)[0])
