@@ -99,11 +99,23 @@ class DistillConfig(DistillerSettings, TrainConfig):
                                choices=("on", "off"))
     cache_views: Optional[int] = param(
         None, "augmented views per image replayed over the epochs (null = one per epoch)", rule=AT_LEAST_ONE)
+    synthetic: Optional[str] = reference(
+        "generate run of this study, or a run folder: a class-balanced sample of its images joins the real "
+        "training images", "generate")
+    synset_size: Optional[str] = param(
+        None, "synthetic images per real training image, per class: 1x or 2x (null = 1x when synthetic is set)",
+        choices=("1x", "2x"))
+    diffaug: str = param("none", "DiffAugment (Zhao & Bilen 2021) after crop/flip, on what student and teacher see: "
+                                 "none, S (one of its six transforms per image) or M (all six)",
+                         choices=("none", "S", "M"))
     run_dir: str = param("runs/interactive/distill", "where the run is recorded (set by `dapt run`)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_image_size(self.student, self.image_size)
+        if self.synset_size is not None and self.synthetic is None:
+            raise DaptError(f"synset_size {self.synset_size} needs synthetic images: set synthetic to a generate "
+                            f"run of the study (or its folder), or remove synset_size")
         if self.teacher is None and needs_teacher(self.distiller):
             raise DaptError(f"distiller {self.distiller!r} needs a teacher: set teacher to a teacher run of the "
                             f"study, or to a trained run folder such as runs/fashion_quick/lite2_ft (`make study` "
@@ -185,7 +197,7 @@ def validate(cls: type, values: Mapping[str, Any], where: str = "params") -> Any
             wanted = _type_name(base) + (" or null" if optional else "")
             raise ConfigError(f"{where}: {key} must be {wanted}, got {value!r}") from None
         names = choices_of(known[key])
-        if names and clean[key] not in names:
+        if names and clean[key] is not None and clean[key] not in names:
             raise ConfigError(f"{where}: {key}: {clean[key]!r} is not one of: {', '.join(names)}")
     try:
         return cls(**clean)

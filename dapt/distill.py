@@ -5,6 +5,11 @@ classes); it sees the student's augmented view resized to the size it was traine
 the student is evaluated on the eval images together with its agreement with the teacher; at the
 end the full agreement metrics (split agreement, KL, ECE of both, CKA) on all test images go into
 ``metrics.json``.
+
+With ``synthetic`` (a generate run) the training set is the real images followed by a class-balanced
+sample of the generated ones (``synset_size`` 1x or 2x the real set); with ``diffaug`` every view
+is DiffAugmented after its crop/flip. Either way the student and the teacher see the same pixels,
+and every per-image structure (views, teacher cache, CRD memory banks) has one row per image.
 """
 from __future__ import annotations
 
@@ -17,7 +22,9 @@ import torch
 from . import agreement as A
 from .checkpoint import load_model
 from .data import ImageSet
-from .data.augment import apply_augment, make_views
+from .data.augment import make_views
+from .data.diffaug import make_diffaug_views, view_pixels
+from .data.synthetic import load_synthetic, sample_synthetic, with_synthetic
 from .distillers import build_distiller
 from .errors import DaptError
 from .models import Net, create_model
@@ -63,9 +70,26 @@ class DistillResult:
     teacher_features: Optional[torch.Tensor]
 
 
+def training_set(cfg, ds: ImageSet) -> ImageSet:
+    """``ds`` with the seeded, class-balanced sample of ``cfg.synthetic``'s images appended to its
+    training images (``ds`` itself without ``synthetic``, or when they are already appended)."""
+    if not cfg.synthetic or ds.n_synthetic:
+        return ds
+    generated = load_synthetic(cfg.synthetic, ds.name, ds.classes, ds.image_size)
+    keep = sample_synthetic(generated, ds.train_y, cfg.synset_size or "1x", cfg.seed, ds.classes)
+    return with_synthetic(ds, generated.x[keep], generated.y[keep])
+
+
 def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
-    """Train ``cfg.student`` from random init with ``cfg.distiller`` from the teacher run ``cfg.teacher``."""
+    """Train ``cfg.student`` from random init with ``cfg.distiller`` from the teacher run ``cfg.teacher``,
+    on ``ds``'s training images and, with ``cfg.synthetic``, the synthetic sample (``training_set``)."""
     outputs: dict = {}
+    with record.recording():
+        ds = training_set(cfg, ds)
+    n_real = len(ds.train_y) - ds.n_synthetic
+    record.update(n_real=n_real, n_synthetic=ds.n_synthetic, diffaug=cfg.diffaug,
+                  **({"synthetic_run": rel(cfg.synthetic), "synset_size": cfg.synset_size or "1x"}
+                     if cfg.synthetic else {}))
 
     def build() -> Trainee:
         teacher, teacher_meta = load_teacher(cfg.teacher, ds) if cfg.teacher else (None, None)
@@ -78,8 +102,14 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
             cfg.distiller, cfg, s_dim=student.feat_dim, t_dim=teacher.feat_dim if teacher else None,
             num_classes=ds.num_classes, train_labels=ds.train_y,
             teacher_head=teacher.head if teacher is not None else None, seed=cfg.seed)
-        n = len(ds.train_y)
-        views = make_views(n, cfg.image_size, cfg.cache_views or cfg.epochs, cfg.seed, cfg.augment)
+        n, count = len(ds.train_y), cfg.cache_views or cfg.epochs
+        views = make_views(n, cfg.image_size, count, cfg.seed, cfg.augment)
+        diff_views = None
+        if cfg.diffaug != "none":
+            diff_views = make_diffaug_views(n, cfg.image_size, count, cfg.seed, cfg.diffaug)
+            views = views * count if len(views) == 1 else views  # without crop/flip: identity crops
+        # train accuracy on real and on synthetic images, over the epoch so far: [correct, seen] each
+        by_source = {"real": [0, 0], "synthetic": [0, 0]}
         watch = eval_index(ds.test_y, cfg.eval_subset)
         targets = None
         if teacher is not None:
@@ -91,7 +121,7 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
             if distiller.needs_teacher:
                 # the views (drawn from the seed) are part of the key, so the seed itself need not be
                 targets = TeacherTargets(teacher, t_size, ds.train_x, views, cache_dir=cache_dir,
-                                         key_parts=key, channels_last=cfg.channels_last)
+                                         key_parts=key, channels_last=cfg.channels_last, diff_views=diff_views)
             t_logits = outputs["t_logits"]
             record.update(teacher_run=rel(cfg.teacher), teacher_model=teacher_meta["model"],
                           teacher_init=teacher_meta.get("init"), teacher_image_size=t_size,
@@ -105,15 +135,25 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
 
         def step(index: torch.Tensor, epoch: int, generator: torch.Generator):
             view = epoch % len(views)
-            x = apply_augment(ds.train_x[index], views[view].select(index))
+            x = view_pixels(ds.train_x[index], views[view].select(index),
+                            diff_views[view].select(index) if diff_views else None)
             s_feat, s_logits = student.forward_features(prepare(x, channels_last=cfg.channels_last))
             t_z, t_f = targets.get(view, index) if targets is not None else (None, None)
             loss, parts = distiller(s_feat, s_logits, ds.train_y[index], t_feat=t_f, t_logits=t_z, index=index)
+            if ds.n_synthetic:
+                right, synthetic = s_logits.detach().argmax(1) == ds.train_y[index], index >= n_real
+                for source, rows in (("real", ~synthetic), ("synthetic", synthetic)):
+                    by_source[source][0] += int(right[rows].sum())
+                    by_source[source][1] += int(rows.sum())
             return loss, s_logits, parts
 
         def evaluate() -> dict:
             s_logits, _ = predict(student, ds.test_x[watch], channels_last=cfg.channels_last)
             entry = {"test_acc": A.accuracy(s_logits, ds.test_y[watch])}
+            if ds.n_synthetic:
+                for source, counts in by_source.items():
+                    entry[f"train_acc_{source}"] = counts[0] / max(1, counts[1])
+                    counts[:] = [0, 0]
             if teacher is not None:
                 t_logits = outputs["t_logits"][watch]
                 entry.update(agreement=A.top1_agreement(t_logits, s_logits), kl=A.predictive_kl(t_logits, s_logits))

@@ -54,7 +54,10 @@ def run_state(spec: RunSpec) -> RunState:
         return RunState(spec, "new", False, [])
     recorded = _comparable(read_yaml(spec.folder / "params.yaml") or {})
     wanted = _comparable(spec.params)
-    changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
+    # A parameter added to the stage after the run was recorded counts as its default (which
+    # reproduces what the run did), so new options do not make every earlier run look changed.
+    defaults = {f.name: f.default for f in dataclasses.fields(type(spec.cfg))}
+    changed = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k, defaults.get(k)) != wanted.get(k))
     status = str(metrics.get("status", "unknown"))
     if status == "done" and not all((spec.folder / name).is_file() for name in type(spec.cfg).outputs):
         status = "report-only"  # done once, but its checkpoint is not here (e.g. a fresh clone)

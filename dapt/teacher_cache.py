@@ -17,7 +17,8 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import atomic_save, safe_load
-from .data.augment import AugmentParams, apply_augment
+from .data.augment import AugmentParams
+from .data.diffaug import DiffAugParams, view_pixels
 from .errors import DaptError
 from .models import Net
 from .train import predict, prepare
@@ -76,18 +77,21 @@ def outputs_on_test_set(teacher: Net, test_x: torch.Tensor, size: int, *, cache_
 
 
 class TeacherTargets:
-    """Teacher (logits, features) for a batch of training images under view ``v``."""
+    """Teacher (logits, features) for a batch of training images under view ``v``: crop/flip view
+    ``views[v]``, then DiffAugment view ``diff_views[v]`` when given (its draws join the cache key)."""
 
     def __init__(self, teacher: Net, teacher_size: int, train_x: torch.Tensor, views: list[AugmentParams],
-                 *, cache_dir: Path | None, key_parts: tuple, channels_last: bool, batch_size: int = 500):
+                 *, cache_dir: Path | None, key_parts: tuple, channels_last: bool, batch_size: int = 500,
+                 diff_views: list[DiffAugParams] | None = None):
         self.teacher, self.size, self.channels_last = teacher.eval(), teacher_size, channels_last
-        self.train_x, self.views, self.batch_size = train_x, views, batch_size
+        self.train_x, self.views, self.diff_views, self.batch_size = train_x, views, diff_views, batch_size
         self.logits: torch.Tensor | None = None
         self.features: torch.Tensor | None = None
         self.path: Path | None = None
         if cache_dir is not None:
             key = _digest(CACHE_FORMAT, *map(str, key_parts), str(teacher_size), str(len(views)), train_x,
-                          *(torch.stack([v.offset_y, v.offset_x, v.flip.long()]) for v in views))
+                          *(torch.stack([v.offset_y, v.offset_x, v.flip.long()]) for v in views),
+                          *(t for v in diff_views or () for t in v.key_tensors()))
             self.path = Path(cache_dir) / f"targets-{key}.pt"
             self._load_or_build()
 
@@ -105,7 +109,7 @@ class TeacherTargets:
         n, k = len(self.train_x), len(self.views)
         logits, features = [], []
         bar = tqdm(total=k * n, desc="teacher targets", unit="img", file=sys.stdout, mininterval=2.0, ncols=100)
-        for view in self.views:
+        for view in range(k):
             view_logits, view_feats = [], []
             for start in range(0, n, self.batch_size):
                 index = torch.arange(start, min(n, start + self.batch_size))
@@ -127,8 +131,9 @@ class TeacherTargets:
         print(f"teacher targets: {k} views x {n} images cached in {self.path.as_posix()}")
 
     @torch.no_grad()  # not inference_mode: live targets enter the student's autograd graph as constants
-    def _live(self, view: AugmentParams, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = apply_augment(self.train_x[index], view.select(index))
+    def _live(self, view: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        diff = self.diff_views[view].select(index) if self.diff_views else None
+        x = view_pixels(self.train_x[index], self.views[view].select(index), diff)
         f, z = self.teacher.forward_features(prepare(x, self.size, self.channels_last))
         return z.float(), f.float()
 
@@ -136,4 +141,4 @@ class TeacherTargets:
         """(logits, features) of the teacher on view ``view`` of training images ``index``, float32."""
         if self.logits is not None and self.features is not None:
             return self.logits[view, index].float(), self.features[view, index].float()
-        return self._live(self.views[view], index)
+        return self._live(view, index)

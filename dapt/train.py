@@ -41,8 +41,9 @@ def model_meta(cfg, ds: D.ImageSet, model: Net, **extra) -> dict:
 
 
 def prepare(x_uint8: torch.Tensor, size: int | None = None, channels_last: bool = True) -> torch.Tensor:
-    """uint8 images → float [0, 1], resized to ``size`` if given, in the memory format the model runs in."""
-    x = D.to_float(x_uint8)
+    """uint8 images → float [0, 1] (float images, e.g. DiffAugment's, pass as they are), resized to
+    ``size`` if given, in the memory format the model runs in."""
+    x = D.to_float(x_uint8) if x_uint8.dtype == torch.uint8 else x_uint8
     if size is not None and x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=size < x.shape[-1], align_corners=False)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -58,6 +58,13 @@ CASES = [
     ("distiller without a teacher", DISTILL + ", distiller: kd}", "distiller 'kd' needs a teacher"),
     ("run_dir set by hand", TEACHER + ", run_dir: /etc}", "run_dir is set by `dapt run`"),
     ("distiller knob out of range", DISTILL + ", distiller: none, crd_momentum: 1.0}", "crd_momentum=1.0 must be in [0, 1)"),
+    ("synset_size without synthetic", DISTILL + ", distiller: none, synset_size: 2x}",
+     "synset_size 2x needs synthetic images: set synthetic to a generate run"),
+    ("synset_size outside its choices", DISTILL + ", distiller: none, synset_size: 3x}", "synset_size: '3x' is not one of: 1x, 2x"),
+    ("synthetic naming a teacher run", DISTILL + ", distiller: none, synthetic: runs/other/fashion}",
+     "synthetic 'runs/other/fashion' is a teacher run, not a generate run"),
+    ("synthetic images of another dataset", DISTILL + ", distiller: none, synthetic: runs/other/generated_fashion}",
+     "synthetic 'runs/other/generated_fashion' was trained on fashion_mnist, this run uses digits"),
 ]
 
 
@@ -77,6 +84,7 @@ def project(tmp_path, monkeypatch):
     finished_run(tmp_path / "runs/other/failed", "teacher", "failed", "digits")
     finished_run(tmp_path / "runs/other/running", "teacher", "running", "digits")
     finished_run(tmp_path / "runs/other/fashion", "teacher", "done", "fashion_mnist")
+    finished_run(tmp_path / "runs/other/generated_fashion", "generate", "done", "fashion_mnist")
     monkeypatch.setenv("DAPT_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -182,3 +190,21 @@ def test_study_folder_that_is_not_writable(project, capsys):
     (project / "runs" / "locked").mkdir()
     (project / "runs" / "locked").chmod(0o500)
     assert "runs/locked is not writable" in refused(project, capsys, ["run", "params/ok.yaml"])
+
+
+def test_corrupt_image_in_a_synthetic_set(tmp_path):
+    """A generated PNG that does not decode: one line naming the file and the fix, nothing written."""
+    from dapt.data import load_dataset
+    from dapt.data.synthetic import load_synthetic
+    from test_synthetic import write_generate_run
+
+    folder = write_generate_run(tmp_path / "gen", 2)
+    bad = folder / "images" / "007_7" / "00000.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
+    before = snapshot(tmp_path)
+    with pytest.raises(DaptError) as caught:
+        load_synthetic(folder, "digits", load_dataset("digits", 8).classes, 16)
+    message = str(caught.value)
+    assert "\n" not in message and "images/007_7/00000.png is corrupt or unreadable" in message
+    assert "--force" in message
+    assert snapshot(tmp_path) == before, "a failed read of a synthetic set wrote something"

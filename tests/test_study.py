@@ -144,3 +144,24 @@ def test_reference_cycle_is_refused(tmp_path, monkeypatch):
               - {stage: loop, name: a, teacher: b}
               - {stage: loop, name: b, teacher: a}
         """))
+
+
+def test_a_parameter_added_after_a_run_was_recorded_counts_as_its_default(tmp_path, monkeypatch):
+    """Runs recorded before a stage gained a parameter (e.g. distill's diffaug) are still the same runs;
+    a recorded value that differs from the wanted one is still a change."""
+    import json
+
+    import yaml
+
+    from dapt.runner import run_state
+
+    monkeypatch.chdir(tmp_path)
+    study = load_study(write(tmp_path, "{stage: distill, name: d, dataset: digits, distiller: none}"))
+    spec = study.get("d")
+    spec.folder.mkdir(parents=True)
+    (spec.folder / "metrics.json").write_text(json.dumps({"status": "done"}))
+    older = {k: v for k, v in spec.params.items() if k not in ("synthetic", "synset_size", "diffaug")}
+    (spec.folder / "params.yaml").write_text(yaml.safe_dump(older))
+    assert run_state(spec).same_params
+    (spec.folder / "params.yaml").write_text(yaml.safe_dump({**older, "diffaug": "S"}))
+    assert run_state(spec).changed == ["diffaug"]

@@ -36,6 +36,7 @@ class ImageSet:
     test_x: torch.Tensor  # uint8 [M, 3, S, S]
     test_y: torch.Tensor  # int64 [M]
     image_size: int
+    n_synthetic: int = 0  # the last n_synthetic training images are generated ones (dapt.data.synthetic)
 
     @property
     def num_classes(self) -> int:
@@ -131,12 +132,18 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     while (quota == 0).any():
         quota[torch.argmax(quota)] -= 1
         quota[torch.nonzero(quota == 0)[0]] += 1
+    return sample_per_class(labels, dict(zip(present.tolist(), quota.tolist())), seed)
+
+
+def sample_per_class(labels: torch.Tensor, quota: dict[int, int], seed: int) -> torch.Tensor:
+    """Sorted indices of ``quota[c]`` samples of each class ``c`` (at most all of them), drawn
+    without replacement by one seeded generator, classes in the order of ``quota``."""
     generator = torch.Generator().manual_seed(seed)
     chosen = []
-    for cls, k in zip(present.tolist(), quota.tolist()):
+    for cls, k in quota.items():
         members = torch.nonzero(labels == cls).flatten()
         chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
-    return torch.cat(chosen).sort().values
+    return torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.int64)
 
 
 def load_dataset(
