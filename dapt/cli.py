@@ -33,10 +33,13 @@ def _interrupt(signum, frame) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run_study
-    from .study import load_study
+    from .runner import dry_run, run_study
+    from .study import load_study, parse_overrides
 
-    study = load_study(args.file)
+    study = load_study(args.file, parse_overrides(args.set))
+    if args.dry_run:
+        dry_run(study, force=args.force, only=args.only or None)
+        return 0
     started = time.time()
     # SIGTERM (a scheduler, `kill`) ends a run like Ctrl-C: recorded as interrupted, notebook kept
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -121,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue interrupted or failed runs from their last epoch checkpoint (last.pt)")
     run.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override KEY in every run whose stage has it (repeatable; the value is read as YAML, "
+                          "validated like the file)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the resolved runs (name, stage, status, action, the values set) and execute nothing")
     run.set_defaults(func=_cmd_run)
 
     status = sub.add_parser("status", help="show the state of each run of a params file",
