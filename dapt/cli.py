@@ -75,6 +75,25 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .html_report import write_html
+    from .report import collect, markdown_table
+    from .runs import RUNS_DIR, use_repo_root
+    from .study import load_study
+
+    study = load_study(args.file)
+    use_repo_root()
+    if not args.html:
+        folder = Path(RUNS_DIR) / study.name
+        print(markdown_table(collect(folder)) if folder.is_dir() else f"study {study.name}: no runs yet")
+        return 0
+    index = write_html(study.name, study.source, no_input=args.no_input)
+    print(f"study {study.name}: open {index.as_posix()}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from . import config
     from .data import DATASETS
@@ -135,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Show status, test accuracy and wall time of each run of FILE.")
     status.add_argument("file", help="params file")
     status.set_defaults(func=_cmd_status)
+
+    rep = sub.add_parser("report", help="print a study's table, or render its notebooks to HTML",
+                         description="Print the table of FILE's runs; with --html render every executed notebook "
+                                     "of the study to runs/<study>/html/<run>.html and write an index.html linking them.")
+    rep.add_argument("file", help="params file")
+    rep.add_argument("--html", action="store_true", help="render the executed notebooks and an index to HTML")
+    rep.add_argument("--no-input", action="store_true", help="with --html: leave the code cells out")
+    rep.set_defaults(func=_cmd_report)
 
     lister = sub.add_parser("list", help="list stages, datasets, models, distillers, projectors",
                             description="List every name a params file may use, from the registries.")

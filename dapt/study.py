@@ -111,6 +111,12 @@ def _entries(data: Any, path: Path) -> tuple[str, dict, list[dict]]:
     return str(data.get("study") or path.stem), defaults, [dict(r) for r in runs]
 
 
+def study_defaults(path: str | Path) -> tuple[str, dict]:
+    """The study name and ``defaults`` of a params file, unvalidated (what a new run of it starts from)."""
+    name, defaults, _ = _entries(_read(Path(path)), Path(path))
+    return name, dict(defaults)
+
+
 def _check_name(name: str, what: str, where: str) -> None:
     try:
         check_name(name, what)
@@ -166,15 +172,17 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
-def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> Study:
+def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_runs: list[dict] = ()) -> Study:
     """Parse and validate a study file; raise one ``ConfigError`` for the first problem.
 
     ``overrides`` (``dapt run --set``) replace the file's value of a key in every run whose stage
-    has that key, and are validated with the run like the file's own values.
+    has that key, and are validated with the run like the file's own values. ``extra_runs`` (runs
+    chosen in ``dapt.widgets``) join the file's runs as if written at its end.
     """
     path = Path(path)
     where = rel(path)
     study_name, defaults, raw_runs = _entries(_read(path), path)
+    raw_runs = [*raw_runs, *(dict(run) for run in extra_runs)]
     _check_name(study_name, "study name", where)
     settable = settable_keys()
     for key in defaults:

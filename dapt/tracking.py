@@ -45,9 +45,13 @@ class Tracker:
         import wandb
 
         Path(run_dir).mkdir(parents=True, exist_ok=True)
+        # silent: wandb's coloured banners would land in the executed report; one plain line instead
         self.run = wandb.init(project=project, entity=entity, name=name, group=group, job_type=job_type,
                               dir=str(run_dir), mode=mode, config=dict(params), save_code=False,
-                              reinit="finish_previous")
+                              reinit="finish_previous", settings=wandb.Settings(silent=True))
+        where = Path(self.run.dir).parent.as_posix()
+        print(f"wandb {mode}: run {name} in {where}" + (f"; upload it with `wandb sync {where}`"
+                                                        if mode == "offline" else f" ({self.run.url})"))
 
     def log(self, values: Mapping[str, Any], step: int) -> None:
         """One step (an epoch) of numbers; anything else in ``values`` is left out."""
