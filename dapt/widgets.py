@@ -32,7 +32,7 @@ def _optional(stage: str, key: str) -> bool:
 def _knob(stage: str, key: str, value: Any) -> W.Widget:
     """IntText / FloatText for a number; Text (empty = the default, None) for an optional one."""
     help_text = explore.field(stage, key).metadata.get("help", "")
-    common = dict(description=key, description_tooltip=help_text, style=_WIDE)
+    common = dict(description=key, tooltip=help_text, style=_WIDE)
     if _optional(stage, key):
         return W.Text(value="" if value is None else str(value), placeholder="default", **common)
     if isinstance(value, int):
@@ -51,7 +51,7 @@ class Explorer:
 
     def __init__(self, study_file: str | None = None, stage: str = "distill", values: dict | None = None):
         studies = explore.study_files()
-        self.study = W.Dropdown(options=studies, value=study_file or (studies[0] if studies else None),
+        self.study = W.Dropdown(options=studies, value=study_file if study_file in studies else (studies or [None])[0],
                                 description="study", style=_WIDE, layout=_LAYOUT)
         self.stage = W.Dropdown(options=explore.explorable_stages(), value=stage, description="stage", style=_WIDE)
         self.name = W.Text(description="run name", placeholder="explore_<student>_<distiller>", style=_WIDE)
@@ -89,10 +89,11 @@ class Explorer:
             known = [value for _, value in options]
             if wanted not in known and isinstance(wanted, str) and "/" not in wanted:
                 wanted = run_dir(study, wanted).as_posix()  # a reference written as a run name
-            if wanted not in known:
-                wanted = known[1] if explore.field(stage, key).metadata.get("ref") and len(known) > 1 else known[0]
+            reference = explore.field(stage, key).metadata.get("ref")
+            if wanted not in known or (reference and wanted is None):  # a reference: the first finished run
+                wanted = known[1] if reference and len(known) > 1 else known[0]
             self.fields[key] = W.Dropdown(options=options, value=wanted, description=key, style=_WIDE, layout=_LAYOUT,
-                                          description_tooltip=explore.field(stage, key).metadata.get("help", ""))
+                                          tooltip=explore.field(stage, key).metadata.get("help", ""))
         for key in explore.knob_fields(stage):
             self.fields[key] = _knob(stage, key, start.get(key))
         if "dataset" in self.fields:
