@@ -55,7 +55,7 @@ class Explorer:
                                 description="study", style=_WIDE, layout=_LAYOUT)
         self.stage = W.Dropdown(options=explore.explorable_stages(), value=stage, description="stage", style=_WIDE)
         self.name = W.Text(description="run name", placeholder="explore_<student>_<distiller>", style=_WIDE)
-        self.force = W.Checkbox(False, description="replace a finished run of this name")
+        self.force = W.Checkbox(False, description="replace a finished run", indent=False)
         self.run_button = W.Button(description="Run", button_style="primary", icon="play")
         self.status = W.HTML()
         self.output = W.Output()

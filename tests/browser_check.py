@@ -66,11 +66,11 @@ def check(page, port: int, token: str, distillers: list[str]) -> None:
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     distiller = dropdown(page, "distiller")
     distiller.wait_for(timeout=120_000)
-    shown = distiller.locator("option").all_inner_texts()
+    shown = [t.replace("\xa0", " ") for t in distiller.locator("option").all_inner_texts()]  # ipywidgets' nbsp
     assert [text.split(" — ")[0] for text in shown] == distillers, shown
-    teachers = dropdown(page, "teacher").locator("option").all_inner_texts()
+    teachers = [t.replace("\xa0", " ") for t in dropdown(page, "teacher").locator("option").all_inner_texts()]
     assert any(t.startswith("teacher — resnet18, from scratch, 16 px: ") for t in teachers), teachers
-    distiller.select_option(label=next(t for t in shown if t.startswith("none")))
+    distiller.select_option(index=distillers.index("none"))
     page.locator(".widget-text:has(label:text-is('epochs')) input").fill("1")
     page.locator(".widget-text:has(label:text-is('run name')) input").fill("browser_none")
     page.locator(".widget-button:has-text('Run')").click()
