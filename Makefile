@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.dapt-installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 STUDY ?= params/fashion_quick.yaml
 
-.PHONY: venv study test fashion-mnist clean-venv
+.PHONY: venv study test test-browser lab fashion-mnist clean-venv
 
 venv: $(STAMP) fashion-mnist
 
@@ -35,6 +35,19 @@ study: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# The explorer in a real browser: Debian's headless Chromium (apt, as root) driven by Playwright's
+# Python API; Playwright's own browser download is never used. Screenshot: .browser-check/explore.png
+test-browser: venv
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }; } || \
+		{ echo "test-browser needs /usr/bin/chromium: run as root on Debian, or 'sudo apt-get install chromium'"; exit 1; }
+	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[browser]'
+	$(BIN)/python tests/browser_check.py
+
+# JupyterLab on the repository with the project's kernel ("Python 3 (dapt)"); start with notebooks/explore.ipynb
+lab: venv
+	$(BIN)/jupyter lab --ServerApp.root_dir=. notebooks/explore.ipynb
 
 clean-venv:
 	rm -rf $(VENV)

@@ -33,10 +33,13 @@ def _interrupt(signum, frame) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run_study
-    from .study import load_study
+    from .runner import dry_run, run_study
+    from .study import load_study, parse_overrides
 
-    study = load_study(args.file)
+    study = load_study(args.file, parse_overrides(args.set))
+    if args.dry_run:
+        dry_run(study, force=args.force, only=args.only or None)
+        return 0
     started = time.time()
     # SIGTERM (a scheduler, `kill`) ends a run like Ctrl-C: recorded as interrupted, notebook kept
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -69,6 +72,25 @@ def _cmd_status(args: argparse.Namespace) -> int:
         wall_text = f"{wall:.0f}" if isinstance(wall, (int, float)) else "-"
         note = "" if state.status == "new" or state.same_params else f"params differ: {', '.join(state.changed)}"
         print(f"  {spec.name:<22} {spec.stage:<9} {state.status:<12} {acc_text:>8} {wall_text:>8}  {note}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .html_report import write_html
+    from .report import collect, markdown_table
+    from .runs import RUNS_DIR, use_repo_root
+    from .study import load_study
+
+    study = load_study(args.file)
+    use_repo_root()
+    if not args.html:
+        folder = Path(RUNS_DIR) / study.name
+        print(markdown_table(collect(folder)) if folder.is_dir() else f"study {study.name}: no runs yet")
+        return 0
+    index = write_html(study.name, study.source, no_input=args.no_input)
+    print(f"study {study.name}: open {index.as_posix()}")
     return 0
 
 
@@ -121,12 +143,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue interrupted or failed runs from their last epoch checkpoint (last.pt)")
     run.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override KEY in every run whose stage has it (repeatable; the value is read as YAML, "
+                          "validated like the file)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the resolved runs (name, stage, status, action, the values set) and execute nothing")
     run.set_defaults(func=_cmd_run)
 
     status = sub.add_parser("status", help="show the state of each run of a params file",
                             description="Show status, test accuracy and wall time of each run of FILE.")
     status.add_argument("file", help="params file")
     status.set_defaults(func=_cmd_status)
+
+    rep = sub.add_parser("report", help="print a study's table, or render its notebooks to HTML",
+                         description="Print the table of FILE's runs; with --html render every executed notebook "
+                                     "of the study to runs/<study>/html/<run>.html and write an index.html linking them.")
+    rep.add_argument("file", help="params file")
+    rep.add_argument("--html", action="store_true", help="render the executed notebooks and an index to HTML")
+    rep.add_argument("--no-input", action="store_true", help="with --html: leave the code cells out")
+    rep.set_defaults(func=_cmd_report)
 
     lister = sub.add_parser("list", help="list stages, datasets, models, distillers, projectors",
                             description="List every name a params file may use, from the registries.")

@@ -21,6 +21,7 @@ from .distillers import DISTILLERS, DistillerSettings, needs_teacher
 from .errors import DaptError
 from .fields import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, check_ranges, choices_of, help_of, param, reference
 from .models import MODELS, check_image_size
+from .tracking import TrackingSettings
 
 INJECTED = ("run_dir",)  # set by `dapt run` (runs/<study>/<run>), never by a params file
 
@@ -30,7 +31,7 @@ class ConfigError(DaptError):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TrackingSettings):
     """What every training stage shares: data, optimisation, bookkeeping."""
 
     # Files a finished run leaves beside metrics.json; without them (a fresh clone holds only the
@@ -61,7 +62,6 @@ class TrainConfig:
     channels_last: bool = param(True, "channels_last memory format (faster convolutions on CPU)")
     seed: int = param(0, "random seed (data subset, init, augmentation)")
     resume: bool = param(False, "continue from the run's last checkpoint if one exists")
-    wandb: str = param("disabled", "Weights & Biases logging mode", choices=("disabled", "offline", "online"))
     run_dir: str = param("runs/interactive/run", "where the run is recorded (set by `dapt run`)")
 
     def __post_init__(self) -> None:
@@ -123,7 +123,7 @@ class DistillConfig(DistillerSettings, TrainConfig):
 
 
 @dataclass
-class ReportConfig:
+class ReportConfig(TrackingSettings):
     """Report: the paper-style table and plots over every run of the study."""
 
     outputs: ClassVar[tuple[str, ...]] = ("notebook.ipynb",)

@@ -28,14 +28,40 @@ def show_errors_briefly() -> None:
         shell.run_line_magic("colors", "nocolor")  # tracebacks kept in a report without ANSI escape codes
 
 
+def _fail_on_cell_error(record: RunRecord) -> None:
+    """In a kernel: when a later cell fails (a plot, a summary), the run is recorded as failed and its
+    wandb run finished with a nonzero exit code, as when training itself fails. The hook of an earlier
+    run in the same kernel is replaced, so re-running a notebook does not fail an old record."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def after_cell(result) -> None:
+        error = result.error_in_exec
+        if error is not None and record.metrics["status"] == "running":
+            interrupted = isinstance(error, KeyboardInterrupt)
+            record.fail("interrupted" if interrupted else "failed", None if interrupted else
+                        f"{type(error).__name__}: {error}")
+
+    for hook in [h for h in shell.events.callbacks["post_run_cell"] if getattr(h, "_dapt_run", False)]:
+        shell.events.unregister("post_run_cell", hook)
+    after_cell._dapt_run = True
+    shell.events.register("post_run_cell", after_cell)
+
+
 def start(stage: str, namespace: Mapping[str, Any]) -> tuple[Any, RunRecord]:
     """Validate the notebook's parameters (its ``globals()``) for ``stage`` and start its run record.
 
     Returns ``(cfg, record)``; the record's ``metrics.json`` says ``running`` until the notebook
-    calls ``record.finish()``.
+    calls ``record.finish()``; a cell that fails before that marks the run failed.
     """
     show_errors_briefly()
     use_repo_root()
     cfg = config.from_namespace(config.stage_config(stage), namespace)
     record = RunRecord.start(cfg.run_dir, stage, config.as_dict(cfg), resume=getattr(cfg, "resume", False))
+    _fail_on_cell_error(record)
     return cfg, record

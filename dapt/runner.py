@@ -21,7 +21,7 @@ from .study import RunSpec, Study
 
 KERNEL = "python3"
 # Keys that change how a run is executed or logged, not what it computes.
-BOOKKEEPING = ("resume", "wandb")
+BOOKKEEPING = ("resume", "wandb", "wandb_project", "wandb_entity")
 # papermill's own per-cell markers; the notebooks' output is what a user wants to follow
 _PAPERMILL_CHATTER = ("Executing Cell", "Ending Cell", "Executing notebook with kernel", "Input Notebook",
                       "Output Notebook", "Working directory")
@@ -78,6 +78,29 @@ def plan(study: Study, force: bool = False, only: list[str] | None = None) -> li
                 f"({', '.join(state.changed)} changed); rerun with --force to replace it"
             )
     return states
+
+
+def dry_run(study: Study, force: bool = False, only: list[str] | None = None,
+            echo: Callable[[str], None] = print) -> None:
+    """Print what ``run_study`` would do with each run, reading ``runs/`` but creating nothing: name,
+    stage, recorded status, the action, and the values the study sets (what the notebook receives)."""
+    if only:
+        plan(study, force=True, only=only)  # names checked like a real run; nothing is replaced here
+    runs = [spec for spec in study.runs if not only or spec.name in only]
+    echo(f"study {study.name} ({study.source}): {len(runs)} runs, nothing executed (--dry-run)")
+    will_run: set[str] = set()
+    for spec in runs:
+        state = run_state(spec)
+        if state.status in ("done", "report-only") and not state.same_params and not force:
+            action = f"refused: done with other parameters ({', '.join(state.changed)}); --force replaces it"
+        elif state.finished and state.same_params and not force and not any(r in will_run for r in spec.refs):
+            action = "skip: already done with these parameters"
+        else:
+            will_run.add(spec.name)
+            action = "run"
+        echo(f"  {spec.name:<22} {spec.stage:<9} {state.status:<12} {action}")
+        values = ", ".join(f"{key}={value!r}" for key, value in spec.injected.items() if key != "run_dir")
+        echo(f"  {'':<22} {values or '(stage defaults)'}")
 
 
 def _check_writable(folder: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from .errors import DaptError
+from .tracking import Tracker, for_run
 
 RUNS_DIR = "runs"
 STATUSES = ("running", "done", "failed", "interrupted")
@@ -143,13 +144,15 @@ def read_yaml(path: str | os.PathLike) -> dict | None:
 class RunRecord:
     """The ``metrics.json`` of one run, updated atomically as training goes.
 
-    ``status`` moves ``running`` → ``done`` | ``failed`` | ``interrupted``.
+    ``status`` moves ``running`` → ``done`` | ``failed`` | ``interrupted``. Its ``tracker`` (wandb, as
+    the params say) lives as long as the run: training logs epochs to it, ``finish`` or ``fail`` ends it.
     """
 
     def __init__(self, folder: str | os.PathLike, stage: str, params: Mapping[str, Any]):
         self.folder = Path(folder)
         self.metrics: dict[str, Any] = {"status": "running", "stage": stage, "params": dict(params), "history": []}
         self._started = time.time()
+        self.tracker = Tracker("disabled", self.folder, self.folder.name, {})
 
     @classmethod
     def start(cls, folder: str | os.PathLike, stage: str, params: Mapping[str, Any], resume: bool = False) -> "RunRecord":
@@ -167,6 +170,7 @@ class RunRecord:
             record._started -= float(previous.get("wall_time_s", 0.0))
         atomic_write_yaml(record.folder / "params.yaml", params)
         record.save()
+        record.tracker = for_run(params, stage)
         return record
 
     def path(self, name: str) -> Path:
@@ -185,7 +189,24 @@ class RunRecord:
         atomic_write_json(self.folder / "metrics.json", tidy(self.metrics))
 
     def finish(self, **values: Any) -> None:
+        """Mark the run done; the tracker gets the final numbers, the figures and the executed notebook.
+
+        The notebook is the one papermill is writing for this run (``dapt run``): it holds every cell
+        up to this call's cell, whose own output comes after; an interactive run has none.
+        """
         self.update(status="done", **values)
+        self.tracker.summarize({k: v for k, v in self.metrics.items() if k not in ("params", "history")})
+        self.tracker.log_figures((self.folder / "figures").glob("*.png"))
+        notebook = self.folder / "notebook.ipynb"
+        if notebook.is_file() and notebook.stat().st_mtime >= self._started:
+            self.tracker.log_notebook(notebook, f"notebook-{self.folder.parent.name}-{self.folder.name}")
+        self.tracker.finish()
+
+    def fail(self, status: str = "failed", error: str | None = None) -> None:
+        """Record a run that stopped (``failed`` or ``interrupted``) and end its tracker with a nonzero exit code."""
+        if self.metrics["status"] == "running":
+            self.update(status=status, **({"error": error} if error else {}))
+        self.tracker.finish(exit_code=130 if status == "interrupted" else 1)
 
     @contextmanager
     def recording(self) -> Iterator["RunRecord"]:
@@ -193,10 +214,10 @@ class RunRecord:
         try:
             yield self
         except KeyboardInterrupt:
-            self.update(status="interrupted")
+            self.fail("interrupted")
             raise
         except BaseException as err:
-            self.update(status="failed", error=f"{type(err).__name__}: {err}")
+            self.fail("failed", f"{type(err).__name__}: {err}")
             raise
 
 

@@ -111,6 +111,12 @@ def _entries(data: Any, path: Path) -> tuple[str, dict, list[dict]]:
     return str(data.get("study") or path.stem), defaults, [dict(r) for r in runs]
 
 
+def study_defaults(path: str | Path) -> tuple[str, dict]:
+    """The study name and ``defaults`` of a params file, unvalidated (what a new run of it starts from)."""
+    name, defaults, _ = _entries(_read(Path(path)), Path(path))
+    return name, dict(defaults)
+
+
 def _check_name(name: str, what: str, where: str) -> None:
     try:
         check_name(name, what)
@@ -140,17 +146,52 @@ def _check_finished_run(label: str, key: str, target: str, stage: str, dataset: 
                           f"{stage} run of {dataset}")
 
 
-def load_study(path: str | Path) -> Study:
-    """Parse and validate a study file; raise one ``ConfigError`` for the first problem."""
+def settable_keys() -> list[str]:
+    """Every key a params file may set, over all stages."""
+    all_keys = dict.fromkeys(f.name for cls in config.STAGES.values() for f in dataclasses.fields(cls))
+    return [k for k in all_keys if k not in config.INJECTED]
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["epochs=2", "kd_T=8"]`` (``dapt run --set``) → ``{"epochs": 2, "kd_T": 8}``, each value
+    read with ``yaml.safe_load`` as in a params file; a malformed item or unknown key is one ConfigError."""
+    overrides: dict[str, Any] = {}
+    known = settable_keys()
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: write key=value, e.g. --set epochs=2")
+        if key not in known:
+            raise config.unknown_key(f"--set {item!r}", key, known)
+        try:
+            overrides[key] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not a plain YAML value "
+                              f"({getattr(err, 'problem', err)})") from None
+    return overrides
+
+
+def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_runs: list[dict] = ()) -> Study:
+    """Parse and validate a study file; raise one ``ConfigError`` for the first problem.
+
+    ``overrides`` (``dapt run --set``) replace the file's value of a key in every run whose stage
+    has that key, and are validated with the run like the file's own values. ``extra_runs`` (runs
+    chosen in ``dapt.widgets``) join the file's runs as if written at its end.
+    """
     path = Path(path)
     where = rel(path)
     study_name, defaults, raw_runs = _entries(_read(path), path)
+    raw_runs = [*raw_runs, *(dict(run) for run in extra_runs)]
     _check_name(study_name, "study name", where)
-    all_keys = list(dict.fromkeys(f.name for cls in config.STAGES.values() for f in dataclasses.fields(cls)))
-    settable = [k for k in all_keys if k not in config.INJECTED]
+    settable = settable_keys()
     for key in defaults:
         if key not in settable:
             raise config.unknown_key(f"{where}: defaults", key, settable)
+    overrides = dict(overrides or {})
+    for key in overrides:
+        if key not in settable:
+            raise config.unknown_key("--set", key, settable)
 
     entries: list[dict] = []
     for i, raw in enumerate(raw_runs):
@@ -180,6 +221,7 @@ def load_study(path: str | Path) -> Study:
                 raise ConfigError(f"{label}: {key} is set by `dapt run` (runs/<study>/<run>); remove it")
         values = {k: v for k, v in defaults.items() if k in fields}
         values.update(entry)
+        values.update({k: v for k, v in overrides.items() if k in fields})
         refs = []
         for key, wanted in _reference_fields(cls).items():
             target = values.get(key)

@@ -140,14 +140,10 @@ def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) 
         optimizer = build_optimizer(cfg.optimizer, trainee.param_groups, cfg.lr, cfg.weight_decay)
         steps = max(1, len(ds.train_y) // cfg.batch_size)
         scheduler = build_scheduler(cfg.scheduler, optimizer, steps, cfg.epochs, cfg.step_size, cfg.step_gamma)
-        tracker = Tracker(cfg.wandb, record.folder, record.folder.name, record.metrics["params"])
         record.update(eval_images=len(eval_index(ds.test_y, cfg.eval_subset)), test_images=len(ds.test_y))
-        try:
-            _fit(cfg, record, trainee, optimizer, scheduler, ds, tracker)
-            save_model(record.path("model.pt"), trainee.model, trainee.meta)
-            record.update(**trainee.final())
-        finally:
-            tracker.finish()
+        _fit(cfg, record, trainee, optimizer, scheduler, ds, record.tracker)  # the record finishes the tracker
+        save_model(record.path("model.pt"), trainee.model, trainee.meta)
+        record.update(**trainee.final())
     return trainee
 
 
