@@ -18,7 +18,8 @@ import yaml
 
 from . import config
 from .config import ConfigError
-from .runs import check_name, read_json, rel, run_dir
+from .data import check_available
+from .runs import check_name, read_json, rel, repo_root, run_dir
 from .errors import DaptError
 
 STUDY_KEYS = ("study", "description", "defaults", "runs")
@@ -140,8 +141,28 @@ def _check_finished_run(label: str, key: str, target: str, stage: str, dataset: 
                           f"{stage} run of {dataset}")
 
 
-def load_study(path: str | Path) -> Study:
-    """Parse and validate a study file; raise one ``ConfigError`` for the first problem."""
+def _check_data(spec: RunSpec, label: str, checked: dict) -> None:
+    """A run's dataset must be on disk (its files, not decoded) unless the run may download it."""
+    cfg = spec.cfg
+    if not hasattr(cfg, "dataset"):
+        return
+    root = Path(cfg.data_root) if Path(cfg.data_root).is_absolute() else repo_root() / cfg.data_root
+    key = (cfg.dataset, root, cfg.download)
+    if key not in checked:
+        try:
+            check_available(cfg.dataset, root, cfg.download)
+            checked[key] = None
+        except DaptError as err:
+            checked[key] = str(err)
+    if checked[key]:
+        raise ConfigError(f"{label}: {checked[key]}")
+
+
+def load_study(path: str | Path, check_data: bool = True) -> Study:
+    """Parse and validate a study file; raise one ``ConfigError`` for the first problem.
+
+    ``check_data``: also require every run's dataset on disk (``dapt run``; ``dapt status`` does not need it).
+    """
     path = Path(path)
     where = rel(path)
     study_name, defaults, raw_runs = _entries(_read(path), path)
@@ -166,7 +187,8 @@ def load_study(path: str | Path) -> Study:
             raise ConfigError(f"{where}: two runs are named {name!r}; run names must be unique")
     stage_of = {str(e["name"]): e["stage"] for e in entries}
 
-    specs = []
+    specs: list[RunSpec] = []
+    data_checked: dict = {}
     for entry in entries:
         name, stage = str(entry.pop("name")), entry.pop("stage")
         label = f"{where}: run {name!r}"
@@ -197,6 +219,8 @@ def load_study(path: str | Path) -> Study:
         values["run_dir"] = run_dir(study_name, name).as_posix()
         specs.append(RunSpec(name, stage, config.validate(cls, values, label), refs, set_keys,
                              stage in config.COLLECTS_STUDY))
+        if check_data:
+            _check_data(specs[-1], label, data_checked)
     for spec in specs:
         if spec.collects:
             spec.refs = [other.name for other in specs if not other.collects]

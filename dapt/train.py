@@ -165,7 +165,7 @@ def _resume_state(last_path, trainee: Trainee, optimizer, scheduler, record: Run
     A mid-epoch checkpoint (``step`` > 0) also holds the epoch's running totals and the state of its
     augmentation generator, which ``_fit`` picks up where they were.
     """
-    state = safe_load(last_path, "resume checkpoint")
+    state = safe_load(last_path, "resume checkpoint", "run it again without resume (--resume) to start afresh")
     if int(state.get("steps_per_epoch", steps)) != steps:
         raise DaptError(f"{last_path.as_posix()} was written with {state['steps_per_epoch']} steps per epoch, this run "
                         f"has {steps}: its data or batch size changed; run it again without resume")

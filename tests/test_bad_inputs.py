@@ -57,6 +57,10 @@ CASES = [
      "unknown key 'epoch'"),
     ("distiller without a teacher", DISTILL + ", distiller: kd}", "distiller 'kd' needs a teacher"),
     ("run_dir set by hand", TEACHER + ", run_dir: /etc}", "run_dir is set by `dapt run`"),
+    ("dataset missing from disk", TEACHER.replace("digits", "cifar10") + "}",
+     "/data/cifar-10-batches-py; set download: true in the params"),
+    ("folder dataset missing from disk", TEACHER.replace("digits", "dtd") + "}",
+     "/data/dtd/dtd/labels/train1.txt not found; put the official DTD release (images/, labels/) in"),
     ("distiller knob out of range", DISTILL + ", distiller: none, crd_momentum: 1.0}", "crd_momentum=1.0 must be in [0, 1)"),
 ]
 
@@ -156,6 +160,80 @@ def test_checkpoint_pickled_with_code_is_refused_without_running_it(tmp_path):
     with pytest.raises(DaptError, match="corrupt or not a PyTorch file"):
         load_model(tmp_path / "model.pt")
     assert not marker.exists(), "unpickling ran code from the checkpoint"
+
+
+def test_dataset_missing_from_disk_is_caught_before_any_run(project, capsys, monkeypatch):
+    """Fashion-MNIST (the default dataset) is looked for in the Debian folder and under data_root."""
+    monkeypatch.setenv("DAPT_FASHION_MNIST_DIR", str(project / "nowhere"))
+    (project / "params" / "bad.yaml").write_text("study: x\nruns: [{stage: teacher, name: t, data_root: mine}]\n")
+    err = refused(project, capsys, ["run", "params/bad.yaml"])
+    assert "run 't': Fashion-MNIST not found in" in err and "apt-get install dataset-fashion-mnist" in err
+    assert f"{project / 'mine' / 'fashion_mnist'}" in err, "data_root is read relative to the project"
+
+
+def test_dataset_with_a_missing_file_is_caught_before_any_run(project, capsys):
+    folder = project / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in ("batches.meta", "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "test_batch"):
+        (folder / name).write_bytes(b"")  # data_batch_5 is missing
+    (project / "params" / "bad.yaml").write_text(TEACHER.replace("digits", "cifar10") + "}\n")
+    err = refused(project, capsys, ["run", "params/bad.yaml"])
+    assert "data_batch_5 is missing; restore it, or delete" in err
+
+
+def test_download_true_defers_the_dataset_to_the_run(project):
+    from dapt.study import load_study
+
+    (project / "params" / "later.yaml").write_text(TEACHER.replace("digits", "cifar10") + ", download: true}\n")
+    assert load_study("params/later.yaml").runs[0].cfg.download
+
+
+def test_status_needs_no_dataset(project, capsys):
+    (project / "params" / "gone.yaml").write_text(TEACHER.replace("digits", "cifar10") + "}\n")
+    assert main(["status", "params/gone.yaml"]) == 0
+    assert "t " in capsys.readouterr().out
+
+
+def test_corrupt_image_in_a_folder_dataset_names_the_file(tmp_path):
+    """A DTD layout whose one JPEG was cut in half (an interrupted copy): one line naming that file."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from dapt.data import load_dataset
+    from dapt.errors import CorruptImageError
+
+    folder = tmp_path / "dtd" / "dtd"
+    (folder / "labels").mkdir(parents=True)
+    for split, numbers in (("train1", [1, 2]), ("val1", [3]), ("test1", [4])):
+        lines = [f"{c}/{c}_{n}.jpg" for c in ("banded", "dotted") for n in numbers]
+        (folder / "labels" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+        for line in lines:
+            buffer = BytesIO()
+            Image.new("RGB", (40, 30), (200, 30, 30)).save(buffer, "JPEG")
+            (folder / "images" / line).parent.mkdir(parents=True, exist_ok=True)
+            (folder / "images" / line).write_bytes(buffer.getvalue())
+    torn = folder / "images" / "dotted" / "dotted_2.jpg"
+    torn.write_bytes(torn.read_bytes()[: len(torn.read_bytes()) // 2])
+    with pytest.raises(CorruptImageError) as exc:
+        load_dataset("dtd", 16, data_root=tmp_path)
+    message = str(exc.value)
+    assert "\n" not in message and f"cannot decode image {torn}" in message and "replace or re-download" in message
+    assert not list((tmp_path / "cache").glob("*.pt")), "a dataset with a broken image was cached"
+
+
+def test_corrupt_resume_checkpoint_says_to_start_afresh(tmp_path):
+    from dapt import config, runs
+    from dapt.data import load_dataset
+    from dapt.teacher import train_teacher
+
+    cfg = config.validate(config.TeacherConfig, {
+        "dataset": "digits", "image_size": 8, "train_subset": 100, "epochs": 1, "batch_size": 50, "model": "resnet18",
+        "init": "fr", "resume": True, "run_dir": str(tmp_path / "t")})
+    record = runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg), resume=True)
+    (tmp_path / "t" / "last.pt").write_bytes(b"PK\x03\x04 half a zip")
+    with pytest.raises(DaptError, match="last.pt is corrupt or not a PyTorch file .*run it again without resume"):
+        train_teacher(cfg, load_dataset("digits", 8, train_subset=100), record)
 
 
 def test_dataset_missing_from_disk_names_the_fix(tmp_path):

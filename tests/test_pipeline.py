@@ -146,7 +146,11 @@ def test_misspelled_key_fails_before_anything_is_written(project, capsys, tmp_pa
 
 def test_a_failed_run_stops_the_study_or_blocks_only_its_dependents(project, capsys):
     bad = project / "params" / "broken.yaml"
-    # cifar10 is valid params but not on disk: the teacher's notebook stops with the dataset's own error
+    # cifar10's files are where they belong but hold garbage: the teacher's notebook stops with the reader's error
+    cifar = project / "data" / "cifar-10-batches-py"
+    cifar.mkdir(parents=True, exist_ok=True)
+    for name in ("batches.meta", *(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):
+        (cifar / name).write_bytes(b"not a pickle")
     bad.write_text(textwrap.dedent("""
         study: broken
         defaults: {dataset: cifar10}
@@ -160,13 +164,13 @@ def test_a_failed_run_stops_the_study_or_blocks_only_its_dependents(project, cap
     assert main(["run", "params/broken.yaml", "--quiet"]) == 1
     out = capsys.readouterr().out
     metrics = json.loads((project / "runs/broken/t/metrics.json").read_text())
-    assert metrics["status"] == "failed" and "cifar10 not found" in metrics["error"]
+    assert metrics["status"] == "failed" and "cannot read CIFAR batch" in metrics["error"]
     assert "other: not run, the study stopped at t" in out
     assert not (project / "runs/broken/other").exists() and not (project / "runs/broken/report").exists()
     # the executed notebook keeps the error, as the message a user can act on, without a stack
     cells = json.loads((project / "runs/broken/t/notebook.ipynb").read_text())["cells"]
     [error] = [o for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
-    assert error["ename"] == "DatasetMissingError" and len(error["traceback"]) <= 2
+    assert error["ename"] == "CorruptImageError" and len(error["traceback"]) <= 2
     assert "\x1b[" not in json.dumps(cells), "ANSI colour codes in the report"
 
     assert main(["run", "params/broken.yaml", "--quiet", "--keep-going"]) == 1
