@@ -19,7 +19,7 @@ import yaml
 from . import config
 from .config import ConfigError
 from .data import check_available
-from .runs import check_name, read_json, rel, repo_root, run_dir
+from .runs import RUNS_DIR, check_name, read_json, rel, repo_root, run_dir
 from .errors import DaptError
 
 STUDY_KEYS = ("study", "description", "defaults", "runs")
@@ -125,11 +125,17 @@ def _reference_fields(cls: type) -> dict[str, str]:
 
 
 def _check_finished_run(label: str, key: str, target: str, stage: str, dataset: str, stage_of: dict) -> None:
-    """A reference to a run folder outside the study must name a finished run of the right stage and dataset."""
-    metrics = read_json(Path(target) / "metrics.json")
+    """A reference to a run folder outside the study must name a finished run of the right stage and dataset,
+    inside ``runs/`` (a student writes its teacher's cache into that folder)."""
+    root = repo_root()
+    folder = root / target  # an absolute target stays itself
+    metrics = read_json(folder / "metrics.json")
     if metrics is None:
         raise ConfigError(f"{label}: {key} {target!r} is neither a run of this study ({', '.join(stage_of)}) "
                           f"nor a run folder with metrics.json")
+    if not folder.resolve().is_relative_to((root / RUNS_DIR).resolve()):
+        raise ConfigError(f"{label}: {key} {target!r} is outside {RUNS_DIR}/; name a run of this study or a run "
+                          f"folder {RUNS_DIR}/<study>/<run>")
     if metrics.get("stage") != stage:
         raise ConfigError(f"{label}: {key} {target!r} is a {metrics.get('stage')} run, not a {stage} run")
     if metrics.get("status") != "done":

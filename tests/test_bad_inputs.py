@@ -49,6 +49,10 @@ CASES = [
     ("teacher run that failed", DISTILL + ", teacher: runs/other/failed}", "'runs/other/failed' is 'failed', not done"),
     ("teacher run still running", DISTILL + ", teacher: runs/other/running}",
      "'runs/other/running' is 'running', not done"),
+    ("teacher outside runs/", DISTILL + ", teacher: elsewhere}", "teacher 'elsewhere' is outside runs/; name a run"),
+    ("teacher reached through ..", DISTILL + ", teacher: runs/../elsewhere}", "'runs/../elsewhere' is outside runs/"),
+    ("teacher through a symlink out of runs/", DISTILL + ", teacher: runs/other/link}",
+     "'runs/other/link' is outside runs/"),
     ("teacher of other classes", DISTILL + ", teacher: runs/other/fashion}",
      "was trained on fashion_mnist, this run uses digits"),
     ("image size a model cannot take", "{stage: teacher, name: t, model: vit_b_16, image_size: 30}",
@@ -81,6 +85,8 @@ def project(tmp_path, monkeypatch):
     finished_run(tmp_path / "runs/other/failed", "teacher", "failed", "digits")
     finished_run(tmp_path / "runs/other/running", "teacher", "running", "digits")
     finished_run(tmp_path / "runs/other/fashion", "teacher", "done", "fashion_mnist")
+    finished_run(tmp_path / "elsewhere", "teacher", "done", "digits")  # finished, but not under runs/
+    (tmp_path / "runs/other/link").symlink_to(tmp_path / "elsewhere")
     monkeypatch.setenv("DAPT_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -234,6 +240,45 @@ def test_corrupt_resume_checkpoint_says_to_start_afresh(tmp_path):
     (tmp_path / "t" / "last.pt").write_bytes(b"PK\x03\x04 half a zip")
     with pytest.raises(DaptError, match="last.pt is corrupt or not a PyTorch file .*run it again without resume"):
         train_teacher(cfg, load_dataset("digits", 8, train_subset=100), record)
+
+
+def test_teacher_given_as_an_absolute_path_out_of_runs(project, capsys):
+    (project / "params" / "bad.yaml").write_text(DISTILL + f", teacher: {project / 'elsewhere'}}}\n")
+    assert f"teacher '{project / 'elsewhere'}' is outside runs/" in refused(project, capsys, ["run", "params/bad.yaml"])
+
+
+def test_imagenet_weights_planted_in_the_hub_cache_with_code_are_refused(tmp_path, monkeypatch):
+    """torchvision reads its weights from the torch hub cache, with torch.hub's default weights_only=False:
+    a file planted there would run its code when a teacher with init lp/ft is built."""
+    from dapt.models import create_model
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    marker = tmp_path / "code-ran"
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save({"fc.weight": _RunsCode(marker)}, tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    with pytest.raises(DaptError, match=r"resnet18-f37072fd.pth are unreadable \(UnpicklingError\); delete the file"):
+        create_model("resnet18", 10, pretrained=True)
+    assert not marker.exists(), "unpickling ran code from the hub cache"
+
+
+@pytest.mark.parametrize("hostile", ['x"; open("pwned", "w"); "', "x\\\nopen('pwned', 'w')\n", "x\\", "\\\"; 1/0; \""])
+def test_a_string_value_cannot_inject_code_into_the_notebook(project, hostile):
+    """`dapt run` hands the values to papermill, which writes them into the notebook as Python source:
+    every injected line must stay an assignment of a constant, whatever the string holds."""
+    import ast
+
+    from papermill.translators import translate_parameters
+
+    from dapt.study import load_study
+
+    (project / "params" / "odd.yaml").write_text(TEACHER + ", pretrained_weights: " + json.dumps(hostile) + "}\n")
+    spec = load_study("params/odd.yaml").runs[0]
+    assert spec.injected["pretrained_weights"] == hostile
+    source = translate_parameters("python3", "python", spec.injected, "# Parameters")
+    statements = ast.parse(source).body
+    assert len(statements) == len(spec.injected)
+    assert all(isinstance(s, ast.Assign) and isinstance(s.value, ast.Constant) for s in statements)
+    assert {s.targets[0].id: s.value.value for s in statements} == spec.injected
 
 
 def test_dataset_missing_from_disk_names_the_fix(tmp_path):
