@@ -193,8 +193,10 @@ class RunRecord:
         record.folder.mkdir(parents=True, exist_ok=True)
         (record.folder / "figures").mkdir(exist_ok=True)
         previous = read_json(record.folder / "metrics.json") if resume else None
-        if not resume:  # outputs cached from an earlier model of this run would be stale
+        if not resume:  # outputs cached from an earlier model of this run would be stale, and a
+            # resume checkpoint of an earlier attempt must not be picked up if this one is killed early
             shutil.rmtree(record.folder / "cache", ignore_errors=True)
+            (record.folder / "last.pt").unlink(missing_ok=True)
         if previous:
             record._started -= float(previous.get("wall_time_s", 0.0))
         atomic_write_yaml(record.folder / "params.yaml", params)

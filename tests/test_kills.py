@@ -198,3 +198,13 @@ def test_a_live_writer_keeps_its_temp_file_and_a_dead_one_loses_it(tmp_path):
         path.write_bytes(b"half a checkpoint")
     assert runs.remove_stale_temps(target) == [dead]
     assert live.exists() and other.exists()
+
+
+def test_a_fresh_start_forgets_the_resume_checkpoint_of_an_earlier_attempt(tmp_path):
+    """Otherwise a fresh run killed before its first checkpoint would be resumed from the old attempt's state."""
+    runs.RunRecord.start(tmp_path / "run", "teacher", {"epochs": 1})
+    (tmp_path / "run" / "last.pt").write_bytes(b"an earlier attempt")
+    runs.RunRecord.start(tmp_path / "run", "teacher", {"epochs": 1}, resume=True)
+    assert (tmp_path / "run" / "last.pt").exists()
+    runs.RunRecord.start(tmp_path / "run", "teacher", {"epochs": 1})
+    assert not (tmp_path / "run" / "last.pt").exists()
