@@ -24,8 +24,8 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
-def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
-    """``torch.load`` with ``weights_only=True``; a missing or corrupt file is a one-line DaptError."""
+def safe_load(path: str | os.PathLike, what: str = "checkpoint", fix: str = "re-run the run that wrote it") -> Any:
+    """``torch.load`` with ``weights_only=True``; a missing or corrupt file is a one-line DaptError ending in ``fix``."""
     path = Path(path)
     if not path.is_file():
         raise DaptError(f"{what} {path.as_posix()} does not exist")
@@ -33,7 +33,7 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types
         raise DaptError(f"{what} {path.as_posix()} is corrupt or not a PyTorch file ({type(err).__name__}); "
-                        f"re-run the run that wrote it") from None
+                        f"{fix}") from None
 
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, meta: Mapping[str, Any]) -> None:

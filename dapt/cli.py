@@ -60,7 +60,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from .runs import read_json
     from .study import load_study
 
-    study = load_study(args.file)
+    study = load_study(args.file, check_data=False)  # the state of runs needs no dataset
     print(f"study {study.name} ({study.source})")
     print(f"  {'run':<22} {'stage':<9} {'status':<12} {'test_acc':>8} {'time_s':>8}  note")
     for spec in study.runs:

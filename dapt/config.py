@@ -62,6 +62,9 @@ class TrainConfig(TrackingSettings):
     channels_last: bool = param(True, "channels_last memory format (faster convolutions on CPU)")
     seed: int = param(0, "random seed (data subset, init, augmentation)")
     resume: bool = param(False, "continue from the run's last checkpoint if one exists")
+    checkpoint_every: Optional[int] = param(
+        None, "write last.pt every N training steps as well as at each epoch end; null = epoch ends only "
+              "(a kill then costs at most N steps instead of an epoch)", rule=AT_LEAST_ONE)
     run_dir: str = param("runs/interactive/run", "where the run is recorded (set by `dapt run`)")
 
     def __post_init__(self) -> None:

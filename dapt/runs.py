@@ -6,6 +6,7 @@ A run lives in ``runs/<study>/<run>/`` and holds ``notebook.ipynb`` (the execute
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -81,16 +82,47 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temp files of ``path`` that a killed writer left behind (``.<name>.<pid>.<random>.tmp``
+    whose process no longer runs); a writer still at work keeps its file. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".")[0]
+        if pid.isdigit() and not _writer_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temp path beside ``path`` to write to; moved onto ``path`` only if the block succeeds,
-    so a reader never sees half a file and a failed write keeps the old one."""
+    so a reader never sees half a file and a failed write keeps the old one.
+
+    A SIGKILL mid-write can only leave the temp file (named with the writer's pid; the next write
+    of ``path`` deletes it), never a partial ``path``. The data reach the disk (fsync) before the
+    rename, so a power cut cannot leave an empty ``path`` either.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -164,8 +196,10 @@ class RunRecord:
         record.folder.mkdir(parents=True, exist_ok=True)
         (record.folder / "figures").mkdir(exist_ok=True)
         previous = read_json(record.folder / "metrics.json") if resume else None
-        if not resume:  # outputs cached from an earlier model of this run would be stale
+        if not resume:  # outputs cached from an earlier model of this run would be stale, and a
+            # resume checkpoint of an earlier attempt must not be picked up if this one is killed early
             shutil.rmtree(record.folder / "cache", ignore_errors=True)
+            (record.folder / "last.pt").unlink(missing_ok=True)
         if previous:
             record._started -= float(previous.get("wall_time_s", 0.0))
         atomic_write_yaml(record.folder / "params.yaml", params)

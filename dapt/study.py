@@ -18,7 +18,8 @@ import yaml
 
 from . import config
 from .config import ConfigError
-from .runs import check_name, read_json, rel, run_dir
+from .data import check_available
+from .runs import RUNS_DIR, check_name, read_json, rel, repo_root, run_dir
 from .errors import DaptError
 
 STUDY_KEYS = ("study", "description", "defaults", "runs")
@@ -130,11 +131,17 @@ def _reference_fields(cls: type) -> dict[str, str]:
 
 
 def _check_finished_run(label: str, key: str, target: str, stage: str, dataset: str, stage_of: dict) -> None:
-    """A reference to a run folder outside the study must name a finished run of the right stage and dataset."""
-    metrics = read_json(Path(target) / "metrics.json")
+    """A reference to a run folder outside the study must name a finished run of the right stage and dataset,
+    inside ``runs/`` (a student writes its teacher's cache into that folder)."""
+    root = repo_root()
+    folder = root / target  # an absolute target stays itself
+    metrics = read_json(folder / "metrics.json")
     if metrics is None:
         raise ConfigError(f"{label}: {key} {target!r} is neither a run of this study ({', '.join(stage_of)}) "
                           f"nor a run folder with metrics.json")
+    if not folder.resolve().is_relative_to((root / RUNS_DIR).resolve()):
+        raise ConfigError(f"{label}: {key} {target!r} is outside {RUNS_DIR}/; name a run of this study or a run "
+                          f"folder {RUNS_DIR}/<study>/<run>")
     if metrics.get("stage") != stage:
         raise ConfigError(f"{label}: {key} {target!r} is a {metrics.get('stage')} run, not a {stage} run")
     if metrics.get("status") != "done":
@@ -172,12 +179,31 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
-def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_runs: list[dict] = ()) -> Study:
+def _check_data(spec: RunSpec, label: str, checked: dict) -> None:
+    """A run's dataset must be on disk (its files, not decoded) unless the run may download it."""
+    cfg = spec.cfg
+    if not hasattr(cfg, "dataset"):
+        return
+    root = Path(cfg.data_root) if Path(cfg.data_root).is_absolute() else repo_root() / cfg.data_root
+    key = (cfg.dataset, root, cfg.download)
+    if key not in checked:
+        try:
+            check_available(cfg.dataset, root, cfg.download)
+            checked[key] = None
+        except DaptError as err:
+            checked[key] = str(err)
+    if checked[key]:
+        raise ConfigError(f"{label}: {checked[key]}")
+
+
+def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_runs: list[dict] = (),
+               check_data: bool = True) -> Study:
     """Parse and validate a study file; raise one ``ConfigError`` for the first problem.
 
     ``overrides`` (``dapt run --set``) replace the file's value of a key in every run whose stage
     has that key, and are validated with the run like the file's own values. ``extra_runs`` (runs
-    chosen in ``dapt.widgets``) join the file's runs as if written at its end.
+    chosen in ``dapt.widgets``) join the file's runs as if written at its end. ``check_data``: also
+    require every run's dataset on disk (``dapt run``; ``dapt status`` does not need it).
     """
     path = Path(path)
     where = rel(path)
@@ -207,7 +233,8 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
             raise ConfigError(f"{where}: two runs are named {name!r}; run names must be unique")
     stage_of = {str(e["name"]): e["stage"] for e in entries}
 
-    specs = []
+    specs: list[RunSpec] = []
+    data_checked: dict = {}
     for entry in entries:
         name, stage = str(entry.pop("name")), entry.pop("stage")
         label = f"{where}: run {name!r}"
@@ -239,6 +266,8 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
         values["run_dir"] = run_dir(study_name, name).as_posix()
         specs.append(RunSpec(name, stage, config.validate(cls, values, label), refs, set_keys,
                              stage in config.COLLECTS_STUDY))
+        if check_data:
+            _check_data(specs[-1], label, data_checked)
     for spec in specs:
         if spec.collects:
             spec.refs = [other.name for other in specs if not other.collects]

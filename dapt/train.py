@@ -5,7 +5,8 @@ A stage (``teacher``, ``distill``) only says what it trains, as a ``Trainee``: t
 parameter groups, one training step, the per-epoch evaluation and the final one. Data stay uint8
 tensors in memory; each batch is augmented on tensors, turned into floats in [0, 1] and handed
 to the model, which normalises it itself. Every epoch appends to the run's ``metrics.json`` and
-writes ``last.pt``, so ``resume: true`` continues where a run stopped.
+writes ``last.pt`` (with ``checkpoint_every``, every N steps too), so ``resume: true`` continues where a
+run stopped, also in the middle of an epoch.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from . import data as D
 from .data.augment import augment
 from .checkpoint import atomic_save, safe_load, save_model
+from .errors import DaptError
 from .models import Net
 from .optim import build_optimizer, build_scheduler
 from .runs import RunRecord
@@ -154,30 +156,64 @@ def _calibration_images(cfg, ds: D.ImageSet, epoch: int) -> torch.Tensor:
     return augment(ds.train_x[index], generator) if cfg.augment else ds.train_x[index]
 
 
+def _resume_state(last_path, trainee: Trainee, optimizer, scheduler, record: RunRecord, steps: int) -> dict:
+    """Load ``last.pt`` into the trainee, optimizer, scheduler and global RNG; returns the checkpoint.
+
+    A mid-epoch checkpoint (``step`` > 0) also holds the epoch's running totals and the state of its
+    augmentation generator, which ``_fit`` picks up where they were.
+    """
+    state = safe_load(last_path, "resume checkpoint", "run it again without resume (--resume) to start afresh")
+    if int(state.get("steps_per_epoch", steps)) != steps:
+        raise DaptError(f"{last_path.as_posix()} was written with {state['steps_per_epoch']} steps per epoch, this run "
+                        f"has {steps}: its data or batch size changed; run it again without resume")
+    for name, module in trainee.modules.items():
+        module.load_state_dict(state["modules"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    record.metrics["history"] = list(state["history"])
+    torch.set_rng_state(state["rng"])  # dropout and stochastic depth draw from the global stream
+    return state
+
+
 def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.ImageSet, tracker: Tracker) -> None:
-    """Run the epochs: train, evaluate, log, checkpoint; resumes from ``last.pt`` if asked."""
+    """Run the epochs: train, evaluate, log, checkpoint; resumes from ``last.pt`` if asked.
+
+    ``last.pt`` is written at each epoch end and, with ``cfg.checkpoint_every = N``, after every N-th
+    training step as well; a run resumed from a mid-epoch checkpoint skips the batches already done
+    and continues with the very state an uninterrupted run had at that step.
+    """
     train_y = ds.train_y
     last_path = record.path("last.pt")
-    start_epoch, best, best_epoch = 0, -1.0, 0
-    if cfg.resume and last_path.is_file():
-        state = safe_load(last_path, "resume checkpoint")
-        for name, module in trainee.modules.items():
-            module.load_state_dict(state["modules"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best, best_epoch = int(state["epoch"]), float(state["best"]), int(state["best_epoch"])
-        record.metrics["history"] = list(state["history"])
-        torch.set_rng_state(state["rng"])  # dropout and stochastic depth draw from the global stream
     n = len(train_y)
     steps = max(1, n // cfg.batch_size)
-    bar = tqdm(total=steps * cfg.epochs, initial=steps * start_epoch, desc=record.folder.name, unit="batch",
-               file=sys.stdout, mininterval=2.0, dynamic_ncols=False, ncols=100)
+    resumed: dict = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": 0}
+    if cfg.resume and last_path.is_file():
+        resumed = _resume_state(last_path, trainee, optimizer, scheduler, record, steps)
+    start_epoch, best, best_epoch = int(resumed["epoch"]), float(resumed["best"]), int(resumed["best_epoch"])
+    start_step = int(resumed.get("step", 0))
+
+    def save_resume_state(epoch_done: int, step: int, totals: dict, augment_generator: torch.Generator) -> None:
+        state = {"epoch": epoch_done, "step": step, "steps_per_epoch": steps, "best": best, "best_epoch": best_epoch,
+                 "history": record.metrics["history"],
+                 "modules": {k: m.state_dict() for k, m in trainee.modules.items()},
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": torch.get_rng_state()}
+        if step:  # in the middle of an epoch: where its sums and its augmentation stream stand
+            state.update(totals=totals, augment_rng=augment_generator.get_state())
+        atomic_save(state, last_path)
+
+    bar = tqdm(total=steps * cfg.epochs, initial=steps * start_epoch + start_step, desc=record.folder.name,
+               unit="batch", file=sys.stdout, mininterval=2.0, dynamic_ncols=False, ncols=100)
     for epoch in range(start_epoch, cfg.epochs):
         trainee.set_train_mode()
-        totals = {"loss": 0.0, "correct": 0, "seen": 0}
-        part_totals: dict = {}
+        totals: dict = {"loss": 0.0, "correct": 0, "seen": 0, "parts": {}}
         augment_generator = epoch_generator(cfg.seed, epoch, stream=1)
-        for index in batches(n, cfg.batch_size, epoch_generator(cfg.seed, epoch)):
+        order = batches(n, cfg.batch_size, epoch_generator(cfg.seed, epoch))
+        done = start_step if epoch == start_epoch else 0
+        if done:
+            totals = {**resumed["totals"], "parts": dict(resumed["totals"]["parts"])}
+            augment_generator.set_state(resumed["augment_rng"])
+        for step, index in enumerate(order[done:], done + 1):
             loss, logits, parts = trainee.step(index, epoch, augment_generator)
             value = loss.item()
             if not math.isfinite(value):
@@ -190,12 +226,14 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
             totals["correct"] += (logits.argmax(1) == train_y[index]).sum().item()
             totals["seen"] += len(index)
             for key, part in parts.items():
-                part_totals[key] = part_totals.get(key, 0.0) + part * len(index)
+                totals["parts"][key] = totals["parts"].get(key, 0.0) + part * len(index)
             bar.update(1)
             bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {value:.3f}", refresh=False)
+            if cfg.checkpoint_every and step < steps and (epoch * steps + step) % cfg.checkpoint_every == 0:
+                save_resume_state(epoch, step, totals, augment_generator)
         entry = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                  "train_loss": totals["loss"] / totals["seen"], "train_acc": totals["correct"] / totals["seen"]}
-        entry.update({f"loss_{k}": v / totals["seen"] for k, v in part_totals.items()})
+        entry.update({f"loss_{k}": v / totals["seen"] for k, v in totals["parts"].items()})
         if cfg.precise_bn:
             recalibrate_batchnorm(trainee.model, _calibration_images(cfg, ds, epoch), cfg.batch_size, cfg.channels_last)
         entry.update(trainee.evaluate())
@@ -207,8 +245,5 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
         tracker.log(entry, step=epoch + 1)
         bar.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.items()
                                                       if k not in ("epoch", "lr") and isinstance(v, float)))
-        atomic_save({"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "history": record.metrics["history"],
-                     "modules": {k: m.state_dict() for k, m in trainee.modules.items()},
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "rng": torch.get_rng_state()}, last_path)
+        save_resume_state(epoch + 1, 0, totals, augment_generator)
     bar.close()

@@ -49,6 +49,10 @@ CASES = [
     ("teacher run that failed", DISTILL + ", teacher: runs/other/failed}", "'runs/other/failed' is 'failed', not done"),
     ("teacher run still running", DISTILL + ", teacher: runs/other/running}",
      "'runs/other/running' is 'running', not done"),
+    ("teacher outside runs/", DISTILL + ", teacher: elsewhere}", "teacher 'elsewhere' is outside runs/; name a run"),
+    ("teacher reached through ..", DISTILL + ", teacher: runs/../elsewhere}", "'runs/../elsewhere' is outside runs/"),
+    ("teacher through a symlink out of runs/", DISTILL + ", teacher: runs/other/link}",
+     "'runs/other/link' is outside runs/"),
     ("teacher of other classes", DISTILL + ", teacher: runs/other/fashion}",
      "was trained on fashion_mnist, this run uses digits"),
     ("image size a model cannot take", "{stage: teacher, name: t, model: vit_b_16, image_size: 30}",
@@ -57,6 +61,10 @@ CASES = [
      "unknown key 'epoch'"),
     ("distiller without a teacher", DISTILL + ", distiller: kd}", "distiller 'kd' needs a teacher"),
     ("run_dir set by hand", TEACHER + ", run_dir: /etc}", "run_dir is set by `dapt run`"),
+    ("dataset missing from disk", TEACHER.replace("digits", "cifar10") + "}",
+     "/data/cifar-10-batches-py; set download: true in the params"),
+    ("folder dataset missing from disk", TEACHER.replace("digits", "dtd") + "}",
+     "/data/dtd/dtd/labels/train1.txt not found; put the official DTD release (images/, labels/) in"),
     ("distiller knob out of range", DISTILL + ", distiller: none, crd_momentum: 1.0}", "crd_momentum=1.0 must be in [0, 1)"),
     ("synset_size without synthetic", DISTILL + ", distiller: none, synset_size: 2x}",
      "synset_size 2x needs synthetic images: set synthetic to a generate run"),
@@ -85,6 +93,8 @@ def project(tmp_path, monkeypatch):
     finished_run(tmp_path / "runs/other/running", "teacher", "running", "digits")
     finished_run(tmp_path / "runs/other/fashion", "teacher", "done", "fashion_mnist")
     finished_run(tmp_path / "runs/other/generated_fashion", "generate", "done", "fashion_mnist")
+    finished_run(tmp_path / "elsewhere", "teacher", "done", "digits")  # finished, but not under runs/
+    (tmp_path / "runs/other/link").symlink_to(tmp_path / "elsewhere")
     monkeypatch.setenv("DAPT_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -164,6 +174,119 @@ def test_checkpoint_pickled_with_code_is_refused_without_running_it(tmp_path):
     with pytest.raises(DaptError, match="corrupt or not a PyTorch file"):
         load_model(tmp_path / "model.pt")
     assert not marker.exists(), "unpickling ran code from the checkpoint"
+
+
+def test_dataset_missing_from_disk_is_caught_before_any_run(project, capsys, monkeypatch):
+    """Fashion-MNIST (the default dataset) is looked for in the Debian folder and under data_root."""
+    monkeypatch.setenv("DAPT_FASHION_MNIST_DIR", str(project / "nowhere"))
+    (project / "params" / "bad.yaml").write_text("study: x\nruns: [{stage: teacher, name: t, data_root: mine}]\n")
+    err = refused(project, capsys, ["run", "params/bad.yaml"])
+    assert "run 't': Fashion-MNIST not found in" in err and "apt-get install dataset-fashion-mnist" in err
+    assert f"{project / 'mine' / 'fashion_mnist'}" in err, "data_root is read relative to the project"
+
+
+def test_dataset_with_a_missing_file_is_caught_before_any_run(project, capsys):
+    folder = project / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in ("batches.meta", "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "test_batch"):
+        (folder / name).write_bytes(b"")  # data_batch_5 is missing
+    (project / "params" / "bad.yaml").write_text(TEACHER.replace("digits", "cifar10") + "}\n")
+    err = refused(project, capsys, ["run", "params/bad.yaml"])
+    assert "data_batch_5 is missing; restore it, or delete" in err
+
+
+def test_download_true_defers_the_dataset_to_the_run(project):
+    from dapt.study import load_study
+
+    (project / "params" / "later.yaml").write_text(TEACHER.replace("digits", "cifar10") + ", download: true}\n")
+    assert load_study("params/later.yaml").runs[0].cfg.download
+
+
+def test_status_needs_no_dataset(project, capsys):
+    (project / "params" / "gone.yaml").write_text(TEACHER.replace("digits", "cifar10") + "}\n")
+    assert main(["status", "params/gone.yaml"]) == 0
+    assert "t " in capsys.readouterr().out
+
+
+def test_corrupt_image_in_a_folder_dataset_names_the_file(tmp_path):
+    """A DTD layout whose one JPEG was cut in half (an interrupted copy): one line naming that file."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from dapt.data import load_dataset
+    from dapt.errors import CorruptImageError
+
+    folder = tmp_path / "dtd" / "dtd"
+    (folder / "labels").mkdir(parents=True)
+    for split, numbers in (("train1", [1, 2]), ("val1", [3]), ("test1", [4])):
+        lines = [f"{c}/{c}_{n}.jpg" for c in ("banded", "dotted") for n in numbers]
+        (folder / "labels" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+        for line in lines:
+            buffer = BytesIO()
+            Image.new("RGB", (40, 30), (200, 30, 30)).save(buffer, "JPEG")
+            (folder / "images" / line).parent.mkdir(parents=True, exist_ok=True)
+            (folder / "images" / line).write_bytes(buffer.getvalue())
+    torn = folder / "images" / "dotted" / "dotted_2.jpg"
+    torn.write_bytes(torn.read_bytes()[: len(torn.read_bytes()) // 2])
+    with pytest.raises(CorruptImageError) as exc:
+        load_dataset("dtd", 16, data_root=tmp_path)
+    message = str(exc.value)
+    assert "\n" not in message and f"cannot decode image {torn}" in message and "replace or re-download" in message
+    assert not list((tmp_path / "cache").glob("*.pt")), "a dataset with a broken image was cached"
+
+
+def test_corrupt_resume_checkpoint_says_to_start_afresh(tmp_path):
+    from dapt import config, runs
+    from dapt.data import load_dataset
+    from dapt.teacher import train_teacher
+
+    cfg = config.validate(config.TeacherConfig, {
+        "dataset": "digits", "image_size": 8, "train_subset": 100, "epochs": 1, "batch_size": 50, "model": "resnet18",
+        "init": "fr", "resume": True, "run_dir": str(tmp_path / "t")})
+    record = runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg), resume=True)
+    (tmp_path / "t" / "last.pt").write_bytes(b"PK\x03\x04 half a zip")
+    with pytest.raises(DaptError, match="last.pt is corrupt or not a PyTorch file .*run it again without resume"):
+        train_teacher(cfg, load_dataset("digits", 8, train_subset=100), record)
+
+
+def test_teacher_given_as_an_absolute_path_out_of_runs(project, capsys):
+    (project / "params" / "bad.yaml").write_text(DISTILL + f", teacher: {project / 'elsewhere'}}}\n")
+    assert f"teacher '{project / 'elsewhere'}' is outside runs/" in refused(project, capsys, ["run", "params/bad.yaml"])
+
+
+def test_imagenet_weights_planted_in_the_hub_cache_with_code_are_refused(tmp_path, monkeypatch):
+    """torchvision reads its weights from the torch hub cache, with torch.hub's default weights_only=False:
+    a file planted there would run its code when a teacher with init lp/ft is built."""
+    from dapt.models import create_model
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    marker = tmp_path / "code-ran"
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save({"fc.weight": _RunsCode(marker)}, tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    with pytest.raises(DaptError, match=r"resnet18-f37072fd.pth are unreadable \(UnpicklingError\); delete the file"):
+        create_model("resnet18", 10, pretrained=True)
+    assert not marker.exists(), "unpickling ran code from the hub cache"
+
+
+@pytest.mark.parametrize("hostile", ['x"; open("pwned", "w"); "', "x\\\nopen('pwned', 'w')\n", "x\\", "\\\"; 1/0; \""])
+def test_a_string_value_cannot_inject_code_into_the_notebook(project, hostile):
+    """`dapt run` hands the values to papermill, which writes them into the notebook as Python source:
+    every injected line must stay an assignment of a constant, whatever the string holds."""
+    import ast
+
+    from papermill.translators import translate_parameters
+
+    from dapt.study import load_study
+
+    (project / "params" / "odd.yaml").write_text(TEACHER + ", pretrained_weights: " + json.dumps(hostile) + "}\n")
+    spec = load_study("params/odd.yaml").runs[0]
+    assert spec.injected["pretrained_weights"] == hostile
+    source = translate_parameters("python3", "python", spec.injected, "# Parameters")
+    statements = ast.parse(source).body
+    assert len(statements) == len(spec.injected)
+    assert all(isinstance(s, ast.Assign) and isinstance(s.value, ast.Constant) for s in statements)
+    assert {s.targets[0].id: s.value.value for s in statements} == spec.injected
 
 
 def test_dataset_missing_from_disk_names_the_fix(tmp_path):

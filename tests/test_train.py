@@ -84,6 +84,53 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, digits, monkey
     assert [h["epoch"] for h in history] == [1, 2]
 
 
+def test_resume_from_a_mid_epoch_checkpoint_matches_the_uninterrupted_run(tmp_path, digits, monkeypatch):
+    """checkpoint_every: a run stopped after a mid-epoch checkpoint resumes at that very step: the
+    epoch's remaining batches, its augmentation stream, dropout's global RNG, optimizer, scheduler and
+    the epoch's running sums all continue, so weights and history equal a run never interrupted
+    (which wrote no mid-epoch checkpoints: checkpointing itself changes nothing)."""
+    import dapt.train as T
+
+    def cfg(name, **values):  # MobileNetV2: dropout in the head; augment: the teacher's generator is used
+        return teacher_cfg(tmp_path, model="mobilenet_v2", epochs=2, run_dir=str(tmp_path / name), **values)
+
+    straight = cfg("straight")
+    full = train_teacher(straight, digits, runs.RunRecord.start(straight.run_dir, "teacher", config.as_dict(straight)))
+    real_save, saved = T.atomic_save, []
+
+    def save_then_stop(obj, path):  # Ctrl-C right after the checkpoint at step 2 of epoch 2
+        real_save(obj, path)
+        saved.append((obj["epoch"], obj["step"]))
+        if (obj["epoch"], obj["step"]) == (1, 2):
+            raise KeyboardInterrupt
+
+    split = cfg("split", checkpoint_every=3)
+    monkeypatch.setattr(T, "atomic_save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(split, digits, runs.RunRecord.start(split.run_dir, "teacher", config.as_dict(split)))
+    monkeypatch.setattr(T, "atomic_save", real_save)
+    # 4 steps per epoch: global steps 3 and 6 are mid-epoch, 4 is an epoch end
+    assert saved == [(0, 3), (1, 0), (1, 2)]
+    assert len(json.loads((tmp_path / "split" / "metrics.json").read_text())["history"]) == 1
+
+    again = cfg("split", checkpoint_every=3, resume=True)
+    record = runs.RunRecord.start(again.run_dir, "teacher", config.as_dict(again), resume=True)
+    resumed = train_teacher(again, digits, record)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    straight_history = json.loads((tmp_path / "straight" / "metrics.json").read_text())["history"]
+    assert json.loads((tmp_path / "split" / "metrics.json").read_text())["history"] == straight_history
+
+
+def test_resume_refuses_a_checkpoint_of_another_epoch_length(tmp_path, digits):
+    first = teacher_cfg(tmp_path, checkpoint_every=1)
+    train_teacher(first, digits, runs.RunRecord.start(first.run_dir, "teacher", config.as_dict(first)))
+    other = teacher_cfg(tmp_path, epochs=2, batch_size=40, resume=True)
+    record = runs.RunRecord.start(other.run_dir, "teacher", config.as_dict(other), resume=True)
+    with pytest.raises(DaptError, match="written with 4 steps per epoch, this run has 5: .*without resume"):
+        train_teacher(other, digits, record)
+
+
 def test_distill_checks_the_teacher_and_leaves_it_untouched(tmp_path, digits):
     cfg = teacher_cfg(tmp_path)
     record = runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg))

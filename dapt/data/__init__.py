@@ -113,6 +113,27 @@ for _name, _index_of, _summary in [
 del _name, _index_of, _summary
 
 
+# Per dataset, a look at its files without decoding anything (split files, folder listings): raises the
+# loader's own DatasetMissingError, so `dapt run` names a missing dataset before any notebook starts.
+_FILES_PRESENT: dict[str, Callable[[Path], object]] = {
+    "fashion_mnist": formats.fashion_mnist_files,
+    "digits": lambda root: None,  # ships with scikit-learn
+    "cifar10": partial(formats.cifar_folder, "cifar10"),
+    "cifar100": partial(formats.cifar_folder, "cifar100"),
+    "dtd": partial(formats.dtd_index, download=False),
+    "caltech101": partial(formats.caltech101_index, download=False),
+    "mit_indoor": partial(formats.mit_indoor_index, download=False),
+    "cub_2011": partial(formats.cub_index, download=False),
+}
+
+
+def check_available(name: str, data_root: str | Path, download: bool) -> None:
+    """Raise ``DatasetMissingError`` (naming the fix) when dataset ``name`` is not on disk under ``data_root``;
+    with ``download`` a missing dataset is fetched when the run starts, so nothing is checked."""
+    if not download and name in _FILES_PRESENT:
+        _FILES_PRESENT[name](Path(data_root))
+
+
 def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Sorted indices of ``n`` samples drawn per class in proportion to the class sizes.
 

@@ -101,29 +101,33 @@ def _download(what: str, fetch: Callable[[], object], folder: Path) -> None:
         raise DatasetMissingError(f"downloading {what} failed ({first_line}); check the network or put the files in {folder}") from None
 
 
-def fashion_mnist_arrays(root: Path, download: bool) -> list[np.ndarray]:
-    """``[train_x, train_y, test_x, test_y]`` from the Debian package's folder (``DAPT_FASHION_MNIST_DIR``
-    overrides it), else ``<root>/fashion_mnist`` or torchvision's ``FashionMNIST/raw`` under it."""
+def fashion_mnist_files(root: Path) -> list[Path]:
+    """The four idx files, from the Debian package's folder (``DAPT_FASHION_MNIST_DIR`` overrides it),
+    else ``<root>/fashion_mnist`` or torchvision's ``FashionMNIST/raw`` under it; DatasetMissingError if absent."""
     system_dir = Path(os.environ.get("DAPT_FASHION_MNIST_DIR", FASHION_MNIST_DEBIAN_DIR))
     own_dir = root / "fashion_mnist"
+    for folder in (system_dir, own_dir, own_dir / "FashionMNIST" / "raw"):
+        paths = [next((p for p in (folder / f"{s}.gz", folder / s) if p.is_file()), None) for s in _FASHION_STEMS]
+        if all(paths):
+            return paths
+    raise DatasetMissingError(
+        f"Fashion-MNIST not found in {system_dir} or {own_dir}; run `apt-get install dataset-fashion-mnist`, "
+        "or set download: true in the params"
+    )
 
-    def find() -> list[Path] | None:
-        for folder in (system_dir, own_dir, own_dir / "FashionMNIST" / "raw"):
-            paths = [next((p for p in (folder / f"{s}.gz", folder / s) if p.is_file()), None) for s in _FASHION_STEMS]
-            if all(paths):
-                return paths
-        return None
 
-    if (paths := find()) is None and download:
+def fashion_mnist_arrays(root: Path, download: bool) -> list[np.ndarray]:
+    """``[train_x, train_y, test_x, test_y]`` from the files ``fashion_mnist_files`` finds (downloaded if asked)."""
+    try:
+        paths = fashion_mnist_files(root)
+    except DatasetMissingError:
+        if not download:
+            raise
         from torchvision.datasets import FashionMNIST
 
+        own_dir = root / "fashion_mnist"
         _download("Fashion-MNIST", lambda: FashionMNIST(str(own_dir), train=True, download=True), own_dir)
-        paths = find()
-    if paths is None:
-        raise DatasetMissingError(
-            f"Fashion-MNIST not found in {system_dir} or {own_dir}; run `apt-get install dataset-fashion-mnist`, "
-            "or set download: true in the params"
-        )
+        paths = fashion_mnist_files(root)
     return [read_idx(p) for p in paths]
 
 
@@ -133,17 +137,28 @@ _CIFAR_LAYOUTS = {
 }
 
 
+def cifar_folder(name: str, root: Path) -> Path:
+    """torchvision's CIFAR folder under ``root`` with every batch file present; DatasetMissingError if not."""
+    folder_name, meta, _, _, train_files, test_files = _CIFAR_LAYOUTS[name]
+    folder = root / folder_name
+    if not (folder / meta).is_file():
+        raise DatasetMissingError(f"{name} not found: expected the folder {folder}; set download: true in the params")
+    for file in train_files + test_files:
+        if not (folder / file).is_file():
+            raise DatasetMissingError(f"{name}: {folder / file} is missing; restore it, or delete {folder} and set "
+                                      f"download: true in the params")
+    return folder
+
+
 def cifar_arrays(name: str, root: Path, download: bool) -> tuple[list[str], tuple, tuple]:
     """``(classes, (train_x, train_y), (test_x, test_y))`` from torchvision's CIFAR folder under ``root``."""
     folder_name, meta, names_key, labels_key, train_files, test_files = _CIFAR_LAYOUTS[name]
-    folder = root / folder_name
-    if download and not (folder / meta).is_file():
+    if download and not (root / folder_name / meta).is_file():
         from torchvision.datasets import CIFAR10, CIFAR100
 
         dataset_class = CIFAR10 if name == "cifar10" else CIFAR100
-        _download(name, lambda: dataset_class(str(root), train=True, download=True), folder)
-    if not (folder / meta).is_file():
-        raise DatasetMissingError(f"{name} not found: expected the folder {folder}; set download: true in the params")
+        _download(name, lambda: dataset_class(str(root), train=True, download=True), root / folder_name)
+    folder = cifar_folder(name, root)
     # Read the pickles directly: torchvision's CIFAR classes insist on md5 checks even without downloading.
     classes = [n.decode() if isinstance(n, bytes) else n for n in read_pickle_dict(folder / meta)[names_key]]
     return classes, read_cifar(folder, train_files, labels_key), read_cifar(folder, test_files, labels_key)

@@ -1,0 +1,210 @@
+"""Kills while a record is being written: the next run trusts no half-written file and loses no
+finished one. The writers run in their own processes and are really killed with SIGKILL (the
+kill of a whole `dapt run` mid-epoch is in test_pipeline.py)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dapt import runs
+from dapt.checkpoint import safe_load, save_model
+from dapt.cli import main
+from dapt.data.augment import make_views
+from dapt.models import create_model
+from dapt.teacher_cache import TeacherTargets
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def python(script: str, *args: str) -> subprocess.Popen:
+    """``script`` in a fresh interpreter that imports this tree's dapt; its stdout unbuffered, piped."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-u", "-c", textwrap.dedent(script), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_output(process: subprocess.Popen, marker: str, timeout: float = 120) -> str:
+    """Read the child's stdout (tqdm ends its lines with \\r, so byte by byte) until ``marker`` shows."""
+    seen, deadline = b"", time.time() + timeout
+    while marker.encode() not in seen:
+        chunk = os.read(process.stdout.fileno(), 256)
+        assert chunk and time.time() < deadline, f"no {marker!r} from the child: {seen!r} {process.stderr.read()!r}"
+        seen += chunk
+    return seen.decode(errors="replace")
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+
+# --- the teacher cache ---------------------------------------------------------------------------
+
+BUILD_TARGETS = """
+    import sys, torch
+    from pathlib import Path
+    from dapt.checkpoint import load_model
+    from dapt.data.augment import make_views
+    from dapt.teacher_cache import TeacherTargets
+
+    teacher, _ = load_model(sys.argv[1])
+    images = torch.load(sys.argv[2], weights_only=True)
+    views = make_views(len(images), 16, int(sys.argv[3]), 0, True)
+    TeacherTargets(teacher, 16, images, views, cache_dir=Path(sys.argv[4]), key_parts=("key",), channels_last=False)
+"""
+
+
+def targets(teacher, images, views: int, cache_dir: Path | None) -> TeacherTargets:
+    return TeacherTargets(teacher, 16, images, make_views(len(images), 16, views, 0, True), cache_dir=cache_dir,
+                          key_parts=("key",), channels_last=False)
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch and the models, then builds
+def test_a_kill_during_the_teacher_cache_build_costs_only_that_build(tmp_path, capsys):
+    """SIGKILL a process while it computes a teacher cache: no file of that key is left to be
+    trusted, the finished cache of another key stays byte for byte and is reused, and the next
+    build of the killed key completes. A file torn at the cache's own name (which the atomic rename
+    never produces, but a copy tool could) is rebuilt, not read."""
+    teacher = create_model("resnet18", 10, image_size=16).eval()
+    save_model(tmp_path / "model.pt", teacher, {"model": "resnet18", "num_classes": 10, "image_size": 16})
+    images = torch.randint(0, 256, (200, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    torch.save(images, tmp_path / "images.pt")
+    cache = tmp_path / "cache"
+    finished = targets(teacher, images, 1, cache)
+    [finished_file] = cache.glob("targets-*.pt")
+    finished_bytes = finished_file.read_bytes()
+
+    builder = python(BUILD_TARGETS, str(tmp_path / "model.pt"), str(tmp_path / "images.pt"), "8", str(cache))
+    wait_for_output(builder, "teacher targets")  # the bar is up: 8 views x 200 images to compute
+    kill(builder)
+    assert list(cache.iterdir()) == [finished_file], "the killed build left a file behind"
+    capsys.readouterr()
+
+    reused = targets(teacher, images, 1, cache)
+    assert "teacher targets: reusing" in capsys.readouterr().out
+    assert finished_file.read_bytes() == finished_bytes and torch.equal(reused.logits, finished.logits)
+
+    rebuilt = targets(teacher, images, 8, cache)
+    assert "cached in" in capsys.readouterr().out
+    live = targets(teacher, images, 8, None)
+    index = torch.arange(0, 200, 7)
+    for view in (0, 7):
+        want_logits, want_features = live.get(view, index)
+        got_logits, got_features = rebuilt.get(view, index)
+        torch.testing.assert_close(got_logits, want_logits.half().float())  # stored in fp16
+        torch.testing.assert_close(got_features, want_features.half().float())
+
+    finished_file.write_bytes(finished_bytes[: len(finished_bytes) // 2])
+    again = targets(teacher, images, 1, cache)
+    assert "cached in" in capsys.readouterr().out, "a torn cache file was trusted"
+    assert torch.equal(again.logits, finished.logits)
+    assert torch.equal(safe_load(finished_file)["features"], finished.features), "the torn file was not replaced"
+
+
+# --- metrics.json ----------------------------------------------------------------------------------
+
+REWRITE_RECORD = """
+    import json, sys
+    from dapt.runs import RunRecord
+
+    record = RunRecord.start(sys.argv[1], "teacher", json.loads(sys.argv[2]))
+    print("started", flush=True)
+    blob = "x" * 30_000_000  # a large record: each write of metrics.json takes a while
+    for step in range(1, 10_000):
+        record.update(step=step, blob=blob)
+"""
+
+STUDY = "study: s\nruns: [{stage: teacher, name: finished, model: resnet18, init: fr, dataset: digits},\n" \
+        "       {stage: teacher, name: written, model: resnet18, init: fr, dataset: digits}]\n"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "s.yaml").write_text(STUDY)
+    monkeypatch.setenv("DAPT_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_kill_during_a_metrics_write_leaves_the_last_whole_record(project, capsys):
+    """SIGKILL a process while it writes a large metrics.json. metrics.json is written to a temp file
+    that is renamed onto it, so a kill can only leave that temp file half-written, never a partial
+    metrics.json: readers see the last whole record, `dapt status` shows both runs, the finished run
+    is untouched, and the next write of the record deletes the dead writer's temp file. (A metrics.json
+    torn at its own name cannot come from a kill; if one appears, e.g. copied half, it is not trusted:
+    the run counts as new and is executed again.)"""
+    from dapt.study import load_study
+
+    study = load_study("params/s.yaml")
+    finished = study.get("finished")
+    record = runs.RunRecord.start(finished.folder, "teacher", finished.params)
+    save_model(finished.folder / "model.pt", create_model("resnet18", 10, image_size=8),
+               {"model": "resnet18", "num_classes": 10, "image_size": 8})
+    record.finish(test_acc=0.5)
+    finished_before = (finished.folder / "metrics.json").read_bytes()
+
+    folder = project / "runs/s/written"
+    for attempt in range(10):  # a kill between two writes leaves no temp file: try again
+        writer = python(REWRITE_RECORD, str(folder), json.dumps(study.get("written").params))
+        wait_for_output(writer, "started")
+        deadline = time.time() + 60
+        while not [t for t in folder.glob(".metrics.json.*.tmp") if t.stat().st_size > 0]:
+            assert time.time() < deadline, "the writer never wrote"
+        kill(writer)
+        torn = list(folder.glob(".metrics.json.*.tmp"))
+        if torn:
+            break
+    assert torn, "ten kills all landed between two writes"
+    assert str(writer.pid) in torn[0].name
+    metrics = runs.read_json(folder / "metrics.json")
+    assert metrics is not None and metrics["status"] == "running"
+    assert "blob" not in metrics or len(metrics["blob"]) == 30_000_000, "a partial record was published"
+
+    assert main(["status", "params/s.yaml"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in lines[2:]] == [["finished", "teacher", "done"], ["written", "teacher", "running"]]
+    assert (finished.folder / "metrics.json").read_bytes() == finished_before
+
+    runs.mark_status(folder, "interrupted")  # what the runner writes next: the dead writer's temp file goes
+    assert not list(folder.glob(".metrics.json.*.tmp"))
+    assert runs.read_json(folder / "metrics.json")["status"] == "interrupted"
+
+    (folder / "metrics.json").write_text('{"status": "done", "history": [{"epo')
+    assert main(["status", "params/s.yaml"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in lines[2:]] == [["finished", "teacher", "done"], ["written", "teacher", "new"]]
+
+
+def test_a_live_writer_keeps_its_temp_file_and_a_dead_one_loses_it(tmp_path):
+    target = tmp_path / "last.pt"
+    live = tmp_path / f".last.pt.{os.getpid()}.abcd1234.tmp"
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # reaped: no process has its pid now
+    dead_pid = ended.pid
+    dead = tmp_path / f".last.pt.{dead_pid}.wxyz0000.tmp"
+    other = tmp_path / f".model.pt.{dead_pid}.wxyz0000.tmp"
+    for path in (live, dead, other):
+        path.write_bytes(b"half a checkpoint")
+    assert runs.remove_stale_temps(target) == [dead]
+    assert live.exists() and other.exists()
+
+
+def test_a_fresh_start_forgets_the_resume_checkpoint_of_an_earlier_attempt(tmp_path):
+    """Otherwise a fresh run killed before its first checkpoint would be resumed from the old attempt's state."""
+    runs.RunRecord.start(tmp_path / "run", "teacher", {"epochs": 1})
+    (tmp_path / "run" / "last.pt").write_bytes(b"an earlier attempt")
+    runs.RunRecord.start(tmp_path / "run", "teacher", {"epochs": 1}, resume=True)
+    assert (tmp_path / "run" / "last.pt").exists()
+    runs.RunRecord.start(tmp_path / "run", "teacher", {"epochs": 1})
+    assert not (tmp_path / "run" / "last.pt").exists()
