@@ -14,7 +14,7 @@ from .runs import read_json
 
 COLUMNS = [
     ("run", "run"), ("student", "student"), ("image_size", "px"), ("teacher", "teacher (init, px)"),
-    ("distiller", "distiller"), ("test_acc", "test acc % (all test images, at px)"),
+    ("distiller", "distiller"), ("data", "training images"), ("test_acc", "test acc % (all test images, at px)"),
     ("teacher_test_acc", "teacher acc % (on this run's test images)"), ("agreement", "agreement %"),
     ("kl", "KL(t‖s)"), ("ece", "ECE %"), ("cka", "CKA"), ("epochs", "epochs"), ("wall_time_s", "time s"),
     ("status", "status"),
@@ -33,6 +33,30 @@ def _teacher_cell(metrics: dict, teacher_run: str | None, distiller: str | None)
     return (f"{Path(teacher_run).name}: {metrics.get('teacher_model')}"
             + (f" ({init})" if init else "") + (f", {size} px" if size is not None else "")
             + (" — compared with, not distilled from" if distiller == "none" else ""))
+
+
+def real_images(row: dict[str, Any]) -> int | None:
+    """The run's number of real training images (None: the whole training set, size not recorded)."""
+    value = row.get("n_real")
+    value = row.get("train_subset") if value is None else value
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def is_synthetic(row: dict[str, Any]) -> bool:
+    return bool(row.get("n_synthetic"))
+
+
+def _data_cell(row: dict[str, Any]) -> str:
+    """E.g. "6,000 real" or "600 real + 600 synthetic (ddpm, 1x, DiffAugment S)"."""
+    real = real_images(row)
+    text = f"{real:,} real" if real is not None else "all real"
+    if is_synthetic(row):
+        details = [row.get("synthetic_run"), row.get("synset_size"),
+                   f"DiffAugment {row['diffaug']}" if row.get("diffaug") not in (None, "none") else None]
+        text += f" + {int(row['n_synthetic']):,} synthetic ({', '.join(str(d) for d in details if d)})"
+    elif row.get("diffaug") not in (None, "none"):
+        text += f" (DiffAugment {row['diffaug']})"
+    return text
 
 
 def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -56,7 +80,7 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
         if metrics["stage"] == "teacher":
             init = metrics.get("init", params.get("init"))
             model = metrics.get("model", params.get("model"))
-            row.update(student=model, model=model, init=init, distiller="—",
+            row.update(student=model, model=model, init=init, distiller="—", n_real=metrics.get("n_real"),
                        teacher=f"— (own run: {INIT_LABELS.get(init, init)})")
         else:
             teacher_run = metrics.get("teacher_run")
@@ -67,7 +91,11 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
                        **{k: metrics.get(k) for k in (
                            "teacher_model", "teacher_init", "teacher_image_size", "teacher_run_test_acc",
                            "teacher_test_acc", "teacher_eval_acc", "agreement", "agreement_teacher_right",
-                           "agreement_teacher_wrong", "kl", "cka", "teacher_ece")})
+                           "agreement_teacher_wrong", "kl", "cka", "teacher_ece", "n_real", "n_synthetic",
+                           "synset_size")},
+                       diffaug=metrics.get("diffaug", params.get("diffaug")),
+                       synthetic_run=Path(metrics["synthetic_run"]).name if metrics.get("synthetic_run") else None)
+        row["data"] = _data_cell(row)
         rows.append(row)
     return sorted(rows, key=lambda r: (r["stage"] != "teacher", r.get("student") or "", r["run"]))
 
@@ -95,31 +123,61 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([head, rule, *body])
 
 
+def setting(row: dict[str, Any]) -> tuple:
+    """What a fair comparison holds fixed: architecture, image size and the real training images."""
+    return row.get("student"), row.get("image_size"), real_images(row)
+
+
 def gains_over_scratch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per distilled student: its accuracy minus the ``none`` student's of the same architecture."""
-    baseline = {r["student"]: r["test_acc"] for r in rows
-                if r["stage"] == "distill" and r.get("distiller") == "none" and r.get("test_acc") is not None}
+    """Per distilled student on real images only: its accuracy minus that of the ``none`` student of
+    the same setting (architecture, image size, real training images)."""
+    baseline = {setting(r): r["test_acc"] for r in rows
+                if r["stage"] == "distill" and r.get("distiller") == "none" and not is_synthetic(r)
+                and r.get("test_acc") is not None}
     out = []
     for r in rows:
-        if r["stage"] == "distill" and r.get("distiller") != "none" and r.get("test_acc") is not None \
-                and r["student"] in baseline:
+        if r["stage"] == "distill" and r.get("distiller") != "none" and not is_synthetic(r) \
+                and r.get("test_acc") is not None and setting(r) in baseline:
             out.append({"run": r["run"], "student": r["student"], "distiller": r["distiller"],
-                        "gain_pt": 100 * (r["test_acc"] - baseline[r["student"]])})
+                        "real_images": real_images(r), "gain_pt": 100 * (r["test_acc"] - baseline[setting(r)])})
+    return out
+
+
+def synthetic_gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per student distilled on real + synthetic images: its accuracy minus that of the run with the
+    same setting and distiller on the real images only (the same epochs when there is one, so the
+    synthetic run also took more steps: ``step_ratio``)."""
+    out = []
+    for r in rows:
+        if r["stage"] != "distill" or not is_synthetic(r) or r.get("test_acc") is None:
+            continue
+        twins = [o for o in rows if o["stage"] == "distill" and not is_synthetic(o) and o.get("test_acc") is not None
+                 and setting(o) == setting(r) and o.get("distiller") == r.get("distiller")]
+        if not twins:
+            continue
+        twin = next((o for o in twins if o.get("epochs") == r.get("epochs")), twins[0])
+        real = real_images(r)
+        steps = ((r.get("epochs") or 0) * ((real or 0) + int(r["n_synthetic"])), (twin.get("epochs") or 0) * (real or 0))
+        out.append({"run": r["run"], "real_run": twin["run"], "student": r["student"],
+                    "distiller": r["distiller"], "real_images": real, "synthetic_images": int(r["n_synthetic"]),
+                    "synset_size": r.get("synset_size"), "acc": r["test_acc"], "real_acc": twin["test_acc"],
+                    "step_ratio": steps[0] / steps[1] if steps[1] else None,
+                    "gain_pt": 100 * (r["test_acc"] - twin["test_acc"])})
     return out
 
 
 def pretraining_gap(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The paper's question, per student architecture that also has a pre-trained, fine-tuned run:
     the best distilled random-init student against that pre-trained model (points, + = distillation ahead)."""
-    pretrained = {r.get("model"): r for r in rows if r["stage"] == "teacher" and r.get("init") == "ft"
-                  and r.get("test_acc") is not None}
+    pretrained = {(r.get("model"), real_images(r)): r for r in rows if r["stage"] == "teacher"
+                  and r.get("init") == "ft" and r.get("test_acc") is not None}
     out = []
-    for arch, ref in pretrained.items():
+    for (arch, real), ref in pretrained.items():
         distilled = [r for r in rows if r["stage"] == "distill" and r.get("student") == arch
-                     and r.get("distiller") != "none" and r.get("test_acc") is not None]
+                     and real_images(r) == real and r.get("distiller") != "none" and r.get("test_acc") is not None]
         if distilled:
             best = max(distilled, key=lambda r: r["test_acc"])
-            out.append({"student": arch, "best_run": best["run"], "best_acc": best["test_acc"],
+            out.append({"student": arch, "real_images": real, "best_run": best["run"], "best_acc": best["test_acc"],
                         "best_image_size": best.get("image_size"),
                         "pretrained_run": ref["run"], "pretrained_acc": ref["test_acc"],
                         "pretrained_image_size": ref.get("image_size"),

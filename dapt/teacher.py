@@ -59,7 +59,7 @@ def train_teacher(cfg, ds: ImageSet, record: RunRecord) -> Net:
         def final() -> dict:
             logits, _ = predict(model, ds.test_x, channels_last=cfg.channels_last)
             return {"test_acc": A.accuracy(logits, ds.test_y), "ece": A.expected_calibration_error(logits, ds.test_y),
-                    "model": cfg.model, "init": cfg.init, "image_size": cfg.image_size,
+                    "model": cfg.model, "init": cfg.init, "image_size": cfg.image_size, "n_real": len(ds.train_y),
                     "num_classes": ds.num_classes, "classes": list(ds.classes)}
 
         meta = model_meta(cfg, ds, model, init=cfg.init, stage="teacher")

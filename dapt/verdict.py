@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .report import pretraining_gap
+from .report import is_synthetic, pretraining_gap, real_images, synthetic_gains
 
 SHORT_BUDGET_EPOCHS = 50  # fewer epochs than this is a short budget
 # Single-seed noise: in fashion_quick's setting the `none` students of seeds 0, 1, 2 spread over 1.8
@@ -55,20 +55,22 @@ def _gain_sentence(arch: str, mine: list[dict[str, Any]]) -> str:
             f"the best, {best['distiller']} ({best['run']}, {_pct(best['test_acc'])}), is {where}.{note}")
 
 
-def _pretraining_sentence(arch: str, rows: list[dict[str, Any]], gaps: dict[str, dict[str, Any]]) -> str:
-    gap = gaps.get(arch)
+def _pretraining_sentence(label: str, arch: str, real: int | None, rows: list[dict[str, Any]],
+                          gaps: dict[tuple, dict[str, Any]]) -> str:
+    gap = gaps.get((arch, real))
     if gap is None:
         pretrained = [r for r in rows if r.get("stage") == "teacher" and r.get("init") == "ft"
-                      and r.get("model") == arch]
+                      and r.get("model") == arch and real_images(r) == real]
         finished = [r for r in pretrained if r.get("test_acc") is not None]
         if finished:
-            return (f"{arch}: no distilled {arch} student has a test accuracy yet to compare with the pre-trained, "
+            return (f"{label}: no distilled {arch} student has a test accuracy yet to compare with the pre-trained, "
                     f"fine-tuned {finished[-1]['run']} ({_pct(finished[-1]['test_acc'])}, own run).")
         if pretrained:
-            return (f"{arch}: the pre-trained, fine-tuned run {', '.join(r['run'] for r in pretrained)} has no test "
+            return (f"{label}: the pre-trained, fine-tuned run {', '.join(r['run'] for r in pretrained)} has no test "
                     f"accuracy (failed or unfinished), so distillation is not yet compared with pre-training.")
-        return (f"{arch}: the study has no pre-trained, fine-tuned {arch} run (a teacher-stage run with "
-                f"init ft), so whether distillation replaces pre-training is not tested for it.")
+        return (f"{label}: the study has no pre-trained, fine-tuned {arch} run (a teacher-stage run with "
+                f"init ft) on the same training images, so whether distillation replaces pre-training is not "
+                f"tested for it.")
     sizes = ""
     if gap.get("best_image_size") != gap.get("pretrained_image_size"):
         sizes = (f" (note: the student ran at {gap.get('best_image_size')} px, the pre-trained model at "
@@ -78,9 +80,35 @@ def _pretraining_sentence(arch: str, rows: list[dict[str, Any]], gaps: dict[str,
                 f"{_points(points)} {'above' if points > 0 else 'below'}")
     outcome = ("distillation from random init matched or passed pre-training here" if points >= 0 else
                "distillation from random init did not reach pre-training here")
-    return (f"{arch}: the best distilled student, {gap['best_run']} ({_pct(gap['best_acc'])}), is {relation} the "
+    return (f"{label}: the best distilled student, {gap['best_run']} ({_pct(gap['best_acc'])}), is {relation} the "
             f"pre-trained, fine-tuned {gap['pretrained_run']} ({_pct(gap['pretrained_acc'])}, own run){sizes}: "
             f"{outcome}.")
+
+
+def _synthetic_sentence(label: str, gain: dict[str, Any]) -> str:
+    points = round(gain["gain_pt"], 2)
+    if points >= SEED_NOISE_POINTS:
+        outcome = "synthetic images helped"
+    elif points <= -SEED_NOISE_POINTS:
+        outcome = "synthetic images hurt"
+    else:
+        outcome = f"within single-seed noise (about {SEED_NOISE_POINTS:.0f} points), so no clear effect"
+    sign = "+" if points > 0 else ("−" if points < 0 else "±")
+    steps = (f"; it also took {gain['step_ratio']:.1f}× the training steps (the same epochs over a larger set)"
+             if gain.get("step_ratio") and abs(gain["step_ratio"] - 1) > 0.05 else "")
+    return (f"{label}, {gain['distiller']}: adding {gain['synthetic_images']:,} synthetic images "
+            f"({gain['synset_size']}) gives {_pct(gain['acc'])} ({gain['run']}) against {_pct(gain['real_acc'])} on "
+            f"the real images alone ({gain['real_run']}): {sign}{_points(points)}, {outcome}{steps}.")
+
+
+def generated_sentence(row: dict[str, Any]) -> str:
+    """What a generate run made and how much of it its teacher recognises."""
+    made = f"{int(row['n_images']):,} images" if isinstance(row.get("n_images"), (int, float)) else "no images yet"
+    text = f"Synthetic set {row['run']}: {made} from {row.get('generator')}"
+    acc = row.get("teacher_acc_on_synthetic")
+    if isinstance(acc, (int, float)):
+        text += f"; the teacher {row.get('teacher_run')} classifies {_pct(acc)} of them as the class they were made for"
+    return text + "."
 
 
 def _budget_sentence(distill: list[dict[str, Any]]) -> str:
@@ -124,10 +152,19 @@ def sentences(rows: list[dict[str, Any]]) -> list[str]:
     totals = {r.get("test_images") for r in rows if r.get("test_images") is not None}
     images = f"all {int(totals.pop()):,} test images" if len(totals) == 1 else "all test images"
     out = [f"Accuracies below are final accuracies on {images}, each run at its own image size."]
-    gaps = {g["student"]: g for g in pretraining_gap(rows)}
+    gaps = {(g["student"], g["real_images"]): g for g in pretraining_gap(rows)}
+    synthetic = synthetic_gains(rows)
+    several_sizes = len({real_images(r) for r in distill}) > 1
     for arch in dict.fromkeys(r.get("student") for r in distill):
         mine = [r for r in distill if r.get("student") == arch]
-        out.append(_gain_sentence(str(arch), mine))
-        out.append(_pretraining_sentence(str(arch), rows, gaps))
+        for real in dict.fromkeys(real_images(r) for r in mine):
+            label = f"{arch} on {real:,} real images" if several_sizes and real is not None else str(arch)
+            group = [r for r in mine if real_images(r) == real]
+            real_only = [r for r in group if not is_synthetic(r)]
+            if real_only:
+                out.append(_gain_sentence(label, real_only))
+            out.append(_pretraining_sentence(label, str(arch), real, rows, gaps))
+            out.extend(_synthetic_sentence(label, g) for g in synthetic
+                       if g["student"] == arch and g["real_images"] == real)
     out.append(_budget_sentence(distill))
     return out

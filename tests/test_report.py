@@ -94,7 +94,7 @@ def table_cells(rows: list[dict]) -> tuple[list[str], dict[str, dict[str, str]]]
 
 def test_markdown_table_names_image_size_teacher_and_which_accuracy(study):
     titles, cells = table_cells(report.collect(study))
-    assert titles[:6] == ["run", "student", "px", "teacher (init, px)", "distiller",
+    assert titles[:7] == ["run", "student", "px", "teacher (init, px)", "distiller", "training images",
                           "test acc % (all test images, at px)"]
     assert "teacher acc % (on this run's test images)" in titles
     teacher = cells["lite2_ft"]
@@ -109,6 +109,7 @@ def test_markdown_table_names_image_size_teacher_and_which_accuracy(study):
     assert cells["mnv2_none"]["teacher (init, px)"] == "— (no teacher)"
     assert cells["mnv2_none_compared"]["teacher (init, px)"].endswith("compared with, not distilled from")
     assert cells["mnv2_crd"]["test acc % (all test images, at px)"] == "–"
+    assert kd["training images"] == "6,000 real" and teacher["training images"] == "6,000 real"
 
 
 def teacher_row(run: str, model: str, acc: float | None, init: str = "ft", size: int = 32) -> dict:
@@ -172,7 +173,7 @@ def test_verdict_without_a_pretrained_run_or_a_baseline_says_so():
     assert lines[1] == ("mnv2: the best distiller is kd (m_kd, 73.00%), but there is no finished no-teacher "
                         "(`none`) baseline to measure a gain against.")
     assert lines[2] == ("mnv2: the study has no pre-trained, fine-tuned mnv2 run (a teacher-stage run with init "
-                        "ft), so whether distillation replaces pre-training is not tested for it.")
+                        "ft) on the same training images, so whether distillation replaces pre-training is not tested for it.")
 
 
 def test_verdict_with_failed_runs_names_them_and_uses_the_rest():
@@ -264,3 +265,39 @@ def test_run_summary_of_a_run_without_teacher_or_results():
     assert report.run_summary({"stage": "distill", "test_acc": 0.7, "test_images": 10000, "image_size": 32}) == \
         " 70.00%  student test accuracy (all 10,000 test images, 32 px)"
     assert report.run_summary({"stage": "distill", "history": []}) == "no final numbers yet"
+
+
+def synthetic_row(run: str, distiller: str, acc: float, real: int, synthetic: int, epochs: int = 3) -> dict:
+    return {**student_row(run, "mnv2", distiller, acc, epochs=epochs, train_subset=real), "n_real": real,
+            "n_synthetic": synthetic, "synset_size": f"{synthetic // real}x", "synthetic_run": "ddpm"}
+
+
+def test_synthetic_runs_are_compared_with_their_real_only_twin_at_each_data_size():
+    rows = [teacher_row("m_ft_600", "mnv2", 0.74) | {"train_subset": 600},
+            student_row("none_600", "mnv2", "none", 0.70, train_subset=600),
+            student_row("kd_600", "mnv2", "kd", 0.72, train_subset=600),
+            synthetic_row("kd_600_1x", "kd", 0.755, 600, 600),
+            synthetic_row("kd_600_2x", "kd", 0.71, 600, 1200),
+            student_row("none_6000", "mnv2", "none", 0.80), student_row("kd_6000", "mnv2", "kd", 0.81),
+            synthetic_row("kd_6000_1x", "kd", 0.815, 6000, 6000)]
+    gains = {g["run"]: g for g in report.synthetic_gains(rows)}
+    assert gains["kd_600_1x"]["real_run"] == "kd_600" and round(gains["kd_600_1x"]["gain_pt"], 2) == 3.5
+    assert gains["kd_600_2x"]["step_ratio"] == 3.0 and gains["kd_6000_1x"]["real_run"] == "kd_6000"
+    # the distillation gain compares real-only runs of the same size only
+    assert {g["run"]: round(g["gain_pt"], 2) for g in report.gains_over_scratch(rows)} == {"kd_600": 2.0,
+                                                                                         "kd_6000": 1.0}
+    [gap] = report.pretraining_gap(rows)
+    assert gap["real_images"] == 600 and gap["best_run"] == "kd_600_1x"
+    text = verdict.sentences(rows)
+    assert ("mnv2 on 600 real images, kd: adding 600 synthetic images (1x) gives 75.50% (kd_600_1x) against "
+            "72.00% on the real images alone (kd_600): +3.50 points, synthetic images helped; it also took "
+            "2.0× the training steps (the same epochs over a larger set).") in text
+    assert any(line.startswith("mnv2 on 600 real images, kd: adding 1,200 synthetic images (2x) gives 71.00%")
+               and "−1.00 point, within single-seed noise" in line for line in text)
+    assert any(line.startswith("mnv2 on 6,000 real images: the best distiller, kd (kd_6000") for line in text)
+    assert any(line.startswith("mnv2 on 6,000 real images: the study has no pre-trained") for line in text)
+
+
+def test_data_cell_names_the_synthetic_share():
+    row = synthetic_row("x", "kd", 0.7, 600, 1200) | {"diffaug": "S"}
+    assert report._data_cell(row) == "600 real + 1,200 synthetic (ddpm, 2x, DiffAugment S)"
