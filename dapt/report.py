@@ -19,7 +19,7 @@ COLUMNS = [
     ("kl", "KL(t‖s)"), ("ece", "ECE %"), ("cka", "CKA"), ("epochs", "epochs"), ("wall_time_s", "time s"),
     ("status", "status"),
 ]
-_PERCENT = {"test_acc", "teacher_test_acc", "teacher_run_test_acc", "teacher_eval_acc", "best_eval_acc",
+_PERCENT = {"teacher_acc_on_synthetic", "test_acc", "teacher_test_acc", "teacher_run_test_acc", "teacher_eval_acc", "best_eval_acc",
             "agreement", "ece"}
 INIT_LABELS = {"fr": "from scratch", "lp": "ImageNet, linear probe", "ft": "ImageNet, fine-tuned"}
 
@@ -100,6 +100,32 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
     return sorted(rows, key=lambda r: (r["stage"] != "teacher", r.get("student") or "", r["run"]))
 
 
+GENERATED_COLUMNS = [("run", "run"), ("generator", "generator"), ("data", "trained on / prompted by"),
+                     ("n_images", "images"), ("teacher_run", "judged by"),
+                     ("teacher_acc_on_synthetic", "teacher acc % on them"), ("wall_time_s", "time s"),
+                     ("status", "status")]
+
+
+def collect_generated(study_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per generate run of ``study_dir``: what it made and how much of it its teacher recognises."""
+    rows = []
+    for folder in sorted(Path(study_dir).iterdir()):
+        metrics = read_json(folder / "metrics.json") if folder.is_dir() else None
+        if metrics is None or metrics.get("stage") != "generate":
+            continue
+        params = metrics.get("params") or {}
+        generator = params.get("generator")
+        subset = params.get("train_subset")
+        data = (f"{subset:,} real images" if isinstance(subset, int) else "all real images") \
+            if generator == "ddpm" else "class-name prompts"
+        rows.append({"run": folder.name, "stage": "generate", "status": metrics.get("status"),
+                     "generator": generator, "data": data, "n_images": metrics.get("n_images"),
+                     "teacher_run": Path(metrics["teacher_run"]).name if metrics.get("teacher_run") else None,
+                     "teacher_acc_on_synthetic": metrics.get("teacher_acc_on_synthetic"),
+                     "wall_time_s": metrics.get("wall_time_s")})
+    return rows
+
+
 def _cell(key: str, value: Any) -> str:
     if value is None:
         return "–"
@@ -107,19 +133,21 @@ def _cell(key: str, value: Any) -> str:
         return f"{100 * value:.2f}"
     if isinstance(value, float):
         return f"{value:.3f}" if key in ("kl", "cka") else f"{value:.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     return str(value)
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]] = COLUMNS) -> str:
     """The table as Markdown (rendered by the notebook; readable as plain text too).
 
     "test acc" is each row's own final accuracy on all test images at its "px"; for a teacher-stage
     row that is its own run. "teacher acc" is, in a student's row, its teacher on that student's test
     images (resized to the teacher's px), the reference of the agreement column.
     """
-    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(_cell(key, row.get(key)) for key, _ in COLUMNS) + " |" for row in rows]
+    head = "| " + " | ".join(title for _, title in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(_cell(key, row.get(key)) for key, _ in columns) + " |" for row in rows]
     return "\n".join([head, rule, *body])
 
 

@@ -139,12 +139,13 @@ def _budget_sentence(distill: list[dict[str, Any]]) -> str:
             f"{PAPER_EPOCHS}-epoch setting.")
 
 
-def sentences(rows: list[dict[str, Any]]) -> list[str]:
+def sentences(rows: list[dict[str, Any]], generated: list[dict[str, Any]] = ()) -> list[str]:
     """The report's conclusions as sentences, computed from the rows (so they always match the table).
 
     First which images the accuracies are on; then, per student architecture, the best distiller's
     gain over its ``none`` baseline and the best distilled student against the pre-trained, fine-tuned
-    run of that architecture; last, the training budget of the students.
+    run of that architecture, each at one real training-set size, with what synthetic images
+    (``generated``: rows of ``report.collect_generated``) changed; last, the training budget of the students.
     """
     distill = [r for r in rows if r.get("stage") == "distill"]
     if not distill:
@@ -152,6 +153,7 @@ def sentences(rows: list[dict[str, Any]]) -> list[str]:
     totals = {r.get("test_images") for r in rows if r.get("test_images") is not None}
     images = f"all {int(totals.pop()):,} test images" if len(totals) == 1 else "all test images"
     out = [f"Accuracies below are final accuracies on {images}, each run at its own image size."]
+    out.extend(generated_sentence(row) for row in generated)
     gaps = {(g["student"], g["real_images"]): g for g in pretraining_gap(rows)}
     synthetic = synthetic_gains(rows)
     several_sizes = len({real_images(r) for r in distill}) > 1

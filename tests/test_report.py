@@ -301,3 +301,18 @@ def test_synthetic_runs_are_compared_with_their_real_only_twin_at_each_data_size
 def test_data_cell_names_the_synthetic_share():
     row = synthetic_row("x", "kd", 0.7, 600, 1200) | {"diffaug": "S"}
     assert report._data_cell(row) == "600 real + 1,200 synthetic (ddpm, 2x, DiffAugment S)"
+
+
+def test_generated_sets_get_their_own_rows_and_sentence(study):
+    write_run(study, "ddpm", {"status": "done", "stage": "generate", "history": [],
+                              "params": {"generator": "ddpm", "train_subset": 600}, "n_images": 1200,
+                              "teacher_run": "runs/study/lite2_ft", "teacher_acc_on_synthetic": 0.804,
+                              "wall_time_s": 200.0})
+    [row] = report.collect_generated(study)
+    assert "ddpm" not in by_run(report.collect(study))
+    assert row["data"] == "600 real images" and row["teacher_run"] == "lite2_ft"
+    assert "| ddpm | ddpm | 600 real images | 1,200 | lite2_ft | 80.40 | 200 | done |" in \
+        report.markdown_table([row], report.GENERATED_COLUMNS)
+    assert verdict.sentences(report.collect(study), [row])[1] == (
+        "Synthetic set ddpm: 1,200 images from ddpm; the teacher lite2_ft classifies 80.40% of them as the "
+        "class they were made for.")
