@@ -173,8 +173,8 @@ def gains_over_scratch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def synthetic_gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per student distilled on real + synthetic images: its accuracy minus that of the run with the
-    same setting and distiller on the real images only (the same epochs when there is one, so the
-    synthetic run also took more steps: ``step_ratio``)."""
+    same setting and distiller on the real images only (the same DiffAugment and epochs when there is
+    one, so the synthetic run also took more steps: ``step_ratio``)."""
     out = []
     for r in rows:
         if r["stage"] != "distill" or not is_synthetic(r) or r.get("test_acc") is None:
@@ -183,13 +183,15 @@ def synthetic_gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                  and setting(o) == setting(r) and o.get("distiller") == r.get("distiller")]
         if not twins:
             continue
-        twin = next((o for o in twins if o.get("epochs") == r.get("epochs")), twins[0])
+        # the closest twin: same DiffAugment and epochs if there is one
+        twin = max(twins, key=lambda o: (o.get("diffaug") == r.get("diffaug"), o.get("epochs") == r.get("epochs")))
         real = real_images(r)
         steps = ((r.get("epochs") or 0) * ((real or 0) + int(r["n_synthetic"])), (twin.get("epochs") or 0) * (real or 0))
         out.append({"run": r["run"], "real_run": twin["run"], "student": r["student"],
                     "distiller": r["distiller"], "real_images": real, "synthetic_images": int(r["n_synthetic"]),
                     "synset_size": r.get("synset_size"), "acc": r["test_acc"], "real_acc": twin["test_acc"],
                     "step_ratio": steps[0] / steps[1] if steps[1] else None,
+                    "diffaug": r.get("diffaug"), "real_diffaug": twin.get("diffaug"),
                     "gain_pt": 100 * (r["test_acc"] - twin["test_acc"])})
     return out
 

@@ -96,6 +96,10 @@ def _synthetic_sentence(label: str, gain: dict[str, Any]) -> str:
     sign = "+" if points > 0 else ("−" if points < 0 else "±")
     steps = (f"; it also took {gain['step_ratio']:.1f}× the training steps (the same epochs over a larger set)"
              if gain.get("step_ratio") and abs(gain["step_ratio"] - 1) > 0.05 else "")
+    mine, theirs = (gain.get(k) or "none" for k in ("diffaug", "real_diffaug"))
+    if mine != theirs:
+        steps += (f"; and DiffAugment {mine} against {theirs} for the real-only run, so the difference is not "
+                  f"the synthetic images' alone")
     return (f"{label}, {gain['distiller']}: adding {gain['synthetic_images']:,} synthetic images "
             f"({gain['synset_size']}) gives {_pct(gain['acc'])} ({gain['run']}) against {_pct(gain['real_acc'])} on "
             f"the real images alone ({gain['real_run']}): {sign}{_points(points)}, {outcome}{steps}.")

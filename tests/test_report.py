@@ -298,6 +298,13 @@ def test_synthetic_runs_are_compared_with_their_real_only_twin_at_each_data_size
     assert any(line.startswith("mnv2 on 6,000 real images: the study has no pre-trained") for line in text)
 
 
+def test_a_synthetic_run_with_diffaugment_says_its_twin_had_none():
+    rows = [student_row("kd", "mnv2", "kd", 0.72), synthetic_row("kd_syn", "kd", 0.73, 6000, 6000) | {"diffaug": "S"}]
+    [line] = [line for line in verdict.sentences(rows) if "synthetic images (1x)" in line]
+    assert line.endswith("; and DiffAugment S against none for the real-only run, so the difference is not the "
+                         "synthetic images' alone.")
+
+
 def test_data_cell_names_the_synthetic_share():
     row = synthetic_row("x", "kd", 0.7, 600, 1200) | {"diffaug": "S"}
     assert report._data_cell(row) == "600 real + 1,200 synthetic (ddpm, 2x, DiffAugment S)"
