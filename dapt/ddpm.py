@@ -115,7 +115,7 @@ def load_or_train(cfg, ds: ImageSet, folder: Path, tracker=None) -> Ddpm:
     settings = settings_of(cfg, ds)
     recorded = read_json(folder / "training.json")
     if recorded and recorded.get("settings") == settings.as_dict() and (folder / "unet" / "config.json").is_file():
-        unet = UNet2DModel.from_pretrained(folder / "unet").eval()
+        unet = UNet2DModel.from_pretrained(folder / "unet", low_cpu_mem_usage=False).eval()
         return Ddpm(unet, settings, list(recorded["losses"]), True, float(recorded["train_time_s"]))
     started = time.time()
     unet, losses = _train(settings, ds, tracker)

@@ -46,7 +46,8 @@ def check_weights_reachable(model: str) -> None:
     from huggingface_hub.errors import HFValidationError
 
     try:
-        cached = try_to_load_from_cache(model, "model_index.json")
+        # the cache folder read now, not at import time, so HF_HUB_CACHE set by the caller counts
+        cached = try_to_load_from_cache(model, "model_index.json", cache_dir=os.environ.get("HF_HUB_CACHE"))
     except HFValidationError:
         raise DaptError(f"model {model!r} is neither a local folder nor a Hugging Face hub id (owner/name); point "
                         f"it at a folder holding model_index.json, or use generator ddpm") from None
@@ -76,7 +77,7 @@ def load_pipeline(model: str, on: torch.device):
         extra = {"safety_checker": None, "requires_safety_checker": False}
     dtype = torch.float16 if on.type == "cuda" else torch.float32
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=dtype, **extra)
+        pipe = StableDiffusionPipeline.from_pretrained(model, dtype=dtype, low_cpu_mem_usage=False, **extra)
     except (OSError, ValueError) as err:
         raise DaptError(f"cannot load the stable_diffusion pipeline {model!r}: {str(err).splitlines()[0]}") from None
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
