@@ -9,8 +9,8 @@ learns both p(x|y) and p(x) (classifier-free guidance, Ho & Salimans 2022). The 
 from are an exponential moving average of the trained ones, with the warm-up decay
 min(decay, (1+n)/(10+n)) so that a short run is not dominated by its random start.
 
-Sampling: DDIM (Song et al. 2021, η = 0) over ``sample_steps`` of the T training steps, with the
-guided noise estimate ε = ε_∅ + w·(ε_y - ε_∅). Each image starts from noise drawn from its own
+Sampling: DDIM (Song et al. 2021, η = 0) over ``sample_steps`` of the T training steps, evenly
+spaced down from t = T-1 ("trailing"), with the guided noise estimate ε = ε_∅ + w·(ε_y - ε_∅). Each image starts from noise drawn from its own
 seed, so an image depends on its seed, not on the batch it was generated in.
 
 Cost: the UNet sees the image folded into ``patch``×``patch`` pixel blocks (space-to-depth, as the
@@ -78,10 +78,10 @@ def build_unet(s: DdpmSettings, num_classes: int):
         norm_num_groups=min(8, b), num_class_embeds=num_classes + 1)
 
 
-def train_scheduler(timesteps: int):
+def train_scheduler(s: DdpmSettings):
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=timesteps, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon")
+    return DDPMScheduler(num_train_timesteps=s.timesteps, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon")
 
 
 def predict_noise(unet, x: torch.Tensor, t, labels: torch.Tensor, patch: int) -> torch.Tensor:
@@ -131,7 +131,7 @@ def _train(s: DdpmSettings, ds: ImageSet, tracker) -> tuple[object, list[float]]
     torch.manual_seed(s.seed)
     unet = build_unet(s, ds.num_classes)
     ema = copy.deepcopy(unet).requires_grad_(False)
-    scheduler = train_scheduler(s.timesteps)
+    scheduler = train_scheduler(s)
     alphas = scheduler.alphas_cumprod
     optimizer = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=0.0)
     warmup = max(1, s.train_steps // 20)
@@ -179,7 +179,11 @@ def sample(model: Ddpm, labels: list[int], seeds: list[int], *, steps: int, guid
     from diffusers import DDIMScheduler
 
     s = model.settings
-    ddim = DDIMScheduler.from_config(train_scheduler(s.timesteps).config, steps_offset=1)
+    # "trailing" spacing starts at t = T-1, where the pure noise x_T actually lives; diffusers' default
+    # "leading" starts at T - T/steps (t=901 of 1000 for 10 steps) and hands the UNet noise it reads as
+    # partly denoised (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed"). Measured here: 10 guided steps, teacher accuracy on
+    # the generated set 56% leading, 71% trailing (58% leading with 20 steps).
+    ddim = DDIMScheduler.from_config(train_scheduler(s).config, steps_offset=1, timestep_spacing="trailing")
     ddim.set_timesteps(steps)
     shape = (s.channels, s.image_size, s.image_size)
     x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed)) for seed in seeds])
