@@ -129,7 +129,8 @@ class GenerateConfig:
                            choices=("ddpm", "stable_diffusion"))
     images_per_class: int = param(600, "images per class; a re-run keeps the ones it has and adds the missing ones",
                                   rule=AT_LEAST_ONE)
-    batch_size: int = param(200, "images generated per batch", rule=AT_LEAST_ONE)
+    batch_size: Optional[int] = param(None, "images generated per batch (null: 250 for ddpm, 4 for stable_diffusion, "
+                                            "whose 512-px batches take GBs)", rule=AT_LEAST_ONE)
     teacher: Optional[str] = reference("teacher run of this study, or a run folder: classifies the generated set "
                                        "(null = not measured)", "teacher")
     # stable_diffusion
@@ -151,9 +152,9 @@ class GenerateConfig:
     ddpm_timesteps: int = param(1000, "ddpm: diffusion steps T of training (cosine schedule)", rule=AT_LEAST_ONE)
     ddpm_label_drop: float = param(0.1, "ddpm: probability a training label is replaced by the null class "
                                         "(classifier-free guidance)", rule=FRACTION)
-    ddpm_guidance: float = param(2.0, "ddpm: classifier-free guidance scale w (1 = plain conditional sampling)",
+    ddpm_guidance: float = param(3.0, "ddpm: classifier-free guidance scale w (1 = plain conditional sampling)",
                                  rule=NON_NEGATIVE)
-    ddpm_sample_steps: int = param(10, "ddpm: DDIM sampling steps", rule=AT_LEAST_ONE)
+    ddpm_sample_steps: int = param(8, "ddpm: DDIM sampling steps", rule=AT_LEAST_ONE)
     wandb: str = param("disabled", "Weights & Biases logging mode", choices=("disabled", "offline", "online"))
     run_dir: str = param("runs/interactive/generate", "where the run is recorded (set by `dapt run`)")
 

@@ -33,6 +33,7 @@ from .tracking import Tracker
 from .train import predict
 
 FORMAT = "dapt-synthetic-v1"
+DEFAULT_BATCH = {"ddpm": 250, "stable_diffusion": 4}
 
 
 def class_folder(label: int, name: str) -> str:
@@ -108,8 +109,9 @@ def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generat
     todo = [(label, i) for label in range(ds.num_classes) for i in range(len(kept[label]), cfg.images_per_class)]
     pipe = SD.load_pipeline(cfg.model, SD.device()) if cfg.generator == "stable_diffusion" and todo else None
     bar = tqdm(total=len(todo), desc="generating", unit="image", file=sys.stdout, mininterval=2.0, ncols=100)
-    for start in range(0, len(todo), cfg.batch_size):
-        chunk = todo[start:start + cfg.batch_size]
+    batch = cfg.batch_size or DEFAULT_BATCH[cfg.generator]
+    for start in range(0, len(todo), batch):
+        chunk = todo[start:start + batch]
         labels = [label for label, _ in chunk]
         seeds = [image_seed(cfg.seed, label, i) for label, i in chunk]
         prompts = [SD.prompt_for(cfg.prompt_template, ds.classes[label]) for label in labels]

@@ -50,7 +50,7 @@ def test_ddpm_writes_the_set_and_its_index(first):
     index = index_of(folder)
     assert index["format"] == "dapt-synthetic-v1" and index["dataset"] == "digits" and index["generator"] == "ddpm"
     assert index["classes"] == [str(d) for d in range(10)] and index["image_size"] == 16
-    assert index["settings"]["train_steps"] == 4 and index["settings"]["guidance"] == 2.0
+    assert index["settings"]["train_steps"] == 4 and index["settings"]["guidance"] == 3.0
     assert len(index["images"]) == 30 == metrics["n_images"] and result.added == 30
     for entry in index["images"]:
         label, i = entry["label"], int(Path(entry["file"]).stem)
@@ -73,8 +73,8 @@ def test_an_image_depends_on_its_seed_not_its_batch(first):
     alone = ddpm.sample(result.model, [entries[k]["label"]], [entries[k]["seed"]], steps=2, guidance=2.0,
                         num_classes=10)
     assert (alone[0, 0].int() - result.images[k, 0].int()).abs().max() <= 1  # batch size may move the last bit
-    again = ddpm.sample(result.model, [4, 4], [5, 6], steps=2, guidance=2.0, num_classes=10)
-    assert torch.equal(again, ddpm.sample(result.model, [4, 4], [5, 6], steps=2, guidance=2.0, num_classes=10))
+    again = ddpm.sample(result.model, [4, 4], [5, 6], steps=2, guidance=3.0, num_classes=10)
+    assert torch.equal(again, ddpm.sample(result.model, [4, 4], [5, 6], steps=2, guidance=3.0, num_classes=10))
     assert not torch.equal(again[0], again[1])
 
 
