@@ -23,12 +23,12 @@ def _show(ax, image: torch.Tensor) -> None:
 
 
 def loss_curve(losses: list[float], every: int) -> Figure:
-    """The ddpm's training loss ‖ε - ε_θ‖², one point per ``every`` steps."""
+    """The ddpm's training loss ‖v - v_θ‖², one point per ``every`` steps."""
     fig = Figure(figsize=(5.5, 3.2), layout="constrained")
     ax = fig.add_subplot()
     steps = every * (np.arange(len(losses)) + 1)
     ax.plot(steps, losses)
-    ax.set(title="DDPM training loss", xlabel="training step", ylabel="noise-prediction MSE", yscale="log")
+    ax.set(title="DDPM training loss", xlabel="training step", ylabel="v-prediction MSE", yscale="log")
     ax.grid(alpha=0.3)
     return fig
 
