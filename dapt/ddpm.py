@@ -63,9 +63,10 @@ class DdpmSettings:
 
 
 def settings_of(cfg, ds: ImageSet) -> DdpmSettings:
+    """The run's ddpm settings; a grey dataset (its three channels equal) is modelled in one channel."""
     grey = bool((ds.train_x[:, 0] == ds.train_x[:, 1]).all() and (ds.train_x[:, 0] == ds.train_x[:, 2]).all())
-    return DdpmSettings(cfg.dataset, cfg.train_subset, cfg.image_size, cfg.seed, 1 if grey else 3,
-                        cfg.ddpm_patch, cfg.ddpm_channels, cfg.ddpm_steps, cfg.ddpm_batch_size, cfg.ddpm_lr, cfg.ddpm_timesteps,
+    return DdpmSettings(cfg.dataset, cfg.train_subset, cfg.image_size, cfg.seed, 1 if grey else 3, cfg.ddpm_patch,
+                        cfg.ddpm_channels, cfg.ddpm_steps, cfg.ddpm_batch_size, cfg.ddpm_lr, cfg.ddpm_timesteps,
                         cfg.ddpm_label_drop)
 
 
@@ -85,7 +86,8 @@ def build_unet(s: DdpmSettings, num_classes: int):
 def train_scheduler(s: DdpmSettings):
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=s.timesteps, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    return DDPMScheduler(num_train_timesteps=s.timesteps, beta_schedule="squaredcos_cap_v2",
+                         prediction_type=s.prediction)
 
 
 def predict_v(unet, x: torch.Tensor, t, labels: torch.Tensor, patch: int) -> torch.Tensor:
@@ -139,8 +141,8 @@ def _train(s: DdpmSettings, ds: ImageSet, tracker) -> tuple[object, list[float]]
     alphas = scheduler.alphas_cumprod
     optimizer = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=0.0)
     warmup = max(1, s.train_steps // 20)
-    lr_at = lambda n: min(1.0, (n + 1) / warmup)  # noqa: E731 - linear warm-up, then constant
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    # linear warm-up over the first 5% of the steps, then constant
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda n: min(1.0, (n + 1) / warmup))
     x_all = to_model_range(ds.train_x, s.channels)
     y_all = ds.train_y
     generator = torch.Generator().manual_seed(s.seed)

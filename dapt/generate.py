@@ -11,6 +11,7 @@ settings the old set no longer describes the run and is replaced. Generators: ``
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import shutil
 import sys
@@ -153,11 +154,11 @@ def judge(cfg, ds: ImageSet, gen: Generated, record: RunRecord) -> torch.Tensor 
     with record.recording():
         teacher, meta = load_teacher(cfg.teacher, ds)
         logits, _ = predict(teacher, gen.images, size=int(meta["image_size"]))
+        per_class = per_class_accuracy(logits, gen.labels, ds.num_classes).tolist()
         record.update(teacher_run=rel(cfg.teacher), teacher_model=meta["model"],
                       teacher_run_test_acc=meta.get("run_test_acc"),
                       teacher_acc_on_synthetic=accuracy(logits, gen.labels),
-                      teacher_per_class_acc_on_synthetic=[
-                          None if v != v else v for v in per_class_accuracy(logits, gen.labels, ds.num_classes).tolist()])
+                      teacher_per_class_acc_on_synthetic=[None if math.isnan(v) else v for v in per_class])
     return logits
 
 
