@@ -142,7 +142,7 @@ class GenerateConfig:
     guidance_scale: float = param(7.5, "stable_diffusion: classifier-free guidance scale", rule=NON_NEGATIVE)
     num_inference_steps: int = param(50, "stable_diffusion: denoising steps", rule=AT_LEAST_ONE)
     # ddpm
-    ddpm_steps: int = param(1500, "ddpm: training steps (batches)", rule=AT_LEAST_ONE)
+    ddpm_steps: int = param(800, "ddpm: training steps (batches)", rule=AT_LEAST_ONE)
     ddpm_batch_size: int = param(64, "ddpm: training batch size", rule=AT_LEAST_ONE)
     ddpm_lr: float = param(2.0e-3, "ddpm: AdamW learning rate (linear warm-up over the first 5% of steps)",
                            rule=POSITIVE)
@@ -154,7 +154,7 @@ class GenerateConfig:
                                         "(classifier-free guidance)", rule=FRACTION)
     ddpm_guidance: float = param(3.0, "ddpm: classifier-free guidance scale w (1 = plain conditional sampling)",
                                  rule=NON_NEGATIVE)
-    ddpm_sample_steps: int = param(8, "ddpm: DDIM sampling steps", rule=AT_LEAST_ONE)
+    ddpm_sample_steps: int = param(6, "ddpm: DDIM sampling steps", rule=AT_LEAST_ONE)
     wandb: str = param("disabled", "Weights & Biases logging mode", choices=("disabled", "offline", "online"))
     run_dir: str = param("runs/interactive/generate", "where the run is recorded (set by `dapt run`)")
 
