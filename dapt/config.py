@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Mapping, Optional, Union
 from .data import DATASETS
 from .distillers import DISTILLERS, DistillerSettings, needs_teacher
 from .errors import DaptError
-from .fields import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, check_ranges, choices_of, help_of, param, reference
+from .fields import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, check_ranges, choices_of, help_of, param, reference
 from .models import MODELS, check_image_size
 from .tracking import TrackingSettings
 
@@ -126,6 +126,74 @@ class DistillConfig(DistillerSettings, TrainConfig):
 
 
 @dataclass
+class GenerateConfig(TrackingSettings):
+    """Generate: a synthetic image set per class, by a DDPM trained here or by Stable Diffusion."""
+
+    outputs: ClassVar[tuple[str, ...]] = ("images/index.json",)
+
+    dataset: str = param("fashion_mnist", "dataset registry key (`dapt list`): its class names make the prompts, "
+                                          "its training images train the ddpm", choices=DATASETS.names)
+    data_root: str = param("data", "folder holding downloaded / user-provided datasets and their caches")
+    download: bool = param(False, "let torchvision download a missing dataset")
+    train_subset: Optional[int] = param(6000, "ddpm: stratified subset of the training set it learns from (null = all)",
+                                        rule=AT_LEAST_ONE)
+    image_size: int = param(32, "size of the generated images in pixels (square)", rule=AT_LEAST_ONE)
+    seed: int = param(0, "random seed: the ddpm's training, and every image's own seed (from seed, class, number)")
+    generator: str = param("ddpm", "ddpm: a small class-conditional diffusion model trained here on the dataset "
+                                   "(offline, CPU); stable_diffusion: text-to-image from `model`",
+                           choices=("ddpm", "stable_diffusion"))
+    images_per_class: int = param(600, "images per class; a re-run keeps the ones it has and adds the missing ones",
+                                  rule=AT_LEAST_ONE)
+    batch_size: Optional[int] = param(None, "images generated per batch (null: 250 for ddpm, 4 for stable_diffusion, "
+                                            "whose 512-px batches take GBs)", rule=AT_LEAST_ONE)
+    teacher: Optional[str] = reference("teacher run of this study, or a run folder: classifies the generated set "
+                                       "(null = not measured)", "teacher")
+    # stable_diffusion
+    model: str = param("CompVis/stable-diffusion-v1-4", "stable_diffusion: Hugging Face hub id or a local folder "
+                                                        "holding model_index.json")
+    prompt_template: str = param("a photo of a {name}", "stable_diffusion: prompt per class; {name} is the class "
+                                                        "name of this dataset")
+    negative_prompt: Optional[str] = param(None, "stable_diffusion: what the images should not show (null = none)")
+    guidance_scale: float = param(7.5, "stable_diffusion: classifier-free guidance scale", rule=NON_NEGATIVE)
+    num_inference_steps: int = param(50, "stable_diffusion: denoising steps", rule=AT_LEAST_ONE)
+    # ddpm
+    ddpm_steps: int = param(800, "ddpm: training steps (batches)", rule=AT_LEAST_ONE)
+    ddpm_batch_size: int = param(64, "ddpm: training batch size", rule=AT_LEAST_ONE)
+    ddpm_lr: float = param(2.0e-3, "ddpm: AdamW learning rate (linear warm-up over the first 5% of steps)",
+                           rule=POSITIVE)
+    ddpm_channels: int = param(32, "ddpm: UNet width at its first level (then 2x, 2x)", rule=AT_LEAST_ONE)
+    ddpm_patch: int = param(2, "ddpm: pixel blocks folded into channels before the UNet (2: a 32-px image enters "
+                               "at 16 px, ~4x cheaper; 1: none)", rule=AT_LEAST_ONE)
+    ddpm_timesteps: int = param(1000, "ddpm: diffusion steps T of training (cosine schedule)", rule=AT_LEAST_ONE)
+    ddpm_label_drop: float = param(0.1, "ddpm: probability a training label is replaced by the null class "
+                                        "(classifier-free guidance)", rule=FRACTION)
+    ddpm_guidance: float = param(3.0, "ddpm: classifier-free guidance scale w (1 = plain conditional sampling)",
+                                 rule=NON_NEGATIVE)
+    ddpm_sample_steps: int = param(6, "ddpm: DDIM sampling steps", rule=AT_LEAST_ONE)
+    run_dir: str = param("runs/interactive/generate", "where the run is recorded (set by `dapt run`)")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        try:
+            self.prompt_template.format(name="x")
+        except (KeyError, IndexError, ValueError):
+            raise DaptError(f"prompt_template {self.prompt_template!r} may only use {{name}} (the class name), "
+                            f"e.g. 'a photo of a {{name}}'") from None
+        if self.generator == "ddpm":
+            fold = 4 * self.ddpm_patch  # the patch, then two halvings in the UNet
+            if self.image_size % fold:
+                raise DaptError(f"generator ddpm with ddpm_patch {self.ddpm_patch} needs an image_size divisible by "
+                                f"{fold}, got {self.image_size}; use {max(fold, self.image_size // fold * fold)}")
+            if self.ddpm_patch > 1 and self.image_size // self.ddpm_patch < 4:
+                raise DaptError(f"ddpm_patch {self.ddpm_patch} leaves the UNet images smaller than 4 px at "
+                                f"image_size {self.image_size}; lower ddpm_patch")
+        else:
+            from .stable_diffusion import check_weights_reachable
+
+            check_weights_reachable(self.model)
+
+
+@dataclass
 class ReportConfig(TrackingSettings):
     """Report: the paper-style table and plots over every run of the study."""
 
@@ -134,7 +202,8 @@ class ReportConfig(TrackingSettings):
     run_dir: str = param("runs/interactive/report", "where the report is recorded (set by `dapt run`)")
 
 
-STAGES: dict[str, type] = {"teacher": TeacherConfig, "distill": DistillConfig, "report": ReportConfig}
+STAGES: dict[str, type] = {"teacher": TeacherConfig, "distill": DistillConfig, "generate": GenerateConfig,
+                           "report": ReportConfig}
 # Stages whose run reads the whole study: ordered after every other run, re-run when any of them ran.
 COLLECTS_STUDY = ("report",)
 

@@ -15,6 +15,7 @@ from dapt.errors import DaptError
 
 TEACHER = "{stage: teacher, name: t, model: resnet18, init: fr, dataset: digits"
 DISTILL = "{stage: distill, name: s, student: mobilenet_v2, dataset: digits"
+GENERATE = "{stage: generate, name: g, dataset: digits"
 
 # (case, params file text, what the one error line must say)
 CASES = [
@@ -73,6 +74,19 @@ CASES = [
      "synthetic 'runs/other/fashion' is a teacher run, not a generate run"),
     ("synthetic images of another dataset", DISTILL + ", distiller: none, synthetic: runs/other/generated_fashion}",
      "synthetic 'runs/other/generated_fashion' was trained on fashion_mnist, this run uses digits"),
+    ("no images asked for", GENERATE + ", images_per_class: 0}", "images_per_class=0 must be >= 1"),
+    ("unknown generator", GENERATE + ", generator: gan}", "generator: 'gan' is not one of: ddpm, stable_diffusion"),
+    ("prompt template with another field", GENERATE + ", prompt_template: 'a {label}'}",
+     "prompt_template 'a {label}' may only use {name}"),
+    ("ddpm image size the UNet cannot halve", GENERATE + ", image_size: 30}",
+     "needs an image_size divisible by 8, got 30; use 24"),
+    ("label dropout of 1", GENERATE + ", ddpm_label_drop: 1.0}", "ddpm_label_drop=1.0 must be in [0, 1)"),
+    ("generate judged by a distill run", "study: x\nruns:\n  - " + DISTILL + ", distiller: none}\n  - "
+     + GENERATE + ", teacher: s}", "teacher 's' is a distill run, not a teacher run"),
+    ("stable_diffusion model folder that is no pipeline", GENERATE + ", generator: stable_diffusion, model: params}",
+     "model 'params' is a folder without model_index.json"),
+    ("stable_diffusion model that is no hub id", GENERATE + ", generator: stable_diffusion, model: 'no such/x y'}",
+     "is neither a local folder nor a Hugging Face hub id"),
 ]
 
 
@@ -117,6 +131,16 @@ def test_bad_params_file_gets_one_line_and_writes_nothing(project, capsys, case,
     err = refused(project, capsys, ["run", "params/bad.yaml"])
     assert fragment in err
     assert not (project / "pwned").exists()
+
+
+def test_stable_diffusion_offline_without_weights_names_the_fix(project, capsys, monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.mktemp("empty_hf_cache")))
+    (project / "params" / "sd.yaml").write_text(GENERATE + ", generator: stable_diffusion}\n")
+    err = refused(project, capsys, ["run", "params/sd.yaml"])
+    assert "'CompVis/stable-diffusion-v1-4' is not in the local Hugging Face cache and the hub cannot be reached" in err
+    assert "huggingface-cli download CompVis/stable-diffusion-v1-4" in err and "generator ddpm" in err
+    assert not (project / "runs" / "sd").exists()
 
 
 def test_only_that_matches_no_run(project, capsys):
