@@ -87,12 +87,8 @@ class Generated:
 
 def generate(cfg, ds: ImageSet, record: RunRecord) -> Generated:
     """Complete the run's set to ``cfg.images_per_class`` images per class of ``ds.classes``."""
-    with record.recording():
-        tracker = Tracker(cfg.wandb, record.folder, record.folder.name, record.metrics["params"])
-        try:
-            return _generate(cfg, ds, record, tracker)
-        finally:
-            tracker.finish()
+    with record.recording():  # the record's tracker (wandb) is finished by record.finish() or on failure
+        return _generate(cfg, ds, record, record.tracker)
 
 
 def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generated:

@@ -196,6 +196,10 @@ runs:
   - {stage: teacher, name: teacher, model: resnet18, init: fr, optimizer: sgd, lr: 0.05, epochs: 2, batch_size: 50}
   - {stage: generate, name: ddpm, teacher: teacher, images_per_class: 4, ddpm_steps: 6, ddpm_batch_size: 16,
      ddpm_channels: 8, ddpm_sample_steps: 2}
+  # 30 real images (3 per class) + 1x synthetic, CRD over one index space, DiffAugment on both
+  - {stage: distill, name: crd_synthetic, student: mobilenet_v2, teacher: teacher, distiller: crd, crd_k: 16,
+     train_subset: 30, batch_size: 20, epochs: 2, synthetic: ddpm, synset_size: 1x, diffaug: S}
+  - {stage: report, name: report}
 """
 
 
@@ -205,7 +209,8 @@ def shown_images(notebook: Path) -> int:
 
 
 @pytest.mark.slow
-def test_generate_notebook_records_quality_and_shows_figures(tmp_path, monkeypatch):
+def test_generate_then_distill_on_real_and_synthetic_then_report(tmp_path, monkeypatch):
+    """The whole synthetic path as a user runs it: a study names its generate run in a distill run."""
     import shutil
 
     from dapt.cli import main
@@ -227,3 +232,11 @@ def test_generate_notebook_records_quality_and_shows_figures(tmp_path, monkeypat
     assert shown_images(folder / "notebook.ipynb") == 5
     assert {p.name for p in (folder / "figures").iterdir()} == {
         "ddpm_loss.png", "samples.png", "nearest_real.png", "teacher_per_class.png", "teacher_confusion.png"}
+
+    student = json.loads((tmp_path / "runs/gen/crd_synthetic/metrics.json").read_text())
+    assert student["status"] == "done" and student["n_real"] == 30 and student["n_synthetic"] == 30
+    assert student["synthetic_run"] == "runs/gen/ddpm" and student["diffaug"] == "S"
+    assert {"train_acc_real", "train_acc_synthetic"} <= set(student["history"][-1])
+    report = (tmp_path / "runs/gen/report/notebook.ipynb").read_text()
+    assert "Synthetic set ddpm: 40 images from ddpm" in report
+    assert "30 real + 30 synthetic (ddpm, 1x, DiffAugment S)" in report
