@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -27,19 +26,14 @@ from . import ddpm as D
 from . import stable_diffusion as SD
 from .agreement import accuracy, per_class_accuracy
 from .data import ImageSet
+from .data.synthetic import FORMAT, class_folder
 from .distill import load_teacher
 from .errors import DaptError
 from .runs import RunRecord, atomic_path, atomic_write_json, read_json, rel
 from .tracking import Tracker
 from .train import predict
 
-FORMAT = "dapt-synthetic-v1"
 DEFAULT_BATCH = {"ddpm": 250, "stable_diffusion": 4}
-
-
-def class_folder(label: int, name: str) -> str:
-    """``003_Dress``: the label, then the class name with every character outside [A-Za-z0-9._-] as ``_``."""
-    return f"{label:03d}_{re.sub(r'[^A-Za-z0-9._-]', '_', name)}"
 
 
 def image_seed(seed: int, label: int, i: int) -> int:
