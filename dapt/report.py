@@ -63,7 +63,7 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
     """One row per run folder of ``study_dir`` (teachers first, then students), from its metrics.json.
 
     Rows of runs still in progress carry what is known (their params); missing values are None.
-    ``epochs`` and ``train_subset`` are copied from the params only when the params have them.
+    ``epochs``, ``train_subset`` and ``batch_size`` are copied from the params only when the params have them.
     """
     rows = []
     for folder in sorted(Path(study_dir).iterdir()):
@@ -76,7 +76,7 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
                "best_epoch": metrics.get("best_epoch"), "eval_images": metrics.get("eval_images"),
                "test_images": metrics.get("test_images"), "wall_time_s": metrics.get("wall_time_s"),
                "ece": metrics.get("ece"), "image_size": metrics.get("image_size", params.get("image_size"))}
-        row.update({key: params[key] for key in ("epochs", "train_subset") if key in params})
+        row.update({key: params[key] for key in ("epochs", "train_subset", "batch_size") if key in params})
         if metrics["stage"] == "teacher":
             init = metrics.get("init", params.get("init"))
             model = metrics.get("model", params.get("model"))
@@ -158,23 +158,34 @@ def setting(row: dict[str, Any]) -> tuple:
 
 def gains_over_scratch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per distilled student on real images only: its accuracy minus that of the ``none`` student of
-    the same setting (architecture, image size, real training images)."""
-    baseline = {setting(r): r["test_acc"] for r in rows
+    the same setting (architecture, image size, real training images) and epochs."""
+    baseline = {(*setting(r), r.get("epochs")): r["test_acc"] for r in rows
                 if r["stage"] == "distill" and r.get("distiller") == "none" and not is_synthetic(r)
                 and r.get("test_acc") is not None}
     out = []
     for r in rows:
+        key = (*setting(r), r.get("epochs"))
         if r["stage"] == "distill" and r.get("distiller") != "none" and not is_synthetic(r) \
-                and r.get("test_acc") is not None and setting(r) in baseline:
+                and r.get("test_acc") is not None and key in baseline:
             out.append({"run": r["run"], "student": r["student"], "distiller": r["distiller"],
-                        "real_images": real_images(r), "gain_pt": 100 * (r["test_acc"] - baseline[setting(r)])})
+                        "real_images": real_images(r), "gain_pt": 100 * (r["test_acc"] - baseline[key])})
     return out
+
+
+def training_steps(row: dict[str, Any]) -> int | None:
+    """A run's optimisation steps: epochs × full batches of its training set (the ragged tail is dropped)."""
+    epochs, batch, real = row.get("epochs"), row.get("batch_size"), real_images(row)
+    if not all(isinstance(v, (int, float)) for v in (epochs, batch, real)):
+        return None
+    return int(epochs) * max(1, (int(real) + int(row.get("n_synthetic") or 0)) // int(batch))
 
 
 def synthetic_gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per student distilled on real + synthetic images: its accuracy minus that of the run with the
     same setting and distiller on the real images only (the same DiffAugment and epochs when there is
-    one, so the synthetic run also took more steps: ``step_ratio``)."""
+    one, so the synthetic run also took more steps: ``step_ratio``), and, when the study has one, minus
+    that of a real-only run with the same DiffAugment trained for as many steps (±5%): what the
+    synthetic images add beyond the longer training."""
     out = []
     for r in rows:
         if r["stage"] != "distill" or not is_synthetic(r) or r.get("test_acc") is None:
@@ -183,16 +194,21 @@ def synthetic_gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                  and setting(o) == setting(r) and o.get("distiller") == r.get("distiller")]
         if not twins:
             continue
-        # the closest twin: same DiffAugment and epochs if there is one
         twin = max(twins, key=lambda o: (o.get("diffaug") == r.get("diffaug"), o.get("epochs") == r.get("epochs")))
-        real = real_images(r)
-        steps = ((r.get("epochs") or 0) * ((real or 0) + int(r["n_synthetic"])), (twin.get("epochs") or 0) * (real or 0))
-        out.append({"run": r["run"], "real_run": twin["run"], "student": r["student"],
-                    "distiller": r["distiller"], "real_images": real, "synthetic_images": int(r["n_synthetic"]),
-                    "synset_size": r.get("synset_size"), "acc": r["test_acc"], "real_acc": twin["test_acc"],
-                    "step_ratio": steps[0] / steps[1] if steps[1] else None,
-                    "diffaug": r.get("diffaug"), "real_diffaug": twin.get("diffaug"),
-                    "gain_pt": 100 * (r["test_acc"] - twin["test_acc"])})
+        steps, twin_steps = training_steps(r), training_steps(twin)
+        gain = {"run": r["run"], "real_run": twin["run"], "student": r["student"], "distiller": r["distiller"],
+                "real_images": real_images(r), "synthetic_images": int(r["n_synthetic"]),
+                "synset_size": r.get("synset_size"), "acc": r["test_acc"], "real_acc": twin["test_acc"],
+                "step_ratio": steps / twin_steps if steps and twin_steps else None,
+                "diffaug": r.get("diffaug"), "real_diffaug": twin.get("diffaug"),
+                "gain_pt": 100 * (r["test_acc"] - twin["test_acc"])}
+        matched = [o for o in twins if o.get("diffaug") == r.get("diffaug") and steps and training_steps(o)
+                   and abs(training_steps(o) - steps) <= 0.05 * steps]
+        if matched:
+            control = min(matched, key=lambda o: abs(training_steps(o) - steps))
+            gain.update(same_steps_run=control["run"], same_steps_acc=control["test_acc"],
+                        same_steps_gain_pt=100 * (r["test_acc"] - control["test_acc"]))
+        out.append(gain)
     return out
 
 

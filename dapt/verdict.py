@@ -30,6 +30,8 @@ def _span(values: list) -> str:
 def _gain_sentence(arch: str, mine: list[dict[str, Any]]) -> str:
     baselines = [r for r in mine if r.get("distiller") == "none" and r.get("test_acc") is not None]
     distilled = [r for r in mine if r.get("distiller") != "none" and r.get("test_acc") is not None]
+    if baselines:  # a fair gain: the students trained as long as the baseline (not its longer controls)
+        distilled = [r for r in distilled if r.get("epochs") == baselines[-1].get("epochs")] or distilled
     missing = [r["run"] for r in mine if r.get("test_acc") is None]
     note = (f" ({len(missing)} run{'s' if len(missing) > 1 else ''} without a test accuracy, failed or "
             f"unfinished: {', '.join(missing)}.)" if missing else "")
@@ -87,22 +89,30 @@ def _pretraining_sentence(label: str, arch: str, real: int | None, rows: list[di
 
 def _synthetic_sentence(label: str, gain: dict[str, Any]) -> str:
     points = round(gain["gain_pt"], 2)
-    if points >= SEED_NOISE_POINTS:
-        outcome = "synthetic images helped"
-    elif points <= -SEED_NOISE_POINTS:
-        outcome = "synthetic images hurt"
-    else:
-        outcome = f"within single-seed noise (about {SEED_NOISE_POINTS:.0f} points), so no clear effect"
-    sign = "+" if points > 0 else ("−" if points < 0 else "±")
-    steps = (f"; it also took {gain['step_ratio']:.1f}× the training steps (the same epochs over a larger set)"
-             if gain.get("step_ratio") and abs(gain["step_ratio"] - 1) > 0.05 else "")
     mine, theirs = (gain.get(k) or "none" for k in ("diffaug", "real_diffaug"))
+    if abs(points) < SEED_NOISE_POINTS:
+        outcome = f"within single-seed noise (about {SEED_NOISE_POINTS:.0f} points), so no clear effect"
+    elif mine != theirs or abs((gain.get("step_ratio") or 1) - 1) > 0.05:
+        outcome = "beyond single-seed noise"  # the notes say what else differs: DiffAugment, steps
+    else:
+        outcome = f"beyond single-seed noise: the synthetic images {'helped' if points > 0 else 'hurt'}"
+    sign = "+" if points > 0 else ("−" if points < 0 else "±")
+    notes = (f"; it also took {gain['step_ratio']:.1f}× the training steps (the same epochs over a larger set)"
+             if gain.get("step_ratio") and abs(gain["step_ratio"] - 1) > 0.05 else "")
+    if "same_steps_run" in gain:
+        extra = round(gain["same_steps_gain_pt"], 2)
+        verdict = ("within single-seed noise" if abs(extra) < SEED_NOISE_POINTS else
+                   "so the synthetic images, not the longer training, made the difference" if extra > 0 else
+                   "so the longer training, not the synthetic images, made the difference")
+        notes += (f"; the real images alone trained for as many steps ({gain['same_steps_run']}) reach "
+                  f"{_pct(gain['same_steps_acc'])}, {'+' if extra > 0 else '−' if extra < 0 else '±'}"
+                  f"{_points(extra)} for the synthetic run, {verdict}")
     if mine != theirs:
-        steps += (f"; and DiffAugment {mine} against {theirs} for the real-only run, so the difference is not "
+        notes += (f"; and DiffAugment {mine} against {theirs} for the real-only run, so the difference is not "
                   f"the synthetic images' alone")
     return (f"{label}, {gain['distiller']}: adding {gain['synthetic_images']:,} synthetic images "
             f"({gain['synset_size']}) gives {_pct(gain['acc'])} ({gain['run']}) against {_pct(gain['real_acc'])} on "
-            f"the real images alone ({gain['real_run']}): {sign}{_points(points)}, {outcome}{steps}.")
+            f"the real images alone ({gain['real_run']}): {sign}{_points(points)}, {outcome}{notes}.")
 
 
 def generated_sentence(row: dict[str, Any]) -> str:

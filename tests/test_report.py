@@ -120,7 +120,8 @@ def teacher_row(run: str, model: str, acc: float | None, init: str = "ft", size:
 def student_row(run: str, student: str, distiller: str, acc: float | None, epochs: int = 3,
                 train_subset: int | None = 6000, size: int = 32) -> dict:
     return {"run": run, "stage": "distill", "student": student, "distiller": distiller, "test_acc": acc,
-            "image_size": size, "test_images": 10000, "epochs": epochs, "train_subset": train_subset}
+            "image_size": size, "test_images": 10000, "epochs": epochs, "train_subset": train_subset,
+            "batch_size": 128}
 
 
 def test_verdict_gain_and_pretraining_gap():
@@ -268,6 +269,7 @@ def test_run_summary_of_a_run_without_teacher_or_results():
 
 
 def synthetic_row(run: str, distiller: str, acc: float, real: int, synthetic: int, epochs: int = 3) -> dict:
+    """A student row on real + synthetic images (batch size 128, as the real-only rows of these tests)."""
     return {**student_row(run, "mnv2", distiller, acc, epochs=epochs, train_subset=real), "n_real": real,
             "n_synthetic": synthetic, "synset_size": f"{synthetic // real}x", "synthetic_run": "ddpm"}
 
@@ -279,22 +281,30 @@ def test_synthetic_runs_are_compared_with_their_real_only_twin_at_each_data_size
             synthetic_row("kd_600_1x", "kd", 0.755, 600, 600),
             synthetic_row("kd_600_2x", "kd", 0.71, 600, 1200),
             student_row("none_6000", "mnv2", "none", 0.80), student_row("kd_6000", "mnv2", "kd", 0.81),
-            synthetic_row("kd_6000_1x", "kd", 0.815, 6000, 6000)]
+            synthetic_row("kd_6000_1x", "kd", 0.815, 6000, 6000),
+            student_row("kd_6000_long", "mnv2", "kd", 0.83, epochs=6)]
     gains = {g["run"]: g for g in report.synthetic_gains(rows)}
     assert gains["kd_600_1x"]["real_run"] == "kd_600" and round(gains["kd_600_1x"]["gain_pt"], 2) == 3.5
-    assert gains["kd_600_2x"]["step_ratio"] == 3.0 and gains["kd_6000_1x"]["real_run"] == "kd_6000"
+    assert gains["kd_600_2x"]["step_ratio"] == 3.5  # 14 batches of 128 a epoch against 4 and gains["kd_6000_1x"]["real_run"] == "kd_6000"
     # the distillation gain compares real-only runs of the same size only
-    assert {g["run"]: round(g["gain_pt"], 2) for g in report.gains_over_scratch(rows)} == {"kd_600": 2.0,
-                                                                                         "kd_6000": 1.0}
+    assert {g["run"]: round(g["gain_pt"], 2) for g in report.gains_over_scratch(rows)} == {"kd_600": 2.0, "kd_6000": 1.0}
     [gap] = report.pretraining_gap(rows)
     assert gap["real_images"] == 600 and gap["best_run"] == "kd_600_1x"
     text = verdict.sentences(rows)
     assert ("mnv2 on 600 real images, kd: adding 600 synthetic images (1x) gives 75.50% (kd_600_1x) against "
-            "72.00% on the real images alone (kd_600): +3.50 points, synthetic images helped; it also took "
-            "2.0× the training steps (the same epochs over a larger set).") in text
+            "72.00% on the real images alone (kd_600): +3.50 points, beyond single-seed noise; it also took "
+            "2.2× the training steps (the same epochs over a larger set).") in text
     assert any(line.startswith("mnv2 on 600 real images, kd: adding 1,200 synthetic images (2x) gives 71.00%")
                and "−1.00 point, within single-seed noise" in line for line in text)
-    assert any(line.startswith("mnv2 on 6,000 real images: the best distiller, kd (kd_6000") for line in text)
+    # kd_6000_long trained on the real images for as many steps as kd_6000_1x (6 x 46 = 3 x 93 ± 5%)
+    long = gains["kd_6000_1x"]
+    assert long["same_steps_run"] == "kd_6000_long" and round(long["same_steps_gain_pt"], 2) == -1.5
+    assert "kd_600_1x" in gains and "same_steps_run" not in gains["kd_600_1x"]
+    [line] = [line for line in text if "(kd_6000_1x)" in line]
+    assert line.endswith("; the real images alone trained for as many steps (kd_6000_long) reach 83.00%, −1.50 "
+                         "points for the synthetic run, within single-seed noise.")
+    # the longer control is not the "best distiller" against a baseline that trained half as long
+    assert any(line.startswith("mnv2 on 6,000 real images: the best distiller, kd (kd_6000, 81.00%)") for line in text)
     assert any(line.startswith("mnv2 on 6,000 real images: the study has no pre-trained") for line in text)
 
 
