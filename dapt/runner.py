@@ -141,8 +141,12 @@ def _kernel_manager(kernel_log: Path) -> type:
             return "ipc" if os.name == "posix" else "tcp"
 
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+            # A process that used wandb (a JupyterLab kernel, a test) exports WANDB_SERVICE, the address
+            # of its own wandb service; a run inheriting it would log through that process, or nowhere
+            # once it is gone. Each run starts its own.
+            env = {k: v for k, v in (kw.get("env") or os.environ).items() if k != "WANDB_SERVICE"}
             with open(kernel_log, "ab") as log:  # the child gets its own copy of the descriptor
-                await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": log})
+                await super()._async_launch_kernel(kernel_cmd, **{**kw, "env": env, "stderr": log})
 
     return RunKernelManager
 
