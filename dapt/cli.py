@@ -83,7 +83,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .runs import RUNS_DIR, use_repo_root
     from .study import load_study
 
-    study = load_study(args.file)
+    study = load_study(args.file, check_data=False)  # reports read the runs' records, not the dataset
     use_repo_root()
     if not args.html:
         folder = Path(RUNS_DIR) / study.name
