@@ -221,6 +221,9 @@ def run_study(
         try:
             execute(spec, log_output)
         except KeyboardInterrupt:
+            # The kernel dies with its cell still pending: nbclient's execute task then fails, and asyncio
+            # would print that task's traceback at exit. Expected after an interrupt, so not shown.
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
             mark_status(spec.folder, "interrupted")
             echo(f"{head}: interrupted; `dapt run` starts it again, `dapt run --resume` continues from its last epoch")
             raise
