@@ -17,7 +17,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
@@ -26,7 +25,7 @@ from . import ddpm as D
 from . import stable_diffusion as SD
 from .agreement import accuracy, per_class_accuracy
 from .data import ImageSet
-from .data.synthetic import FORMAT, class_folder
+from .data.synthetic import FORMAT, class_folder, decode_images
 from .distill import load_teacher
 from .errors import DaptError
 from .runs import RunRecord, atomic_path, atomic_write_json, read_json, rel
@@ -124,17 +123,11 @@ def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generat
     entries = [e for per in kept for e in per]
     if not todo:  # nothing new; the index may still list more images than asked for now
         atomic_write_json(images / "index.json", {**header, "images": entries})
-    x = torch.stack([_read(images / e["file"]) for e in entries])
+    x = decode_images(record.folder, {"images": entries, "image_size": cfg.image_size})
     y = torch.tensor([e["label"] for e in entries])
     record.update(classes=list(ds.classes), n_images=len(entries), images_added=len(todo),
                   generator=cfg.generator, image_size=cfg.image_size)
     return Generated(x, y, entries, len(todo), model)
-
-
-def _read(path: Path) -> torch.Tensor:
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("RGB"))
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 def judge(cfg, ds: ImageSet, gen: Generated, record: RunRecord) -> torch.Tensor | None:

@@ -103,7 +103,8 @@ def _decode(folder: Path, file: str, size: int) -> np.ndarray:
     return np.broadcast_to(array[None], (3, size, size)) if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
-def _decode_all(folder: Path, index: dict) -> torch.Tensor:
+def decode_images(folder: Path, index: dict) -> torch.Tensor:
+    """Every image ``index`` lists (its ``images`` and ``image_size``) as uint8 [N, 3, S, S], decoded in threads."""
     entries, size = index["images"], int(index["image_size"])
     images = torch.empty(len(entries), 3, size, size, dtype=torch.uint8)
     target = images.numpy()
@@ -138,7 +139,7 @@ def load_synthetic(folder: str | Path, dataset: str, classes: list[str], size: i
         if (isinstance(blob, dict) and blob.get("format") == _DECODED_FORMAT and torch.equal(blob["y"], labels)
                 and blob["x"].shape == (len(labels), 3, size, size) and blob["x"].dtype == torch.uint8):
             return SyntheticSet(folder, str(index.get("generator")), blob["x"], labels)
-    x = resize_uint8(_decode_all(folder, index), size)
+    x = resize_uint8(decode_images(folder, index), size)
     try:
         atomic_save({"format": _DECODED_FORMAT, "x": x, "y": labels}, cache)
     except OSError as err:  # a read-only run folder: decode again next time
