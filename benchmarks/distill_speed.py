@@ -1,7 +1,7 @@
 """What distillation costs over training from scratch: three runs of dapt's distill stage on the same
 images, student and teacher, timed in one process.
 
-    .venv/bin/python benchmarks/distill_speed.py                    # about 12 minutes on 2 quiet CPU cores
+    .venv/bin/python benchmarks/distill_speed.py                    # ~12 min on 2 quiet cores (estimated, see below)
     .venv/bin/python benchmarks/distill_speed.py --teacher runs/fashion_quick/lite2_ft --epochs 30
     .venv/bin/python benchmarks/distill_speed.py --device cuda --image-size 224 --train-subset 10000
 
@@ -20,13 +20,13 @@ params file (``dapt.config.validate``), recorded by a ``RunRecord`` in a tempora
 3. cached: ``kd`` with ``teacher_cache: on`` and the stage's default ``cache_views`` (or ``--views``);
    the cache build (the teacher on K views of every training image, and on the test set) is in its time.
 
-Cost model, per training image and epoch: a student step ``s``, a teacher forward ``t``, a cache read ``c``
-(measured as CPU time, one thread, 32 px: MobileNetV2 step 2.0 ms, ResNet-50 forward t = 1.27 s, cache
-read c = 0.001 s). Then live/scratch ≈ 1 + t/s ≈ 2.3 and cached/scratch ≈ 1 + K·t/(E·s) + c/s: the cache
+Cost model, per training image and epoch: a student step ``s``, a teacher forward ``t``, a cached-target
+read ``c``; measured as CPU time of one thread at 32 px: s = 2.0 ms (MobileNetV2), t = 1.27 s (ResNet-50),
+c = 0.001 s. Then live/scratch ≈ 1 + t/s ≈ 2.3 and cached/scratch ≈ 1 + K·t/(E·s) + c/s: the cache
 amortises once the epochs E are many times the views K. The defaults (1,500 images, 60 epochs) give
-1 + 4 × 1.27/60 ≈ 1.08 for K = 4 views before evaluation, which all three runs share, dilutes both
-ratios further. The per-epoch evaluation is kept small (``EVALUATION``) so that it does not dominate
-epochs of 11 steps in any of the three runs.
+1 + 4 × 1.27/60 ≈ 1.08 for K = 4 views, before the evaluation all three runs share dilutes both ratios.
+The per-epoch evaluation is kept small (``EVALUATION``) so that it does not dominate epochs of 11 steps
+in any of the three runs.
 Ratios, not absolute times, are the result; on a loaded machine both move, so compare ratios measured
 in one invocation only.
 """
