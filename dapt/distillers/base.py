@@ -90,6 +90,15 @@ class Distiller(nn.Module):
                 t_logits: Tensor | None = None, index: Tensor | None = None
                 ) -> tuple[Tensor, dict[str, float]]:
         """Total loss of a batch and the float value of each weighted part (``{"ce": .., ...}``)."""
+        losses = self.losses(s_feat, s_logits, y, t_feat, t_logits, index)
+        weighted = {term: self.weights[term] * loss for term, loss in losses.items()}
+        total = sum(weighted.values())
+        return total, {term: float(value.detach()) for term, value in weighted.items()}
+
+    def losses(self, s_feat: Tensor, s_logits: Tensor, y: Tensor, t_feat: Tensor | None = None,
+               t_logits: Tensor | None = None, index: Tensor | None = None) -> dict[str, Tensor]:
+        """The unweighted loss of each term with a non-zero weight, as tensors (``forward``
+        weights and sums them; ``benchmarks/loss_scales.py`` measures each one's gradient)."""
         self._check_inputs(s_logits, t_feat, t_logits, index)
         # Cached teacher outputs may be fp16; the teacher never trains, hence detach.
         if t_feat is not None:
@@ -102,9 +111,7 @@ class Distiller(nn.Module):
         if self.weights["kd"]:
             losses["kd"] = kd_loss(s_logits, t_logits, self.settings.kd_T)
         losses.update(self.teacher_terms(s_feat, t_feat, t_logits, index))
-        weighted = {term: self.weights[term] * loss for term, loss in losses.items()}
-        total = sum(weighted.values())
-        return total, {term: float(value.detach()) for term, value in weighted.items()}
+        return losses
 
     def teacher_terms(self, s_feat: Tensor, t_feat: Tensor | None, t_logits: Tensor | None,
                       index: Tensor | None) -> dict[str, Tensor]:
