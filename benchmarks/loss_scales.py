@@ -58,7 +58,7 @@ def build(cfg: DistillConfig, ds):
     teacher.to(memory_format=torch.channels_last)
     distiller = build_distiller(cfg.distiller, cfg, s_dim=student.feat_dim, t_dim=teacher.feat_dim,
                                 num_classes=ds.num_classes, train_labels=ds.train_y, teacher_head=teacher.head,
-                                seed=cfg.seed)
+                                seed=cfg.seed, steps_per_epoch=len(ds.train_y) // cfg.batch_size)
     views = make_views(len(ds.train_y), cfg.image_size, cfg.cache_views or cfg.epochs, cfg.seed, cfg.augment)
     key = (file_digest(Path(cfg.teacher) / "model.pt"), ds.name, cfg.image_size)
     targets = TeacherTargets(teacher, int(meta["image_size"]), ds.train_x, views,
@@ -74,9 +74,9 @@ def measure(student, distiller, ds, views, targets, index, epoch: int) -> tuple[
     s_feat, s_logits = student.forward_features(prepare(x))
     t_z, t_f = targets.get(view, index)
     losses = distiller.losses(s_feat, s_logits, ds.train_y[index], t_f, t_z, index)
-    weighted = {k: distiller.weights[k] * v for k, v in losses.items()}
+    weighted = distiller.weigh(losses)
     row = {f"raw_{k}": float(v.detach()) for k, v in losses.items()}
-    row.update({f"loss_{k}": float(v) for k, v in weighted.items()})
+    row.update({f"loss_{k}": float(v.detach()) for k, v in weighted.items()})
     for k, v in weighted.items():
         (grad,) = torch.autograd.grad(v, s_feat, retain_graph=True)
         row[f"grad_{k}"] = float(grad.norm())
