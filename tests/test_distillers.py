@@ -429,6 +429,42 @@ def test_crd_embeds_with_the_chosen_projector_and_banks_have_proj_dim(projector,
         assert getattr(crd.memory, f"bank_{side}").shape == (12, 7)
 
 
+# --- distillation warm-up -------------------------------------------------------------------
+
+def test_distill_warmup_ramps_the_teacher_terms_linearly_per_step_and_never_ce():
+    """With distill_warmup=W epochs of S steps, step s (from 0) weighs the teacher terms by
+    min(1, (s+1)/(W·S)); CE keeps its weight; evaluation-mode calls do not count as steps."""
+    rng = np.random.default_rng(3)
+    zs, zt, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), np.array([0, 2, 1, 1])
+    args = (torch.zeros(4, 4), torch.tensor(zs), torch.tensor(y))
+    settings = DistillerSettings(distill_warmup=0.5, w_kd=2.0)
+    distiller = build_distiller("kd", settings, s_dim=4, t_dim=6, num_classes=3,
+                                steps_per_epoch=8).double().train()
+    ce, kd = np_cross_entropy(zs, y), 2.0 * np_kd(zs, zt, 4.0)
+    for step, ramp in enumerate([0.25, 0.5, 0.75, 1.0, 1.0]):  # W·S = 0.5·8 = 4 steps
+        _, parts = distiller(*args, t_logits=torch.tensor(zt))
+        assert parts == {"ce": pytest.approx(ce), "kd": pytest.approx(ramp * kd)}, step
+    assert int(distiller.steps_done) == 5
+    # The step count is state: a distiller restored from a checkpoint continues the ramp.
+    restored = build_distiller("kd", settings, s_dim=4, t_dim=6, num_classes=3,
+                               steps_per_epoch=8).double()
+    restored.load_state_dict({"steps_done": torch.tensor(2)})
+    restored.eval()
+    _, parts = restored(*args, t_logits=torch.tensor(zt))
+    assert parts["kd"] == pytest.approx(0.75 * kd) and int(restored.steps_done) == 2
+    # Without warm-up, the full weight from the first step.
+    _, parts = build("kd", w_kd=2.0).double()(*args, t_logits=torch.tensor(zt))
+    assert parts["kd"] == pytest.approx(kd)
+
+
+def test_distill_warmup_needs_the_steps_per_epoch_and_is_non_negative():
+    with pytest.raises(DaptError, match="steps_per_epoch"):
+        build_distiller("kd", DistillerSettings(distill_warmup=1.0), s_dim=4, t_dim=6,
+                        num_classes=3)
+    with pytest.raises(DaptError, match="distill_warmup=-1.0 must be >= 0"):
+        DistillerSettings(distill_warmup=-1.0)
+
+
 # --- settings -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key, value, message", [
