@@ -10,7 +10,8 @@ Fashion-MNIST, 6,000 images at 32 px, 4 cached views, AdamW lr 2e-3, cosine, bat
 1. at initialisation, over the first ``--probe`` batches: each term's unweighted and weighted
    value, and the norm of its weighted gradient on the student's penultimate features f_s (every
    gradient that reaches the student's body passes through f_s, so the ratio of these norms says
-   whose gradient trains the body), the student's and the teacher's feature norms, and for srrl
+   whose gradient trains the body) and its cosine with the CE gradient there (does the teacher
+   term push the body the way the labels do?), the student's and the teacher's feature norms, and for srrl
    the teacher head's logits on the connected student features against the teacher's own;
 2. a training run of ``--epochs`` with the same data order, initialisation, optimizer, schedule
    and precise-BN evaluation as ``dapt run`` (its ``none`` and ``srrl`` reproduce the committed
@@ -77,9 +78,11 @@ def measure(student, distiller, ds, views, targets, index, epoch: int) -> tuple[
     weighted = distiller.weigh(losses)
     row = {f"raw_{k}": float(v.detach()) for k, v in losses.items()}
     row.update({f"loss_{k}": float(v.detach()) for k, v in weighted.items()})
-    for k, v in weighted.items():
-        (grad,) = torch.autograd.grad(v, s_feat, retain_graph=True)
+    grads = {k: torch.autograd.grad(v, s_feat, retain_graph=True)[0].flatten() for k, v in weighted.items()}
+    for k, grad in grads.items():
         row[f"grad_{k}"] = float(grad.norm())
+        if k != "ce" and "ce" in grads:  # does the teacher term push f_s the way the labels do?
+            row[f"cos_ce_{k}"] = float(torch.nn.functional.cosine_similarity(grad, grads["ce"], dim=0))
     row["feat_norm_s"] = float(s_feat.detach().norm(dim=1).mean())
     row["feat_norm_t"] = float(t_f.norm(dim=1).mean())
     if hasattr(distiller, "connector"):  # srrl: the teacher head's logits on the connected student features
