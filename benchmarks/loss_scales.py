@@ -149,6 +149,24 @@ def train(cfg, ds, every: int, clip: float | None, stop_after: int | None = None
     return log
 
 
+def table(paths: list[str]) -> None:
+    """One line per distiller of each saved ``--out`` log: its settings, each teacher term's
+    value, gradient ratio to CE and cosine with CE at initialisation, and its accuracies."""
+    print("| run | settings | at init: term = value (grad / CE grad, cos with CE) | eval acc by epoch | test acc |")
+    print("|---|---|---|---|---|")
+    for path in paths:
+        for name, entry in json.loads(Path(path).read_text()).items():
+            p = entry["probe"]
+            terms = "; ".join(f"{k} = {p['loss_' + k]:.3g} ({p['grad_' + k] / p['grad_ce']:.2g}x, "
+                              f"{p.get('cos_ce_' + k, float('nan')):+.2f})"
+                              for k in ("kd", "embed", "srrl") if "loss_" + k in p)
+            log = entry.get("train", {})
+            accs = ", ".join(f"{e['eval_acc']:.3f}" for e in log.get("epochs", []))
+            settings = ", ".join(f"{k}={v}" for k, v in entry["settings"].items()) or "defaults"
+            test = f"{log['test_acc']:.4f}" if "test_acc" in log else "-"
+            print(f"| {name} | {settings} | ce = {p['loss_ce']:.3g}; {terms or '-'} | {accs} | {test} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="runs/fashion_quick/lite2_ft")
@@ -163,7 +181,10 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a DistillConfig value for every distiller (YAML), e.g. w_srrl=0.05")
     parser.add_argument("--out", default=None, help="write the full log as JSON here")
+    parser.add_argument("--table", nargs="+", metavar="JSON", help="only print the table of saved --out logs")
     args = parser.parse_args()
+    if args.table:
+        return table(args.table)
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     report = {}
     for name in args.distillers:
