@@ -42,7 +42,7 @@ def build(name: str, s_dim=4, t_dim=6, num_classes=3, **settings):
     labels = torch.arange(12) % num_classes
     return build_distiller(name, DistillerSettings(**settings), s_dim=s_dim, t_dim=t_dim,
                            num_classes=num_classes, train_labels=labels,
-                           teacher_head=nn.Linear(t_dim, num_classes), seed=0)
+                           teacher_head=nn.Linear(t_dim, num_classes), seed=0, steps_per_epoch=10)
 
 
 # --- plain losses ---------------------------------------------------------------------------
@@ -259,7 +259,8 @@ def test_srrl_by_hand_with_known_connector_and_head():
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]]))
         head.bias.copy_(torch.tensor([0.1, -0.2]))
-    distiller = build_distiller("srrl", DistillerSettings(srrl_connector="mlp", w_srrl=3.0),
+    distiller = build_distiller("srrl", DistillerSettings(srrl_connector="mlp", w_srrl=3.0,
+                                                          distill_warmup=0.0),
                                 s_dim=2, t_dim=3, num_classes=2, teacher_head=head).double()
     with torch.no_grad():
         distiller.connector[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
@@ -293,7 +294,7 @@ def test_gradients_reach_student_and_trainable_heads_never_the_teacher(name, pro
     settings = DistillerSettings(crd_k=5, w_kd=1.0, projector=projector)
     distiller = build_distiller(name, settings, s_dim=4, t_dim=6,
                                 num_classes=3, train_labels=torch.arange(12) % 3,
-                                teacher_head=head)
+                                teacher_head=head, steps_per_epoch=10)
     s_feat = torch.randn(4, 4, requires_grad=True)
     s_logits = torch.randn(4, 3, requires_grad=True)
     t_feat = torch.randn(4, 6, requires_grad=True)
@@ -457,10 +458,25 @@ def test_distill_warmup_ramps_the_teacher_terms_linearly_per_step_and_never_ce()
     assert parts["kd"] == pytest.approx(kd)
 
 
+def test_distill_warmup_null_is_the_distillers_default_one_epoch_for_srrl_only():
+    head = nn.Linear(6, 3)
+    for name in DISTILLERS.names():
+        distiller = build_distiller(name, DistillerSettings(), s_dim=4, t_dim=6, num_classes=3,
+                                    train_labels=torch.arange(12) % 3, teacher_head=head,
+                                    steps_per_epoch=10)
+        assert distiller.warmup_steps == (10 if name == "srrl" else 0), name
+    srrl = build_distiller("srrl", DistillerSettings(distill_warmup=0.0), s_dim=4, t_dim=6,
+                           num_classes=3, teacher_head=head, steps_per_epoch=10)
+    assert srrl.warmup_steps == 0 and srrl.ramp() == 1.0
+
+
 def test_distill_warmup_needs_the_steps_per_epoch_and_is_non_negative():
     with pytest.raises(DaptError, match="steps_per_epoch"):
         build_distiller("kd", DistillerSettings(distill_warmup=1.0), s_dim=4, t_dim=6,
                         num_classes=3)
+    with pytest.raises(DaptError, match="srrl.*1 epochs.*steps_per_epoch"):  # its default warm-up
+        build_distiller("srrl", DistillerSettings(), s_dim=4, t_dim=6, num_classes=3,
+                        teacher_head=nn.Linear(6, 3))
     with pytest.raises(DaptError, match="distill_warmup=-1.0 must be >= 0"):
         DistillerSettings(distill_warmup=-1.0)
 

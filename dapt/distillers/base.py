@@ -44,10 +44,11 @@ class LossSettings:
                                     + _DEFAULT, rule=NON_NEGATIVE)
     kd_T: float = param(4.0, "KD temperature T (Hinton et al. 2015), used by every distiller whose "
                         "w_kd > 0 (kd, align_uniform, crd by default)", rule=POSITIVE)
-    distill_warmup: float = param(0.0, "every distiller but none: epochs over which the teacher "
-                                  "terms' weights (w_embed, w_kd, w_srrl) ramp linearly from 0 to "
-                                  "their value, per training step; w_ce is never ramped (0 = no "
-                                  "warm-up)", rule=NON_NEGATIVE)
+    distill_warmup: Optional[float] = param(
+        None, "every distiller but none: epochs over which the teacher terms' weights (w_embed, "
+              "w_kd, w_srrl) ramp linearly from 0 to their value, per training step; w_ce is never "
+              "ramped (0 = no warm-up; null = the distiller's default: 1 for srrl, 0 for the others)",
+        rule=NON_NEGATIVE)
 
 
 DISTILLERS: Registry[type["Distiller"]] = Registry("distiller")
@@ -63,6 +64,7 @@ class Distiller(nn.Module):
 
     name: ClassVar[str] = "none"
     default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "embed": 0.0, "kd": 0.0, "srrl": 0.0}
+    default_warmup: ClassVar[float] = 0.0  # epochs of distill_warmup when it is null
     needs_teacher: ClassVar[bool] = False
     needs_features: ClassVar[bool] = False
     needs_index: ClassVar[bool] = False
@@ -74,11 +76,9 @@ class Distiller(nn.Module):
         super().__init__()
         self.settings = settings
         self.weights = self._resolve_weights(settings)
-        warmup = float(getattr(settings, "distill_warmup", 0.0) or 0.0)
-        if warmup and not steps_per_epoch:
-            raise DaptError(f"distill_warmup={warmup} is counted in epochs: pass steps_per_epoch "
-                            "(training steps per epoch) to build_distiller")
-        self.warmup_steps = warmup * (steps_per_epoch or 0)
+        warmup = getattr(settings, "distill_warmup", None)
+        self.warmup_epochs = self.default_warmup if warmup is None else float(warmup)
+        self.warmup_steps = self.warmup_epochs * (steps_per_epoch or 0)
         # Training steps taken, saved with the distiller (a resumed run continues the ramp).
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         if self.needs_features and t_dim is None:
@@ -183,6 +183,11 @@ def build_distiller(name: str, settings: Any, *, s_dim: int, t_dim: int | None,
     cls = DISTILLERS.get(name)
     if dataclasses.is_dataclass(settings):
         check_ranges(settings)
-    return cls(settings, s_dim=s_dim, t_dim=t_dim, num_classes=num_classes,
-               train_labels=train_labels, teacher_head=teacher_head, seed=seed,
-               steps_per_epoch=steps_per_epoch)
+    distiller = cls(settings, s_dim=s_dim, t_dim=t_dim, num_classes=num_classes,
+                    train_labels=train_labels, teacher_head=teacher_head, seed=seed,
+                    steps_per_epoch=steps_per_epoch)
+    if distiller.warmup_epochs and not steps_per_epoch:
+        raise DaptError(f"distiller {name!r} warms up over {distiller.warmup_epochs:g} epochs "
+                        "(distill_warmup), counted in steps: pass steps_per_epoch to "
+                        "build_distiller, or set distill_warmup to 0")
+    return distiller

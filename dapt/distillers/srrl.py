@@ -30,10 +30,22 @@ class SRRL(Distiller):
     ``L = w_ce·CE + w_embed·L_embed + w_srrl·L_srrl`` (+ ``w_kd·L_kd`` if set). J. Yang,
     B. Martinez, A. Bulat, G. Tzimiropoulos, "Knowledge Distillation via Softmax Regression
     Representation Learning", ICLR 2021.
+
+    Both MSEs are means over elements, as the reference's ``nn.MSELoss()``. The logit term starts
+    at about the teacher's mean squared logit (≈ 50–60 for the embedded study's teacher) and its
+    gradient on the student's features is ~3.4x cross-entropy's and orthogonal to it (the
+    connector starts random); the feature term, averaged over the teacher's 1,280 dimensions,
+    has 1/120 of cross-entropy's gradient. At full weight from the first step the body follows
+    the logit regression instead of the labels and a short run collapses (55% against 71% for
+    ``none``); hence the default ``distill_warmup`` of one epoch: while the teacher terms ramp
+    up, AdamW still trains the connector at full speed (its only gradient is theirs), so by the
+    time they weigh fully they pass the body a trained connector's gradient
+    (``benchmarks/loss_scales.py``).
     """
 
     name = "srrl"
     default_weights = {"ce": 1.0, "embed": 1.0, "kd": 0.0, "srrl": 1.0}
+    default_warmup = 1.0
     needs_teacher = needs_features = True
     terms = ("ce", "embed", "kd", "srrl")
 
