@@ -101,7 +101,8 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
         distiller = build_distiller(
             cfg.distiller, cfg, s_dim=student.feat_dim, t_dim=teacher.feat_dim if teacher else None,
             num_classes=ds.num_classes, train_labels=ds.train_y,
-            teacher_head=teacher.head if teacher is not None else None, seed=cfg.seed)
+            teacher_head=teacher.head if teacher is not None else None, seed=cfg.seed,
+            steps_per_epoch=max(1, len(ds.train_y) // cfg.batch_size))
         n, count = len(ds.train_y), cfg.cache_views or cfg.epochs
         views = make_views(n, cfg.image_size, count, cfg.seed, cfg.augment)
         diff_views = None

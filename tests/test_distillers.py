@@ -42,7 +42,7 @@ def build(name: str, s_dim=4, t_dim=6, num_classes=3, **settings):
     labels = torch.arange(12) % num_classes
     return build_distiller(name, DistillerSettings(**settings), s_dim=s_dim, t_dim=t_dim,
                            num_classes=num_classes, train_labels=labels,
-                           teacher_head=nn.Linear(t_dim, num_classes), seed=0)
+                           teacher_head=nn.Linear(t_dim, num_classes), seed=0, steps_per_epoch=10)
 
 
 # --- plain losses ---------------------------------------------------------------------------
@@ -259,7 +259,8 @@ def test_srrl_by_hand_with_known_connector_and_head():
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]]))
         head.bias.copy_(torch.tensor([0.1, -0.2]))
-    distiller = build_distiller("srrl", DistillerSettings(srrl_connector="mlp", w_srrl=3.0),
+    distiller = build_distiller("srrl", DistillerSettings(srrl_connector="mlp", w_srrl=3.0,
+                                                          distill_warmup=0.0),
                                 s_dim=2, t_dim=3, num_classes=2, teacher_head=head).double()
     with torch.no_grad():
         distiller.connector[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
@@ -293,7 +294,7 @@ def test_gradients_reach_student_and_trainable_heads_never_the_teacher(name, pro
     settings = DistillerSettings(crd_k=5, w_kd=1.0, projector=projector)
     distiller = build_distiller(name, settings, s_dim=4, t_dim=6,
                                 num_classes=3, train_labels=torch.arange(12) % 3,
-                                teacher_head=head)
+                                teacher_head=head, steps_per_epoch=10)
     s_feat = torch.randn(4, 4, requires_grad=True)
     s_logits = torch.randn(4, 3, requires_grad=True)
     t_feat = torch.randn(4, 6, requires_grad=True)
@@ -427,6 +428,57 @@ def test_crd_embeds_with_the_chosen_projector_and_banks_have_proj_dim(projector,
         assert linears == widths[side]
         assert isinstance(embed[-1], L2Normalize)
         assert getattr(crd.memory, f"bank_{side}").shape == (12, 7)
+
+
+# --- distillation warm-up -------------------------------------------------------------------
+
+def test_distill_warmup_ramps_the_teacher_terms_linearly_per_step_and_never_ce():
+    """With distill_warmup=W epochs of S steps, step s (from 0) weighs the teacher terms by
+    min(1, (s+1)/(W·S)); CE keeps its weight; evaluation-mode calls do not count as steps."""
+    rng = np.random.default_rng(3)
+    zs, zt, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), np.array([0, 2, 1, 1])
+    args = (torch.zeros(4, 4), torch.tensor(zs), torch.tensor(y))
+    settings = DistillerSettings(distill_warmup=0.5, w_kd=2.0)
+    distiller = build_distiller("kd", settings, s_dim=4, t_dim=6, num_classes=3,
+                                steps_per_epoch=8).double().train()
+    ce, kd = np_cross_entropy(zs, y), 2.0 * np_kd(zs, zt, 4.0)
+    for step, ramp in enumerate([0.25, 0.5, 0.75, 1.0, 1.0]):  # W·S = 0.5·8 = 4 steps
+        _, parts = distiller(*args, t_logits=torch.tensor(zt))
+        assert parts == {"ce": pytest.approx(ce), "kd": pytest.approx(ramp * kd)}, step
+    assert int(distiller.steps_done) == 5
+    # The step count is state: a distiller restored from a checkpoint continues the ramp.
+    restored = build_distiller("kd", settings, s_dim=4, t_dim=6, num_classes=3,
+                               steps_per_epoch=8).double()
+    restored.load_state_dict({"steps_done": torch.tensor(2)})
+    restored.eval()
+    _, parts = restored(*args, t_logits=torch.tensor(zt))
+    assert parts["kd"] == pytest.approx(0.75 * kd) and int(restored.steps_done) == 2
+    # Without warm-up, the full weight from the first step.
+    _, parts = build("kd", w_kd=2.0).double()(*args, t_logits=torch.tensor(zt))
+    assert parts["kd"] == pytest.approx(kd)
+
+
+def test_distill_warmup_null_is_the_distillers_default_one_epoch_for_srrl_only():
+    head = nn.Linear(6, 3)
+    for name in DISTILLERS.names():
+        distiller = build_distiller(name, DistillerSettings(), s_dim=4, t_dim=6, num_classes=3,
+                                    train_labels=torch.arange(12) % 3, teacher_head=head,
+                                    steps_per_epoch=10)
+        assert distiller.warmup_steps == (10 if name == "srrl" else 0), name
+    srrl = build_distiller("srrl", DistillerSettings(distill_warmup=0.0), s_dim=4, t_dim=6,
+                           num_classes=3, teacher_head=head, steps_per_epoch=10)
+    assert srrl.warmup_steps == 0 and srrl.ramp() == 1.0
+
+
+def test_distill_warmup_needs_the_steps_per_epoch_and_is_non_negative():
+    with pytest.raises(DaptError, match="steps_per_epoch"):
+        build_distiller("kd", DistillerSettings(distill_warmup=1.0), s_dim=4, t_dim=6,
+                        num_classes=3)
+    with pytest.raises(DaptError, match="srrl.*1 epochs.*steps_per_epoch"):  # its default warm-up
+        build_distiller("srrl", DistillerSettings(), s_dim=4, t_dim=6, num_classes=3,
+                        teacher_head=nn.Linear(6, 3))
+    with pytest.raises(DaptError, match="distill_warmup=-1.0 must be >= 0"):
+        DistillerSettings(distill_warmup=-1.0)
 
 
 # --- settings -------------------------------------------------------------------------------
