@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -140,6 +142,14 @@ def _kernel_manager(kernel_log: Path) -> type:
         @default("transport")
         def _transport_default(self) -> str:
             return "ipc" if os.name == "posix" else "tcp"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            # jupyter_client's default, kernel-ipc-<n> in the working directory with the first free n,
+            # lets two kernels started at once from the repository (Ray runs) take the same sockets
+            if self.transport != "ipc":
+                return super()._ip_default()
+            return os.path.join(tempfile.gettempdir(), f"dapt-kernel-{uuid.uuid4().hex[:16]}")
 
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
             # A process that used wandb (a JupyterLab kernel, a test) exports WANDB_SERVICE, the address
