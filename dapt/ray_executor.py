@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import signal
+import threading
 import uuid
 from pathlib import Path
 
@@ -72,7 +74,12 @@ class RayExecutor:
             return
         opened_here = not ray.is_initialized()
         if opened_here:
+            on_sigterm = signal.getsignal(signal.SIGTERM)
             self._connect(log_output)
+            # ray.init installs its own SIGTERM handler, which aborts the process: SIGTERM must stay an
+            # interrupt (cli._interrupt) that cancels the runs in flight and records them
+            if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, on_sigterm)
         study_folder = schedule.states[0].spec.folder.parent
         marker = study_folder / f".ray-driver-{uuid.uuid4().hex}"  # what a worker must see: shared runs/
         marker.write_text("written by the `dapt run --executor ray` driver; deleted when it ends\n")
