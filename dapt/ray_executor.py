@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import signal
+import socket
 import threading
 import uuid
 from pathlib import Path
@@ -65,6 +66,8 @@ class RayExecutor:
             raise DaptError(f"--cpus-per-run must be above 0, not {cpus_per_run:g}")
         if not gpus_per_run >= 0:
             raise DaptError(f"--gpus-per-run must be 0 or more, not {gpus_per_run:g}")
+        if address is not None:
+            _check_reachable(address)
         self.address, self.cpus_per_run, self.gpus_per_run = address, cpus_per_run, gpus_per_run
 
     def __call__(self, schedule: Schedule, log_output: bool = True) -> None:
@@ -94,15 +97,19 @@ class RayExecutor:
         import ray
 
         quiet = {"logging_level": logging.WARNING, "log_to_driver": log_output}
-        if self.address is None:
-            ray.init(include_dashboard=False, **quiet)
-            return
         try:
-            ray.init(address=self.address, **quiet)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise DaptError(f"cannot connect to the Ray cluster at {self.address} ({str(err).splitlines()[0]}); "
-                            "start one with `ray start --head` on its head node, or leave out --address "
-                            "to start a local Ray instance") from None
+            if self.address is None:
+                ray.init(include_dashboard=False, **quiet)
+            else:
+                ray.init(address=self.address, **quiet)
+        except Exception as err:  # ray.init raises plain Exception, ConnectionError, RuntimeError, ...
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if self.address is None:
+                raise DaptError(f"could not start a local Ray instance ({reason}); try again, or run without "
+                                "--executor ray") from None
+            raise DaptError(f"cannot connect to the Ray cluster at {self.address} ({reason}); start one with "
+                            "`ray start --head` on its head node, or leave out --address to start a local "
+                            "Ray instance") from None
 
     def _slots(self) -> int:
         """How many runs the cluster executes at once, from its resources now."""
@@ -145,6 +152,19 @@ class RayExecutor:
         except KeyboardInterrupt:
             _cancel(schedule, in_flight)
             raise
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse an ``ip:port`` no Ray head listens on at once: ray.init would retry it for minutes."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # "auto", "ray://..." and the like: ray.init resolves them
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as err:
+        raise DaptError(f"cannot connect to the Ray cluster at {address} ({err.strerror or err}); start one with "
+                        "`ray start --head` on its head node, or leave out --address to start a local "
+                        "Ray instance") from None
 
 
 def _outcome(ref, spec: RunSpec) -> Outcome:

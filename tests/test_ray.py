@@ -202,6 +202,7 @@ def test_sigterm_cancels_the_runs_in_flight_and_records_them_interrupted(project
     (["--address", "10.0.0.1:6379"], "--address is an option of the Ray executor"),
     (["--gpus-per-run", "1"], "--gpus-per-run is an option of the Ray executor"),
     (["--executor", "ray", "--cpus-per-run", "0"], "--cpus-per-run must be above 0"),
+    (["--executor", "ray", "--address", "127.0.0.1:1"], "cannot connect to the Ray cluster at 127.0.0.1:1"),
 ])
 def test_ray_options_without_the_ray_executor_or_out_of_range_are_one_line(args, fragment, capsys, tmp_path):
     assert main(["run", str(REPO / "params/teacher_demo.yaml"), *args]) == 2
