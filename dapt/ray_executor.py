@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from .errors import DaptError
-from .runs import mark_status
+from .runs import atomic_write_text, mark_status
 from .schedule import Outcome, Schedule
 from .study import RunSpec
 
@@ -85,7 +85,7 @@ class RayExecutor:
                 signal.signal(signal.SIGTERM, on_sigterm)
         study_folder = schedule.states[0].spec.folder.parent
         marker = study_folder / f".ray-driver-{uuid.uuid4().hex}"  # what a worker must see: shared runs/
-        marker.write_text("written by the `dapt run --executor ray` driver; deleted when it ends\n")
+        atomic_write_text(marker, "written by the `dapt run --executor ray` driver; deleted when it ends\n")
         try:
             self._drive(schedule, marker.as_posix(), log_output)
         finally:

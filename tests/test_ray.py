@@ -75,12 +75,14 @@ def ray_address(project):
         try:
             ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
             break
-        except Exception:
+        except Exception as err:
             # Ray's raylet waits a fixed 15 s for its agents (ray-project/ray#65983): a heavily loaded
             # machine can miss that; another attempt usually makes it
             ray.shutdown()
             if attempt == 2:
-                raise
+                pytest.fail(f"Ray could not start a local instance in 3 attempts ({err}); its raylet gives its "
+                            f"agents a fixed 15 s (ray-project/ray#65983), and this machine's load is "
+                            f"{os.getloadavg()[0]:.0f}")
             time.sleep(10)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
