@@ -25,6 +25,12 @@ skipped; a finished run is never replaced by one with other parameters unless --
 Nothing is created under runs/ when the file does not validate. A failed run stops the study
 (--keep-going: the runs that do not need it go on); Ctrl-C or SIGTERM marks the running run
 interrupted and keeps its partial notebook.
+
+--executor ray runs the runs that do not depend on each other in parallel, as Ray tasks, each
+one as soon as every run it needs is done (a teacher before its students), with the same
+records, skips and statuses; on a local Ray instance, or on a running cluster (--address) whose
+nodes share runs/ and the repository checkout with this machine at the same path (README,
+"A study across a cluster").
 """
 
 
@@ -32,10 +38,27 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _executor(args: argparse.Namespace) -> dict:
+    """``run_study``'s executor argument for the flags; a flag of the Ray executor without it is an error."""
+    ray_flags = [flag for flag, value in (("--address", args.address), ("--cpus-per-run", args.cpus_per_run),
+                                          ("--gpus-per-run", args.gpus_per_run)) if value is not None]
+    if args.executor != "ray":
+        if ray_flags:
+            raise DaptError(f"{ray_flags[0]} is an option of the Ray executor: add --executor ray, or leave it out")
+        return {}
+    if args.dry_run:
+        return {}  # a dry run executes nothing, so it needs no Ray
+    from .ray_executor import RayExecutor
+
+    return {"executor": RayExecutor(args.address, 1.0 if args.cpus_per_run is None else args.cpus_per_run,
+                                    args.gpus_per_run or 0.0)}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import dry_run, run_study
     from .study import load_study, parse_overrides
 
+    executor = _executor(args)
     study = load_study(args.file, parse_overrides(args.set))
     if args.dry_run:
         dry_run(study, force=args.force, only=args.only or None)
@@ -45,7 +68,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         results = run_study(study, force=args.force, only=args.only or None, log_output=not args.quiet,
-                            keep_going=args.keep_going, resume=args.resume)
+                            keep_going=args.keep_going, resume=args.resume, **executor)
     finally:
         signal.signal(signal.SIGTERM, previous)
     bad = {name: status for name, status in results.items() if status != "done"}
@@ -148,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "validated like the file)")
     run.add_argument("--dry-run", action="store_true",
                      help="print the resolved runs (name, stage, status, action, the values set) and execute nothing")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local (default): one run after the other in this process; ray: runs that do not need "
+                          "each other in parallel, as Ray tasks")
+    run.add_argument("--address", metavar="ADDR",
+                     help="with --executor ray: the running Ray cluster to use (e.g. 10.0.0.1:6379, from `ray start "
+                          "--head`); default: start a local Ray instance on this machine")
+    run.add_argument("--cpus-per-run", type=float, metavar="N",
+                     help="with --executor ray: CPUs each run reserves, and the threads its torch uses (default 1)")
+    run.add_argument("--gpus-per-run", type=float, metavar="N",
+                     help="with --executor ray: GPUs each run reserves (default 0; a fraction such as 0.5 shares one)")
     run.set_defaults(func=_cmd_run)
 
     status = sub.add_parser("status", help="show the state of each run of a params file",

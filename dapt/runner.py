@@ -10,13 +10,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from .errors import DaptError
 from .runs import RUNS_DIR, mark_status, read_json, read_yaml, repo_root
+from .schedule import Outcome, Schedule
 from .study import RunSpec, Study
 
 KERNEL = "python3"
@@ -140,6 +143,14 @@ def _kernel_manager(kernel_log: Path) -> type:
         def _transport_default(self) -> str:
             return "ipc" if os.name == "posix" else "tcp"
 
+        @default("ip")
+        def _ip_default(self) -> str:
+            # jupyter_client's default, kernel-ipc-<n> in the working directory with the first free n,
+            # lets two kernels started at once from the repository (Ray runs) take the same sockets
+            if self.transport != "ipc":
+                return super()._ip_default()
+            return os.path.join(tempfile.gettempdir(), f"dapt-kernel-{uuid.uuid4().hex[:16]}")
+
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
             # A process that used wandb (a JupyterLab kernel, a test) exports WANDB_SERVICE, the address
             # of its own wandb service; a run inheriting it would log through that process, or nowhere
@@ -173,6 +184,47 @@ def execute(spec: RunSpec, log_output: bool = True) -> None:
     )
 
 
+def run_one(spec: RunSpec, log_output: bool = True) -> Outcome:
+    """Execute one run and return how it ended; a failure is recorded in its ``metrics.json``.
+
+    The same function runs in this process (local executor) and inside a Ray task. On Ctrl-C,
+    SIGTERM or a Ray cancellation the run is recorded ``interrupted`` and the interrupt re-raised.
+    """
+    started = time.time()
+    try:
+        execute(spec, log_output)
+    except KeyboardInterrupt:
+        # The kernel dies with its cell still pending: nbclient's execute task then fails, and asyncio
+        # would print that task's traceback at exit. Expected after an interrupt, so not shown.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        mark_status(spec.folder, "interrupted")
+        raise
+    except Exception as err:  # papermill's execution error carries the cell's exception
+        reason = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
+        mark_status(spec.folder, "failed", reason)
+        return Outcome("failed", time.time() - started, reason)
+    metrics = read_json(spec.folder / "metrics.json") or {}
+    status = str(metrics.get("status", "failed"))
+    reason = "" if status == "done" else str(metrics.get("error", "the notebook ended without recording its run done"))
+    acc = metrics.get("test_acc")
+    return Outcome(status, time.time() - started, reason, acc if isinstance(acc, (int, float)) else None)
+
+
+def run_locally(schedule: Schedule, log_output: bool = True) -> None:
+    """The default executor: the runs one after the other, in this process, in the study's order."""
+    while not schedule.finished:
+        for spec in schedule.ready(limit=1):
+            try:
+                outcome = run_one(spec, log_output)
+            except KeyboardInterrupt:
+                schedule.interrupted(spec.name)
+                raise
+            schedule.finish(spec.name, outcome)
+
+
+Executor = Callable[[Schedule, bool], None]
+
+
 def run_study(
     study: Study,
     force: bool = False,
@@ -181,63 +233,22 @@ def run_study(
     log_output: bool = True,
     keep_going: bool = False,
     resume: bool = False,
+    executor: Executor = run_locally,
 ) -> dict[str, str]:
-    """Execute the study's runs in order; returns run name → final status.
+    """Execute the study's runs in dependency order; returns run name → final status.
 
     A run is skipped when it is done with the same parameters and no run it depends on was
-    re-executed now. A failed run stops the study (the runs after it are ``not run``); with
+    re-executed now. A failed run stops the study (the runs not yet started are ``not run``); with
     ``keep_going`` the runs that do not depend on it go on, and its dependents are ``blocked``.
     ``resume`` continues each executed run from its last epoch checkpoint, if it has one.
+    ``executor`` executes the ready runs (``run_locally``, or ``ray_executor.RayExecutor``); the
+    decisions are the ``Schedule``'s, whichever executes.
     """
     os.chdir(repo_root())
     if log_output:
         _configure_logging()
     states = plan(study, force, only)
     _check_writable(Path(RUNS_DIR) / study.name)
-    results: dict[str, str] = {}
-    executed: set[str] = set()
-    stopped_by: str | None = None
-    for i, state in enumerate(states, 1):
-        spec = state.spec
-        head = f"[{i}/{len(states)}] {spec.stage} {spec.name}"
-        if stopped_by:
-            results[spec.name] = "not run"
-            echo(f"{head}: not run, the study stopped at {stopped_by} (--keep-going runs what does not need it)")
-            continue
-        broken = [r for r in spec.refs if results.get(r) in ("failed", "interrupted", "blocked")]
-        if broken and not spec.collects:
-            results[spec.name] = "blocked"
-            echo(f"{head}: skipped, it needs {', '.join(broken)} which did not finish")
-            continue
-        if state.finished and state.same_params and not force and not any(r in executed for r in spec.refs):
-            results[spec.name] = "done"
-            echo(f"{head}: already done with these parameters, skipped ({spec.folder.as_posix()})")
-            continue
-        if resume and hasattr(spec.cfg, "resume"):
-            spec = dataclasses.replace(spec, cfg=dataclasses.replace(spec.cfg, resume=True),
-                                       set_keys=[*spec.set_keys, "resume"])
-        echo(f"{head}: running -> {spec.folder.as_posix()}/notebook.ipynb")
-        started = time.time()
-        try:
-            execute(spec, log_output)
-        except KeyboardInterrupt:
-            # The kernel dies with its cell still pending: nbclient's execute task then fails, and asyncio
-            # would print that task's traceback at exit. Expected after an interrupt, so not shown.
-            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-            mark_status(spec.folder, "interrupted")
-            echo(f"{head}: interrupted; `dapt run` starts it again, `dapt run --resume` continues from its last epoch")
-            raise
-        except Exception as err:  # papermill's execution error carries the cell's exception
-            reason = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
-            mark_status(spec.folder, "failed", reason)
-            results[spec.name] = "failed"
-            echo(f"{head}: FAILED ({reason}); see {spec.folder.as_posix()}/notebook.ipynb")
-            stopped_by = None if keep_going else spec.name
-            continue
-        executed.add(spec.name)
-        metrics = read_json(spec.folder / "metrics.json") or {}
-        results[spec.name] = str(metrics.get("status", "failed"))
-        acc = metrics.get("test_acc")
-        summary = f", test_acc {acc:.4f}" if isinstance(acc, (int, float)) else ""
-        echo(f"{head}: {results[spec.name]} in {time.time() - started:.0f} s{summary}")
-    return results
+    schedule = Schedule(states, force=force, keep_going=keep_going, resume=resume, echo=echo)
+    executor(schedule, log_output)
+    return {state.spec.name: schedule.results[state.spec.name] for state in states}
