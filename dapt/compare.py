@@ -137,8 +137,19 @@ def accuracy_text(row: dict[str, Any], percent_sign: bool = False) -> str:
     return (f"{100 * mean:.2f}{unit}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}{unit}") + f" (n={n})"
 
 
+def p_text(p: float) -> str:
+    """``p = 0.012``, or ``p < 0.001``."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def comparison_table(comps: list[dict[str, Any]]) -> str:
     """The comparisons as Markdown: both sides' mean ± std, the gap, Welch's p and the verdict."""
     shown = [{**c, "a_acc": accuracy_text(c["a"]), "b_acc": accuracy_text(c["b"]), "gap": f"{c['gap_pt']:+.2f}",
-              "p": "–" if c["p"] is None else f"{c['p']:.3f}", "verdict": verdict_label(c)} for c in comps]
+              "p": "–" if c["p"] is None else p_text(c["p"]).removeprefix("p = "), "verdict": verdict_label(c)} for c in comps]
     return markdown_table(shown, COMPARISON_COLUMNS)
+
+
+def record(comps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The comparisons as flat rows (no configuration rows inside), for metrics.json."""
+    keys = ("claim", "group", "a_run", "b_run", "n_a", "n_b", "mean_a", "mean_b", "std_a", "std_b", "gap_pt", "t", "df", "p")
+    return [{**{k: c[k] for k in keys}, "verdict": verdict_label(c)} for c in comps]

@@ -176,3 +176,9 @@ def configuration_table(configs: list[dict[str, Any]]) -> str:
         cells.update({key: value_cell(row, key) for key in METRICS if key != "wall_time_s"})
         shown.append(cells)
     return markdown_table(shown, CONFIG_COLUMNS)
+
+
+def record(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each configuration's runs and test accuracy (mean, sample std, n) as flat rows, for metrics.json."""
+    return [{"configuration": c["run"], "runs": ", ".join(c["runs"]), "stage": c.get("stage"), "n": c["n"],
+             "test_acc_mean": c["test_acc"], "test_acc_std": c["test_acc_std"]} for c in configs]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import budget
-from .compare import accuracy_text, comparisons, group_label, verdict_label
+from .compare import comparisons, group_label, p_text, verdict_label
 from .report import is_synthetic, real_images
 from .seeds import configurations
 
@@ -38,15 +38,17 @@ def _span(values: list) -> str:
 
 
 def _value(row: dict[str, Any]) -> str:
-    """``73.12%`` for one seed, ``73.12 ± 0.40% (n=3)`` for several."""
-    return _pct(row["test_acc"]) if len(row["test_acc_values"]) == 1 else accuracy_text(row, percent_sign=True)
+    """``73.12%`` for one seed, ``73.12 ± 0.40%, n=3`` (mean ± sample std) for several."""
+    if len(row["test_acc_values"]) == 1:
+        return _pct(row["test_acc"])
+    return f"{100 * row['test_acc']:.2f} ± {100 * row['test_acc_std']:.2f}%, n={len(row['test_acc_values'])}"
 
 
 def _judged(comparison: dict[str, Any]) -> str:
     """The verdict of one gap, with its p when there is one; nothing when one side has one seed."""
     if comparison["verdict"] == "unknown":
         return ""
-    return f", {verdict_label(comparison)} (Welch p = {comparison['p']:.3f})"
+    return f", {verdict_label(comparison)} (Welch {p_text(comparison['p'])})"
 
 
 def _spread_note(comps: list[dict[str, Any]]) -> str:
@@ -104,12 +106,12 @@ def _budget_sentence(distill: list[dict[str, Any]]) -> str:
 
 def _against_reference(label: str, comps: list[dict[str, Any]], reference: str) -> str:
     base = comps[0]["b"]
-    items = "; ".join(f"{c['a_name']} ({c['a_run']}) {_value(c['a'])}, {_signed(c['gap_pt'])}{_judged(c)}"
+    items = "; ".join(f"{c['a_name']} ({c['a_run']}: {_value(c['a'])}) {_signed(c['gap_pt'])}{_judged(c)}"
                       for c in comps)
     sizes = {c["a"].get("image_size") for c in comps} - {None}
     note = (f" (the students ran at {'/'.join(map(str, sorted(sizes)))} px, {base['run']} at "
             f"{base.get('image_size')} px)" if sizes and sizes != {base.get("image_size")} else "")
-    return f"{label}, against {reference} {base['run']} ({_value(base)}){note}: {items}.{_spread_note(comps)}"
+    return f"{label}, against {reference} ({base['run']}: {_value(base)}){note}: {items}.{_spread_note(comps)}"
 
 
 def _no_pretraining(label: str, arch: str, real: int | None, configs: list[dict[str, Any]]) -> str:
@@ -118,7 +120,7 @@ def _no_pretraining(label: str, arch: str, real: int | None, configs: list[dict[
     finished = [c for c in pretrained if c.get("test_acc") is not None]
     if finished:
         return (f"{label}: no distilled {arch} student has a test accuracy yet to compare with the pre-trained, "
-                f"fine-tuned {finished[-1]['run']} ({_value(finished[-1])}, own run).")
+                f"fine-tuned {finished[-1]['run']} ({_value(finished[-1])}; own run).")
     if pretrained:
         return (f"{label}: the pre-trained, fine-tuned run {', '.join(c['run'] for c in pretrained)} has no test "
                 f"accuracy (failed or unfinished), so distillation is not yet compared with pre-training.")
@@ -127,7 +129,7 @@ def _no_pretraining(label: str, arch: str, real: int | None, configs: list[dict[
 
 
 def _pair_text(label: str, c: dict[str, Any]) -> str:
-    return (f"{label}, {c['a_name']} ({c['a_run']}, {_value(c['a'])}) against {c['b_name']} ({c['b_run']}, "
+    return (f"{label}, {c['a_name']} ({c['a_run']}: {_value(c['a'])}) against {c['b_name']} ({c['b_run']}: "
             f"{_value(c['b'])}): {_signed(c['gap_pt'])}{_judged(c)}")
 
 
@@ -141,7 +143,7 @@ def _synthetic_sentence(label: str, c: dict[str, Any], same_steps: dict[str, Any
     if ratio and abs(ratio - 1) > 0.05:
         text += f"; it also took {ratio:.1f}× the training steps (the same epochs over a larger set)"
     if same_steps is not None:
-        text += (f"; against the real images alone trained for as many steps ({same_steps['b_run']}, "
+        text += (f"; against the real images alone trained for as many steps ({same_steps['b_run']}: "
                  f"{_value(same_steps['b'])}) it is {_signed(same_steps['gap_pt'])}{_judged(same_steps)}")
     mine, theirs = (c.get(k) or "none" for k in ("diffaug", "real_diffaug"))
     if mine != theirs:
@@ -215,7 +217,7 @@ def sentences(rows: list[dict[str, Any]], generated: list[dict[str, Any]] = ()) 
             elif real_only:
                 out.append(_no_baseline(label, real_only))
             pretraining = [c for c in mine if c["claim"] == "pre-training"]
-            out.append(_against_reference(label, pretraining, "pre-training: the pre-trained, fine-tuned")
+            out.append(_against_reference(label, pretraining, "the pre-trained, fine-tuned model")
                        if pretraining else _no_pretraining(label, str(arch), real, configs))
             out.extend(_pair_sentence(label, c) for c in mine if c["claim"] == "teacher init")
             for c in (c for c in mine if c["claim"] == "synthetic"):
