@@ -80,6 +80,12 @@ def comparisons(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     images), A and B (``a_run``, ``a_name``, the configuration rows ``a``, ``b``) and ``welch``'s numbers."""
     distill = [c for c in configs if c.get("stage") == "distill"]
     several = len({real_images(c) for c in distill}) > 1
+    inits = len({c.get("teacher_init") for c in distill if c.get("distiller") != "none"}) > 1
+
+    def describe(c: dict[str, Any]) -> str:  # what sets a student apart within its group
+        text = str(c.get("distiller")) + (f", teacher {c.get('teacher_init')}" if inits else "")
+        return text + (f" + {int(c['n_synthetic']):,} synthetic" if is_synthetic(c) else "")
+
     out = []
     for c in distill:
         if c.get("distiller") == "none" or not _done(c):
@@ -88,11 +94,11 @@ def comparisons(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         baselines = [b for b in distill if b.get("distiller") == "none" and not is_synthetic(b) and _done(b)
                      and (*setting(b), b.get("epochs")) == (*setting(c), c.get("epochs"))]
         if baselines and not is_synthetic(c):
-            out.append(_pair("no teacher", group, c, baselines[-1], str(c.get("distiller")), "none"))
+            out.append(_pair("no teacher", group, c, baselines[-1], describe(c), "none"))
         pretrained = [t for t in configs if t.get("stage") == "teacher" and t.get("init") == "ft" and _done(t)
                       and t.get("model") == c.get("student") and real_images(t) == real_images(c)]
         if pretrained:
-            out.append(_pair("pre-training", group, c, pretrained[-1], str(c.get("distiller")), "pre-trained, fine-tuned"))
+            out.append(_pair("pre-training", group, c, pretrained[-1], describe(c), "pre-trained, fine-tuned"))
     by_rest: dict[tuple, list[dict[str, Any]]] = {}
     for c in distill:
         if _done(c) and c.get("teacher_init") in INIT_ORDER:

@@ -57,7 +57,8 @@ def _spread_note(comps: list[dict[str, Any]]) -> str:
         return ""
     which = ("this gap exceeds" if len(comps) == 1 else "these gaps exceed" if len(unknown) == len(comps)
              else f"the gaps of {', '.join(c['a_run'] for c in unknown)} exceed")
-    return f" One seed on at least one side, so whether {which} the seed spread is unknown: not a finding until repeated over seeds."
+    sides = "One seed each" if all(c["n_a"] == c["n_b"] == 1 for c in unknown) else "One seed on at least one side"
+    return f" {sides}, so whether {which} the seed spread is unknown: not a finding until repeated over seeds."
 
 
 def _missing(rows: list[dict[str, Any]]) -> str:
@@ -111,7 +112,8 @@ def _against_reference(label: str, comps: list[dict[str, Any]], reference: str) 
     sizes = {c["a"].get("image_size") for c in comps} - {None}
     note = (f" (the students ran at {'/'.join(map(str, sorted(sizes)))} px, {base['run']} at "
             f"{base.get('image_size')} px)" if sizes and sizes != {base.get("image_size")} else "")
-    return f"{label}, against {reference} ({base['run']}: {_value(base)}){note}: {items}.{_spread_note(comps)}"
+    own = "; own run" if base.get("stage") == "teacher" else ""
+    return f"{label}, against {reference} ({base['run']}: {_value(base)}{own}){note}: {items}.{_spread_note(comps)}"
 
 
 def _no_pretraining(label: str, arch: str, real: int | None, configs: list[dict[str, Any]]) -> str:
@@ -153,8 +155,8 @@ def _synthetic_sentence(label: str, c: dict[str, Any], same_steps: dict[str, Any
 
 
 def _seeds_sentence(configs: list[dict[str, Any]]) -> str:
-    counts = sorted({c["n"] for c in configs if c.get("stage") == "distill"})
-    if counts == [1]:
+    counts = sorted({c["n"] for c in configs if c.get("stage") == "distill" and c["n"]})
+    if max(counts, default=1) == 1:
         return ("Every configuration has one seed, so no gap below can be told apart from seed-to-seed variation "
                 "(repeat them with `grid: {seed: [0, 1, 2]}`).")
     return (f"Each configuration's accuracy is the mean over its seeds (n = {_span(counts)} per student configuration) "
@@ -180,7 +182,8 @@ def _can_show(configs: list[dict[str, Any]], comps: list[dict[str, Any]], platea
     elif any(c["verdict"] == "within" for c in comps):
         cannot.append("a direction for the gaps within seed noise")
     if not any(c["claim"] == "pre-training" for c in comps):
-        cannot.append("whether distillation replaces pre-training (no pre-trained, fine-tuned run of a student architecture)")
+        cannot.append("whether distillation replaces pre-training (no finished pre-trained, fine-tuned run of a student "
+                      "architecture to compare with)")
     return (f"What this study can show: {can}. What it cannot: " + "; ".join(cannot) + "."
             if cannot else f"What this study can show: {can}.")
 
