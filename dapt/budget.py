@@ -73,6 +73,10 @@ def _pct(value: float | None) -> str | None:
     return None if value is None else f"{100 * value:.2f}"
 
 
+def _all(rows: list) -> str:
+    return f"all {len(rows)} student configurations" if len(rows) > 1 else "the one student configuration"
+
+
 def sentence(rows: list[dict[str, Any]]) -> str:
     """How many student configurations plateaued, from the plateau rule's rows (and which teacher-stage
     runs, such as the pre-trained comparison point, were still improving)."""
@@ -88,7 +92,7 @@ def sentence(rows: list[dict[str, Any]]) -> str:
     unknown = len(students) - len(judged)
     tail = f" ({unknown} without a history of two epochs or more)" if unknown else ""
     if not rising:
-        return (f"Plateau: all {len(judged)} student configurations had plateaued (gains under "
+        return (f"Plateau: {_all(judged)} had plateaued (gains under "
                 f"{PLATEAU_POINTS:.0f} point over the last third of their epochs){tail}, so their comparisons are "
                 f"not limited by the budget." + after)
     low, high = min(rising, key=lambda r: r["gain_pt"]), max(rising, key=lambda r: r["gain_pt"])
@@ -97,8 +101,9 @@ def sentence(rows: list[dict[str, Any]]) -> str:
             f"from +{low['gain_pt']:.2f} ({low['run']}, epochs {low['from_epoch']}–{low['epochs']}) to "
             f"+{high['gain_pt']:.2f} points ({high['run']}, epochs {high['from_epoch']}–{high['epochs']})")
     if len(rising) == len(judged):
-        return (f"Plateau: all {len(judged)} student configurations were still improving at their last epoch "
-                f"(gains over the last third of their epochs {span}){tail}, so these comparisons test the budget, "
+        verb, their = ("were", "their") if len(judged) > 1 else ("was", "its")
+        return (f"Plateau: {_all(judged)} {verb} still improving at {their} last epoch "
+                f"(gains over the last third of {their} epochs {span}){tail}, so these comparisons test the budget, "
                 f"not the claim: which method learns faster in these epochs, not which ends higher." + after)
     return (f"Plateau: {len(rising)} of {len(judged)} student configurations were still improving at their last "
             f"epoch ({', '.join(r['run'] for r in rising)}; gains {span}){tail}: a comparison with one of them "

@@ -66,14 +66,24 @@ def configuration_keys(rows: list[dict[str, Any]]) -> dict[str, tuple]:
     return keys
 
 
+def _boundary(left: str, right: str) -> bool:
+    """Whether a name may be cut between these two characters (not inside a word or a number)."""
+    return not (left.isalnum() and right.isalnum() and left.isdigit() == right.isdigit())
+
+
 def label(names: list[str]) -> str:
     """One name for a configuration's runs: ``mnv2_kd_seed{0,1,2}`` for ``mnv2_kd_seed0``… (the part that
     differs, in braces), the run's own name for one run."""
     if len(names) == 1:
         return names[0]
     prefix = os.path.commonprefix(names)
+    while prefix and any(len(n) > len(prefix) and not _boundary(n[len(prefix) - 1], n[len(prefix)]) for n in names):
+        prefix = prefix[:-1]  # cut at a word or number boundary: {10,11}, not 1{0,1}
     room = min(len(n) for n in names) - len(prefix)
     suffix = os.path.commonprefix([n[::-1] for n in names])[:room][::-1]
+    while suffix and any(len(n) > len(suffix) + len(prefix) and not _boundary(n[-len(suffix) - 1], n[-len(suffix)])
+                         for n in names):
+        suffix = suffix[1:]
     middles = [n[len(prefix):len(n) - len(suffix)] for n in names]
     return f"{prefix}{{{','.join(middles)}}}{suffix}"
 
