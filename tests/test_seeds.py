@@ -253,6 +253,7 @@ def test_report_notebook_over_a_two_seed_study(tmp_path, monkeypatch):
     assert metrics["status"] == "done"
     [kd] = [c for c in metrics["comparisons"] if c["a_run"] == "kd_s{0,1}"]
     assert kd["n_a"] == kd["n_b"] == 2 and kd["p"] == pytest.approx(stats.ttest_ind(KD[:2], NONE[:2], equal_var=False).pvalue)
-    outputs = json.dumps([c.get("outputs", []) for c in json.loads((folder / "notebook.ipynb").read_text())["cells"]])
+    outputs = json.dumps([c.get("outputs", []) for c in json.loads((folder / "notebook.ipynb").read_text())["cells"]],
+                         ensure_ascii=False)
     assert "72.50 ± 2.12 (n=2)" in outputs and "Seed-noise rule" in outputs and "Plateau rule" in outputs
     assert {"seed_spread.png", "accuracy_curves.png"} <= {p.name for p in (folder / "figures").iterdir()}
