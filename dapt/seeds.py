@@ -173,7 +173,7 @@ def value_cell(row: dict[str, Any], key: str) -> str:
 
 
 CONFIG_COLUMNS = [("run", "configuration"), ("seeds", "seeds"),
-                  *[(k, t.replace("test acc %", "test acc % (mean ± std over seeds)")) for k, t in COLUMNS
+                  *[(k, t.replace("at px)", "at px; mean ± std over seeds)")) for k, t in COLUMNS
                     if k not in ("run", "status", "wall_time_s")],
                   ("wall_time_s", "time s (mean)"), ("status", "status")]
 

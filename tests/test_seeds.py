@@ -214,6 +214,25 @@ def test_budget_statement_from_the_histories(tmp_path):
         budget.plateau_table(budget.plateaus(seeds.configurations(report.collect(long))))
 
 
+def test_teacher_init_comparisons_hold_the_student_fixed(tmp_path):
+    root = tmp_path / "inits"
+    accs = {"ft": [0.80, 0.81], "lp": [0.76, 0.78], "fr": [0.70, 0.74]}
+    for init, values in accs.items():
+        write_run(root, f"t_{init}", "teacher", 0.9, model="resnet18", init=init)
+        for seed, acc in enumerate(values):
+            write_run(root, f"au_{init}_{seed}", "distill", acc, seed=seed, student="mobilenet_v2",
+                      distiller="align_uniform", teacher=f"runs/inits/t_{init}", teacher_init=init)
+    write_run(root, "kd_lp", "distill", 0.75, student="mobilenet_v2", distiller="kd", teacher="runs/inits/t_lp",
+              teacher_init="lp")  # another distiller: not part of the align_uniform comparison
+    comps = [c for c in compare.comparisons(seeds.configurations(report.collect(root))) if c["claim"] == "teacher init"]
+    assert [(c["a_run"], c["b_run"]) for c in comps] == [("au_ft_{0,1}", "au_lp_{0,1}"), ("au_ft_{0,1}", "au_fr_{0,1}"),
+                                                         ("au_lp_{0,1}", "au_fr_{0,1}")]
+    assert comps[0]["p"] == pytest.approx(stats.ttest_ind(accs["ft"], accs["lp"], equal_var=False).pvalue)
+    [line] = [line for line in verdict.sentences(report.collect(root)) if "(au_ft_{0,1}: " in line and "teacher lp" in line]
+    assert line.startswith("mobilenet_v2, align_uniform, teacher ft (au_ft_{0,1}: 80.50 ± 0.71%, n=2) against teacher lp "
+                           "(au_lp_{0,1}: 77.00 ± 1.41%, n=2): +3.50 points, ")
+
+
 def test_figures_show_every_seed_and_a_panel_per_student(study):
     configs = seeds.configurations(report.collect(study))
     fig = seed_plots.seed_spread(configs)
