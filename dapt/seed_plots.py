@@ -48,7 +48,9 @@ def seed_spread(configs: list[dict]) -> Figure:
     low, high = min(values), max(values)
     ax.set_ylim(max(0.0, low - 3 - 0.1 * (high - low)), min(100.0, high + 2 + 0.05 * (high - low)))
     ax.set_xticks(range(len(shown)), [str(c["run"]) for c in shown], rotation=30, ha="right", fontsize=8)
-    ax.set(title=f"Final test accuracy per configuration ({_test_images(shown)}): seeds and mean ± std",
+    single = all(len(c["test_acc_values"]) == 1 for c in shown)
+    ax.set(title=f"Final test accuracy per configuration ({_test_images(shown)}): "
+                 + ("one seed each, so no spread to show" if single else "seeds and mean ± std"),
            ylabel="test accuracy (%)")
     ax.grid(axis="y", alpha=0.3)
     handles = [Line2D([], [], color=colour, marker="o", linestyle="none", markeredgecolor="black",
