@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-from matplotlib.collections import PathCollection
 import pytest
+from matplotlib.collections import PathCollection
 from scipy import stats
 
 from dapt import budget, compare, report, seed_plots, seeds, verdict
