@@ -62,7 +62,8 @@ def _data_cell(row: dict[str, Any]) -> str:
 def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """One row per run folder of ``study_dir`` (teachers first, then students), from its metrics.json.
 
-    Rows of runs still in progress carry what is known (their params); missing values are None.
+    Rows of runs still in progress carry what is known (their params); missing values are None. Each
+    row also keeps its run's ``params``, per-epoch ``history`` and ``folder`` (for ``dapt.seeds``).
     ``epochs``, ``train_subset`` and ``batch_size`` are copied from the params only when the params have them.
     """
     rows = []
@@ -72,6 +73,7 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
             continue
         params = metrics.get("params") or {}
         row = {"run": folder.name, "stage": metrics["stage"], "status": metrics.get("status"),
+               "folder": folder.as_posix(), "params": params, "history": metrics.get("history") or [],
                "test_acc": metrics.get("test_acc"), "best_eval_acc": metrics.get("best_eval_acc"),
                "best_epoch": metrics.get("best_epoch"), "eval_images": metrics.get("eval_images"),
                "test_images": metrics.get("test_images"), "wall_time_s": metrics.get("wall_time_s"),

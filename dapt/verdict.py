@@ -1,16 +1,21 @@
-"""The report's conclusions as sentences, computed from the study's rows so they cannot contradict
-its table: the gain of distillation over training from scratch, distillation against pre-training,
-and whether the budget tests the paper's setting or only itself."""
+"""The report's conclusions as sentences, computed from the study's configurations (``dapt.seeds``) and
+their comparisons (``dapt.compare``) so they cannot contradict the tables: each distiller against no
+teacher and against pre-training, the teacher's init, synthetic images, and what the budget can show.
+
+Each gap is judged by ``compare.RULE`` (Welch's t test on the seeds, p < 0.05); with one seed the
+sentence says the spread is unknown instead of calling a gap a finding. Whether the students had
+converged is ``budget.RULE``.
+"""
 from __future__ import annotations
 
 from typing import Any
 
-from .report import is_synthetic, pretraining_gap, real_images, synthetic_gains
+from . import budget
+from .compare import comparisons, group_label, p_text, verdict_label
+from .report import is_synthetic, real_images
+from .seeds import configurations
 
 SHORT_BUDGET_EPOCHS = 50  # fewer epochs than this is a short budget
-# Single-seed noise: in fashion_quick's setting the `none` students of seeds 0, 1, 2 spread over 1.8
-# (MobileNetV2) and 2.2 (EfficientNet-Lite0) points, so a one-seed gain below this is not a finding.
-SEED_NOISE_POINTS = 2.0
 PAPER_EPOCHS = 250
 
 
@@ -22,97 +27,44 @@ def _points(value: float) -> str:
     return f"{abs(value):.2f} point" + ("" if f"{abs(value):.2f}" == "1.00" else "s")
 
 
+def _signed(value: float) -> str:
+    points = round(value, 2)
+    return ("+" if points > 0 else "−" if points < 0 else "±") + _points(points)
+
+
 def _span(values: list) -> str:
     low, high = min(values), max(values)
     return f"{low:,}" if low == high else f"{low:,}–{high:,}"
 
 
-def _gain_sentence(arch: str, mine: list[dict[str, Any]]) -> str:
-    baselines = [r for r in mine if r.get("distiller") == "none" and r.get("test_acc") is not None]
-    distilled = [r for r in mine if r.get("distiller") != "none" and r.get("test_acc") is not None]
-    if baselines:  # a fair gain: the students trained as long as the baseline (not its longer controls)
-        distilled = [r for r in distilled if r.get("epochs") == baselines[-1].get("epochs")] or distilled
-    missing = [r["run"] for r in mine if r.get("test_acc") is None]
-    note = (f" ({len(missing)} run{'s' if len(missing) > 1 else ''} without a test accuracy, failed or "
+def _value(row: dict[str, Any]) -> str:
+    """``73.12%`` for one seed, ``73.12 ± 0.40%, n=3`` (mean ± sample std) for several."""
+    if len(row["test_acc_values"]) == 1:
+        return _pct(row["test_acc"])
+    return f"{100 * row['test_acc']:.2f} ± {100 * row['test_acc_std']:.2f}%, n={len(row['test_acc_values'])}"
+
+
+def _judged(comparison: dict[str, Any]) -> str:
+    """The verdict of one gap, with its p when there is one; nothing when one side has one seed."""
+    if comparison["verdict"] == "unknown":
+        return ""
+    return f", {verdict_label(comparison)} (Welch {p_text(comparison['p'])})"
+
+
+def _spread_note(comps: list[dict[str, Any]]) -> str:
+    unknown = [c for c in comps if c["verdict"] == "unknown"]
+    if not unknown:
+        return ""
+    which = ("this gap exceeds" if len(comps) == 1 else "these gaps exceed" if len(unknown) == len(comps)
+             else f"the gaps of {', '.join(c['a_run'] for c in unknown)} exceed")
+    sides = "One seed each" if all(c["n_a"] == c["n_b"] == 1 for c in unknown) else "One seed on at least one side"
+    return f" {sides}, so whether {which} the seed spread is unknown: not a finding until repeated over seeds."
+
+
+def _missing(rows: list[dict[str, Any]]) -> str:
+    missing = [name for r in rows for name in r.get("missing", [])]
+    return (f" ({len(missing)} run{'s' if len(missing) > 1 else ''} without a test accuracy, failed or "
             f"unfinished: {', '.join(missing)}.)" if missing else "")
-    if not distilled:
-        return f"{arch}: no distilled student has a test accuracy yet, so no distiller can be judged.{note}"
-    best = max(distilled, key=lambda r: r["test_acc"])
-    if not baselines:
-        return (f"{arch}: the best distiller is {best['distiller']} ({best['run']}, {_pct(best['test_acc'])}), "
-                f"but there is no finished no-teacher (`none`) baseline to measure a gain against.{note}")
-    base = baselines[-1]  # the one gains_over_scratch uses
-    gain = 100 * (best["test_acc"] - base["test_acc"])
-    if round(gain, 2) >= SEED_NOISE_POINTS:
-        return (f"{arch}: the best distiller, {best['distiller']} ({best['run']}, {_pct(best['test_acc'])}), "
-                f"beats the no-teacher baseline {base['run']} ({_pct(base['test_acc'])}) by "
-                f"+{_points(gain)}.{note}")
-    if round(gain, 2) > 0:
-        return (f"{arch}: the best distiller, {best['distiller']} ({best['run']}, {_pct(best['test_acc'])}), is "
-                f"ahead of the no-teacher baseline {base['run']} ({_pct(base['test_acc'])}) by +{_points(gain)}, "
-                f"within single-seed noise (runs that differ only in their seed spread about "
-                f"{SEED_NOISE_POINTS:.0f} points in this setting).{note}")
-    where = "level with it" if round(gain, 2) == 0 else f"{_points(gain)} below it"
-    return (f"{arch}: no distiller beats the no-teacher baseline {base['run']} ({_pct(base['test_acc'])}); "
-            f"the best, {best['distiller']} ({best['run']}, {_pct(best['test_acc'])}), is {where}.{note}")
-
-
-def _pretraining_sentence(label: str, arch: str, real: int | None, rows: list[dict[str, Any]],
-                          gaps: dict[tuple, dict[str, Any]]) -> str:
-    gap = gaps.get((arch, real))
-    if gap is None:
-        pretrained = [r for r in rows if r.get("stage") == "teacher" and r.get("init") == "ft"
-                      and r.get("model") == arch and real_images(r) == real]
-        finished = [r for r in pretrained if r.get("test_acc") is not None]
-        if finished:
-            return (f"{label}: no distilled {arch} student has a test accuracy yet to compare with the pre-trained, "
-                    f"fine-tuned {finished[-1]['run']} ({_pct(finished[-1]['test_acc'])}, own run).")
-        if pretrained:
-            return (f"{label}: the pre-trained, fine-tuned run {', '.join(r['run'] for r in pretrained)} has no test "
-                    f"accuracy (failed or unfinished), so distillation is not yet compared with pre-training.")
-        return (f"{label}: the study has no pre-trained, fine-tuned {arch} run (a teacher-stage run with "
-                f"init ft) on the same training images, so whether distillation replaces pre-training is not "
-                f"tested for it.")
-    sizes = ""
-    if gap.get("best_image_size") != gap.get("pretrained_image_size"):
-        sizes = (f" (note: the student ran at {gap.get('best_image_size')} px, the pre-trained model at "
-                 f"{gap.get('pretrained_image_size')} px)")
-    points = round(gap["gap_pt"], 2)
-    relation = ("level with" if points == 0 else
-                f"{_points(points)} {'above' if points > 0 else 'below'}")
-    outcome = ("distillation from random init matched or passed pre-training here" if points >= 0 else
-               "distillation from random init did not reach pre-training here")
-    return (f"{label}: the best distilled student, {gap['best_run']} ({_pct(gap['best_acc'])}), is {relation} the "
-            f"pre-trained, fine-tuned {gap['pretrained_run']} ({_pct(gap['pretrained_acc'])}, own run){sizes}: "
-            f"{outcome}.")
-
-
-def _synthetic_sentence(label: str, gain: dict[str, Any]) -> str:
-    points = round(gain["gain_pt"], 2)
-    mine, theirs = (gain.get(k) or "none" for k in ("diffaug", "real_diffaug"))
-    if abs(points) < SEED_NOISE_POINTS:
-        outcome = f"within single-seed noise (about {SEED_NOISE_POINTS:.0f} points), so no clear effect"
-    elif mine != theirs or abs((gain.get("step_ratio") or 1) - 1) > 0.05:
-        outcome = "beyond single-seed noise"  # the notes say what else differs: DiffAugment, steps
-    else:
-        outcome = f"beyond single-seed noise: the synthetic images {'helped' if points > 0 else 'hurt'}"
-    sign = "+" if points > 0 else ("−" if points < 0 else "±")
-    notes = (f"; it also took {gain['step_ratio']:.1f}× the training steps (the same epochs over a larger set)"
-             if gain.get("step_ratio") and abs(gain["step_ratio"] - 1) > 0.05 else "")
-    if "same_steps_run" in gain:
-        extra = round(gain["same_steps_gain_pt"], 2)
-        verdict = ("within single-seed noise" if abs(extra) < SEED_NOISE_POINTS else
-                   "so the synthetic images, not the longer training, made the difference" if extra > 0 else
-                   "so the longer training, not the synthetic images, made the difference")
-        notes += (f"; the real images alone trained for as many steps ({gain['same_steps_run']}) reach "
-                  f"{_pct(gain['same_steps_acc'])}, {'+' if extra > 0 else '−' if extra < 0 else '±'}"
-                  f"{_points(extra)} for the synthetic run, {verdict}")
-    if mine != theirs:
-        notes += (f"; and DiffAugment {mine} against {theirs} for the real-only run, so the difference is not "
-                  f"the synthetic images' alone")
-    return (f"{label}, {gain['distiller']}: adding {gain['synthetic_images']:,} synthetic images "
-            f"({gain['synset_size']}) gives {_pct(gain['acc'])} ({gain['run']}) against {_pct(gain['real_acc'])} on "
-            f"the real images alone ({gain['real_run']}): {sign}{_points(points)}, {outcome}{notes}.")
 
 
 def generated_sentence(row: dict[str, Any]) -> str:
@@ -153,34 +105,136 @@ def _budget_sentence(distill: list[dict[str, Any]]) -> str:
             f"{PAPER_EPOCHS}-epoch setting.")
 
 
-def sentences(rows: list[dict[str, Any]], generated: list[dict[str, Any]] = ()) -> list[str]:
-    """The report's conclusions as sentences, computed from the rows (so they always match the table).
+def _against_reference(label: str, comps: list[dict[str, Any]], reference: str) -> str:
+    base = comps[0]["b"]
+    items = "; ".join(f"{c['a_name']} ({c['a_run']}: {_value(c['a'])}) {_signed(c['gap_pt'])}{_judged(c)}"
+                      for c in comps)
+    sizes = {c["a"].get("image_size") for c in comps} - {None}
+    note = (f" (the students ran at {'/'.join(map(str, sorted(sizes)))} px, {base['run']} at "
+            f"{base.get('image_size')} px)" if sizes and sizes != {base.get("image_size")} else "")
+    own = "; own run" if base.get("stage") == "teacher" else ""
+    return f"{label}, against {reference} ({base['run']}: {_value(base)}{own}){note}: {items}.{_spread_note(comps)}"
 
-    First which images the accuracies are on; then, per student architecture, the best distiller's
-    gain over its ``none`` baseline and the best distilled student against the pre-trained, fine-tuned
-    run of that architecture, each at one real training-set size, with what synthetic images
-    (``generated``: rows of ``report.collect_generated``) changed; last, the training budget of the students.
+
+def _no_pretraining(label: str, arch: str, real: int | None, configs: list[dict[str, Any]]) -> str:
+    pretrained = [c for c in configs if c.get("stage") == "teacher" and c.get("init") == "ft"
+                  and c.get("model") == arch and real_images(c) == real]
+    finished = [c for c in pretrained if c.get("test_acc") is not None]
+    if finished:
+        return (f"{label}: no distilled {arch} student has a test accuracy yet to compare with the pre-trained, "
+                f"fine-tuned {finished[-1]['run']} ({_value(finished[-1])}; own run).")
+    if pretrained:
+        return (f"{label}: the pre-trained, fine-tuned run {', '.join(c['run'] for c in pretrained)} has no test "
+                f"accuracy (failed or unfinished), so distillation is not yet compared with pre-training.")
+    return (f"{label}: the study has no pre-trained, fine-tuned {arch} run (a teacher-stage run with init ft) on "
+            f"the same training images, so whether distillation replaces pre-training is not tested for it.")
+
+
+def _pair_text(label: str, c: dict[str, Any]) -> str:
+    return (f"{label}, {c['a_name']} ({c['a_run']}: {_value(c['a'])}) against {c['b_name']} ({c['b_run']}: "
+            f"{_value(c['b'])}): {_signed(c['gap_pt'])}{_judged(c)}")
+
+
+def _pair_sentence(label: str, c: dict[str, Any]) -> str:
+    return f"{_pair_text(label, c)}.{_spread_note([c])}"
+
+
+def _synthetic_sentence(label: str, c: dict[str, Any], same_steps: dict[str, Any] | None) -> str:
+    text = _pair_text(label, c)
+    ratio = c.get("step_ratio")
+    if ratio and abs(ratio - 1) > 0.05:
+        text += f"; it also took {ratio:.1f}× the training steps (the same epochs over a larger set)"
+    if same_steps is not None:
+        text += (f"; against the real images alone trained for as many steps ({same_steps['b_run']}: "
+                 f"{_value(same_steps['b'])}) it is {_signed(same_steps['gap_pt'])}{_judged(same_steps)}")
+    mine, theirs = (c.get(k) or "none" for k in ("diffaug", "real_diffaug"))
+    if mine != theirs:
+        text += (f"; and DiffAugment {mine} against {theirs} for the real-only run, so the difference is not "
+                 f"the synthetic images' alone")
+    return text + "." + _spread_note([c] + ([same_steps] if same_steps else []))
+
+
+def _seeds_sentence(configs: list[dict[str, Any]]) -> str:
+    counts = sorted({c["n"] for c in configs if c.get("stage") == "distill" and c["n"]})
+    if max(counts, default=1) == 1:
+        return ("Every configuration has one seed, so no gap below can be told apart from seed-to-seed variation "
+                "(repeat them with `grid: {seed: [0, 1, 2]}`).")
+    return (f"Each configuration's accuracy is the mean over its seeds (n = {_span(counts)} per student configuration) "
+            f"± their sample standard deviation; gaps are judged against that spread (Welch's t test, p < 0.05).")
+
+
+def _can_show(configs: list[dict[str, Any]], comps: list[dict[str, Any]], plateau_rows: list[dict[str, Any]]) -> str:
+    """What this study's budget can and cannot show, from its own numbers."""
+    distill = [c for c in configs if c.get("stage") == "distill"]
+    epochs = [int(c["epochs"]) for c in distill if isinstance(c.get("epochs"), (int, float))]
+    when = f"after {_span(epochs)} epochs" if epochs else "at its budget"
+    one_seed = all(c["n"] <= 1 for c in distill)
+    can = f"which configuration was ahead {when} at these settings" + (" with this one seed" if one_seed else "")
+    beyond = [c for c in comps if c["verdict"] == "beyond"]
+    if beyond:
+        can += f", and, for the {len(beyond)} gap{'s' if len(beyond) > 1 else ''} beyond seed noise, that it is not seed luck"
+    cannot = []
+    if any(r["status"] == "still improving" for r in plateau_rows if r.get("stage") == "distill"):
+        cannot.append("which ends higher when trained to convergence (students still improving at their last epoch; "
+                      f"the paper trains {PAPER_EPOCHS} epochs)")
+    if one_seed:
+        cannot.append("whether any gap exceeds the seed spread (one seed per configuration)")
+    elif any(c["verdict"] == "within" for c in comps):
+        cannot.append("a direction for the gaps within seed noise")
+    if not any(c["claim"] == "pre-training" for c in comps):
+        cannot.append("whether distillation replaces pre-training (no finished pre-trained, fine-tuned run of a student "
+                      "architecture to compare with)")
+    return (f"What this study can show: {can}. What it cannot: " + "; ".join(cannot) + "."
+            if cannot else f"What this study can show: {can}.")
+
+
+def sentences(rows: list[dict[str, Any]], generated: list[dict[str, Any]] = ()) -> list[str]:
+    """The report's conclusions as sentences, computed from the rows (so they always match the tables).
+
+    The rows (``report.collect``) are grouped into configurations (``seeds.configurations``). First which
+    images the accuracies are on and how many seeds; the synthetic sets (``generated``: rows of
+    ``report.collect_generated``); then, per student architecture and real training-set size, every
+    distiller against no teacher and against the pre-trained, fine-tuned run, the teacher's init, and
+    real + synthetic images, each gap judged by ``compare.RULE``; last the budget (``budget.RULE``) and
+    what the study can and cannot show.
     """
-    distill = [r for r in rows if r.get("stage") == "distill"]
+    configs = configurations(rows)
+    distill = [c for c in configs if c.get("stage") == "distill"]
     if not distill:
         return ["No student run in this study yet, so there is nothing to conclude."]
     totals = {r.get("test_images") for r in rows if r.get("test_images") is not None}
     images = f"all {int(totals.pop()):,} test images" if len(totals) == 1 else "all test images"
-    out = [f"Accuracies below are final accuracies on {images}, each run at its own image size."]
+    out = [f"Accuracies below are final accuracies on {images}, each run at its own image size.", _seeds_sentence(configs)]
     out.extend(generated_sentence(row) for row in generated)
-    gaps = {(g["student"], g["real_images"]): g for g in pretraining_gap(rows)}
-    synthetic = synthetic_gains(rows)
-    several_sizes = len({real_images(r) for r in distill}) > 1
-    for arch in dict.fromkeys(r.get("student") for r in distill):
-        mine = [r for r in distill if r.get("student") == arch]
-        for real in dict.fromkeys(real_images(r) for r in mine):
-            label = f"{arch} on {real:,} real images" if several_sizes and real is not None else str(arch)
-            group = [r for r in mine if real_images(r) == real]
-            real_only = [r for r in group if not is_synthetic(r)]
-            if real_only:
-                out.append(_gain_sentence(label, real_only))
-            out.append(_pretraining_sentence(label, str(arch), real, rows, gaps))
-            out.extend(_synthetic_sentence(label, g) for g in synthetic
-                       if g["student"] == arch and g["real_images"] == real)
-    out.append(_budget_sentence(distill))
+    comps = comparisons(configs)
+    several = len({real_images(c) for c in distill}) > 1
+    for arch in dict.fromkeys(c.get("student") for c in distill):
+        for real in dict.fromkeys(real_images(c) for c in distill if c.get("student") == arch):
+            group = [c for c in distill if c.get("student") == arch and real_images(c) == real]
+            label = group_label(group[0], several)
+            mine = [c for c in comps if c["group"] == label]
+            against_none = [c for c in mine if c["claim"] == "no teacher"]
+            real_only = [c for c in group if not is_synthetic(c)]
+            if against_none:
+                out.append(_against_reference(label, against_none, "no teacher") + _missing(real_only))
+            elif real_only:
+                out.append(_no_baseline(label, real_only))
+            pretraining = [c for c in mine if c["claim"] == "pre-training"]
+            out.append(_against_reference(label, pretraining, "the pre-trained, fine-tuned model")
+                       if pretraining else _no_pretraining(label, str(arch), real, configs))
+            out.extend(_pair_sentence(label, c) for c in mine if c["claim"] == "teacher init")
+            for c in (c for c in mine if c["claim"] == "synthetic"):
+                same = next((s for s in mine if s["claim"] == "synthetic vs same steps" and s["a_run"] == c["a_run"]), None)
+                out.append(_synthetic_sentence(label, c, same))
+    plateau_rows = budget.plateaus(configs)
+    out.extend([_budget_sentence(distill), budget.sentence(plateau_rows), _can_show(configs, comps, plateau_rows)])
     return out
+
+
+def _no_baseline(label: str, real_only: list[dict[str, Any]]) -> str:
+    distilled = [c for c in real_only if c.get("distiller") != "none" and c.get("test_acc") is not None]
+    if not distilled:
+        return (f"{label}: no distilled student has a test accuracy yet, so no distiller can be judged."
+                f"{_missing(real_only)}")
+    return (f"{label}: there is no finished no-teacher (`none`) baseline trained as long to measure the distillers "
+            f"({', '.join(c['run'] for c in distilled)}) against.{_missing(real_only)}")

@@ -99,7 +99,7 @@ def test_report_table_lists_every_run(executed):
     outputs = json.dumps([c.get("outputs", []) for c in nb["cells"]])
     for name in ("teacher", "crd", "scratch"):
         assert f"| {name} |" in outputs
-    assert shown_images(root / "runs/tiny/report/notebook.ipynb") == 2
+    assert shown_images(root / "runs/tiny/report/notebook.ipynb") == 4  # seed spread, curves, accuracy, agreement
     assert (root / "runs/tiny/report/figures/accuracy.png").is_file()
 
 

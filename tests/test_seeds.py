@@ -1,0 +1,278 @@
+"""Seeds: runs grouped into configurations (mean ± sample std), the seed-noise rule (Welch's t test),
+the plateau rule, and the report's prose and figures built from them."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.collections import PathCollection
+from scipy import stats
+
+from dapt import budget, compare, report, seed_plots, seeds, verdict
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = {"dataset": "digits", "image_size": 32, "epochs": 3, "train_subset": 600, "eval_subset": 100,
+        "batch_size": 128, "lr": 2.0e-3, "seed": 0, "wandb": "disabled", "resume": False}
+
+
+def curve(*accs: float) -> list[dict]:
+    return [{"epoch": i + 1, "test_acc": a, "train_acc": a - 0.05} for i, a in enumerate(accs)]
+
+
+def write_run(study: Path, name: str, stage: str, acc: float | None, history: list[dict] | None = None, **params) -> None:
+    """A run folder with a metrics.json as the stages write it: params (run_dir included), history, results."""
+    folder = study / name
+    folder.mkdir(parents=True)
+    params = {**BASE, "run_dir": f"runs/{study.name}/{name}", **params}
+    metrics = {"status": "done" if acc is not None else "failed", "stage": stage, "params": params,
+               "history": history if history is not None else curve(0.5, 0.6, acc or 0.6),
+               "test_acc": acc, "test_images": 1000, "eval_images": 100, "image_size": params["image_size"]}
+    if stage == "teacher":
+        metrics.update(model=params["model"], init=params["init"])
+    else:
+        metrics.update(student=params["student"], distiller=params["distiller"])
+        if params.get("teacher"):
+            metrics.update(teacher_run=params["teacher"], teacher_init=params.pop("teacher_init", "ft"),
+                           teacher_model="resnet18", agreement=acc + 0.01 if acc else None)
+    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+
+
+def student(study: Path, name: str, distiller: str, acc: float | None, seed: int, **params) -> None:
+    write_run(study, name, "distill", acc, seed=seed, student="mobilenet_v2", distiller=distiller,
+              teacher=f"runs/{study.name}/teacher", **params)
+
+
+KD = [0.71, 0.74, 0.725]
+NONE = [0.650, 0.660, 0.655]
+CRD = [0.66, 0.645, 0.67]
+
+
+@pytest.fixture
+def study(tmp_path):
+    """Three seeds of a teacher's kd, crd and none students and of a pre-trained, fine-tuned student architecture."""
+    root = tmp_path / "three"
+    write_run(root, "teacher", "teacher", 0.90, model="resnet18", init="ft")
+    for seed in range(3):
+        student(root, f"kd_seed{seed}", "kd", KD[seed], seed)
+        student(root, f"none_seed{seed}", "none", NONE[seed], seed)
+        student(root, f"crd_seed{seed}", "crd", CRD[seed], seed)
+        write_run(root, f"mnv2_ft_seed{seed}", "teacher", [0.80, 0.81, 0.79][seed], seed=seed,
+                  model="mobilenet_v2", init="ft")
+    return root
+
+
+def by_label(configs: list[dict]) -> dict[str, dict]:
+    return {c["run"]: c for c in configs}
+
+
+def test_configurations_give_mean_and_sample_std_over_seeds(study):
+    configs = by_label(seeds.configurations(report.collect(study)))
+    assert set(configs) == {"teacher", "kd_seed{0,1,2}", "none_seed{0,1,2}", "crd_seed{0,1,2}", "mnv2_ft_seed{0,1,2}"}
+    kd = configs["kd_seed{0,1,2}"]
+    assert kd["runs"] == ["kd_seed0", "kd_seed1", "kd_seed2"] and kd["seeds"] == [0, 1, 2] and kd["n"] == 3
+    assert kd["test_acc"] == pytest.approx(np.mean(KD)) and kd["test_acc_std"] == pytest.approx(np.std(KD, ddof=1))
+    assert kd["agreement"] == pytest.approx(np.mean(KD) + 0.01)
+    # the seed-mean curve: epoch 3 is the mean of the seeds' last accuracies
+    assert [h["epoch"] for h in kd["history"]] == [1, 2, 3]
+    assert kd["history"][2]["test_acc"] == pytest.approx(np.mean(KD))
+    cell = seeds.value_cell(kd, "test_acc")
+    assert cell == f"{100 * np.mean(KD):.2f} ± {100 * np.std(KD, ddof=1):.2f} (n=3)" == "72.50 ± 1.50 (n=3)"
+    table = seeds.configuration_table(list(configs.values()))
+    assert "| kd_seed{0,1,2} | 0, 1, 2 | mobilenet_v2 |" in table and "72.50 ± 1.50 (n=3)" in table
+
+
+def test_a_single_seed_shows_its_value_and_n1_without_spread(study):
+    teacher = by_label(seeds.configurations(report.collect(study)))["teacher"]
+    assert teacher["n"] == 1 and teacher["test_acc_std"] is None
+    assert seeds.value_cell(teacher, "test_acc") == "90.00 (n=1)"
+
+
+def test_grouping_ignores_seed_and_bookkeeping_but_not_other_keys(tmp_path):
+    root = tmp_path / "names"
+    # names say nothing: grouping is by parameters
+    student(root, "alpha", "kd", 0.70, 0, wandb="offline")
+    student(root, "beta", "kd", 0.72, 1, resume=True, data_root="elsewhere")
+    student(root, "gamma", "kd", 0.74, 2, lr=1.0e-3)  # another learning rate: another configuration
+    student(root, "delta", "kd", 0.76, 3, epochs=4)
+    configs = seeds.configurations(report.collect(root))
+    assert sorted(c["runs"] for c in configs) == [["alpha", "beta"], ["delta"], ["gamma"]]
+    assert by_label(configs)["{alpha,beta}"]["n"] == 2
+
+
+def test_students_of_per_seed_teachers_are_one_configuration(tmp_path):
+    root = tmp_path / "chain"
+    for seed in (0, 1):
+        write_run(root, f"t{seed}", "teacher", 0.9, seed=seed, model="resnet18", init="ft")
+        write_run(root, f"s{seed}", "distill", 0.7 + seed / 100, seed=seed, student="mobilenet_v2", distiller="kd",
+                  teacher=f"runs/chain/t{seed}")
+    write_run(root, "t_lp", "teacher", 0.8, model="resnet18", init="lp")
+    write_run(root, "s_lp", "distill", 0.69, student="mobilenet_v2", distiller="kd", teacher="runs/chain/t_lp")
+    configs = by_label(seeds.configurations(report.collect(root)))
+    assert configs["s{0,1}"]["runs"] == ["s0", "s1"] and configs["t{0,1}"]["n"] == 2
+    assert configs["s_lp"]["n"] == 1  # its teacher is another configuration
+
+
+@pytest.mark.parametrize("a, b", [([0.70, 0.72, 0.71], [0.74, 0.75, 0.77]), ([0.70, 0.73, 0.71], [0.71, 0.72, 0.74]),
+                                  ([0.70, 0.72], [0.60, 0.61, 0.65, 0.62])])
+def test_welch_matches_the_textbook_test(a, b):
+    got = compare.welch(a, b)
+    reference = stats.ttest_ind(a, b, equal_var=False)
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    assert got["t"] == pytest.approx((np.mean(a) - np.mean(b)) / math.sqrt(va + vb))
+    assert got["t"] == pytest.approx(reference.statistic) and got["p"] == pytest.approx(reference.pvalue)
+    assert got["gap_pt"] == pytest.approx(100 * (np.mean(a) - np.mean(b)))
+    assert got["verdict"] == ("beyond" if reference.pvalue < 0.05 else "within")
+
+
+def test_seed_noise_rule_on_hand_made_cases():
+    clear = compare.welch([0.80, 0.81, 0.805], [0.70, 0.71, 0.705])  # 10 points apart, 0.5 points of spread
+    assert clear["verdict"] == "beyond" and clear["p"] < 0.001
+    noise = compare.welch([0.70, 0.73, 0.71], [0.71, 0.72, 0.74])  # 1 point apart, ~1.5 points of spread
+    assert noise["verdict"] == "within" and noise["p"] > 0.3
+    one = compare.welch([0.80], [0.70, 0.71, 0.72])
+    assert one["verdict"] == "unknown" and one["p"] is None and one["gap_pt"] == pytest.approx(9.0)
+    assert compare.welch([0.7, 0.7], [0.7, 0.7])["verdict"] == "within"
+    assert compare.welch([0.7, 0.7], [0.6, 0.6])["verdict"] == "beyond"
+
+
+def test_plateau_rule_on_hand_made_histories():
+    rising = budget.plateau(curve(0.50, 0.60, 0.70))  # E = 3: the last third is one epoch
+    assert rising["status"] == "still improving" and rising["gain_pt"] == pytest.approx(10.0)
+    assert (rising["from_epoch"], rising["epochs"], rising["best_epoch"]) == (2, 3, 3)
+    flat = budget.plateau(curve(0.50, 0.70, 0.705))
+    assert flat["status"] == "plateaued" and flat["gain_pt"] == pytest.approx(0.5)
+    four = budget.plateau(curve(0.5, 0.6, 0.7, 0.71))  # k = 2: epochs 2-4, slope (0.71 - 0.6) / 2 exactly
+    assert four["from_epoch"] == 2 and four["gain_pt"] == pytest.approx(11.0)
+    noisy = [0.5, 0.6, 0.65, 0.7, 0.72, 0.73, 0.745, 0.73, 0.74]  # k = 3: a line through epochs 6-9
+    slope = np.polyfit([6, 7, 8, 9], noisy[5:], 1)[0]
+    long = budget.plateau(curve(*noisy))
+    assert long["gain_pt"] == pytest.approx(100 * 3 * slope) and long["status"] == "plateaued"
+    assert long["best_epoch"] == 7 and long["train_acc"] == pytest.approx(0.74 - 0.05)
+    assert budget.plateau(curve(0.5))["status"] == "unknown" and budget.plateau([])["status"] == "unknown"
+
+
+def test_prose_agrees_with_the_aggregated_numbers(study):
+    rows = report.collect(study)
+    lines = verdict.sentences(rows)
+    assert lines[1].startswith("Each configuration's accuracy is the mean over its seeds (n = 3 per student configuration)")
+    kd_vs_none = stats.ttest_ind(KD, NONE, equal_var=False)
+    crd_vs_none = stats.ttest_ind(CRD, NONE, equal_var=False)
+    assert kd_vs_none.pvalue < 0.05 < crd_vs_none.pvalue  # the fixture has one clear gain and one within noise
+    [line] = [line for line in lines if "against no teacher" in line]
+    assert line.startswith(f"mobilenet_v2, against no teacher (none_seed{{0,1,2}}: {100 * np.mean(NONE):.2f} ± "
+                           f"{100 * np.std(NONE, ddof=1):.2f}%, n=3): ")
+    assert (f"kd (kd_seed{{0,1,2}}: 72.50 ± 1.50%, n=3) +{100 * (np.mean(KD) - np.mean(NONE)):.2f} points, higher "
+            f"beyond seed noise (Welch p = {kd_vs_none.pvalue:.3f})") in line
+    assert (f"crd (crd_seed{{0,1,2}}: {100 * np.mean(CRD):.2f} ± {100 * np.std(CRD, ddof=1):.2f}%, n=3) "
+            f"+{100 * (np.mean(CRD) - np.mean(NONE)):.2f} points, within seed noise (Welch p = {crd_vs_none.pvalue:.3f})") in line
+    [line] = [line for line in lines if "against the pre-trained" in line]
+    assert "(mnv2_ft_seed{0,1,2}: 80.00 ± 1.00%, n=3; own run)" in line and "lower beyond seed noise" in line
+    # the comparisons table carries the same numbers
+    table = compare.comparison_table(compare.comparisons(seeds.configurations(rows)))
+    assert (f"| no teacher | mobilenet_v2 | kd_seed{{0,1,2}} | none_seed{{0,1,2}} | 72.50 ± 1.50 (n=3) | "
+            f"65.50 ± 0.50 (n=3) | +7.00 | {kd_vs_none.pvalue:.3f} | higher beyond seed noise |") in table
+
+
+def test_one_seed_never_claims_a_finding(tmp_path):
+    root = tmp_path / "single"
+    student(root, "kd", "kd", 0.80, 0)
+    student(root, "none", "none", 0.70, 0)
+    lines = verdict.sentences(report.collect(root))
+    assert lines[1].startswith("Every configuration has one seed")
+    [line] = [line for line in lines if "against no teacher" in line]
+    assert line == ("mobilenet_v2, against no teacher (none: 70.00%): kd (kd: 80.00%) +10.00 points. One seed each, "
+                    "so whether this gap exceeds the seed spread is unknown: not a finding until repeated over seeds.")
+    assert "beyond" not in " ".join(lines)
+    assert "whether any gap exceeds the seed spread (one seed per configuration)" in lines[-1]
+
+
+def test_budget_statement_from_the_histories(tmp_path):
+    short, long = tmp_path / "short", tmp_path / "long"
+    for seed in range(2):  # still gaining 10 points in its last epoch
+        student(short, f"kd{seed}", "kd", 0.70, seed, history=curve(0.5, 0.6, 0.7))
+        student(short, f"none{seed}", "none", 0.65, seed, history=curve(0.5, 0.6, 0.65))
+    lines = verdict.sentences(report.collect(short))
+    plateau_line = next(line for line in lines if line.startswith("Plateau:"))
+    assert plateau_line.startswith("Plateau: all 2 student configurations were still improving at their last epoch "
+                                   "(gains over the last third of their epochs from +5.00 (none{0,1}, epochs 2–3) "
+                                   "to +10.00 points (kd{0,1}, epochs 2–3))")
+    assert "these comparisons test the budget, not the claim" in plateau_line
+    assert lines[-1].startswith("What this study can show: which configuration was ahead after 3 epochs at these "
+                                "settings, and, for the 1 gap beyond seed noise, that it is not seed luck. What it cannot: "
+                                "which ends higher when trained to convergence")
+    flat = curve(0.5, 0.6, 0.65, 0.695, 0.7, 0.7)  # k = 2: a line through epochs 4-6 rises 0.5 points
+    for seed in range(2):
+        student(long, f"kd{seed}", "kd", 0.70, seed, history=flat)
+    plateau_line = next(line for line in verdict.sentences(report.collect(long)) if line.startswith("Plateau:"))
+    assert plateau_line.startswith("Plateau: the one student configuration had plateaued (gains under 1 point")
+    assert "| kd{0,1} | 2 | 6 | 4 | 69.50 | 70.00 | +0.50 | 5 | 65.00 | plateaued |" in \
+        budget.plateau_table(budget.plateaus(seeds.configurations(report.collect(long))))
+
+
+def test_teacher_init_comparisons_hold_the_student_fixed(tmp_path):
+    root = tmp_path / "inits"
+    accs = {"ft": [0.80, 0.81], "lp": [0.76, 0.78], "fr": [0.70, 0.74]}
+    for init, values in accs.items():
+        write_run(root, f"t_{init}", "teacher", 0.9, model="resnet18", init=init)
+        for seed, acc in enumerate(values):
+            write_run(root, f"au_{init}_{seed}", "distill", acc, seed=seed, student="mobilenet_v2",
+                      distiller="align_uniform", teacher=f"runs/inits/t_{init}", teacher_init=init)
+    write_run(root, "kd_lp", "distill", 0.75, student="mobilenet_v2", distiller="kd", teacher="runs/inits/t_lp",
+              teacher_init="lp")  # another distiller: not part of the align_uniform comparison
+    comps = [c for c in compare.comparisons(seeds.configurations(report.collect(root))) if c["claim"] == "teacher init"]
+    assert [(c["a_run"], c["b_run"]) for c in comps] == [("au_ft_{0,1}", "au_lp_{0,1}"), ("au_ft_{0,1}", "au_fr_{0,1}"),
+                                                         ("au_lp_{0,1}", "au_fr_{0,1}")]
+    assert comps[0]["p"] == pytest.approx(stats.ttest_ind(accs["ft"], accs["lp"], equal_var=False).pvalue)
+    [line] = [line for line in verdict.sentences(report.collect(root)) if "(au_ft_{0,1}: " in line and "teacher lp" in line]
+    assert line.startswith("mobilenet_v2, align_uniform, teacher ft (au_ft_{0,1}: 80.50 ± 0.71%, n=2) against teacher lp "
+                           "(au_lp_{0,1}: 77.00 ± 1.41%, n=2): +3.50 points, ")
+
+
+def test_figures_show_every_seed_and_a_panel_per_student(study):
+    configs = seeds.configurations(report.collect(study))
+    fig = seed_plots.seed_spread(configs)
+    dots = sum(len(c.get_offsets()) for c in fig.axes[0].collections if isinstance(c, PathCollection))
+    assert dots == 3 * 4 + 1  # three seeds of four configurations, one teacher run
+    curves = seed_plots.accuracy_curves(configs)
+    titles = [ax.get_title() for ax in curves.axes if ax.get_title()]
+    assert titles == ["student mobilenet_v2", "teacher-stage runs"]
+    assert len(curves.axes[0].get_lines()) == 3  # kd, none, crd: one mean line each
+
+
+REPORT_ONLY = """
+study: seeded
+runs:
+  - {stage: report, name: report}
+"""
+
+
+@pytest.mark.slow
+def test_report_notebook_over_a_two_seed_study(tmp_path, monkeypatch):
+    """papermill executes the real report notebook over a study whose runs have two seeds each."""
+    from dapt.cli import main
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "seeded.yaml").write_text(textwrap.dedent(REPORT_ONLY))
+    study_dir = tmp_path / "runs" / "seeded"
+    write_run(study_dir, "teacher", "teacher", 0.90, model="resnet18", init="ft")
+    for seed in range(2):
+        student(study_dir, f"kd_s{seed}", "kd", KD[seed], seed)
+        student(study_dir, f"none_s{seed}", "none", NONE[seed], seed)
+    monkeypatch.setenv("DAPT_ROOT", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "params/seeded.yaml", "--quiet"]) == 0
+    folder = study_dir / "report"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["status"] == "done"
+    [kd] = [c for c in metrics["comparisons"] if c["a_run"] == "kd_s{0,1}"]
+    assert kd["n_a"] == kd["n_b"] == 2 and kd["p"] == pytest.approx(stats.ttest_ind(KD[:2], NONE[:2], equal_var=False).pvalue)
+    outputs = json.dumps([c.get("outputs", []) for c in json.loads((folder / "notebook.ipynb").read_text())["cells"]],
+                         ensure_ascii=False)
+    assert "72.50 ± 2.12 (n=2)" in outputs and "Seed-noise rule" in outputs and "Plateau rule" in outputs
+    assert {"seed_spread.png", "accuracy_curves.png"} <= {p.name for p in (folder / "figures").iterdir()}
