@@ -9,6 +9,7 @@ import time
 from typing import Sequence
 
 from .errors import DaptError
+from .ranks import is_main
 
 DESCRIPTION = """\
 dapt: distillation as an alternative to pre-training small models.
@@ -50,8 +51,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     bad = {name: status for name, status in results.items() if status != "done"}
     minutes, seconds = divmod(int(time.time() - started), 60)
-    print(f"study {study.name}: {len(results) - len(bad)} of {len(results)} runs done in {minutes} min {seconds} s"
-          + (f"; not done: {', '.join(f'{n} ({s})' for n, s in bad.items())}" if bad else ""))
+    if is_main():  # under torchrun rank 0 speaks for every process
+        print(f"study {study.name}: {len(results) - len(bad)} of {len(results)} runs done in {minutes} min {seconds} s"
+              + (f"; not done: {', '.join(f'{n} ({s})' for n, s in bad.items())}" if bad else ""))
     return 1 if bad else 0
 
 

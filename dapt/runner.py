@@ -4,18 +4,26 @@ The runner never imports training code: it decides which runs to execute (skippi
 already done with identical parameters, refusing to replace finished ones unless forced),
 executes the notebooks with the repository as working directory and repo-relative paths, and
 records ``failed`` / ``interrupted`` when a notebook stops outside the trainer's control.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) every process runs this runner: they agree on the plan before
+anything runs, execute the training stages (``DDP_STAGES``) together, one process group per run, and
+leave the others to rank 0; after each run they exchange its outcome, so every rank takes the same
+skip/block/stop decisions. Only rank 0 writes under ``runs/``; the other ranks' executed notebooks go
+to a temp folder that is deleted after the run.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from .errors import DaptError
+from .ranks import DDP_STAGES, is_main, world_size
 from .runs import RUNS_DIR, mark_status, read_json, read_yaml, repo_root
 from .study import RunSpec, Study
 
@@ -151,26 +159,74 @@ def _kernel_manager(kernel_log: Path) -> type:
     return RunKernelManager
 
 
-def execute(spec: RunSpec, log_output: bool = True) -> None:
-    """Run one notebook into ``runs/<study>/<run>/notebook.ipynb``; raise papermill's error on failure.
+def execute(spec: RunSpec, log_output: bool = True, folder: Path | None = None) -> None:
+    """Run one notebook into ``runs/<study>/<run>/notebook.ipynb`` (or ``folder``, where a rank other than
+    0 keeps its copy); raise papermill's error on failure.
 
     The notebook receives only the parameters the study sets (``spec.injected``): its own
     parameters cell holds the defaults, so the executed report opens with the run's choices.
     """
     import papermill as pm
 
-    spec.folder.mkdir(parents=True, exist_ok=True)
+    folder = folder or spec.folder
+    folder.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(
         notebook_for(spec.stage).as_posix(),
-        (spec.folder / "notebook.ipynb").as_posix(),
+        (folder / "notebook.ipynb").as_posix(),
         parameters=spec.injected,
         kernel_name=KERNEL,
         cwd=".",
         log_output=log_output,
         progress_bar=False,
         report_mode=False,
-        kernel_manager_class=_kernel_manager(spec.folder / "kernel.log"),
+        kernel_manager_class=_kernel_manager(folder / "kernel.log"),
     )
+
+
+def _execute_on_this_rank(spec: RunSpec, number: int, log_output: bool) -> None:
+    """``execute`` as this process's share of a run: alone, everything; under torchrun, rank 0 runs every
+    stage and the other ranks only the training stages, each run's kernels in a process group of its own."""
+    if world_size() == 1:
+        return execute(spec, log_output)
+    if spec.stage not in DDP_STAGES:
+        os.environ.pop("DAPT_DDP_GROUP", None)
+        return execute(spec, log_output) if is_main() else None
+    os.environ["DAPT_DDP_GROUP"] = f"dapt-run-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}-{number}"
+    if is_main():
+        return execute(spec, log_output)
+    with tempfile.TemporaryDirectory(prefix=f"dapt-rank{os.environ.get('RANK')}-") as scratch:
+        execute(spec, False, Path(scratch))
+
+
+def _agreed_plan(study: Study, force: bool, only: list[str] | None) -> list[RunState]:
+    """``plan`` on every rank, checked to be the same everywhere (one error, raised on every rank alike)."""
+    from . import distributed
+
+    distributed.init_runner()
+    try:
+        states, error = plan(study, force, only), None
+    except DaptError as err:
+        states, error = [], str(err)
+    shared = distributed.all_objects((error, [(s.spec.name, s.status, s.same_params) for s in states]))
+    errors = [e for e, _ in shared if e]
+    if errors:
+        raise DaptError(errors[0])
+    if any(seen != shared[0][1] for _, seen in shared):
+        raise DaptError(f"the {world_size()} processes see different records under {RUNS_DIR}/ for {study.source}; "
+                        f"every process must work in the same project folder (a shared file system across nodes)")
+    return states
+
+
+def _outcome_everywhere(spec: RunSpec, error: str | None) -> tuple[str | None, str]:
+    """(the first failing rank's error or None, rank 0's recorded status) of a run, the same on every rank."""
+    status = str((read_json(spec.folder / "metrics.json") or {}).get("status", "failed")) if is_main() else ""
+    if world_size() == 1:
+        return error, status
+    from . import distributed
+
+    shared = distributed.all_objects((error, status))
+    failures = [f"rank {r}: {e}" for r, (e, _) in enumerate(shared) if e]
+    return (failures[0] if failures else None), shared[0][1]
 
 
 def run_study(
@@ -190,10 +246,13 @@ def run_study(
     ``resume`` continues each executed run from its last epoch checkpoint, if it has one.
     """
     os.chdir(repo_root())
+    if not is_main():  # one voice: rank 0 reports for all
+        echo, log_output = (lambda line: None), False
     if log_output:
         _configure_logging()
-    states = plan(study, force, only)
-    _check_writable(Path(RUNS_DIR) / study.name)
+    states = plan(study, force, only) if world_size() == 1 else _agreed_plan(study, force, only)
+    if is_main():
+        _check_writable(Path(RUNS_DIR) / study.name)
     results: dict[str, str] = {}
     executed: set[str] = set()
     stopped_by: str | None = None
@@ -218,25 +277,30 @@ def run_study(
                                        set_keys=[*spec.set_keys, "resume"])
         echo(f"{head}: running -> {spec.folder.as_posix()}/notebook.ipynb")
         started = time.time()
+        error = None
         try:
-            execute(spec, log_output)
+            _execute_on_this_rank(spec, i, log_output)
         except KeyboardInterrupt:
             # The kernel dies with its cell still pending: nbclient's execute task then fails, and asyncio
             # would print that task's traceback at exit. Expected after an interrupt, so not shown.
             logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-            mark_status(spec.folder, "interrupted")
+            if is_main():
+                mark_status(spec.folder, "interrupted")
             echo(f"{head}: interrupted; `dapt run` starts it again, `dapt run --resume` continues from its last epoch")
             raise
         except Exception as err:  # papermill's execution error carries the cell's exception
-            reason = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
-            mark_status(spec.folder, "failed", reason)
+            error = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
+        reason, status = _outcome_everywhere(spec, error)
+        if reason:
+            if is_main():
+                mark_status(spec.folder, "failed", reason)
             results[spec.name] = "failed"
             echo(f"{head}: FAILED ({reason}); see {spec.folder.as_posix()}/notebook.ipynb")
             stopped_by = None if keep_going else spec.name
             continue
         executed.add(spec.name)
         metrics = read_json(spec.folder / "metrics.json") or {}
-        results[spec.name] = str(metrics.get("status", "failed"))
+        results[spec.name] = status
         acc = metrics.get("test_acc")
         summary = f", test_acc {acc:.4f}" if isinstance(acc, (int, float)) else ""
         echo(f"{head}: {results[spec.name]} in {time.time() - started:.0f} s{summary}")
