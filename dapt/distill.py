@@ -133,7 +133,7 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
         # Several processes: the calls go through DDP, which averages the gradients of the student and of the
         # distiller's own parameters (projectors, CRD embeddings); CRD's banks sync themselves (crd.py).
         student_step = distributed.wrap(distributed.FeaturesAndLogits(student))
-        distiller_step = distributed.wrap(distiller, broadcast_buffers=False, find_unused_parameters=True)
+        distiller_step = distributed.wrap(distiller, sync_buffers=False, static_graph=True)
 
         def set_train_mode() -> None:
             student.train()

@@ -176,15 +176,17 @@ class FeaturesAndLogits(nn.Module):
         return self.net.forward_features(x)
 
 
-def wrap(module: nn.Module, *, broadcast_buffers: bool = True, find_unused_parameters: bool = False) -> nn.Module:
+def wrap(module: nn.Module, *, sync_buffers: bool = True, static_graph: bool = False) -> nn.Module:
     """``module`` in DDP when distributed and it has trainable parameters; else ``module`` itself.
 
-    DDP broadcasts rank 0's parameters now (all ranks start alike) and averages gradients in backward;
-    with ``broadcast_buffers`` rank 0's buffers (BatchNorm running statistics) at every forward.
+    DDP broadcasts rank 0's parameters and buffers now (all ranks start alike) and averages gradients in
+    backward; with ``sync_buffers`` also rank 0's buffers (BatchNorm running statistics) at every forward.
+    ``static_graph``: the same parameters take part in every step, some perhaps in none (a loss term
+    weighted 0); DDP learns which on the first step instead of searching the graph at each.
     """
     if not active() or not any(p.requires_grad for p in module.parameters()):
         return module
     device = next(module.parameters()).device
     return nn.parallel.DistributedDataParallel(
-        module, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=broadcast_buffers,
-        find_unused_parameters=find_unused_parameters)
+        module, device_ids=[device] if device.type == "cuda" else None, forward_sync_buffers=sync_buffers,
+        static_graph=static_graph)

@@ -148,6 +148,12 @@ def _kernel_manager(kernel_log: Path) -> type:
         def _transport_default(self) -> str:
             return "ipc" if os.name == "posix" else "tcp"
 
+        @default("ip")
+        def _ip_default(self) -> str:
+            # IPC sockets are files in the working folder: named after this process, so the runners of
+            # several ranks (torchrun), working in one folder at once, never pick the same ones
+            return f"kernel-{os.getpid()}-ipc" if self.transport == "ipc" else super()._ip_default()
+
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
             # A process that used wandb (a JupyterLab kernel, a test) exports WANDB_SERVICE, the address
             # of its own wandb service; a run inheriting it would log through that process, or nowhere
