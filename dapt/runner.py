@@ -211,6 +211,11 @@ def _agreed_plan(study: Study, force: bool, only: list[str] | None) -> list[RunS
     distributed.init_runner()
     try:
         states, error = plan(study, force, only), None
+        for state in states:  # the slices of a global batch must be equal: said before anything runs
+            size = getattr(state.spec.cfg, "batch_size", None)
+            if state.spec.stage in DDP_STAGES and size and size % world_size():
+                raise DaptError(f"{study.source}: run {state.spec.name!r}: batch_size {size} does not split into "
+                                f"{world_size()} equal parts, one per process; use a multiple of {world_size()}")
     except DaptError as err:
         states, error = [], str(err)
     shared = distributed.all_objects((error, [(s.spec.name, s.status, s.same_params) for s in states]))
