@@ -9,6 +9,7 @@ import time
 from typing import Sequence
 
 from .errors import DaptError
+from .ranks import is_main, world_size
 
 DESCRIPTION = """\
 dapt: distillation as an alternative to pre-training small models.
@@ -46,6 +47,9 @@ def _executor(args: argparse.Namespace) -> dict:
         if ray_flags:
             raise DaptError(f"{ray_flags[0]} is an option of the Ray executor: add --executor ray, or leave it out")
         return {}
+    if world_size() > 1:
+        raise DaptError("--executor ray runs each run as one Ray task and cannot run under torchrun: start "
+                        "`dapt run FILE --executor ray` as one process, or use torchrun without --executor ray")
     if args.dry_run:
         return {}  # a dry run executes nothing, so it needs no Ray
     from .ray_executor import RayExecutor
@@ -73,8 +77,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     bad = {name: status for name, status in results.items() if status != "done"}
     minutes, seconds = divmod(int(time.time() - started), 60)
-    print(f"study {study.name}: {len(results) - len(bad)} of {len(results)} runs done in {minutes} min {seconds} s"
-          + (f"; not done: {', '.join(f'{n} ({s})' for n, s in bad.items())}" if bad else ""))
+    if is_main():  # under torchrun rank 0 speaks for every process
+        print(f"study {study.name}: {len(results) - len(bad)} of {len(results)} runs done in {minutes} min {seconds} s"
+              + (f"; not done: {', '.join(f'{n} ({s})' for n, s in bad.items())}" if bad else ""))
     return 1 if bad else 0
 
 

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 from . import agreement as A
+from . import distributed
 from .checkpoint import load_model
 from .data import ImageSet
 from .data.augment import make_views
@@ -130,6 +131,11 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
                           teacher_test_acc=A.accuracy(t_logits, ds.test_y),
                           teacher_eval_acc=A.accuracy(t_logits[watch], ds.test_y[watch]))
 
+        # Several processes: the calls go through DDP, which averages the gradients of the student and of the
+        # distiller's own parameters (projectors, CRD embeddings); CRD's banks sync themselves (crd.py).
+        student_step = distributed.wrap(distributed.FeaturesAndLogits(student))
+        distiller_step = distributed.wrap(distiller, sync_buffers=False, static_graph=True)
+
         def set_train_mode() -> None:
             student.train()
             distiller.train()
@@ -138,9 +144,9 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
             view = epoch % len(views)
             x = view_pixels(ds.train_x[index], views[view].select(index),
                             diff_views[view].select(index) if diff_views else None)
-            s_feat, s_logits = student.forward_features(prepare(x, channels_last=cfg.channels_last))
+            s_feat, s_logits = student_step(prepare(x, channels_last=cfg.channels_last))
             t_z, t_f = targets.get(view, index) if targets is not None else (None, None)
-            loss, parts = distiller(s_feat, s_logits, ds.train_y[index], t_feat=t_f, t_logits=t_z, index=index)
+            loss, parts = distiller_step(s_feat, s_logits, ds.train_y[index], t_feat=t_f, t_logits=t_z, index=index)
             if ds.n_synthetic:
                 right, synthetic = s_logits.detach().argmax(1) == ds.train_y[index], index >= n_real
                 for source, rows in (("real", ~synthetic), ("synthetic", synthetic)):
@@ -153,7 +159,8 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
             entry = {"test_acc": A.accuracy(s_logits, ds.test_y[watch])}
             if ds.n_synthetic:
                 for source, counts in by_source.items():
-                    entry[f"train_acc_{source}"] = counts[0] / max(1, counts[1])
+                    right, seen = distributed.sum_across({"right": counts[0], "seen": counts[1]}).values()
+                    entry[f"train_acc_{source}"] = right / max(1, seen)
                     counts[:] = [0, 0]
             if teacher is not None:
                 t_logits = outputs["t_logits"][watch]

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 from . import config
 from .errors import DaptError
+from .ranks import DDP_STAGES, world_size
 from .runs import RunRecord, use_repo_root
 
 
@@ -62,6 +63,10 @@ def start(stage: str, namespace: Mapping[str, Any]) -> tuple[Any, RunRecord]:
     show_errors_briefly()
     use_repo_root()
     cfg = config.from_namespace(config.stage_config(stage), namespace)
+    if stage in DDP_STAGES and world_size() > 1:  # under torchrun: join this run's process group first
+        from . import distributed
+
+        distributed.init()  # CPU (gloo); a CUDA run passes its torch.device (nccl, cuda:LOCAL_RANK)
     record = RunRecord.start(cfg.run_dir, stage, config.as_dict(cfg), resume=getattr(cfg, "resume", False))
     _fail_on_cell_error(record)
     return cfg, record

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dapt.errors import DaptError
+from dapt.ranks import is_main
 from dapt.runs import atomic_path
 
 _DPI = 110
@@ -23,7 +24,10 @@ _PANEL_SIZE = (4.6, 3.4)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write ``fig`` as a PNG at ``path`` atomically (temp file + rename), creating the folder."""
+    """Write ``fig`` as a PNG at ``path`` atomically (temp file + rename), creating the folder; in a run
+    of several processes only rank 0 writes."""
+    if not is_main():
+        return Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=_DPI)
     return Path(path)

@@ -4,6 +4,12 @@ The runner never imports training code: it decides which runs to execute (skippi
 already done with identical parameters, refusing to replace finished ones unless forced),
 executes the notebooks with the repository as working directory and repo-relative paths, and
 records ``failed`` / ``interrupted`` when a notebook stops outside the trainer's control.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) every process runs this runner: they agree on the plan before
+anything runs, execute the training stages (``DDP_STAGES``) together, one process group per run, and
+leave the others to rank 0; after each run they exchange its outcome, so every rank takes the same
+skip/block/stop decisions. Only rank 0 writes under ``runs/``; the other ranks' executed notebooks go
+to a temp folder that is deleted after the run.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import DaptError
+from .ranks import DDP_STAGES, is_main, world_size
 from .runs import RUNS_DIR, mark_status, read_json, read_yaml, repo_root
 from .schedule import Outcome, Schedule
 from .study import RunSpec, Study
@@ -146,7 +153,8 @@ def _kernel_manager(kernel_log: Path) -> type:
         @default("ip")
         def _ip_default(self) -> str:
             # jupyter_client's default, kernel-ipc-<n> in the working directory with the first free n,
-            # lets two kernels started at once from the repository (Ray runs) take the same sockets
+            # lets two kernels started at once from the repository (Ray runs, the runners of several
+            # torchrun ranks) take the same sockets: each kernel gets its own random path instead
             if self.transport != "ipc":
                 return super()._ip_default()
             return os.path.join(tempfile.gettempdir(), f"dapt-kernel-{uuid.uuid4().hex[:16]}")
@@ -162,49 +170,107 @@ def _kernel_manager(kernel_log: Path) -> type:
     return RunKernelManager
 
 
-def execute(spec: RunSpec, log_output: bool = True) -> None:
-    """Run one notebook into ``runs/<study>/<run>/notebook.ipynb``; raise papermill's error on failure.
+def execute(spec: RunSpec, log_output: bool = True, folder: Path | None = None) -> None:
+    """Run one notebook into ``runs/<study>/<run>/notebook.ipynb`` (or ``folder``, where a rank other than
+    0 keeps its copy); raise papermill's error on failure.
 
     The notebook receives only the parameters the study sets (``spec.injected``): its own
     parameters cell holds the defaults, so the executed report opens with the run's choices.
     """
     import papermill as pm
 
-    spec.folder.mkdir(parents=True, exist_ok=True)
+    folder = folder or spec.folder
+    folder.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(
         notebook_for(spec.stage).as_posix(),
-        (spec.folder / "notebook.ipynb").as_posix(),
+        (folder / "notebook.ipynb").as_posix(),
         parameters=spec.injected,
         kernel_name=KERNEL,
         cwd=".",
         log_output=log_output,
         progress_bar=False,
         report_mode=False,
-        kernel_manager_class=_kernel_manager(spec.folder / "kernel.log"),
+        kernel_manager_class=_kernel_manager(folder / "kernel.log"),
     )
+
+
+def _execute_on_this_rank(spec: RunSpec, log_output: bool) -> None:
+    """``execute`` as this process's share of a run: alone, everything; under torchrun, rank 0 runs every
+    stage and the other ranks only the training stages, each run's kernels in a process group of its own."""
+    if world_size() == 1:
+        return execute(spec, log_output)
+    if spec.stage not in DDP_STAGES:
+        os.environ.pop("DAPT_DDP_GROUP", None)
+        return execute(spec, log_output) if is_main() else None
+    os.environ["DAPT_DDP_GROUP"] = f"dapt-run-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}-{spec.name}"
+    if is_main():
+        return execute(spec, log_output)
+    with tempfile.TemporaryDirectory(prefix=f"dapt-rank{os.environ.get('RANK')}-") as scratch:
+        execute(spec, False, Path(scratch))
+
+
+def _agreed_plan(study: Study, force: bool, only: list[str] | None) -> list[RunState]:
+    """``plan`` on every rank, checked to be the same everywhere (one error, raised on every rank alike)."""
+    from . import distributed
+
+    distributed.init_runner()
+    try:
+        states, error = plan(study, force, only), None
+        for state in states:  # the slices of a global batch must be equal: said before anything runs
+            size = getattr(state.spec.cfg, "batch_size", None)
+            if state.spec.stage in DDP_STAGES and size and size % world_size():
+                raise DaptError(f"{study.source}: run {state.spec.name!r}: batch_size {size} does not split into "
+                                f"{world_size()} equal parts, one per process; use a multiple of {world_size()}")
+    except DaptError as err:
+        states, error = [], str(err)
+    shared = distributed.all_objects((error, [(s.spec.name, s.status, s.same_params) for s in states]))
+    errors = [e for e, _ in shared if e]
+    if errors:
+        raise DaptError(errors[0])
+    if any(seen != shared[0][1] for _, seen in shared):
+        raise DaptError(f"the {world_size()} processes see different records under {RUNS_DIR}/ for {study.source}; "
+                        f"every process must work in the same project folder (a shared file system across nodes)")
+    return states
+
+
+def _outcome_everywhere(spec: RunSpec, error: str | None) -> tuple[str | None, str]:
+    """(the first failing rank's error or None, rank 0's recorded status) of a run, the same on every rank."""
+    status = str((read_json(spec.folder / "metrics.json") or {}).get("status", "failed")) if is_main() else ""
+    if world_size() == 1:
+        return error, status
+    from . import distributed
+
+    shared = distributed.all_objects((error, status))
+    failures = [f"rank {r}: {e}" for r, (e, _) in enumerate(shared) if e]
+    return (failures[0] if failures else None), shared[0][1]
 
 
 def run_one(spec: RunSpec, log_output: bool = True) -> Outcome:
     """Execute one run and return how it ended; a failure is recorded in its ``metrics.json``.
 
-    The same function runs in this process (local executor) and inside a Ray task. On Ctrl-C,
-    SIGTERM or a Ray cancellation the run is recorded ``interrupted`` and the interrupt re-raised.
+    The same function runs in this process (local executor, on every rank under torchrun) and inside
+    a Ray task. On Ctrl-C, SIGTERM or a Ray cancellation the run is recorded ``interrupted`` and the
+    interrupt re-raised. Under torchrun every rank returns the same outcome.
     """
     started = time.time()
+    error = None
     try:
-        execute(spec, log_output)
+        _execute_on_this_rank(spec, log_output)
     except KeyboardInterrupt:
         # The kernel dies with its cell still pending: nbclient's execute task then fails, and asyncio
         # would print that task's traceback at exit. Expected after an interrupt, so not shown.
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-        mark_status(spec.folder, "interrupted")
+        if is_main():
+            mark_status(spec.folder, "interrupted")
         raise
     except Exception as err:  # papermill's execution error carries the cell's exception
-        reason = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
-        mark_status(spec.folder, "failed", reason)
+        error = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
+    reason, status = _outcome_everywhere(spec, error)
+    if reason:
+        if is_main():
+            mark_status(spec.folder, "failed", reason)
         return Outcome("failed", time.time() - started, reason)
-    metrics = read_json(spec.folder / "metrics.json") or {}
-    status = str(metrics.get("status", "failed"))
+    metrics = (read_json(spec.folder / "metrics.json") or {}) if is_main() else {}
     reason = "" if status == "done" else str(metrics.get("error", "the notebook ended without recording its run done"))
     acc = metrics.get("test_acc")
     return Outcome(status, time.time() - started, reason, acc if isinstance(acc, (int, float)) else None)
@@ -245,10 +311,13 @@ def run_study(
     decisions are the ``Schedule``'s, whichever executes.
     """
     os.chdir(repo_root())
+    if not is_main():  # one voice: rank 0 reports for all
+        echo, log_output = (lambda line: None), False
     if log_output:
         _configure_logging()
-    states = plan(study, force, only)
-    _check_writable(Path(RUNS_DIR) / study.name)
+    states = plan(study, force, only) if world_size() == 1 else _agreed_plan(study, force, only)
+    if is_main():
+        _check_writable(Path(RUNS_DIR) / study.name)
     schedule = Schedule(states, force=force, keep_going=keep_going, resume=resume, echo=echo)
     executor(schedule, log_output)
     return {state.spec.name: schedule.results[state.spec.name] for state in states}

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
+from .ranks import is_main
 from .errors import DaptError
 from .tracking import Tracker, for_run
 
@@ -185,14 +186,19 @@ class RunRecord:
         self.metrics: dict[str, Any] = {"status": "running", "stage": stage, "params": dict(params), "history": []}
         self._started = time.time()
         self.tracker = Tracker("disabled", self.folder, self.folder.name, {})
+        self.writes = True
 
     @classmethod
     def start(cls, folder: str | os.PathLike, stage: str, params: Mapping[str, Any], resume: bool = False) -> "RunRecord":
         """Create the run folder, write ``params.yaml`` and a ``running`` ``metrics.json``.
 
         With ``resume`` the history of an earlier attempt is kept (the trainer replays it from its checkpoint).
+        In a run of several processes (``dapt.distributed``) only rank 0's record writes anything.
         """
         record = cls(folder, stage, params)
+        record.writes = is_main()
+        if not record.writes:
+            return record
         record.folder.mkdir(parents=True, exist_ok=True)
         (record.folder / "figures").mkdir(exist_ok=True)
         previous = read_json(record.folder / "metrics.json") if resume else None
@@ -220,6 +226,8 @@ class RunRecord:
 
     def save(self) -> None:
         self.metrics["wall_time_s"] = round(time.time() - self._started, 2)
+        if not self.writes:
+            return
         atomic_write_json(self.folder / "metrics.json", tidy(self.metrics))
 
     def finish(self, **values: Any) -> None:
@@ -232,7 +240,7 @@ class RunRecord:
         self.tracker.summarize({k: v for k, v in self.metrics.items() if k not in ("params", "history")})
         self.tracker.log_figures((self.folder / "figures").glob("*.png"))
         notebook = self.folder / "notebook.ipynb"
-        if notebook.is_file() and notebook.stat().st_mtime >= self._started:
+        if self.writes and notebook.is_file() and notebook.stat().st_mtime >= self._started:
             self.tracker.log_notebook(notebook, f"notebook-{self.folder.parent.name}-{self.folder.name}")
         self.tracker.finish()
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from . import agreement as A
+from . import distributed
 from .data import ImageSet
 from .data.augment import augment
 from .models import Net, create_model
@@ -38,6 +39,8 @@ def train_teacher(cfg, ds: ImageSet, record: RunRecord) -> Net:
         else:
             groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
 
+        model_step = distributed.wrap(model)  # several processes: DDP averages the gradients
+
         def set_train_mode() -> None:
             model.train()
             if cfg.init == "lp":  # a linear probe keeps the pre-trained BatchNorm statistics too
@@ -47,7 +50,7 @@ def train_teacher(cfg, ds: ImageSet, record: RunRecord) -> Net:
             x = ds.train_x[index]
             if cfg.augment:
                 x = augment(x, generator)
-            logits = model(prepare(x, channels_last=cfg.channels_last))
+            logits = model_step(prepare(x, channels_last=cfg.channels_last))
             return F.cross_entropy(logits, ds.train_y[index]), logits, {}
 
         watch = eval_index(ds.test_y, cfg.eval_subset)

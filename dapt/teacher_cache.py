@@ -6,6 +6,10 @@ augmented image never change. The student trains on ``K`` deterministic views pe
 stored in fp16 under the teacher run's ``cache/`` folder and shared by every student of the
 same teacher, data, views and seed. ``teacher_cache: off`` computes them live instead, on the
 same views, so both modes train on the same pixels.
+
+Several processes (``dapt.distributed``): rank 0 reads or builds each cache file while the others
+wait at a barrier, then they read the file it wrote; only rank 0 writes. One build, not one per rank
+(they would all compute the same outputs), and no rank reads a file another is still writing.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import atomic_save, safe_load
 from .data.augment import AugmentParams
 from .data.diffaug import DiffAugParams, view_pixels
@@ -57,21 +62,22 @@ def _read_cache(path: Path) -> dict | None:
 
 
 def _write_cache(path: Path, logits: torch.Tensor, features: torch.Tensor) -> None:
-    atomic_save({"format": CACHE_FORMAT, "logits": logits, "features": features}, path)
+    if distributed.is_main():
+        atomic_save({"format": CACHE_FORMAT, "logits": logits, "features": features}, path)
 
 
 def outputs_on_test_set(teacher: Net, test_x: torch.Tensor, size: int, *, cache_dir: Path | None,
                         key_parts: tuple, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's logits and features on the test set (float32), cached like the training targets:
     every student of a study is compared with the same teacher predictions, computed once."""
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"test-{_digest(CACHE_FORMAT, 'test', *map(str, key_parts), str(size), test_x)}.pt"
+    if cache_dir is None:
+        return predict(teacher, test_x, size=size, channels_last=channels_last, features=True)
+    path = Path(cache_dir) / f"test-{_digest(CACHE_FORMAT, 'test', *map(str, key_parts), str(size), test_x)}.pt"
+    with distributed.main_first():
         blob = _read_cache(path)
         if blob is not None:
             return blob["logits"], blob["features"]
-    logits, features = predict(teacher, test_x, size=size, channels_last=channels_last, features=True)
-    if path is not None:
+        logits, features = predict(teacher, test_x, size=size, channels_last=channels_last, features=True)
         _write_cache(path, logits, features)
     return logits, features
 
@@ -93,7 +99,8 @@ class TeacherTargets:
                           *(torch.stack([v.offset_y, v.offset_x, v.flip.long()]) for v in views),
                           *(t for v in diff_views or () for t in v.key_tensors()))
             self.path = Path(cache_dir) / f"targets-{key}.pt"
-            self._load_or_build()
+            with distributed.main_first():
+                self._load_or_build()
 
     @property
     def cached(self) -> bool:

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import data as D
+from . import distributed
 from .data.augment import augment
 from .checkpoint import atomic_save, safe_load, save_model
 from .errors import DaptError
@@ -137,6 +138,7 @@ def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) 
     an exception marks it ``failed`` (``interrupted`` on Ctrl-C) and is re-raised.
     """
     with record.recording():
+        distributed.check_batch_size(cfg.batch_size)
         torch.manual_seed(cfg.seed)
         trainee = build()
         optimizer = build_optimizer(cfg.optimizer, trainee.param_groups, cfg.lr, cfg.weight_decay)
@@ -144,7 +146,8 @@ def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) 
         scheduler = build_scheduler(cfg.scheduler, optimizer, steps, cfg.epochs, cfg.step_size, cfg.step_gamma)
         record.update(eval_images=len(eval_index(ds.test_y, cfg.eval_subset)), test_images=len(ds.test_y))
         _fit(cfg, record, trainee, optimizer, scheduler, ds, record.tracker)  # the record finishes the tracker
-        save_model(record.path("model.pt"), trainee.model, trainee.meta)
+        if distributed.is_main():
+            save_model(record.path("model.pt"), trainee.model, trainee.meta)
         record.update(**trainee.final())
     return trainee
 
@@ -193,6 +196,8 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
     start_step = int(resumed.get("step", 0))
 
     def save_resume_state(epoch_done: int, step: int, totals: dict, augment_generator: torch.Generator) -> None:
+        if not distributed.is_main():  # the totals are global sums, every rank holds the same state
+            return
         state = {"epoch": epoch_done, "step": step, "steps_per_epoch": steps, "best": best, "best_epoch": best_epoch,
                  "history": record.metrics["history"],
                  "modules": {k: m.state_dict() for k, m in trainee.modules.items()},
@@ -214,19 +219,23 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
             totals = {**resumed["totals"], "parts": dict(resumed["totals"]["parts"])}
             augment_generator.set_state(resumed["augment_rng"])
         for step, index in enumerate(order[done:], done + 1):
+            index = distributed.shard(index)  # several processes: this one's slice of the global batch
             loss, logits, parts = trainee.step(index, epoch, augment_generator)
-            value = loss.item()
+            sums = distributed.sum_across({"loss": loss.item() * len(index), "seen": len(index),
+                                           "correct": (logits.argmax(1) == train_y[index]).sum().item(),
+                                           **{key: part * len(index) for key, part in parts.items()}})
+            value = sums["loss"] / sums["seen"]  # the global batch's: every rank stops alike on a bad one
             if not math.isfinite(value):
                 raise FloatingPointError(f"training loss became {value} at epoch {epoch + 1}; lower lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            totals["loss"] += value * len(index)
-            totals["correct"] += (logits.argmax(1) == train_y[index]).sum().item()
-            totals["seen"] += len(index)
-            for key, part in parts.items():
-                totals["parts"][key] = totals["parts"].get(key, 0.0) + part * len(index)
+            totals["loss"] += sums["loss"]
+            totals["correct"] += int(sums["correct"])
+            totals["seen"] += int(sums["seen"])
+            for key in parts:
+                totals["parts"][key] = totals["parts"].get(key, 0.0) + sums[key]
             bar.update(1)
             bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {value:.3f}", refresh=False)
             if cfg.checkpoint_every and step < steps and (epoch * steps + step) % cfg.checkpoint_every == 0:
@@ -239,7 +248,8 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
         entry.update(trainee.evaluate())
         if entry["test_acc"] > best:
             best, best_epoch = entry["test_acc"], epoch + 1
-            save_model(record.path("best.pt"), trainee.model, trainee.meta)
+            if distributed.is_main():
+                save_model(record.path("best.pt"), trainee.model, trainee.meta)
         record.metrics.update(best_eval_acc=best, best_epoch=best_epoch)
         record.log_epoch(entry)  # one write of metrics.json per epoch
         tracker.log(entry, step=epoch + 1)

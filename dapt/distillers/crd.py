@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import distributed
 from ..errors import DaptError
 from ..fields import AT_LEAST_ONE, FRACTION, POSITIVE, param
 from .base import DISTILLERS, Distiller
@@ -117,22 +118,25 @@ class ContrastMemory(nn.Module):
 
         ``rows[:, 0]`` are the samples' own indices (positives), the rest their negatives.
         Returns (student embedding vs teacher bank, teacher embedding vs student bank), then
-        moves the positives' bank rows towards this batch's embeddings.
+        moves the positives' bank rows towards this batch's embeddings. Under DDP (``dapt.distributed``)
+        each rank holds a slice of the global batch; every rank moves the rows of the whole global
+        batch (gathered), so the banks stay identical on all ranks and equal to one process's.
         """
         p_s = self._scores(self.bank_teacher, v_s, rows, self.z_student)
         p_t = self._scores(self.bank_student, v_t, rows, self.z_teacher)
         # Out of place: autograd keeps the pre-update banks, which the scores' backward needs.
         with torch.no_grad():
-            self.bank_student = self._moved(self.bank_student, v_s, rows[:, 0])
-            self.bank_teacher = self._moved(self.bank_teacher, v_t, rows[:, 0])
+            positives = distributed.gather_rows(rows[:, 0].contiguous())
+            self.bank_student = self._moved(self.bank_student, distributed.gather_rows(v_s.detach()), positives)
+            self.bank_teacher = self._moved(self.bank_teacher, distributed.gather_rows(v_t.detach()), positives)
         return p_s, p_t
 
     def _scores(self, bank: Tensor, v: Tensor, rows: Tensor, z: Tensor) -> Tensor:
         # One [B, N] matmul then a gather: at these dataset sizes far cheaper in time and memory
         # than gathering the B·(1+K) bank rows first (≈270 MB per side at B=128, K=4096).
         scores = torch.exp((v @ bank.T).gather(1, rows) / self.temperature)
-        if bool(z < 0):
-            z.fill_(scores.detach().mean() * bank.shape[0])
+        if bool(z < 0):  # the global batch's mean, the same on every rank
+            z.fill_(distributed.mean_across(scores.detach().mean()) * bank.shape[0])
         return scores / z
 
     def _moved(self, bank: Tensor, v: Tensor, positives: Tensor) -> Tensor:
@@ -160,8 +164,15 @@ class CRDCriterion(nn.Module):
                                      momentum=momentum, generator=self.generator)
 
     def forward(self, s_feat: Tensor, t_feat: Tensor, index: Tensor) -> Tensor:
-        """Loss for a batch of student/teacher features of training samples ``index``."""
-        negatives = self.sampler.sample(index, self.k, self.generator)
+        """Loss for a batch of student/teacher features of training samples ``index``.
+
+        Under DDP ``index`` is this rank's slice of the global batch: every rank draws the negatives of
+        the whole global batch from its copy of the generator (the copies stay in step) and keeps its
+        slice, so the draws are those of one process on the global batch.
+        """
+        index = torch.as_tensor(index).long()
+        everyone = distributed.gather_rows(index)
+        negatives = distributed.shard(self.sampler.sample(everyone, self.k, self.generator))
         device = self.memory.bank_student.device
         rows = torch.cat([torch.as_tensor(index).long().view(-1, 1).cpu(), negatives], 1).to(device)
         p_s, p_t = self.memory(self.embed_student(s_feat), self.embed_teacher(t_feat), rows)
