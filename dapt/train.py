@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -23,6 +23,7 @@ from tqdm import tqdm
 from . import data as D
 from .data.augment import augment
 from .checkpoint import atomic_save, safe_load, save_model
+from .device import Placement, device_of, to_device
 from .errors import DaptError
 from .models import Net
 from .optim import build_optimizer, build_scheduler
@@ -54,15 +55,18 @@ def prepare(x_uint8: torch.Tensor, size: int | None = None, channels_last: bool 
 @torch.inference_mode()
 def predict(model: Net, x_uint8: torch.Tensor, *, batch_size: int = 500, size: int | None = None,
             channels_last: bool = True, features: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Logits (and penultimate features) of ``model`` in eval mode over all of ``x_uint8``."""
+    """Logits (and penultimate features) of ``model`` in eval mode over all of ``x_uint8``, computed in
+    float32 on the model's device (batch by batch from host memory) and returned on the CPU."""
     was_training = model.training
     model.eval()
+    device = device_of(model)
     logits, feats = [], []
     for start in range(0, len(x_uint8), batch_size):
-        f, z = model.forward_features(prepare(x_uint8[start:start + batch_size], size, channels_last))
-        logits.append(z.float())
+        x = to_device(x_uint8[start:start + batch_size], device)
+        f, z = model.forward_features(prepare(x, size, channels_last))
+        logits.append(z.float().cpu())  # .cpu() of a CPU tensor is the tensor itself: no copy
         if features:
-            feats.append(f.float())
+            feats.append(f.float().cpu())
     model.train(was_training)
     return torch.cat(logits), (torch.cat(feats) if features else None)
 
@@ -85,7 +89,7 @@ def eval_index(test_y: torch.Tensor, eval_subset: int | None) -> torch.Tensor:
 def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int, channels_last: bool) -> int:
     """Precise BN (Wu & Johnson 2021): set the running statistics of the BatchNorm layers that are
     training to their plain average over ``images`` (uint8, augmented as in training), computed
-    with the current weights. Returns how many layers it re-estimated.
+    with the current weights, on the model's device. Returns how many layers it re-estimated.
 
     Why: a running variance keeps 0.9^steps of its initial 1.0. MobileNetV2's depthwise layers
     start so small (torchvision's fan_out init counts 9·C inputs) that their true variance is
@@ -101,10 +105,11 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
         layer.momentum = None  # None: a cumulative average over the batches below
     stop = len(images) // batch_size * batch_size or len(images)  # no ragged tail: BN needs >1 value
     # The body only (no head dropout), and a forked RNG: stochastic depth in the body must not
-    # shift the random stream training continues with.
-    with torch.random.fork_rng(devices=[]):
+    # shift the random stream training continues with (on CUDA, the device's stream).
+    device = device_of(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for start in range(0, stop if layers else 0, batch_size):
-            model.features(prepare(images[start:start + batch_size], channels_last=channels_last))
+            model.features(prepare(to_device(images[start:start + batch_size], device), channels_last=channels_last))
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
     return len(layers)
@@ -128,6 +133,8 @@ class Trainee:
     step: Callable[[torch.Tensor, int, torch.Generator], tuple[torch.Tensor, torch.Tensor, dict]]
     evaluate: Callable[[], dict]  # after each epoch, on the eval images: at least test_acc
     final: Callable[[], dict]  # after the last epoch, on all test images: the run's final numbers
+    # device, autocast and loss scaling of the steps; the stage moves its modules to place.device
+    place: Placement = field(default_factory=Placement)
 
 
 def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) -> Trainee:
@@ -139,6 +146,8 @@ def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) 
     with record.recording():
         torch.manual_seed(cfg.seed)
         trainee = build()
+        trainee.place.compile_model(trainee.model)
+        record.update(device=str(trainee.place.device))
         optimizer = build_optimizer(cfg.optimizer, trainee.param_groups, cfg.lr, cfg.weight_decay)
         steps = max(1, len(ds.train_y) // cfg.batch_size)
         scheduler = build_scheduler(cfg.scheduler, optimizer, steps, cfg.epochs, cfg.step_size, cfg.step_gamma)
@@ -172,6 +181,7 @@ def _resume_state(last_path, trainee: Trainee, optimizer, scheduler, record: Run
     scheduler.load_state_dict(state["scheduler"])
     record.metrics["history"] = list(state["history"])
     torch.set_rng_state(state["rng"])  # dropout and stochastic depth draw from the global stream
+    trainee.place.load_resume_state(state)
     return state
 
 
@@ -191,13 +201,14 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
         resumed = _resume_state(last_path, trainee, optimizer, scheduler, record, steps)
     start_epoch, best, best_epoch = int(resumed["epoch"]), float(resumed["best"]), int(resumed["best_epoch"])
     start_step = int(resumed.get("step", 0))
+    place = trainee.place
 
     def save_resume_state(epoch_done: int, step: int, totals: dict, augment_generator: torch.Generator) -> None:
         state = {"epoch": epoch_done, "step": step, "steps_per_epoch": steps, "best": best, "best_epoch": best_epoch,
                  "history": record.metrics["history"],
                  "modules": {k: m.state_dict() for k, m in trainee.modules.items()},
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": torch.get_rng_state()}
+                 "rng": torch.get_rng_state(), **place.resume_state()}
         if step:  # in the middle of an epoch: where its sums and its augmentation stream stand
             state.update(totals=totals, augment_rng=augment_generator.get_state())
         atomic_save(state, last_path)
@@ -214,16 +225,17 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
             totals = {**resumed["totals"], "parts": dict(resumed["totals"]["parts"])}
             augment_generator.set_state(resumed["augment_rng"])
         for step, index in enumerate(order[done:], done + 1):
-            loss, logits, parts = trainee.step(index, epoch, augment_generator)
+            with place.autocast():
+                loss, logits, parts = trainee.step(index, epoch, augment_generator)
             value = loss.item()
             if not math.isfinite(value):
                 raise FloatingPointError(f"training loss became {value} at epoch {epoch + 1}; lower lr")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            place.backward(loss)
+            place.step(optimizer)
             scheduler.step()
             totals["loss"] += value * len(index)
-            totals["correct"] += (logits.argmax(1) == train_y[index]).sum().item()
+            totals["correct"] += (logits.argmax(1).cpu() == train_y[index]).sum().item()
             totals["seen"] += len(index)
             for key, part in parts.items():
                 totals["parts"][key] = totals["parts"].get(key, 0.0) + part * len(index)
