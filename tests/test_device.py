@@ -25,7 +25,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a ma
 
 @pytest.fixture(scope="module")
 def digits():
-    return D.load_dataset("digits", 8, train_subset=300, seed=0)
+    return D.load_dataset("digits", 16, train_subset=300, seed=0)
 
 
 def test_auto_is_cuda_when_present_else_the_cpu():
@@ -77,7 +77,7 @@ def test_to_device_on_the_cpu_is_the_tensor_itself():
 
 
 def cfg_for(kind, tmp_path, **values):
-    base = {"dataset": "digits", "image_size": 8, "train_subset": 300, "batch_size": 50, "precise_bn": 200,
+    base = {"dataset": "digits", "image_size": 16, "train_subset": 300, "batch_size": 50, "precise_bn": 200,
             "device": "cpu", "run_dir": str(tmp_path / kind)}
     cls = config.TeacherConfig if kind == "teacher" else config.DistillConfig
     return config.validate(cls, {**base, **values})
@@ -88,7 +88,7 @@ def test_bf16_training_computes_in_bf16_and_learns(tmp_path, digits, monkeypatch
     (seen by a hook on the real model), its weights stay float32, its loss is finite and it learns the
     digits far above chance; precise BN and evaluation run in float32. Then a KD student whose live
     teacher runs in the student's autocast."""
-    cfg = cfg_for("teacher", tmp_path, model="resnet18", init="fr", epochs=3, optimizer="sgd", lr=0.05, amp="bf16")
+    cfg = cfg_for("teacher", tmp_path, model="resnet18", init="fr", epochs=3, lr=3e-3, amp="bf16")
     seen = []  # (autocast on, output dtype) of the first convolution, per forward pass
     real_create = create_model
 
@@ -111,7 +111,7 @@ def test_bf16_training_computes_in_bf16_and_learns(tmp_path, digits, monkeypatch
     metrics = runs.read_json(tmp_path / "teacher" / "metrics.json")
     assert metrics["device"] == "cpu"
     assert all(math.isfinite(e["train_loss"]) for e in metrics["history"])
-    assert metrics["test_acc"] > 0.3, metrics["test_acc"]  # 10 classes: chance is 0.1
+    assert metrics["test_acc"] > 0.25, metrics["test_acc"]  # 10 classes: chance is 0.1 (0.39 measured)
 
     dcfg = cfg_for("distill", tmp_path, student="resnet18", teacher=cfg.run_dir, distiller="kd", epochs=1,
                    amp="bf16", teacher_cache="off")
@@ -132,15 +132,17 @@ def test_fp16_loss_scaling_skips_overflowing_steps_and_its_state_resumes():
     layer = nn.Linear(3, 1, bias=False)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[1.0, -2.0, 0.5]]))
-    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
-    x = torch.tensor([[1.0, 2.0, 3.0]])
-    # loss = (w·x)², dloss/dw = 2 (w·x) x; w·x = 1 - 4 + 1.5 = -1.5, so the gradient is -3 x
+    optimizer = torch.optim.SGD(layer.parameters(), lr=100.0)
+    x = torch.tensor([[1.0, 2.0, 3.0]]) * 1e-3
+    # loss = (w·x)², dloss/dw = 2 (w·x) x; w·x = -1.5e-3, so the gradient is -3e-3 x (~1e-5: fp16 keeps
+    # only a few bits of it unscaled)
     with place.autocast():
         loss = layer(x).float().pow(2).sum()
     place.backward(loss)
-    assert torch.allclose(layer.weight.grad, -3 * x * 2.0 ** 16, rtol=1e-2)  # scaled by S before the step
+    assert torch.allclose(layer.weight.grad, -3e-3 * x * 2.0 ** 16, rtol=1e-2)  # scaled by S = 2^16
     place.step(optimizer)
-    assert torch.allclose(layer.weight.detach(), torch.tensor([[1.3, -1.4, 1.4]]), rtol=1e-2)
+    assert torch.allclose(layer.weight.grad, -3e-3 * x, rtol=1e-2)  # unscaled before the step
+    assert torch.allclose(layer.weight.detach(), torch.tensor([[1.0003, -1.9994, 0.5009]]), atol=1e-5)
     before = layer.weight.detach().clone()
     optimizer.zero_grad()
     place.backward(layer(x * float("inf")).float().sum())
