@@ -62,12 +62,12 @@ def test_yaml_off_read_as_false_still_means_off():
         config.validate(config.TeacherConfig, {"amp": True})  # "on" is no amp choice
 
 
-def test_a_missing_cpp_compiler_for_compile_is_one_line(monkeypatch):
+def test_a_missing_cpp_compiler_for_compile_is_one_line():
     import torch._inductor.config as inductor
 
-    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/g++",))
-    with pytest.raises(DaptError, match=r"^compile: true on the CPU needs a C\+\+ compiler .* set compile: false$"):
-        check_placement("cpu", "off", compile=True)
+    with inductor.patch({"cpp.cxx": ("/nonexistent/g++",)}):  # Inductor's own override, undone on exit
+        with pytest.raises(DaptError, match=r"^compile: true on the CPU needs a C\+\+ compiler .* set compile: false$"):
+            check_placement("cpu", "off", compile=True)
 
 
 def test_to_device_on_the_cpu_is_the_tensor_itself():
