@@ -17,12 +17,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Optional, Union
 
 from .data import DATASETS
+from .device import check_placement
 from .distillers import DISTILLERS, DistillerSettings, needs_teacher
 from .errors import DaptError
 from .fields import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, check_ranges, choices_of, help_of, param, reference
 from .models import MODELS, check_image_size
 from .tracking import TrackingSettings
 
+DEVICE_HELP = ("where the run computes: auto (CUDA when present, else the CPU), cpu, cuda, cuda:N or mps; "
+               "bookkeeping: another device gives the same run up to float rounding")
+AMP_CHOICES = ("off", "bf16", "fp16")
+AMP_HELP = ("mixed precision of training: off (float32), bf16 (autocast to bfloat16; CPU and CUDA) or fp16 "
+            "(autocast to float16 with loss scaling; CUDA and mps only)")
 INJECTED = ("run_dir",)  # set by `dapt run` (runs/<study>/<run>), never by a params file
 
 
@@ -60,6 +66,10 @@ class TrainConfig(TrackingSettings):
         2048, "before each evaluation, BatchNorm statistics are re-estimated on this many augmented training "
               "images (precise BN); null keeps the running averages, which lag fast-moving weights", rule=AT_LEAST_ONE)
     channels_last: bool = param(True, "channels_last memory format (faster convolutions on CPU)")
+    device: str = param("auto", DEVICE_HELP)
+    amp: str = param("off", AMP_HELP, choices=AMP_CHOICES)
+    compile: bool = param(False, "torch.compile the model's body (TorchInductor: needs a C++ compiler on the CPU, "
+                                 "triton on CUDA); the first steps pay for the compilation")
     seed: int = param(0, "random seed (data subset, init, augmentation)")
     resume: bool = param(False, "continue from the run's last checkpoint if one exists")
     checkpoint_every: Optional[int] = param(
@@ -69,6 +79,7 @@ class TrainConfig(TrackingSettings):
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        check_placement(self.device, self.amp, self.compile)
 
 
 @dataclass
@@ -170,10 +181,15 @@ class GenerateConfig(TrackingSettings):
     ddpm_guidance: float = param(3.0, "ddpm: classifier-free guidance scale w (1 = plain conditional sampling)",
                                  rule=NON_NEGATIVE)
     ddpm_sample_steps: int = param(6, "ddpm: DDIM sampling steps", rule=AT_LEAST_ONE)
+    device: str = param("auto", DEVICE_HELP)
+    amp: str = param("off", "ddpm: mixed precision of its training (off, bf16, fp16 as for training stages); "
+                            "stable_diffusion: the pipeline's weights in float32 (off), bfloat16 or float16",
+                     choices=AMP_CHOICES)
     run_dir: str = param("runs/interactive/generate", "where the run is recorded (set by `dapt run`)")
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        check_placement(self.device, self.amp)
         try:
             self.prompt_template.format(name="x")
         except (KeyError, IndexError, ValueError):
@@ -261,6 +277,9 @@ def validate(cls: type, values: Mapping[str, Any], where: str = "params") -> Any
     clean = {}
     for key, value in values.items():
         kind = hints[key]
+        names = choices_of(known[key])
+        if isinstance(value, bool) and names and ("on" if value else "off") in names:
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as true/false
         try:
             clean[key] = _coerce(value, kind)
         except (ValueError, TypeError):
@@ -268,7 +287,6 @@ def validate(cls: type, values: Mapping[str, Any], where: str = "params") -> Any
             base = [a for a in typing.get_args(kind) if a is not type(None)][0] if optional else kind
             wanted = _type_name(base) + (" or null" if optional else "")
             raise ConfigError(f"{where}: {key} must be {wanted}, got {value!r}") from None
-        names = choices_of(known[key])
         if names and clean[key] is not None and clean[key] not in names:
             raise ConfigError(f"{where}: {key}: {clean[key]!r} is not one of: {', '.join(names)}")
     try:

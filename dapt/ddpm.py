@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import ImageSet
+from .device import Placement, device_of, to_device
 from .runs import atomic_write_json, read_json
 
 EMA_DECAY = 0.999
@@ -57,9 +58,11 @@ class DdpmSettings:
     timesteps: int
     label_drop: float
     prediction: str = "v_prediction"  # recorded, so a model trained to another target is never reused
+    amp: str = "off"  # mixed precision of training: bf16/fp16 weights differ from float32 ones
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        # amp off is left out, so models trained before amp existed (all float32) are still reused
+        return {k: v for k, v in self.__dict__.items() if not (k == "amp" and v == "off")}
 
 
 def settings_of(cfg, ds: ImageSet) -> DdpmSettings:
@@ -67,7 +70,7 @@ def settings_of(cfg, ds: ImageSet) -> DdpmSettings:
     grey = bool((ds.train_x[:, 0] == ds.train_x[:, 1]).all() and (ds.train_x[:, 0] == ds.train_x[:, 2]).all())
     return DdpmSettings(cfg.dataset, cfg.train_subset, cfg.image_size, cfg.seed, 1 if grey else 3, cfg.ddpm_patch,
                         cfg.ddpm_channels, cfg.ddpm_steps, cfg.ddpm_batch_size, cfg.ddpm_lr, cfg.ddpm_timesteps,
-                        cfg.ddpm_label_drop)
+                        cfg.ddpm_label_drop, amp=cfg.amp)
 
 
 def build_unet(s: DdpmSettings, num_classes: int):
@@ -114,17 +117,19 @@ class Ddpm:
     train_time_s: float
 
 
-def load_or_train(cfg, ds: ImageSet, folder: Path, tracker=None) -> Ddpm:
-    """The model in ``folder`` (``ddpm/``) if it was trained with these settings, else a new one trained now."""
+def load_or_train(cfg, ds: ImageSet, folder: Path, tracker=None, place: Placement | None = None) -> Ddpm:
+    """The model in ``folder`` (``ddpm/``) if it was trained with these settings, else a new one trained
+    now on ``place`` (default: the CPU, float32); returned on ``place.device``, for sampling there."""
     from diffusers import UNet2DModel
 
+    place = place or Placement()
     settings = settings_of(cfg, ds)
     recorded = read_json(folder / "training.json")
     if recorded and recorded.get("settings") == settings.as_dict() and (folder / "unet" / "config.json").is_file():
-        unet = UNet2DModel.from_pretrained(folder / "unet", low_cpu_mem_usage=False).eval()
+        unet = UNet2DModel.from_pretrained(folder / "unet", low_cpu_mem_usage=False).eval().to(place.device)
         return Ddpm(unet, settings, list(recorded["losses"]), True, float(recorded["train_time_s"]))
     started = time.time()
-    unet, losses = _train(settings, ds, tracker)
+    unet, losses = _train(settings, ds, tracker, place)
     elapsed = round(time.time() - started, 2)
     # weights first, then the record that vouches for them: a crash in between means a retrain, not a mismatch
     unet.save_pretrained(folder / "unet", safe_serialization=True)
@@ -133,12 +138,12 @@ def load_or_train(cfg, ds: ImageSet, folder: Path, tracker=None) -> Ddpm:
     return Ddpm(unet.eval(), settings, losses, False, elapsed)
 
 
-def _train(s: DdpmSettings, ds: ImageSet, tracker) -> tuple[object, list[float]]:
+def _train(s: DdpmSettings, ds: ImageSet, tracker, place: Placement) -> tuple[object, list[float]]:
     torch.manual_seed(s.seed)
-    unet = build_unet(s, ds.num_classes)
+    unet = build_unet(s, ds.num_classes).to(place.device)
     ema = copy.deepcopy(unet).requires_grad_(False)
     scheduler = train_scheduler(s)
-    alphas = scheduler.alphas_cumprod
+    alphas = place.to_device(scheduler.alphas_cumprod)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=0.0)
     warmup = max(1, s.train_steps // 20)
     # linear warm-up over the first 5% of the steps, then constant
@@ -154,14 +159,16 @@ def _train(s: DdpmSettings, ds: ImageSet, tracker) -> tuple[object, list[float]]
         x0, y = x_all[index], y_all[index].clone()
         y[torch.rand(len(y), generator=generator) < s.label_drop] = ds.num_classes  # the null class
         t = torch.randint(s.timesteps, (len(y),), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)  # drawn on the CPU: the same on any device
+        x0, y, t, noise = (place.to_device(v) for v in (x0, y, t, noise))
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        loss = F.mse_loss(predict_v(unet, xt, t, y, s.patch), a.sqrt() * noise - (1 - a).sqrt() * x0)
+        with place.autocast():
+            v = predict_v(unet, xt, t, y, s.patch).float()
+        loss = F.mse_loss(v, a.sqrt() * noise - (1 - a).sqrt() * x0)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
+        place.backward(loss)
+        place.step(optimizer, clip=1.0)
         schedule.step()
         decay = min(EMA_DECAY, (1 + n) / (10 + n))
         with torch.no_grad():
@@ -185,6 +192,7 @@ def sample(model: Ddpm, labels: list[int], seeds: list[int], *, steps: int, guid
     from diffusers import DDIMScheduler
 
     s = model.settings
+    device = device_of(model.unet)
     # "trailing" spacing starts at t = T-1, where the pure noise x_T actually lives; diffusers' default
     # "leading" starts at T - T/steps (t=901 of 1000 for 10 steps) and hands the UNet noise it reads as
     # partly denoised (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed").
@@ -192,7 +200,7 @@ def sample(model: Ddpm, labels: list[int], seeds: list[int], *, steps: int, guid
     ddim.set_timesteps(steps)
     shape = (s.channels, s.image_size, s.image_size)
     x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed)) for seed in seeds])
-    y = torch.tensor(labels)
+    x, y = to_device(x, device), to_device(torch.tensor(labels), device)
     null = torch.full_like(y, num_classes)
     for t in ddim.timesteps:
         if guidance == 1.0:
@@ -201,4 +209,4 @@ def sample(model: Ddpm, labels: list[int], seeds: list[int], *, steps: int, guid
             v_y, v_null = predict_v(model.unet, torch.cat([x, x]), t, torch.cat([y, null]), s.patch).chunk(2)
             v = v_null + guidance * (v_y - v_null)
         x = ddim.step(v, t, x, eta=0.0).prev_sample
-    return to_uint8(x)
+    return to_uint8(x).cpu()

@@ -26,6 +26,7 @@ from .data import ImageSet
 from .data.augment import make_views
 from .data.diffaug import make_diffaug_views, view_pixels
 from .data.synthetic import load_synthetic, sample_synthetic, with_synthetic
+from .device import Placement
 from .distillers import build_distiller
 from .errors import DaptError
 from .models import Net, create_model
@@ -92,9 +93,14 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
                   **({"synthetic_run": rel(cfg.synthetic), "synset_size": cfg.synset_size or "1x"}
                      if cfg.synthetic else {}))
 
+    place = Placement.of(cfg)
+
     def build() -> Trainee:
         teacher, teacher_meta = load_teacher(cfg.teacher, ds) if cfg.teacher else (None, None)
         student = create_model(cfg.student, ds.num_classes, pretrained=False, image_size=cfg.image_size)
+        student.to(place.device)
+        if teacher is not None:
+            teacher.to(place.device)
         if cfg.channels_last:
             student.to(memory_format=torch.channels_last)
             if teacher is not None:
@@ -103,7 +109,7 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
             cfg.distiller, cfg, s_dim=student.feat_dim, t_dim=teacher.feat_dim if teacher else None,
             num_classes=ds.num_classes, train_labels=ds.train_y,
             teacher_head=teacher.head if teacher is not None else None, seed=cfg.seed,
-            steps_per_epoch=max(1, len(ds.train_y) // cfg.batch_size))
+            steps_per_epoch=max(1, len(ds.train_y) // cfg.batch_size)).to(place.device)
         n, count = len(ds.train_y), cfg.cache_views or cfg.epochs
         views = make_views(n, cfg.image_size, count, cfg.seed, cfg.augment)
         diff_views = None
@@ -144,11 +150,14 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
             view = epoch % len(views)
             x = view_pixels(ds.train_x[index], views[view].select(index),
                             diff_views[view].select(index) if diff_views else None)
-            s_feat, s_logits = student_step(prepare(x, channels_last=cfg.channels_last))
+            s_feat, s_logits = student_step(prepare(place.to_device(x), channels_last=cfg.channels_last))
+            # the losses in float32 also under autocast (.float() of a float32 tensor is the tensor itself)
+            s_feat, s_logits = s_feat.float(), s_logits.float()
             t_z, t_f = targets.get(view, index) if targets is not None else (None, None)
-            loss, parts = distiller_step(s_feat, s_logits, ds.train_y[index], t_feat=t_f, t_logits=t_z, index=index)
+            loss, parts = distiller_step(s_feat, s_logits, place.to_device(ds.train_y[index]), t_feat=t_f,
+                                         t_logits=t_z, index=index)
             if ds.n_synthetic:
-                right, synthetic = s_logits.detach().argmax(1) == ds.train_y[index], index >= n_real
+                right, synthetic = s_logits.detach().argmax(1).cpu() == ds.train_y[index], index >= n_real
                 for source, rows in (("real", ~synthetic), ("synthetic", synthetic)):
                     by_source[source][0] += int(right[rows].sum())
                     by_source[source][1] += int(rows.sum())
@@ -181,7 +190,7 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
         meta = model_meta(cfg, ds, student, stage="distill", distiller=cfg.distiller)
         groups = [{"params": list(student.parameters()) + list(distiller.parameters()), "lr": cfg.lr}]
         return Trainee(student, meta, groups, {"student": student, "distiller": distiller},
-                       set_train_mode, step, evaluate, final)
+                       set_train_mode, step, evaluate, final, place)
 
     trainee = train(cfg, ds, record, build)
     return DistillResult(trainee.model.eval(), outputs["s_logits"], outputs["s_feats"],

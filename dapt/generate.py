@@ -26,6 +26,7 @@ from . import stable_diffusion as SD
 from .agreement import accuracy, per_class_accuracy
 from .data import ImageSet
 from .data.synthetic import FORMAT, class_folder, decode_images
+from .device import Placement
 from .distill import load_teacher
 from .errors import DaptError
 from .runs import RunRecord, atomic_path, atomic_write_json, read_json, rel
@@ -51,7 +52,7 @@ def generator_settings(cfg, ddpm_settings: D.DdpmSettings | None) -> dict:
         return {**ddpm_settings.as_dict(), "guidance": cfg.ddpm_guidance, "sample_steps": cfg.ddpm_sample_steps}
     return {"model": cfg.model, "prompt_template": cfg.prompt_template, "negative_prompt": cfg.negative_prompt,
             "guidance_scale": cfg.guidance_scale, "num_inference_steps": cfg.num_inference_steps,
-            "image_size": cfg.image_size, "seed": cfg.seed}
+            "image_size": cfg.image_size, "seed": cfg.seed, "amp": cfg.amp}
 
 
 def _kept(index: dict | None, header: dict, images: Path, per_class: int, num_classes: int) -> list[list[dict]]:
@@ -86,7 +87,9 @@ def generate(cfg, ds: ImageSet, record: RunRecord) -> Generated:
 
 def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generated:
     images = record.path("images")
-    model = D.load_or_train(cfg, ds, record.path("ddpm"), tracker) if cfg.generator == "ddpm" else None
+    place = Placement.of(cfg)
+    record.update(device=str(place.device))
+    model = D.load_or_train(cfg, ds, record.path("ddpm"), tracker, place) if cfg.generator == "ddpm" else None
     if model is not None:
         record.update(ddpm={"reused": model.reused, "train_time_s": model.train_time_s,
                             "final_loss": model.losses[-1], "steps": model.settings.train_steps})
@@ -97,7 +100,7 @@ def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generat
     if index and not any(kept):  # made by other settings: that set does not belong to this run any more
         shutil.rmtree(images)
     todo = [(label, i) for label in range(ds.num_classes) for i in range(len(kept[label]), cfg.images_per_class)]
-    pipe = SD.load_pipeline(cfg.model, SD.device()) if cfg.generator == "stable_diffusion" and todo else None
+    pipe = SD.load_pipeline(cfg.model, place) if cfg.generator == "stable_diffusion" and todo else None
     bar = tqdm(total=len(todo), desc="generating", unit="image", file=sys.stdout, mininterval=2.0, ncols=100)
     batch = cfg.batch_size or DEFAULT_BATCH[cfg.generator]
     for start in range(0, len(todo), batch):
@@ -136,7 +139,7 @@ def judge(cfg, ds: ImageSet, gen: Generated, record: RunRecord) -> torch.Tensor 
         return None
     with record.recording():
         teacher, meta = load_teacher(cfg.teacher, ds)
-        logits, _ = predict(teacher, gen.images, size=int(meta["image_size"]))
+        logits, _ = predict(teacher.to(Placement.of(cfg).device), gen.images, size=int(meta["image_size"]))
         per_class = per_class_accuracy(logits, gen.labels, ds.num_classes).tolist()
         record.update(teacher_run=rel(cfg.teacher), teacher_model=meta["model"],
                       teacher_run_test_acc=meta.get("run_test_acc"),

@@ -66,7 +66,9 @@ def start(stage: str, namespace: Mapping[str, Any]) -> tuple[Any, RunRecord]:
     if stage in DDP_STAGES and world_size() > 1:  # under torchrun: join this run's process group first
         from . import distributed
 
-        distributed.init()  # CPU (gloo); a CUDA run passes its torch.device (nccl, cuda:LOCAL_RANK)
+        from .device import resolve_device
+
+        distributed.init(resolve_device(cfg.device))  # gloo on the CPU; nccl and cuda:LOCAL_RANK on CUDA
     record = RunRecord.start(cfg.run_dir, stage, config.as_dict(cfg), resume=getattr(cfg, "resume", False))
     _fail_on_cell_error(record)
     return cfg, record

@@ -31,7 +31,7 @@ from .study import RunSpec, Study
 
 KERNEL = "python3"
 # Keys that change how a run is executed or logged, not what it computes.
-BOOKKEEPING = ("resume", "wandb", "wandb_project", "wandb_entity", "checkpoint_every")
+BOOKKEEPING = ("resume", "wandb", "wandb_project", "wandb_entity", "checkpoint_every", "device")
 # papermill's own per-cell markers; the notebooks' output is what a user wants to follow
 _PAPERMILL_CHATTER = ("Executing Cell", "Ending Cell", "Executing notebook with kernel", "Input Notebook",
                       "Output Notebook", "Working directory")

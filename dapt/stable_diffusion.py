@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from .device import Placement
 from .errors import DaptError
 
 _TRUE = ("1", "on", "yes", "true")
@@ -59,12 +60,9 @@ def check_weights_reachable(model: str) -> None:
                     f"generator ddpm (trained here, offline)")
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_pipeline(model: str, on: torch.device):
-    """The pipeline of ``model`` (fp16 on CUDA, fp32 elsewhere), DDIM-scheduled, its own progress bar off.
+def load_pipeline(model: str, place: Placement):
+    """The pipeline of ``model`` on ``place.device``, its weights in ``place.dtype`` (``amp`` bf16 or fp16;
+    float32 with amp off), DDIM-scheduled, its own progress bar off.
 
     A local folder saved without a safety checker loads without one (diffusers would otherwise
     refuse); a pipeline that has one keeps it.
@@ -75,14 +73,14 @@ def load_pipeline(model: str, on: torch.device):
     folder = Path(model).expanduser()
     if folder.is_dir() and not (folder / "safety_checker").is_dir():
         extra = {"safety_checker": None, "requires_safety_checker": False}
-    dtype = torch.float16 if on.type == "cuda" else torch.float32
+    dtype = place.dtype or torch.float32
     try:
         pipe = StableDiffusionPipeline.from_pretrained(model, dtype=dtype, low_cpu_mem_usage=False, **extra)
     except (OSError, ValueError) as err:
         raise DaptError(f"cannot load the stable_diffusion pipeline {model!r}: {str(err).splitlines()[0]}") from None
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(on)
+    return pipe.to(place.device)
 
 
 def prompt_for(template: str, class_name: str) -> str:

@@ -13,6 +13,7 @@ from . import agreement as A
 from . import distributed
 from .data import ImageSet
 from .data.augment import augment
+from .device import Placement
 from .models import Net, create_model
 from .runs import RunRecord
 from .train import Trainee, eval_index, model_meta, predict, prepare, train
@@ -31,8 +32,10 @@ def build_teacher(cfg, num_classes: int) -> Net:
 def train_teacher(cfg, ds: ImageSet, record: RunRecord) -> Net:
     """Train a teacher as ``cfg`` says; writes ``model.pt`` (last epoch), ``best.pt`` and ``metrics.json``."""
 
+    place = Placement.of(cfg)
+
     def build() -> Trainee:
-        model = build_teacher(cfg, ds.num_classes)
+        model = build_teacher(cfg, ds.num_classes).to(place.device)
         if cfg.init == "ft":
             groups = [{"params": list(model.body_parameters()), "lr": cfg.lr},
                       {"params": list(model.head_parameters()), "lr": cfg.lr * cfg.head_lr_mult}]
@@ -49,9 +52,10 @@ def train_teacher(cfg, ds: ImageSet, record: RunRecord) -> Net:
         def step(index: torch.Tensor, epoch: int, generator: torch.Generator):
             x = ds.train_x[index]
             if cfg.augment:
-                x = augment(x, generator)
-            logits = model_step(prepare(x, channels_last=cfg.channels_last))
-            return F.cross_entropy(logits, ds.train_y[index]), logits, {}
+                x = augment(x, generator)  # on the CPU, from the CPU generator: the same views on any device
+            logits = model_step(prepare(place.to_device(x), channels_last=cfg.channels_last))
+            # the loss in float32 also under autocast (.float() of float32 logits is the tensor itself)
+            return F.cross_entropy(logits.float(), place.to_device(ds.train_y[index])), logits, {}
 
         watch = eval_index(ds.test_y, cfg.eval_subset)
 
@@ -66,6 +70,6 @@ def train_teacher(cfg, ds: ImageSet, record: RunRecord) -> Net:
                     "num_classes": ds.num_classes, "classes": list(ds.classes)}
 
         meta = model_meta(cfg, ds, model, init=cfg.init, stage="teacher")
-        return Trainee(model, meta, groups, {"model": model}, set_train_mode, step, evaluate, final)
+        return Trainee(model, meta, groups, {"model": model}, set_train_mode, step, evaluate, final, place)
 
     return train(cfg, ds, record, build).model.eval()

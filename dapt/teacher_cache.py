@@ -24,6 +24,7 @@ from . import distributed
 from .checkpoint import atomic_save, safe_load
 from .data.augment import AugmentParams
 from .data.diffaug import DiffAugParams, view_pixels
+from .device import device_of, to_device
 from .errors import DaptError
 from .models import Net
 from .train import predict, prepare
@@ -121,8 +122,8 @@ class TeacherTargets:
             for start in range(0, n, self.batch_size):
                 index = torch.arange(start, min(n, start + self.batch_size))
                 z, f = self._live(view, index)
-                view_logits.append(z.half())
-                view_feats.append(f.half())
+                view_logits.append(z.half().cpu())  # the cache lives in host memory
+                view_feats.append(f.half().cpu())
                 bar.update(len(index))
             logits.append(torch.cat(view_logits))
             features.append(torch.cat(view_feats))
@@ -140,12 +141,17 @@ class TeacherTargets:
     @torch.no_grad()  # not inference_mode: live targets enter the student's autograd graph as constants
     def _live(self, view: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         diff = self.diff_views[view].select(index) if self.diff_views else None
-        x = view_pixels(self.train_x[index], self.views[view].select(index), diff)
-        f, z = self.teacher.forward_features(prepare(x, self.size, self.channels_last))
+        x = to_device(view_pixels(self.train_x[index], self.views[view].select(index), diff), device_of(self.teacher))
+        # float32 even inside a student's autocast: live targets must equal the cached ones
+        with torch.autocast(x.device.type, enabled=False):
+            f, z = self.teacher.forward_features(prepare(x, self.size, self.channels_last))
         return z.float(), f.float()
 
     def get(self, view: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, features) of the teacher on view ``view`` of training images ``index``, float32."""
+        """(logits, features) of the teacher on view ``view`` of training images ``index``, float32, on
+        the teacher's device (cached rows are moved there in fp16, half the bytes)."""
         if self.logits is not None and self.features is not None:
-            return self.logits[view, index].float(), self.features[view, index].float()
+            device = device_of(self.teacher)
+            return (to_device(self.logits[view, index], device).float(),
+                    to_device(self.features[view, index], device).float())
         return self._live(view, index)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -24,6 +24,7 @@ from . import data as D
 from . import distributed
 from .data.augment import augment
 from .checkpoint import atomic_save, safe_load, save_model
+from .device import Placement, device_of, to_device
 from .errors import DaptError
 from .models import Net
 from .optim import build_optimizer, build_scheduler
@@ -55,15 +56,18 @@ def prepare(x_uint8: torch.Tensor, size: int | None = None, channels_last: bool 
 @torch.inference_mode()
 def predict(model: Net, x_uint8: torch.Tensor, *, batch_size: int = 500, size: int | None = None,
             channels_last: bool = True, features: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Logits (and penultimate features) of ``model`` in eval mode over all of ``x_uint8``."""
+    """Logits (and penultimate features) of ``model`` in eval mode over all of ``x_uint8``, computed in
+    float32 on the model's device (batch by batch from host memory) and returned on the CPU."""
     was_training = model.training
     model.eval()
+    device = device_of(model)
     logits, feats = [], []
     for start in range(0, len(x_uint8), batch_size):
-        f, z = model.forward_features(prepare(x_uint8[start:start + batch_size], size, channels_last))
-        logits.append(z.float())
+        x = to_device(x_uint8[start:start + batch_size], device)
+        f, z = model.forward_features(prepare(x, size, channels_last))
+        logits.append(z.float().cpu())  # .cpu() of a CPU tensor is the tensor itself: no copy
         if features:
-            feats.append(f.float())
+            feats.append(f.float().cpu())
     model.train(was_training)
     return torch.cat(logits), (torch.cat(feats) if features else None)
 
@@ -86,7 +90,7 @@ def eval_index(test_y: torch.Tensor, eval_subset: int | None) -> torch.Tensor:
 def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int, channels_last: bool) -> int:
     """Precise BN (Wu & Johnson 2021): set the running statistics of the BatchNorm layers that are
     training to their plain average over ``images`` (uint8, augmented as in training), computed
-    with the current weights. Returns how many layers it re-estimated.
+    with the current weights, on the model's device. Returns how many layers it re-estimated.
 
     Why: a running variance keeps 0.9^steps of its initial 1.0. MobileNetV2's depthwise layers
     start so small (torchvision's fan_out init counts 9·C inputs) that their true variance is
@@ -102,10 +106,11 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
         layer.momentum = None  # None: a cumulative average over the batches below
     stop = len(images) // batch_size * batch_size or len(images)  # no ragged tail: BN needs >1 value
     # The body only (no head dropout), and a forked RNG: stochastic depth in the body must not
-    # shift the random stream training continues with.
-    with torch.random.fork_rng(devices=[]):
+    # shift the random stream training continues with (on CUDA, the device's stream).
+    device = device_of(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for start in range(0, stop if layers else 0, batch_size):
-            model.features(prepare(images[start:start + batch_size], channels_last=channels_last))
+            model.features(prepare(to_device(images[start:start + batch_size], device), channels_last=channels_last))
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
     return len(layers)
@@ -129,6 +134,8 @@ class Trainee:
     step: Callable[[torch.Tensor, int, torch.Generator], tuple[torch.Tensor, torch.Tensor, dict]]
     evaluate: Callable[[], dict]  # after each epoch, on the eval images: at least test_acc
     final: Callable[[], dict]  # after the last epoch, on all test images: the run's final numbers
+    # device, autocast and loss scaling of the steps; the stage moves its modules to place.device
+    place: Placement = field(default_factory=Placement)
 
 
 def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) -> Trainee:
@@ -141,6 +148,8 @@ def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) 
         distributed.check_batch_size(cfg.batch_size)
         torch.manual_seed(cfg.seed)
         trainee = build()
+        trainee.place.compile_model(trainee.model)
+        record.update(device=str(trainee.place.device))
         optimizer = build_optimizer(cfg.optimizer, trainee.param_groups, cfg.lr, cfg.weight_decay)
         steps = max(1, len(ds.train_y) // cfg.batch_size)
         scheduler = build_scheduler(cfg.scheduler, optimizer, steps, cfg.epochs, cfg.step_size, cfg.step_gamma)
@@ -175,6 +184,7 @@ def _resume_state(last_path, trainee: Trainee, optimizer, scheduler, record: Run
     scheduler.load_state_dict(state["scheduler"])
     record.metrics["history"] = list(state["history"])
     torch.set_rng_state(state["rng"])  # dropout and stochastic depth draw from the global stream
+    trainee.place.load_resume_state(state)
     return state
 
 
@@ -194,6 +204,7 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
         resumed = _resume_state(last_path, trainee, optimizer, scheduler, record, steps)
     start_epoch, best, best_epoch = int(resumed["epoch"]), float(resumed["best"]), int(resumed["best_epoch"])
     start_step = int(resumed.get("step", 0))
+    place = trainee.place
 
     def save_resume_state(epoch_done: int, step: int, totals: dict, augment_generator: torch.Generator) -> None:
         if not distributed.is_main():  # the totals are global sums, every rank holds the same state
@@ -202,7 +213,7 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
                  "history": record.metrics["history"],
                  "modules": {k: m.state_dict() for k, m in trainee.modules.items()},
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": torch.get_rng_state()}
+                 "rng": torch.get_rng_state(), **place.resume_state()}
         if step:  # in the middle of an epoch: where its sums and its augmentation stream stand
             state.update(totals=totals, augment_rng=augment_generator.get_state())
         atomic_save(state, last_path)
@@ -220,16 +231,17 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
             augment_generator.set_state(resumed["augment_rng"])
         for step, index in enumerate(order[done:], done + 1):
             index = distributed.shard(index)  # several processes: this one's slice of the global batch
-            loss, logits, parts = trainee.step(index, epoch, augment_generator)
+            with place.autocast():
+                loss, logits, parts = trainee.step(index, epoch, augment_generator)
             sums = distributed.sum_across({"loss": loss.item() * len(index), "seen": len(index),
-                                           "correct": (logits.argmax(1) == train_y[index]).sum().item(),
+                                           "correct": (logits.argmax(1).cpu() == train_y[index]).sum().item(),
                                            **{key: part * len(index) for key, part in parts.items()}})
             value = sums["loss"] / sums["seen"]  # the global batch's: every rank stops alike on a bad one
             if not math.isfinite(value):
                 raise FloatingPointError(f"training loss became {value} at epoch {epoch + 1}; lower lr")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            place.backward(loss)
+            place.step(optimizer)
             scheduler.step()
             totals["loss"] += sums["loss"]
             totals["correct"] += int(sums["correct"])

@@ -85,6 +85,12 @@ CASES = [
      + GENERATE + ", teacher: s}", "teacher 's' is a distill run, not a teacher run"),
     ("stable_diffusion model folder that is no pipeline", GENERATE + ", generator: stable_diffusion, model: params}",
      "model 'params' is a folder without model_index.json"),
+    ("device of no known form", TEACHER + ", device: gpu}", "device: 'gpu' is not one of: auto, cpu, cuda, cuda:N"),
+    ("device not on this machine", TEACHER + ", device: 'cuda:7'}",
+     "device: 'cuda:7' is not present on this machine (it has: cpu"),
+    ("amp outside its choices", TEACHER + ", amp: fp8}", "amp: 'fp8' is not one of: off, bf16, fp16"),
+    ("fp16 on the CPU", TEACHER + ", device: cpu, amp: fp16}", "amp: fp16 on the CPU (device: cpu) has no native"),
+    ("generate on a device not here", GENERATE + ", device: 'cuda:7'}", "device: 'cuda:7' is not present"),
     ("stable_diffusion model that is no hub id", GENERATE + ", generator: stable_diffusion, model: 'no such/x y'}",
      "is neither a local folder nor a Hugging Face hub id"),
 ]
