@@ -26,6 +26,7 @@ from .data.augment import make_views
 from .data.diffaug import make_diffaug_views, view_pixels
 from .data.synthetic import load_synthetic, sample_synthetic, with_synthetic
 from .distillers import build_distiller
+from .config import DEFAULT_VIEWS
 from .errors import DaptError
 from .models import Net, create_model
 from .runs import RunRecord, read_json, rel
@@ -102,7 +103,7 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
             cfg.distiller, cfg, s_dim=student.feat_dim, t_dim=teacher.feat_dim if teacher else None,
             num_classes=ds.num_classes, train_labels=ds.train_y,
             teacher_head=teacher.head if teacher is not None else None, seed=cfg.seed)
-        n, count = len(ds.train_y), cfg.cache_views or cfg.epochs
+        n, count = len(ds.train_y), cfg.cache_views or min(cfg.epochs, DEFAULT_VIEWS)
         views = make_views(n, cfg.image_size, count, cfg.seed, cfg.augment)
         diff_views = None
         if cfg.diffaug != "none":
@@ -110,7 +111,7 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
             views = views * count if len(views) == 1 else views  # without crop/flip: identity crops
         # train accuracy on real and on synthetic images, over the epoch so far: [correct, seen] each
         by_source = {"real": [0, 0], "synthetic": [0, 0]}
-        watch = eval_index(ds.test_y, cfg.eval_subset)
+        watch = eval_index(ds.test_y, cfg.eval_subset, len(ds.train_y))
         targets = None
         if teacher is not None:
             t_size = int(teacher_meta["image_size"])
@@ -129,9 +130,11 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
                           teacher_test_acc=A.accuracy(t_logits, ds.test_y),
                           teacher_eval_acc=A.accuracy(t_logits[watch], ds.test_y[watch]))
 
-        def set_train_mode() -> None:
+        def set_train_mode() -> None:  # at the start of every epoch
             student.train()
             distiller.train()
+            for counts in by_source.values():
+                counts[:] = [0, 0]
 
         def step(index: torch.Tensor, epoch: int, generator: torch.Generator):
             view = epoch % len(views)
@@ -153,7 +156,6 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
             if ds.n_synthetic:
                 for source, counts in by_source.items():
                     entry[f"train_acc_{source}"] = counts[0] / max(1, counts[1])
-                    counts[:] = [0, 0]
             if teacher is not None:
                 t_logits = outputs["t_logits"][watch]
                 entry.update(agreement=A.top1_agreement(t_logits, s_logits), kl=A.predictive_kl(t_logits, s_logits))

@@ -50,7 +50,7 @@ def train_teacher(cfg, ds: ImageSet, record: RunRecord) -> Net:
             logits = model(prepare(x, channels_last=cfg.channels_last))
             return F.cross_entropy(logits, ds.train_y[index]), logits, {}
 
-        watch = eval_index(ds.test_y, cfg.eval_subset)
+        watch = eval_index(ds.test_y, cfg.eval_subset, len(ds.train_y))
 
         def evaluate() -> dict:
             logits, _ = predict(model, ds.test_x[watch], channels_last=cfg.channels_last)
