@@ -60,6 +60,13 @@ def load_teacher(folder: str | Path, ds: ImageSet) -> tuple[Net, dict]:
     return model, {**meta, "run_test_acc": metrics.get("test_acc")}
 
 
+def view_count(cache_views: int | None, epochs: int) -> int:
+    """Augmented views per image the run replays: ``cache_views``, or by default min(epochs, DEFAULT_VIEWS)
+    (past that many views a kd student gained nothing on the measured curve, params/fashion_views.yaml,
+    while the teacher cache's size and build time grow with every view)."""
+    return cache_views or min(epochs, DEFAULT_VIEWS)
+
+
 @dataclass
 class DistillResult:
     """The trained student and both models' outputs on all test images, for the notebook's plots."""
@@ -103,7 +110,7 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
             cfg.distiller, cfg, s_dim=student.feat_dim, t_dim=teacher.feat_dim if teacher else None,
             num_classes=ds.num_classes, train_labels=ds.train_y,
             teacher_head=teacher.head if teacher is not None else None, seed=cfg.seed)
-        n, count = len(ds.train_y), cfg.cache_views or min(cfg.epochs, DEFAULT_VIEWS)
+        n, count = len(ds.train_y), view_count(cfg.cache_views, cfg.epochs)
         views = make_views(n, cfg.image_size, count, cfg.seed, cfg.augment)
         diff_views = None
         if cfg.diffaug != "none":

@@ -114,9 +114,9 @@ def check_free_space(folder: Path, needed: int) -> None:
                         f"(the teacher then runs live on every batch)")
 
 
-def _open_cache(path: Path, key: str, views: int, images: int) -> np.memmap | None:
-    """The memory-mapped ``[views, images, C + D]`` fp16 array of a complete cache file, or None when
-    the file is absent, not ours, of another shape, or torn (its size is not what its header says)."""
+def _open_cache(path: Path, key: str, views: int, images: int) -> tuple[np.memmap, int] | None:
+    """The memory-mapped ``[views, images, C + D]`` fp16 array of a complete cache file and its C, or
+    None when the file is absent, not ours, of another shape, or torn (its size is not what its header says)."""
     try:
         with open(path, "rb") as f:
             header = json.loads(f.read(HEADER_BYTES).decode())
@@ -125,7 +125,9 @@ def _open_cache(path: Path, key: str, views: int, images: int) -> np.memmap | No
               and rows[:2] == (views, images) and path.stat().st_size == HEADER_BYTES + 2 * int(np.prod(rows)))
     except (OSError, ValueError, KeyError, TypeError):  # absent, or no header we wrote
         return None
-    return np.memmap(path, dtype=np.float16, mode="r", offset=HEADER_BYTES, shape=rows) if ok else None
+    if not ok:
+        return None
+    return np.memmap(path, dtype=np.float16, mode="r", offset=HEADER_BYTES, shape=rows), int(header["classes"])
 
 
 def _header(key: str, views: int, images: int, classes: int, features: int) -> bytes:
@@ -166,15 +168,15 @@ class TeacherTargets:
     def _load_or_build(self) -> None:
         assert self.path is not None
         n, k = len(self.train_x), len(self.views)
-        self.table = _open_cache(self.path, self.key, k, n)
-        if self.table is None:
+        opened = _open_cache(self.path, self.key, k, n)
+        if opened is None:
             self._build(n, k)
-            self.table = _open_cache(self.path, self.key, k, n)
-            assert self.table is not None, "a cache file just written must read back"
+            opened = _open_cache(self.path, self.key, k, n)
+            assert opened is not None, "a cache file just written must read back"
             print(f"teacher targets: {k} views x {n} images cached in {self.path.as_posix()}")
         else:
             print(f"teacher targets: reusing {self.path.as_posix()}")
-        self.classes = int(json.loads(self.path.read_bytes()[:HEADER_BYTES].decode())["classes"])
+        self.table, self.classes = opened
 
     def _build(self, n: int, k: int) -> None:
         """Write the cache file chunk by chunk, in file order (view-major), through a temp file that
