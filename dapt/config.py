@@ -286,8 +286,8 @@ def validate(cls: type, values: Mapping[str, Any], where: str = "params") -> Any
             clean[key] = _coerce(value, kind)
         except (ValueError, TypeError):
             optional = typing.get_origin(kind) in (Union, types.UnionType)
-            base = [a for a in typing.get_args(kind) if a is not type(None)][0] if optional else kind
-            wanted = _type_name(base) + (" or null" if optional else "")
+            bases = [a for a in typing.get_args(kind) if a is not type(None)] if optional else [kind]
+            wanted = " or ".join(map(_type_name, bases)) + (" or null" if optional else "")
             raise ConfigError(f"{where}: {key} must be {wanted}, got {value!r}") from None
         names = choices_of(known[key])
         if names and clean[key] is not None and clean[key] not in names:
