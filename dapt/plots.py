@@ -76,6 +76,8 @@ def _eval_images(metrics: dict) -> tuple[str, bool]:
     if evaluated is not None:
         return f"{evaluated:,} images", False
     params = metrics.get("params") or {}
+    if params.get("eval_subset") == "auto":
+        return "a subset scaled with the training set", True
     if "eval_subset" in params:
         subset = as_count(params["eval_subset"])
         if subset is None:
@@ -113,13 +115,19 @@ def training_curves(metrics: dict) -> Figure:
     def series(key: str) -> np.ndarray:
         return np.array([as_number(entry.get(key)) for entry in history])
 
+    def evaluated(key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(epochs, values) of the epochs that were evaluated (``eval_every``), so their line is unbroken."""
+        values = series(key)
+        return np.array(epochs)[~np.isnan(values)], values[~np.isnan(values)]
+
     images, on_subset = _eval_images(metrics)
     size = as_count(metrics.get("image_size", (metrics.get("params") or {}).get("image_size")))
     loss_ax, acc_ax = axes[0], axes[1]
     loss_ax.plot(epochs, series("train_loss"), marker="o", label="train loss")
     loss_ax.set(title="Training loss", xlabel="epoch", ylabel="loss")
     acc_ax.plot(epochs, 100 * series("train_acc"), marker="o", label="train (augmented batches, epoch mean)")
-    acc_ax.plot(epochs, 100 * series("test_acc"), marker="o", label=f"test ({images})" if images else "test")
+    test_epochs, test_acc = evaluated("test_acc")
+    acc_ax.plot(test_epochs, 100 * test_acc, marker="o", label=f"test ({images})" if images else "test")
     final = metrics.get("test_acc")
     if on_subset and final is not None:
         acc_ax.plot([epochs[-1]], [100 * as_number(final)], marker="*", markersize=14, linestyle="none",
@@ -138,8 +146,8 @@ def training_curves(metrics: dict) -> Figure:
     acc_ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8)
     if distill:
         agree_ax = axes[2]
-        agree_ax.plot(epochs, 100 * series("agreement"), marker="o", color="tab:green",
-                      label="top-1 agreement")
+        agree_epochs, agreement = evaluated("agreement")
+        agree_ax.plot(agree_epochs, 100 * agreement, marker="o", color="tab:green", label="top-1 agreement")
         if on_subset and metrics.get("agreement") is not None:
             agree_ax.plot([epochs[-1]], [100 * as_number(metrics["agreement"])], marker="*", markersize=14,
                           linestyle="none", color="tab:green", markeredgecolor="black",
@@ -147,7 +155,7 @@ def training_curves(metrics: dict) -> Figure:
         agree_ax.set(title=f"Fidelity to the teacher (test, {images})" if images else "Fidelity to the teacher",
                      xlabel="epoch", ylabel="agreement (%)")
         kl_ax = agree_ax.twinx()
-        kl_ax.plot(epochs, series("kl"), marker="s", color="tab:red", label="KL(teacher ‖ student)")
+        kl_ax.plot(*evaluated("kl"), marker="s", color="tab:red", label="KL(teacher ‖ student)")
         kl_ax.set_ylabel("KL (nats)")
         handles = agree_ax.get_legend_handles_labels()[0] + kl_ax.get_legend_handles_labels()[0]
         agree_ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8)

@@ -57,7 +57,7 @@ def train_teacher(cfg, ds: ImageSet, record: RunRecord) -> Net:
             # the loss in float32 also under autocast (.float() of float32 logits is the tensor itself)
             return F.cross_entropy(logits.float(), place.to_device(ds.train_y[index])), logits, {}
 
-        watch = eval_index(ds.test_y, cfg.eval_subset)
+        watch = eval_index(ds.test_y, cfg.eval_subset, len(ds.train_y))
 
         def evaluate() -> dict:
             logits, _ = predict(model, ds.test_x[watch], channels_last=cfg.channels_last)

@@ -7,6 +7,15 @@ stored in fp16 under the teacher run's ``cache/`` folder and shared by every stu
 same teacher, data, views and seed. ``teacher_cache: off`` computes them live instead, on the
 same views, so both modes train on the same pixels.
 
+The training targets live on disk, never whole in memory: ``targets-<key>.f16`` is a
+``HEADER_BYTES`` JSON header (format, key, shape, dtype) followed by one raw fp16 array of shape
+``[K, N, C + D]`` (view-major: the rows of one view are contiguous; each row is an image's C
+logits then its D features). It is written chunk by chunk, in file order, to a temp file that is
+fsynced and renamed into place only when complete, and read back memory-mapped: a batch is a
+gather of ``B`` rows of one view, which the page cache serves at memory speed. Peak memory of a
+build is one chunk: ``chunk × (C + D) × 6`` bytes of outputs (float32 + fp16) plus the teacher's
+activations on ``chunk`` images (``build_chunk``), whatever ``K × N`` is.
+
 Several processes (``dapt.distributed``): rank 0 reads or builds each cache file while the others
 wait at a barrier, then they read the file it wrote; only rank 0 writes. One build, not one per rank
 (they would all compute the same outputs), and no rank reads a file another is still writing.
@@ -14,9 +23,12 @@ wait at a barrier, then they read the file it wrote; only rank 0 writes. One bui
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -27,9 +39,12 @@ from .data.diffaug import DiffAugParams, view_pixels
 from .device import device_of, to_device
 from .errors import DaptError
 from .models import Net
+from .runs import atomic_path
 from .train import predict, prepare
 
-CACHE_FORMAT = "dapt-teacher-targets-v1"
+CACHE_FORMAT = "dapt-teacher-targets-v2"  # the memory-mapped training targets
+TEST_FORMAT = "dapt-teacher-targets-v1"  # the test-set outputs (a .pt; its name keeps the keys of earlier caches)
+HEADER_BYTES = 4096  # the JSON header, padded; the fp16 array starts here (page-aligned for the memory map)
 
 
 def _digest(*parts: bytes | str | torch.Tensor) -> str:
@@ -59,12 +74,12 @@ def _read_cache(path: Path) -> dict | None:
         blob = safe_load(path, "teacher cache")
     except DaptError:
         return None
-    return blob if isinstance(blob, dict) and blob.get("format") == CACHE_FORMAT else None
+    return blob if isinstance(blob, dict) and blob.get("format") == TEST_FORMAT else None
 
 
 def _write_cache(path: Path, logits: torch.Tensor, features: torch.Tensor) -> None:
     if distributed.is_main():
-        atomic_save({"format": CACHE_FORMAT, "logits": logits, "features": features}, path)
+        atomic_save({"format": TEST_FORMAT, "logits": logits, "features": features}, path)
 
 
 def outputs_on_test_set(teacher: Net, test_x: torch.Tensor, size: int, *, cache_dir: Path | None,
@@ -73,7 +88,7 @@ def outputs_on_test_set(teacher: Net, test_x: torch.Tensor, size: int, *, cache_
     every student of a study is compared with the same teacher predictions, computed once."""
     if cache_dir is None:
         return predict(teacher, test_x, size=size, channels_last=channels_last, features=True)
-    path = Path(cache_dir) / f"test-{_digest(CACHE_FORMAT, 'test', *map(str, key_parts), str(size), test_x)}.pt"
+    path = Path(cache_dir) / f"test-{_digest(TEST_FORMAT, 'test', *map(str, key_parts), str(size), test_x)}.pt"
     with distributed.main_first():
         blob = _read_cache(path)
         if blob is not None:
@@ -83,60 +98,113 @@ def outputs_on_test_set(teacher: Net, test_x: torch.Tensor, size: int, *, cache_
     return logits, features
 
 
+def build_chunk(size: int) -> int:
+    """Images per chunk of a cache build at teacher input ``size``: 500 up to 64 px, then fewer in
+    proportion to the pixels (40 at 224 px), so the teacher's activations on one chunk stay ~0.5 GB
+    for a ResNet-50 (its largest maps hold 3.2 MB per image at 224 px) instead of growing with size²."""
+    return max(16, min(500, 500 * 64 * 64 // (size * size)))
+
+
+def gigabytes(count: int) -> str:
+    return f"{count / 1e9:.2f} GB"
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """Refuse to start writing ``needed`` bytes into ``folder`` when its disk has less free: one line
+    saying how much is needed and where, instead of a disk filled up to a failed write."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DaptError(f"the teacher cache needs {gigabytes(needed)} in {folder.as_posix()} but its disk has "
+                        f"{gigabytes(free)} free: free space there, lower cache_views, or set teacher_cache: off "
+                        f"(the teacher then runs live on every batch)")
+
+
+def _open_cache(path: Path, key: str, views: int, images: int) -> tuple[np.memmap, int] | None:
+    """The memory-mapped ``[views, images, C + D]`` fp16 array of a complete cache file and its C, or
+    None when the file is absent, not ours, of another shape, or torn (its size is not what its header says)."""
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(HEADER_BYTES).decode())
+        rows = (int(header["views"]), int(header["images"]), int(header["classes"]) + int(header["features"]))
+        ok = (header.get("format") == CACHE_FORMAT and header.get("key") == key and header.get("dtype") == "float16"
+              and rows[:2] == (views, images) and path.stat().st_size == HEADER_BYTES + 2 * int(np.prod(rows)))
+    except (OSError, ValueError, KeyError, TypeError):  # absent, or no header we wrote
+        return None
+    if not ok:
+        return None
+    return np.memmap(path, dtype=np.float16, mode="r", offset=HEADER_BYTES, shape=rows), int(header["classes"])
+
+
+def _header(key: str, views: int, images: int, classes: int, features: int) -> bytes:
+    text = json.dumps({"format": CACHE_FORMAT, "key": key, "views": views, "images": images, "classes": classes,
+                       "features": features, "dtype": "float16", "layout": "[view][image][logits | features]"})
+    assert len(text) < HEADER_BYTES
+    return text.encode().ljust(HEADER_BYTES - 1) + b"\n"
+
+
 class TeacherTargets:
     """Teacher (logits, features) for a batch of training images under view ``v``: crop/flip view
-    ``views[v]``, then DiffAugment view ``diff_views[v]`` when given (its draws join the cache key)."""
+    ``views[v]``, then DiffAugment view ``diff_views[v]`` when given (its draws join the cache key).
+
+    With a ``cache_dir`` they are read from the memory-mapped cache file (built first if missing);
+    without, computed live. ``chunk`` (images per build chunk) defaults to ``build_chunk(teacher_size)``.
+    """
 
     def __init__(self, teacher: Net, teacher_size: int, train_x: torch.Tensor, views: list[AugmentParams],
-                 *, cache_dir: Path | None, key_parts: tuple, channels_last: bool, batch_size: int = 500,
+                 *, cache_dir: Path | None, key_parts: tuple, channels_last: bool, chunk: int | None = None,
                  diff_views: list[DiffAugParams] | None = None):
         self.teacher, self.size, self.channels_last = teacher.eval(), teacher_size, channels_last
-        self.train_x, self.views, self.diff_views, self.batch_size = train_x, views, diff_views, batch_size
-        self.logits: torch.Tensor | None = None
-        self.features: torch.Tensor | None = None
+        self.train_x, self.views, self.diff_views = train_x, views, diff_views
+        self.chunk = chunk or build_chunk(teacher_size)
+        self.table: np.memmap | None = None  # [K, N, C + D] fp16, memory-mapped
+        self.classes = 0
         self.path: Path | None = None
         if cache_dir is not None:
-            key = _digest(CACHE_FORMAT, *map(str, key_parts), str(teacher_size), str(len(views)), train_x,
-                          *(torch.stack([v.offset_y, v.offset_x, v.flip.long()]) for v in views),
-                          *(t for v in diff_views or () for t in v.key_tensors()))
-            self.path = Path(cache_dir) / f"targets-{key}.pt"
-            with distributed.main_first():
+            self.key = _digest(CACHE_FORMAT, *map(str, key_parts), str(teacher_size), str(len(views)), train_x,
+                               *(torch.stack([v.offset_y, v.offset_x, v.flip.long()]) for v in views),
+                               *(t for v in diff_views or () for t in v.key_tensors()))
+            self.path = Path(cache_dir) / f"targets-{self.key}.f16"
+            with distributed.main_first():  # several processes: rank 0 builds, the others then read
                 self._load_or_build()
 
     @property
     def cached(self) -> bool:
-        return self.logits is not None
+        return self.table is not None
 
     def _load_or_build(self) -> None:
         assert self.path is not None
-        blob = _read_cache(self.path)
-        if blob is not None:
-            self.logits, self.features = blob["logits"], blob["features"]
-            print(f"teacher targets: reusing {self.path.as_posix()}")
-            return
         n, k = len(self.train_x), len(self.views)
-        logits, features = [], []
-        bar = tqdm(total=k * n, desc="teacher targets", unit="img", file=sys.stdout, mininterval=2.0, ncols=100)
-        for view in range(k):
-            view_logits, view_feats = [], []
-            for start in range(0, n, self.batch_size):
-                index = torch.arange(start, min(n, start + self.batch_size))
-                z, f = self._live(view, index)
-                view_logits.append(z.half().cpu())  # the cache lives in host memory
-                view_feats.append(f.half().cpu())
-                bar.update(len(index))
-            logits.append(torch.cat(view_logits))
-            features.append(torch.cat(view_feats))
-        bar.close()
-        self.logits, self.features = torch.stack(logits), torch.stack(features)
-        # Checked once here, not per live batch: fp16 turns anything beyond ±65504 into inf, and a
-        # broken teacher must not become nan losses in every student that reuses its cache.
-        if not (torch.isfinite(self.logits).all() and torch.isfinite(self.features).all()):
-            raise DaptError("the teacher's outputs on the training images overflow the fp16 teacher cache "
-                            "(beyond ±65504, or not numbers): the teacher run is broken (check its test "
-                            "accuracy; retrain it with a lower lr)")
-        _write_cache(self.path, self.logits, self.features)
-        print(f"teacher targets: {k} views x {n} images cached in {self.path.as_posix()}")
+        opened = _open_cache(self.path, self.key, k, n)
+        if opened is None:
+            self._build(n, k)
+            opened = _open_cache(self.path, self.key, k, n)
+            assert opened is not None, "a cache file just written must read back"
+            print(f"teacher targets: {k} views x {n} images cached in {self.path.as_posix()}")
+        else:
+            print(f"teacher targets: reusing {self.path.as_posix()}")
+        self.table, self.classes = opened
+
+    def _build(self, n: int, k: int) -> None:
+        """Write the cache file chunk by chunk, in file order (view-major), through a temp file that
+        becomes ``self.path`` only once complete and on disk (``atomic_path``: fsync, then rename)."""
+        assert self.path is not None
+        with (atomic_path(self.path) as tmp, open(tmp, "wb") as out,
+              tqdm(total=k * n, desc="teacher targets", unit="img", file=sys.stdout, mininterval=2.0, ncols=100) as bar):
+            for view in range(k):
+                for start in range(0, n, self.chunk):
+                    z, f = self._live(view, torch.arange(start, min(n, start + self.chunk)))
+                    rows = torch.cat([z, f], dim=1).half()
+                    if view == 0 and start == 0:  # the first chunk tells C and D, so the size
+                        check_free_space(self.path.parent, HEADER_BYTES + 2 * k * n * rows.shape[1])
+                        out.write(_header(self.key, k, n, z.shape[1], f.shape[1]))
+                    # fp16 turns anything beyond ±65504 into inf: a broken teacher must not become nan
+                    # losses in every student that reuses its cache
+                    if not torch.isfinite(rows).all():
+                        raise DaptError("the teacher's outputs on the training images overflow the fp16 teacher "
+                                        "cache (beyond ±65504, or not numbers): the teacher run is broken (check "
+                                        "its test accuracy; retrain it with a lower lr)")
+                    out.write(rows.numpy().data)
+                    bar.update(len(rows))
 
     @torch.no_grad()  # not inference_mode: live targets enter the student's autograd graph as constants
     def _live(self, view: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,8 +218,8 @@ class TeacherTargets:
     def get(self, view: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, features) of the teacher on view ``view`` of training images ``index``, float32, on
         the teacher's device (cached rows are moved there in fp16, half the bytes)."""
-        if self.logits is not None and self.features is not None:
-            device = device_of(self.teacher)
-            return (to_device(self.logits[view, index], device).float(),
-                    to_device(self.features[view, index], device).float())
-        return self._live(view, index)
+        if self.table is None:
+            return self._live(view, index)
+        rows = torch.from_numpy(np.asarray(self.table[view, index.numpy()]))  # a gather of len(index) fp16 rows
+        rows = to_device(rows, device_of(self.teacher)).float()
+        return rows[:, :self.classes].contiguous(), rows[:, self.classes:].contiguous()

@@ -97,7 +97,7 @@ def test_training_curves_distill_run_labels_teacher_line_and_fidelity_images(clo
     assert agree_ax.lines[0].get_ydata().tolist() == pytest.approx([75, 80])
     [agreement_star] = stars(agree_ax)
     assert agreement_star.get_ydata()[0] == pytest.approx(81.2)
-    assert math.isnan(kl_ax.lines[0].get_ydata()[0])
+    assert kl_ax.lines[0].get_xydata().tolist() == [[2, pytest.approx(0.15)]]  # epoch 1 has no kl: not drawn
     assert legend_texts(agree_ax.get_legend()) == ["top-1 agreement", "final, all 10,000 test images: 81.2%",
                                                    "KL(teacher ‖ student)"]
 

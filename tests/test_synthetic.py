@@ -170,14 +170,14 @@ def test_distill_with_crd_on_real_and_synthetic_images(tmp_path, digits, capsys)
     assert bank.shape[0] == 100, "the CRD memory bank must hold one row per real and synthetic image"
     # every row, synthetic ones included, was a positive at least once: moved to a unit embedding
     torch.testing.assert_close(bank.norm(dim=1), torch.ones(100), atol=1e-4, rtol=0)
-    assert len(list((teacher_dir / "cache").glob("targets-*.pt"))) == 1
+    assert len(list((teacher_dir / "cache").glob("targets-*.f16"))) == 1
     capsys.readouterr()
 
     _, again, _ = run("second")
     assert "teacher targets: reusing" in capsys.readouterr().out
     assert again["history"] == metrics["history"]
     run("plain_views", diffaug="none", epochs=1)
-    assert len(list((teacher_dir / "cache").glob("targets-*.pt"))) == 2, "other views must not reuse the cache"
+    assert len(list((teacher_dir / "cache").glob("targets-*.f16"))) == 2, "other views must not reuse the cache"
 
 
 def test_training_set_is_the_real_set_without_synthetic(digits):

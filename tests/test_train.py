@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,47 @@ def test_precise_bn_sets_the_plain_average_and_spares_frozen_layers():
     torch.testing.assert_close(model.trained.running_var.double(), expected_var, atol=1e-6, rtol=1e-5)
     assert model.trained.momentum == 0.1, "the layer's own momentum must come back"
     assert torch.equal(model.frozen.running_mean, frozen_before)
+
+
+def test_eval_every_evaluates_every_nth_epoch_and_the_last_and_picks_best_among_them(tmp_path, digits):
+    cfg = teacher_cfg(tmp_path, epochs=5, eval_every=2, eval_subset=100)
+    record = runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg))
+    model = train_teacher(cfg, digits, record)
+    metrics = json.loads((tmp_path / "teacher" / "metrics.json").read_text())
+    history = metrics["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    assert [h["epoch"] for h in history if "test_acc" in h] == [2, 4, 5]
+    assert all("train_loss" in h for h in history)
+    evaluated = {h["epoch"]: h["test_acc"] for h in history if "test_acc" in h}
+    assert metrics["best_epoch"] in evaluated and metrics["best_eval_acc"] == max(evaluated.values())
+    assert metrics["eval_images"] == 100 and metrics["test_images"] == len(digits.test_y)
+    from dapt import agreement as A
+    from dapt.train import predict
+    logits, _ = predict(model, digits.test_x, channels_last=cfg.channels_last)
+    assert metrics["test_acc"] == pytest.approx(A.accuracy(logits, digits.test_y), abs=1e-6)  # final: all images
+
+
+def test_eval_subset_auto_scales_with_the_training_set():
+    from dapt.train import eval_size
+
+    assert eval_size("auto", 10_000, 600) == 1000  # the floor: a standard error near 1.3 points
+    assert eval_size("auto", 10_000, 6000) == 6000  # as many as the training images: <= 1/3 of an epoch
+    assert eval_size("auto", 10_000, 50_000) == 10_000 and eval_size("auto", 300, 50) == 300
+    assert eval_size(None, 10_000, 600) == 10_000 and eval_size(500, 10_000, 600) == 500
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"eval_subset": "half"}, "eval_subset='half' must be a whole number of test images (at least 1), auto"),
+    ({"eval_subset": 0}, "eval_subset=0 must be a whole number"),
+    ({"eval_subset": True}, "eval_subset must be an integer or a string or null, got True"),
+    ({"eval_every": 0}, "eval_every=0 must be"),
+])
+def test_bad_evaluation_settings_are_one_config_error(tmp_path, values, message):
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
+        teacher_cfg(tmp_path, **values)
+
+
+def test_evaluation_settings_accept_auto_null_and_numbers(tmp_path):
+    assert teacher_cfg(tmp_path).eval_subset == "auto" and teacher_cfg(tmp_path).eval_every == 1
+    assert teacher_cfg(tmp_path, eval_subset=None).eval_subset is None
+    assert teacher_cfg(tmp_path, eval_subset=500.0, eval_every=3).eval_subset == 500
