@@ -1,7 +1,7 @@
 """What distillation costs over training from scratch: three runs of dapt's distill stage on the same
 images, student and teacher, timed in one process.
 
-    .venv/bin/python benchmarks/distill_speed.py                    # ~12 min on 2 quiet cores (estimated, see below)
+    .venv/bin/python benchmarks/distill_speed.py                    # 9 min on 2 quiet cores (measured)
     .venv/bin/python benchmarks/distill_speed.py --teacher runs/fashion_quick/lite2_ft --epochs 30
     .venv/bin/python benchmarks/distill_speed.py --device cuda --image-size 224 --train-subset 10000
 
@@ -23,10 +23,12 @@ params file (``dapt.config.validate``), recorded by a ``RunRecord`` in a tempora
 Cost model, per training image and epoch: a student step ``s``, a teacher forward ``t``, a cached-target
 read ``c``; measured as CPU time of one thread at 32 px: s = 2.0 ms (MobileNetV2), t = 1.27 s (ResNet-50),
 c = 0.001 s. Then live/scratch ≈ 1 + t/s ≈ 2.3 and cached/scratch ≈ 1 + K·t/(E·s) + c/s: the cache
-amortises once the epochs E are many times the views K. The defaults (1,500 images, 60 epochs) give
-1 + 4 × 1.27/60 ≈ 1.08 for K = 4 views, before the evaluation all three runs share dilutes both ratios.
-The per-epoch evaluation is kept small (``EVALUATION``) so that it does not dominate epochs of 11 steps
-in any of the three runs.
+amortises once the epochs E are many times the views K, whatever the number of images. The defaults
+(800 images, 120 epochs, the stage's default K = min(E, 8) = 8 views) give 1 + 8 × 1.27/120 ≈ 1.085,
+before the evaluation all three runs share dilutes both ratios; many epochs of few images keep the
+benchmark short while K/E is that of a long run (the paper's 250 epochs: 1 + 8 × 1.27/250 ≈ 1.04).
+The evaluation is kept small (``EVALUATION``: every 20th epoch, on 200 test images) so that it does
+not dominate epochs of 6 steps in any of the three runs.
 Ratios, not absolute times, are the result; on a loaded machine both move, so compare ratios measured
 in one invocation only.
 """
@@ -51,7 +53,7 @@ from dapt.teacher import train_teacher
 from dapt.train import load_data
 
 # Per-epoch evaluation settings of every run (the final evaluation always uses all test images).
-EVALUATION = {"eval_subset": 200, "precise_bn": 512}
+EVALUATION = {"eval_subset": 200, "precise_bn": 512, "eval_every": 20}
 
 
 def run_stage(stage: str, values: dict, folder: Path, ds) -> tuple[float, float, dict]:
@@ -81,9 +83,9 @@ def copy_teacher(source: Path, folder: Path) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="fashion_mnist", choices=DATASETS.names())
-    parser.add_argument("--train-subset", type=int, default=1500, help="training images (default 1500)")
+    parser.add_argument("--train-subset", type=int, default=800, help="training images (default 800)")
     parser.add_argument("--image-size", type=int, default=32, help="the student's image size (default 32)")
-    parser.add_argument("--epochs", type=int, default=60, help="epochs of each student run (default 60)")
+    parser.add_argument("--epochs", type=int, default=120, help="epochs of each student run (default 120)")
     parser.add_argument("--student", default="mobilenet_v2", choices=MODELS.names())
     parser.add_argument("--distiller", default="kd", choices=[d for d in DISTILLERS.names() if d != "none"])
     parser.add_argument("--views", type=int, default=None,
@@ -91,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--teacher", type=Path, default=None, help="a finished teacher run folder to use instead "
                                                                    "of training one")
     parser.add_argument("--teacher-model", default="resnet50", choices=MODELS.names())
-    parser.add_argument("--teacher-epochs", type=int, default=5, help="epochs of the teacher trained here (default 5)")
+    parser.add_argument("--teacher-epochs", type=int, default=10, help="epochs of the teacher trained here (default 10)")
     parser.add_argument("--device", default=None, help="the runs' `device` (default: the stages' default)")
     return parser.parse_args(argv)
 
