@@ -163,9 +163,9 @@ def test_torchrun_two_ranks_write_one_set_of_records(two_studies):
     # nothing else: no folder, temp file or notebook of rank 1 anywhere under runs/
     leftovers = [p for p in (root / "runs").rglob("*") if ".tmp" in p.name or "rank" in p.name]
     assert not leftovers and sorted(p.name for p in (root / "runs").iterdir()) == ["one", "two"]
-    assert not list(root.glob("kernel-*-ipc-*")), "IPC socket files left behind"
+    assert not list(root.glob("kernel*ipc*")), "IPC socket files in the project folder"
     # the teacher's cache was reused, not rebuilt by each rank
-    assert len(list((root / "runs/one/teacher/cache").glob("targets-*.pt"))) == 1
+    assert len(list((root / "runs/one/teacher/cache").glob("targets-*.f16"))) == 1
 
 
 @pytest.mark.slow
