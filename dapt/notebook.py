@@ -65,7 +65,6 @@ def start(stage: str, namespace: Mapping[str, Any]) -> tuple[Any, RunRecord]:
     cfg = config.from_namespace(config.stage_config(stage), namespace)
     if stage in DDP_STAGES and world_size() > 1:  # under torchrun: join this run's process group first
         from . import distributed
-
         from .device import resolve_device
 
         distributed.init(resolve_device(cfg.device))  # gloo on the CPU; nccl and cuda:LOCAL_RANK on CUDA
