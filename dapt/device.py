@@ -155,10 +155,6 @@ class Placement:
             getattr(model, "body", model).compile()
         return model
 
-    def rng_devices(self) -> list[torch.device]:
-        """The devices whose random streams ``torch.random.fork_rng`` must save besides the CPU's."""
-        return [self.device] if self.device.type == "cuda" else []
-
     def resume_state(self) -> dict:
         """What ``last.pt`` keeps of the placement: the GradScaler's scale, and CUDA's random stream
         (dropout on CUDA draws from it, not from the CPU's)."""
