@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from projects import REPO, new_project
 from dapt import distributed
 from dapt.distillers import DistillerSettings, build_distiller
 
-REPO = Path(__file__).resolve().parents[1]
 N, CLASSES, S_DIM, T_DIM, BATCH, STEPS = 40, 4, 6, 5, 8, 3
 
 
@@ -131,11 +129,7 @@ def metrics(root: Path, run: str) -> dict:
 @pytest.fixture(scope="module")
 def two_studies(tmp_path_factory):
     """A throwaway project: study ``one`` run by one process, then study ``two`` by ``torchrun`` with 2 ranks."""
-    root = tmp_path_factory.mktemp("ddp_project")
-    shutil.copytree(REPO / "notebooks", root / "notebooks")
-    (root / "params").mkdir()
-    (root / "params" / "one.yaml").write_text(textwrap.dedent(ONE))
-    (root / "params" / "two.yaml").write_text(textwrap.dedent(TWO))
+    root = new_project(tmp_path_factory.mktemp("ddp_project"), {"one": ONE, "two": TWO})
     env = {**os.environ, "DAPT_ROOT": str(root), "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
     env.pop("WORLD_SIZE", None), env.pop("RANK", None)
     alone = subprocess.run([sys.executable, "-m", "dapt", "run", "params/one.yaml", "--quiet"], cwd=root, env=env,

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
-import textwrap
 from pathlib import Path
 
 import papermill as pm
@@ -18,9 +16,9 @@ import pytest
 from dapt.cli import main
 from dapt.distillers import DISTILLERS
 from dapt.models import MODELS
+from projects import new_project, working_in
 from wandb_records import offline_run
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 TINY = """
@@ -36,17 +34,10 @@ runs:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("explore")
-    shutil.copytree(REPO / "notebooks", root / "notebooks")
-    (root / "params").mkdir()
-    (root / "params" / "tiny.yaml").write_text(textwrap.dedent(TINY))
-    patch = pytest.MonkeyPatch()
-    patch.setenv("DAPT_ROOT", str(root))
-    patch.delenv("WANDB_MODE", raising=False)
-    patch.chdir(root)
-    assert main(["run", "params/tiny.yaml", "--quiet"]) == 0
-    yield root
-    patch.undo()
+    root = new_project(tmp_path_factory.mktemp("explore"), {"tiny": TINY})
+    for _ in working_in(root, wandb_mode=None):
+        assert main(["run", "params/tiny.yaml", "--quiet"]) == 0
+        yield root
 
 
 def metrics(root: Path, run: str) -> dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from projects import new_project, working_in
 from dapt.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # each test executes notebooks in fresh kernels
 
 TINY = """
@@ -43,16 +42,9 @@ def shown_images(notebook: Path) -> int:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A throwaway project folder holding the real notebooks; runs/ is created inside it."""
-    root = tmp_path_factory.mktemp("project")
-    shutil.copytree(REPO / "notebooks", root / "notebooks")
-    (root / "params").mkdir()
-    (root / "params" / "tiny.yaml").write_text(textwrap.dedent(TINY))
-    patch = pytest.MonkeyPatch()
-    patch.setenv("DAPT_ROOT", str(root))
-    patch.setenv("WANDB_MODE", "disabled")
-    patch.chdir(root)
-    yield root
-    patch.undo()
+    root = new_project(tmp_path_factory.mktemp("project"), {"tiny": TINY})
+    for _ in working_in(root):
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from projects import REPO, new_project, working_in
 from dapt.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 
 STUDY = """
 study: raytiny
@@ -48,20 +47,13 @@ runs:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rayproject")
-    shutil.copytree(REPO / "notebooks", root / "notebooks")
-    (root / "params").mkdir()
-    (root / "params" / "raytiny.yaml").write_text(textwrap.dedent(STUDY))
+    root = new_project(tmp_path_factory.mktemp("rayproject"), {"raytiny": STUDY})
     cifar = root / "data" / "cifar-10-batches-py"
     cifar.mkdir(parents=True)
     for name in ("batches.meta", *(f"data_batch_{i}" for i in range(1, 6)), "test_batch"):
         (cifar / name).write_bytes(b"not a pickle")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("DAPT_ROOT", str(root))
-    patch.setenv("WANDB_MODE", "disabled")
-    patch.chdir(root)
-    yield root
-    patch.undo()
+    for _ in working_in(root):
+        yield root
 
 
 @pytest.fixture(scope="module")

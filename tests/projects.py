@@ -1,0 +1,34 @@
+"""Throwaway project folders for tests that execute studies: the real notebooks, the given params files,
+and (``working_in``) the environment a `dapt run` from that folder sees."""
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def new_project(root: Path, studies: dict[str, str]) -> Path:
+    """``root`` holding a copy of the repository's notebooks and ``params/<name>.yaml`` per study text."""
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    (root / "params").mkdir()
+    for name, text in studies.items():
+        (root / "params" / f"{name}.yaml").write_text(textwrap.dedent(text))
+    return root
+
+
+def working_in(root: Path, wandb_mode: str | None = "disabled") -> Iterator[pytest.MonkeyPatch]:
+    """Run inside ``root`` (cwd and DAPT_ROOT) with ``WANDB_MODE`` set (None: unset) until the generator ends."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DAPT_ROOT", str(root))
+    if wandb_mode is None:
+        patch.delenv("WANDB_MODE", raising=False)
+    else:
+        patch.setenv("WANDB_MODE", wandb_mode)
+    patch.chdir(root)
+    yield patch
+    patch.undo()
