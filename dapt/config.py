@@ -80,6 +80,10 @@ class TrainConfig(TrackingSettings):
     compile: bool = param(False, "torch.compile the model's body (TorchInductor: needs a C++ compiler on the CPU, "
                                  "triton on CUDA); the first steps pay for the compilation")
     seed: int = param(0, "random seed (data subset, init, augmentation)")
+    subset_seed: Optional[int] = param(
+        None, "seed of the stratified training subset (null = seed); fix it (e.g. 0) to keep one subset across a "
+              "seed grid, so seeds vary init, augmentation and order, and every student sees its teacher's images",
+        rule=NON_NEGATIVE)
     resume: bool = param(False, "continue from the run's last checkpoint if one exists")
     checkpoint_every: Optional[int] = param(
         None, "write last.pt every N training steps as well as at each epoch end; null = epoch ends only "

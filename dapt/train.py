@@ -34,8 +34,10 @@ from .tracking import Tracker
 
 def load_data(cfg) -> D.ImageSet:
     """The run's dataset at its working size, with its seeded stratified training subset."""
+    # a generate run has no subset_seed: its one seed draws the subset its ddpm learns from
+    subset_seed = getattr(cfg, "subset_seed", None)
     return D.load_dataset(cfg.dataset, cfg.image_size, data_root=cfg.data_root, train_subset=cfg.train_subset,
-                          seed=cfg.seed, download=cfg.download)
+                          seed=cfg.seed if subset_seed is None else subset_seed, download=cfg.download)
 
 
 def model_meta(cfg, ds: D.ImageSet, model: Net, **extra) -> dict:

@@ -239,3 +239,16 @@ def test_evaluation_settings_accept_auto_null_and_numbers(tmp_path):
     assert teacher_cfg(tmp_path).eval_subset == "auto" and teacher_cfg(tmp_path).eval_every == 1
     assert teacher_cfg(tmp_path, eval_subset=None).eval_subset is None
     assert teacher_cfg(tmp_path, eval_subset=500.0, eval_every=3).eval_subset == 500
+
+
+def test_subset_seed_keeps_one_training_subset_across_seeds(tmp_path):
+    from dapt.train import load_data
+
+    def subset(**values):
+        cfg = config.validate(config.DistillConfig, {"dataset": "digits", "image_size": 8, "train_subset": 100,
+                                                     "data_root": str(tmp_path), "distiller": "none", **values})
+        return load_data(cfg).train_x
+
+    assert not torch.equal(subset(seed=0), subset(seed=1))  # by default the subset follows the seed
+    assert torch.equal(subset(seed=1, subset_seed=0), subset(seed=0))
+    assert torch.equal(subset(seed=2, subset_seed=0), subset(seed=0, subset_seed=0))
