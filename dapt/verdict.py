@@ -1,6 +1,7 @@
 """The report's conclusions as sentences, computed from the study's configurations (``dapt.seeds``) and
 their comparisons (``dapt.compare``) so they cannot contradict the tables: each distiller against no
-teacher and against pre-training, the teacher's init, synthetic images, and what the budget can show.
+teacher and against pre-training, the teacher margin the latter needs (``dapt.margin``), the teacher's init,
+synthetic images, and what the budget can show.
 
 Each gap is judged by ``compare.RULE`` (Welch's t test on the seeds, p < 0.05); with one seed the
 sentence says the spread is unknown instead of calling a gap a finding. Whether the students had
@@ -12,6 +13,7 @@ from typing import Any
 
 from . import budget
 from .compare import comparisons, group_label, p_text, verdict_label
+from .margin import teacher_margins
 from .report import is_synthetic, real_images
 from .seeds import configurations
 
@@ -130,6 +132,35 @@ def _no_pretraining(label: str, arch: str, real: int | None, configs: list[dict[
             f"the same training images, so whether distillation replaces pre-training is not tested for it.")
 
 
+def _num(value: float) -> str:
+    """A signed number of points with a true minus sign: ``5.21``, ``−2.00``."""
+    return f"{value:.2f}".replace("-", "−")
+
+
+def _margin_sentence(label: str, m: dict[str, Any]) -> str:
+    """The teacher margin the claim needs (``dapt.margin``): m, g, and whether m ≥ g, from the numbers."""
+    claim = ("the claim (a distilled random-init student at least as accurate as the pre-trained, fine-tuned "
+             "model) needs the teacher's lead over that model, m, to be at least the best student's gap to its "
+             "teacher, g")
+    if m["teacher_acc"] is None:
+        return (f"{label}, teacher margin: {claim}; the teacher's accuracy is not recorded in {m['student_run']}, "
+                f"so m and g are unknown.")
+    where = "on the students' test images" if m["teacher_on"] == "students" else "in its own run"
+    margin, gap = m["margin_pt"], m["gap_pt"]
+    text = (f"{label}, teacher margin: {claim}. The teacher {m['teacher_run']} scores {_pct(m['teacher_acc'])} {where}: "
+            f"m = {_num(margin)} points over {m['pretrained_run']} ({_value(m['comparison']['b'])}), "
+            f"g = {_num(gap)} points over the best distilled student, {m['distiller']} ({m['student_run']}: "
+            f"{_value(m['comparison']['a'])}). m − g = {_signed(margin - gap)} (the best student's pre-training gap "
+            f"above{_judged(m['comparison'])}), so m {'≥' if m['holds'] else '<'} g: ")
+    if m["holds"]:
+        return text + "this setting has the margin the claim needs, and its best student used it."
+    if margin <= 0:
+        return text + ("the teacher is not ahead of the pre-trained model at all, so only a student more accurate "
+                       "than its teacher could reach it: this setting lacks the margin.")
+    return text + (f"this setting lacks the margin: at this gap the teacher would have to lead the pre-trained model "
+                   f"by {_points(gap - margin)} more, or the student come {_points(gap - margin)} closer to its teacher.")
+
+
 def _pair_text(label: str, c: dict[str, Any]) -> str:
     return (f"{label}, {c['a_name']} ({c['a_run']}: {_value(c['a'])}) against {c['b_name']} ({c['b_run']}: "
             f"{_value(c['b'])}): {_signed(c['gap_pt'])}{_judged(c)}")
@@ -194,7 +225,8 @@ def sentences(rows: list[dict[str, Any]], generated: list[dict[str, Any]] = ()) 
     The rows (``report.collect``) are grouped into configurations (``seeds.configurations``). First which
     images the accuracies are on and how many seeds; the synthetic sets (``generated``: rows of
     ``report.collect_generated``); then, per student architecture and real training-set size, every
-    distiller against no teacher and against the pre-trained, fine-tuned run, the teacher's init, and
+    distiller against no teacher and against the pre-trained, fine-tuned run, the teacher margin that
+    comparison needs (``dapt.margin``: m ≥ g), the teacher's init, and
     real + synthetic images, each gap judged by ``compare.RULE``; last the budget (``budget.RULE``) and
     what the study can and cannot show.
     """
@@ -222,6 +254,7 @@ def sentences(rows: list[dict[str, Any]], generated: list[dict[str, Any]] = ()) 
             pretraining = [c for c in mine if c["claim"] == "pre-training"]
             out.append(_against_reference(label, pretraining, "the pre-trained, fine-tuned model")
                        if pretraining else _no_pretraining(label, str(arch), real, configs))
+            out.extend(_margin_sentence(label, m) for m in teacher_margins(pretraining, configs))
             out.extend(_pair_sentence(label, c) for c in mine if c["claim"] == "teacher init")
             for c in (c for c in mine if c["claim"] == "synthetic"):
                 same = next((s for s in mine if s["claim"] == "synthetic vs same steps" and s["a_run"] == c["a_run"]), None)
