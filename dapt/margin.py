@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .compare import judged_text, mean_text, percent_text, points_text, signed_points
+
 
 def _teacher_label(student: dict[str, Any], configs: list[dict[str, Any]]) -> str | None:
     """The configuration label of the student's teacher run (``t_seed{0,1,2}`` for per-seed teachers)."""
@@ -36,7 +38,7 @@ def teacher_margins(comps: list[dict[str, Any]], configs: list[dict[str, Any]]) 
     out = []
     for group, members in groups.items():
         best = max(members, key=lambda c: c["mean_a"])
-        student, pretrained = best["a"], best["b"]
+        student = best["a"]
         teacher_acc, on = student.get("teacher_test_acc"), "students"
         if teacher_acc is None:
             teacher_acc, on = student.get("teacher_run_test_acc"), "own run"
@@ -51,6 +53,37 @@ def teacher_margins(comps: list[dict[str, Any]], configs: list[dict[str, Any]]) 
             entry.update(margin_pt=margin, gap_pt=gap, holds=best["mean_a"] >= best["mean_b"])
         out.append(entry)
     return out
+
+
+def _num(value: float) -> str:
+    """A signed number of points with a true minus sign: ``5.21``, ``−2.00``."""
+    return f"{value:.2f}".replace("-", "−")
+
+
+def sentence(label: str, m: dict[str, Any]) -> str:
+    """The teacher margin the claim needs (``dapt.margin``): m, g, and whether m ≥ g, from the numbers."""
+    claim = ("the claim (a distilled random-init student at least as accurate as the pre-trained, fine-tuned "
+             "model) needs the teacher's lead over that model, m, to be at least the best student's gap to its "
+             "teacher, g")
+    if m["teacher_acc"] is None:
+        return (f"{label}, teacher margin: {claim}; the teacher's accuracy is not recorded in {m['student_run']}, "
+                f"so m and g are unknown.")
+    where = "on the students' test images" if m["teacher_on"] == "students" else "in its own run"
+    margin, gap = m["margin_pt"], m["gap_pt"]
+    student, pretrained = m["comparison"]["a"], m["comparison"]["b"]
+    text = (f"{label}, teacher margin: {claim}. The teacher {m['teacher_run']} scores "
+            f"{percent_text(m['teacher_acc'])} {where}: m = {_num(margin)} points over {m['pretrained_run']} "
+            f"({mean_text(pretrained)}), g = {_num(gap)} points over the best distilled student, {m['distiller']} "
+            f"({m['student_run']}: {mean_text(student)}). m − g = {signed_points(margin - gap)} (the best student's "
+            f"pre-training gap above{judged_text(m['comparison'])}), so m {'≥' if m['holds'] else '<'} g: ")
+    if m["holds"]:
+        return text + "this setting has the margin the claim needs, and its best student used it."
+    if margin <= 0:
+        return text + ("the teacher is not ahead of the pre-trained model at all, so only a student more accurate "
+                       "than its teacher could reach it: this setting lacks the margin.")
+    short = points_text(gap - margin)
+    return text + (f"this setting lacks the margin: at this gap the teacher would have to lead the pre-trained model "
+                   f"by {short} more, or the student come {short} closer to its teacher.")
 
 
 def record(margins: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import budget
-from .compare import comparisons, group_label, p_text, verdict_label
-from .margin import teacher_margins
+from . import budget, margin
+from .compare import comparisons, group_label, judged_text, mean_text, percent_text, signed_points
 from .report import is_synthetic, real_images
 from .seeds import configurations
 
@@ -21,36 +20,9 @@ SHORT_BUDGET_EPOCHS = 50  # fewer epochs than this is a short budget
 PAPER_EPOCHS = 250
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
-
-
-def _points(value: float) -> str:
-    return f"{abs(value):.2f} point" + ("" if f"{abs(value):.2f}" == "1.00" else "s")
-
-
-def _signed(value: float) -> str:
-    points = round(value, 2)
-    return ("+" if points > 0 else "−" if points < 0 else "±") + _points(points)
-
-
 def _span(values: list) -> str:
     low, high = min(values), max(values)
     return f"{low:,}" if low == high else f"{low:,}–{high:,}"
-
-
-def _value(row: dict[str, Any]) -> str:
-    """``73.12%`` for one seed, ``73.12 ± 0.40%, n=3`` (mean ± sample std) for several."""
-    if len(row["test_acc_values"]) == 1:
-        return _pct(row["test_acc"])
-    return f"{100 * row['test_acc']:.2f} ± {100 * row['test_acc_std']:.2f}%, n={len(row['test_acc_values'])}"
-
-
-def _judged(comparison: dict[str, Any]) -> str:
-    """The verdict of one gap, with its p when there is one; nothing when one side has one seed."""
-    if comparison["verdict"] == "unknown":
-        return ""
-    return f", {verdict_label(comparison)} (Welch {p_text(comparison['p'])})"
 
 
 def _spread_note(comps: list[dict[str, Any]]) -> str:
@@ -75,7 +47,8 @@ def generated_sentence(row: dict[str, Any]) -> str:
     text = f"Synthetic set {row['run']}: {made} from {row.get('generator')}"
     acc = row.get("teacher_acc_on_synthetic")
     if isinstance(acc, (int, float)):
-        text += f"; the teacher {row.get('teacher_run')} classifies {_pct(acc)} of them as the class they were made for"
+        text += (f"; the teacher {row.get('teacher_run')} classifies {percent_text(acc)} of them as the class they "
+                 f"were made for")
     return text + "."
 
 
@@ -109,13 +82,13 @@ def _budget_sentence(distill: list[dict[str, Any]]) -> str:
 
 def _against_reference(label: str, comps: list[dict[str, Any]], reference: str) -> str:
     base = comps[0]["b"]
-    items = "; ".join(f"{c['a_name']} ({c['a_run']}: {_value(c['a'])}) {_signed(c['gap_pt'])}{_judged(c)}"
+    items = "; ".join(f"{c['a_name']} ({c['a_run']}: {mean_text(c['a'])}) {signed_points(c['gap_pt'])}{judged_text(c)}"
                       for c in comps)
     sizes = {c["a"].get("image_size") for c in comps} - {None}
     note = (f" (the students ran at {'/'.join(map(str, sorted(sizes)))} px, {base['run']} at "
             f"{base.get('image_size')} px)" if sizes and sizes != {base.get("image_size")} else "")
     own = "; own run" if base.get("stage") == "teacher" else ""
-    return f"{label}, against {reference} ({base['run']}: {_value(base)}{own}){note}: {items}.{_spread_note(comps)}"
+    return f"{label}, against {reference} ({base['run']}: {mean_text(base)}{own}){note}: {items}.{_spread_note(comps)}"
 
 
 def _no_pretraining(label: str, arch: str, real: int | None, configs: list[dict[str, Any]]) -> str:
@@ -124,7 +97,7 @@ def _no_pretraining(label: str, arch: str, real: int | None, configs: list[dict[
     finished = [c for c in pretrained if c.get("test_acc") is not None]
     if finished:
         return (f"{label}: no distilled {arch} student has a test accuracy yet to compare with the pre-trained, "
-                f"fine-tuned {finished[-1]['run']} ({_value(finished[-1])}; own run).")
+                f"fine-tuned {finished[-1]['run']} ({mean_text(finished[-1])}; own run).")
     if pretrained:
         return (f"{label}: the pre-trained, fine-tuned run {', '.join(c['run'] for c in pretrained)} has no test "
                 f"accuracy (failed or unfinished), so distillation is not yet compared with pre-training.")
@@ -132,38 +105,9 @@ def _no_pretraining(label: str, arch: str, real: int | None, configs: list[dict[
             f"the same training images, so whether distillation replaces pre-training is not tested for it.")
 
 
-def _num(value: float) -> str:
-    """A signed number of points with a true minus sign: ``5.21``, ``−2.00``."""
-    return f"{value:.2f}".replace("-", "−")
-
-
-def _margin_sentence(label: str, m: dict[str, Any]) -> str:
-    """The teacher margin the claim needs (``dapt.margin``): m, g, and whether m ≥ g, from the numbers."""
-    claim = ("the claim (a distilled random-init student at least as accurate as the pre-trained, fine-tuned "
-             "model) needs the teacher's lead over that model, m, to be at least the best student's gap to its "
-             "teacher, g")
-    if m["teacher_acc"] is None:
-        return (f"{label}, teacher margin: {claim}; the teacher's accuracy is not recorded in {m['student_run']}, "
-                f"so m and g are unknown.")
-    where = "on the students' test images" if m["teacher_on"] == "students" else "in its own run"
-    margin, gap = m["margin_pt"], m["gap_pt"]
-    text = (f"{label}, teacher margin: {claim}. The teacher {m['teacher_run']} scores {_pct(m['teacher_acc'])} {where}: "
-            f"m = {_num(margin)} points over {m['pretrained_run']} ({_value(m['comparison']['b'])}), "
-            f"g = {_num(gap)} points over the best distilled student, {m['distiller']} ({m['student_run']}: "
-            f"{_value(m['comparison']['a'])}). m − g = {_signed(margin - gap)} (the best student's pre-training gap "
-            f"above{_judged(m['comparison'])}), so m {'≥' if m['holds'] else '<'} g: ")
-    if m["holds"]:
-        return text + "this setting has the margin the claim needs, and its best student used it."
-    if margin <= 0:
-        return text + ("the teacher is not ahead of the pre-trained model at all, so only a student more accurate "
-                       "than its teacher could reach it: this setting lacks the margin.")
-    return text + (f"this setting lacks the margin: at this gap the teacher would have to lead the pre-trained model "
-                   f"by {_points(gap - margin)} more, or the student come {_points(gap - margin)} closer to its teacher.")
-
-
 def _pair_text(label: str, c: dict[str, Any]) -> str:
-    return (f"{label}, {c['a_name']} ({c['a_run']}: {_value(c['a'])}) against {c['b_name']} ({c['b_run']}: "
-            f"{_value(c['b'])}): {_signed(c['gap_pt'])}{_judged(c)}")
+    return (f"{label}, {c['a_name']} ({c['a_run']}: {mean_text(c['a'])}) against {c['b_name']} ({c['b_run']}: "
+            f"{mean_text(c['b'])}): {signed_points(c['gap_pt'])}{judged_text(c)}")
 
 
 def _pair_sentence(label: str, c: dict[str, Any]) -> str:
@@ -177,7 +121,7 @@ def _synthetic_sentence(label: str, c: dict[str, Any], same_steps: dict[str, Any
         text += f"; it also took {ratio:.1f}× the training steps (the same epochs over a larger set)"
     if same_steps is not None:
         text += (f"; against the real images alone trained for as many steps ({same_steps['b_run']}: "
-                 f"{_value(same_steps['b'])}) it is {_signed(same_steps['gap_pt'])}{_judged(same_steps)}")
+                 f"{mean_text(same_steps['b'])}) it is {signed_points(same_steps['gap_pt'])}{judged_text(same_steps)}")
     mine, theirs = (c.get(k) or "none" for k in ("diffaug", "real_diffaug"))
     if mine != theirs:
         text += (f"; and DiffAugment {mine} against {theirs} for the real-only run, so the difference is not "
@@ -254,7 +198,7 @@ def sentences(rows: list[dict[str, Any]], generated: list[dict[str, Any]] = ()) 
             pretraining = [c for c in mine if c["claim"] == "pre-training"]
             out.append(_against_reference(label, pretraining, "the pre-trained, fine-tuned model")
                        if pretraining else _no_pretraining(label, str(arch), real, configs))
-            out.extend(_margin_sentence(label, m) for m in teacher_margins(pretraining, configs))
+            out.extend(margin.sentence(label, m) for m in margin.teacher_margins(pretraining, configs))
             out.extend(_pair_sentence(label, c) for c in mine if c["claim"] == "teacher init")
             for c in (c for c in mine if c["claim"] == "synthetic"):
                 same = next((s for s in mine if s["claim"] == "synthetic vs same steps" and s["a_run"] == c["a_run"]), None)
