@@ -82,13 +82,14 @@ def _budget_sentence(distill: list[dict[str, Any]]) -> str:
 
 def _against_reference(label: str, comps: list[dict[str, Any]], reference: str) -> str:
     base = comps[0]["b"]
-    items = "; ".join(f"{c['a_name']} ({c['a_run']}: {mean_text(c['a'])}) {signed_points(c['gap_pt'])}{judged_text(c)}"
-                      for c in comps)
+    items = "; ".join(f"{c['a_name']} ({c['a_run']}: {mean_text(c['a'])}) {signed_points(c['gap_pt'])}"
+                      f"{judged_text(c)}" for c in comps)
     sizes = {c["a"].get("image_size") for c in comps} - {None}
     note = (f" (the students ran at {'/'.join(map(str, sorted(sizes)))} px, {base['run']} at "
             f"{base.get('image_size')} px)" if sizes and sizes != {base.get("image_size")} else "")
     own = "; own run" if base.get("stage") == "teacher" else ""
-    return f"{label}, against {reference} ({base['run']}: {mean_text(base)}{own}){note}: {items}.{_spread_note(comps)}"
+    return (f"{label}, against {reference} ({base['run']}: {mean_text(base)}{own}){note}: {items}."
+            f"{_spread_note(comps)}")
 
 
 def _no_pretraining(label: str, arch: str, real: int | None, configs: list[dict[str, Any]]) -> str:
@@ -121,7 +122,8 @@ def _synthetic_sentence(label: str, c: dict[str, Any], same_steps: dict[str, Any
         text += f"; it also took {ratio:.1f}× the training steps (the same epochs over a larger set)"
     if same_steps is not None:
         text += (f"; against the real images alone trained for as many steps ({same_steps['b_run']}: "
-                 f"{mean_text(same_steps['b'])}) it is {signed_points(same_steps['gap_pt'])}{judged_text(same_steps)}")
+                 f"{mean_text(same_steps['b'])}) it is {signed_points(same_steps['gap_pt'])}"
+                 f"{judged_text(same_steps)}")
     mine, theirs = (c.get(k) or "none" for k in ("diffaug", "real_diffaug"))
     if mine != theirs:
         text += (f"; and DiffAugment {mine} against {theirs} for the real-only run, so the difference is not "
@@ -170,9 +172,8 @@ def sentences(rows: list[dict[str, Any]], generated: list[dict[str, Any]] = ()) 
     images the accuracies are on and how many seeds; the synthetic sets (``generated``: rows of
     ``report.collect_generated``); then, per student architecture and real training-set size, every
     distiller against no teacher and against the pre-trained, fine-tuned run, the teacher margin that
-    comparison needs (``dapt.margin``: m ≥ g), the teacher's init, and
-    real + synthetic images, each gap judged by ``compare.RULE``; last the budget (``budget.RULE``) and
-    what the study can and cannot show.
+    comparison needs (``dapt.margin``: m ≥ g), the teacher's init, and real + synthetic images, each gap
+    judged by ``compare.RULE``; last the budget (``budget.RULE``) and what the study can and cannot show.
     """
     configs = configurations(rows)
     distill = [c for c in configs if c.get("stage") == "distill"]

@@ -20,7 +20,8 @@ def test_every_results_block_of_the_readme_matches_its_runs(monkeypatch):
                     "(<!-- results: runs/<study> --> ... <!-- /results -->) where the study's results are described")
     for folder, shown in blocks:
         expected = results.block(folder)
-        diff = "\n".join(difflib.unified_diff(shown.splitlines(), expected.splitlines(), "README.md", folder, lineterm=""))
+        diff = "\n".join(difflib.unified_diff(shown.splitlines(), expected.splitlines(), "README.md", folder,
+                                             lineterm=""))
         assert shown == expected, (f"README.md's results block for {folder} differs from its runs' metrics.json: run "
                                    f"`dapt report {folder} --markdown` and paste its output over the block.\n{diff}")
 
