@@ -35,6 +35,16 @@ nodes share runs/ and the repository checkout with this machine at the same path
 """
 
 
+REPORT_HELP = """\
+Print what a study's runs show, read from their metrics.json files: the configurations (runs equal
+but for their seed, each metric the mean ± sample std over the seeds, n the seeds), the comparisons
+the claims rest on (Welch's p), and the verdicts computed from them (README, "How the report reads
+a study"). --runs adds the table of every run; --markdown prints instead the block the README shows
+between its results markers; --html renders every executed notebook of the study to
+runs/<study>/html/<run>.html with an index.html linking them.
+"""
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -103,22 +113,44 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_of(target: str) -> tuple[str, str]:
+    """``dapt report``'s argument as (study name, source): a params file, or a study folder ``runs/<study>``."""
+    from pathlib import Path
+
+    from .results import study_folder
+    from .runs import rel, repo_root
+    from .study import load_study
+
+    path = Path(target)
+    if path.is_dir():
+        try:  # repo-relative, so `cd runs && dapt report fashion_quick` works too
+            folder = study_folder(rel(path))
+        except DaptError:
+            raise DaptError(f"{target}: not a study folder of this project: give runs/<study> (in {repo_root()}) "
+                            f"or a params file") from None
+        return folder.name, folder.as_posix()
+    if not path.exists():
+        raise DaptError(f"{target}: no such params file or study folder (runs/<study>)")
+    study = load_study(path, check_data=False)  # reports read the runs' records, not the dataset
+    return study.name, study.source
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .html_report import write_html
-    from .report import collect, markdown_table
+    from .results import block, study_text
     from .runs import RUNS_DIR, use_repo_root
-    from .study import load_study
 
-    study = load_study(args.file, check_data=False)  # reports read the runs' records, not the dataset
+    name, source = _study_of(args.study)
     use_repo_root()
-    if not args.html:
-        folder = Path(RUNS_DIR) / study.name
-        print(markdown_table(collect(folder)) if folder.is_dir() else f"study {study.name}: no runs yet")
-        return 0
-    index = write_html(study.name, study.source, no_input=args.no_input)
-    print(f"study {study.name}: open {index.as_posix()}")
+    folder = Path(RUNS_DIR) / name
+    if args.markdown:
+        print(block(folder.as_posix()))
+    elif args.html:
+        print(f"study {name}: open {write_html(name, source, no_input=args.no_input).as_posix()}")
+    else:
+        print(study_text(folder, with_runs=args.runs) if folder.is_dir() else f"study {name}: no runs yet")
     return 0
 
 
@@ -193,11 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("file", help="params file")
     status.set_defaults(func=_cmd_status)
 
-    rep = sub.add_parser("report", help="print a study's table, or render its notebooks to HTML",
-                         description="Print the table of FILE's runs; with --html render every executed notebook "
-                                     "of the study to runs/<study>/html/<run>.html and write an index.html linking them.")
-    rep.add_argument("file", help="params file")
-    rep.add_argument("--html", action="store_true", help="render the executed notebooks and an index to HTML")
+    rep = sub.add_parser("report", help="print a study's configurations, comparisons and verdicts, its README "
+                                        "results block, or its notebooks as HTML",
+                         description=REPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rep.add_argument("study", metavar="STUDY", help="a params file (params/x.yaml: its runs in runs/x/) or a study "
+                                                    "folder (runs/x)")
+    shown = rep.add_mutually_exclusive_group()
+    shown.add_argument("--markdown", action="store_true",
+                       help="print the README results block: configurations table and verdicts between the "
+                            "<!-- results: runs/x --> and <!-- /results --> markers, to paste into README.md")
+    shown.add_argument("--html", action="store_true", help="render the executed notebooks and an index to HTML")
+    shown.add_argument("--runs", action="store_true", help="also print the table of every run (each seed its own row)")
     rep.add_argument("--no-input", action="store_true", help="with --html: leave the code cells out")
     rep.set_defaults(func=_cmd_report)
 

@@ -148,6 +148,36 @@ def p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
+def percent_text(value: float) -> str:
+    """``73.12%`` for 0.7312."""
+    return f"{100 * value:.2f}%"
+
+
+def points_text(value: float) -> str:
+    """``2.00 points``, ``1.00 point`` (the size of a gap, unsigned)."""
+    return f"{abs(value):.2f} point" + ("" if f"{abs(value):.2f}" == "1.00" else "s")
+
+
+def signed_points(value: float) -> str:
+    """``+2.00 points``, ``−2.00 points``, ``±0.00 points`` (a gap in points, its sign in front)."""
+    points = round(value, 2)
+    return ("+" if points > 0 else "−" if points < 0 else "±") + points_text(points)
+
+
+def mean_text(row: dict[str, Any]) -> str:
+    """``73.12%`` for one seed, ``73.12 ± 0.40%, n=3`` (mean ± sample std) for several."""
+    if len(row["test_acc_values"]) == 1:
+        return percent_text(row["test_acc"])
+    return f"{100 * row['test_acc']:.2f} ± {100 * row['test_acc_std']:.2f}%, n={len(row['test_acc_values'])}"
+
+
+def judged_text(comparison: dict[str, Any]) -> str:
+    """The verdict of one gap, with its p when there is one; nothing when one side has one seed."""
+    if comparison["verdict"] == "unknown":
+        return ""
+    return f", {verdict_label(comparison)} (Welch {p_text(comparison['p'])})"
+
+
 def comparison_table(comps: list[dict[str, Any]]) -> str:
     """The comparisons as Markdown: both sides' mean ± std, the gap, Welch's p and the verdict."""
     shown = [{**c, "a_acc": accuracy_text(c["a"]), "b_acc": accuracy_text(c["b"]), "gap": f"{c['gap_pt']:+.2f}",

@@ -178,14 +178,14 @@ CONFIG_COLUMNS = [("run", "configuration"), ("seeds", "seeds"),
                   ("wall_time_s", "time s (mean)"), ("status", "status")]
 
 
-def configuration_table(configs: list[dict[str, Any]]) -> str:
+def configuration_table(configs: list[dict[str, Any]], columns: list[tuple[str, str]] = CONFIG_COLUMNS) -> str:
     """The per-configuration table as Markdown: every metric as mean ± sample std over the seeds."""
     shown = []
     for row in configs:
         cells = dict(row, seeds=", ".join("–" if s is None else str(s) for s in row.get("seeds", [])))
         cells.update({key: value_cell(row, key) for key in METRICS if key != "wall_time_s"})
         shown.append(cells)
-    return markdown_table(shown, CONFIG_COLUMNS)
+    return markdown_table(shown, columns)
 
 
 def record(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """The report's conclusions as sentences, computed from the study's configurations (``dapt.seeds``) and
 their comparisons (``dapt.compare``) so they cannot contradict the tables: each distiller against no
-teacher and against pre-training, the teacher's init, synthetic images, and what the budget can show.
+teacher and against pre-training, the teacher margin the latter needs (``dapt.margin``), the teacher's init,
+synthetic images, and what the budget can show.
 
 Each gap is judged by ``compare.RULE`` (Welch's t test on the seeds, p < 0.05); with one seed the
 sentence says the spread is unknown instead of calling a gap a finding. Whether the students had
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import budget
-from .compare import comparisons, group_label, p_text, verdict_label
+from . import budget, margin
+from .compare import comparisons, group_label, judged_text, mean_text, percent_text, signed_points
 from .report import is_synthetic, real_images
 from .seeds import configurations
 
@@ -19,36 +20,9 @@ SHORT_BUDGET_EPOCHS = 50  # fewer epochs than this is a short budget
 PAPER_EPOCHS = 250
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
-
-
-def _points(value: float) -> str:
-    return f"{abs(value):.2f} point" + ("" if f"{abs(value):.2f}" == "1.00" else "s")
-
-
-def _signed(value: float) -> str:
-    points = round(value, 2)
-    return ("+" if points > 0 else "−" if points < 0 else "±") + _points(points)
-
-
 def _span(values: list) -> str:
     low, high = min(values), max(values)
     return f"{low:,}" if low == high else f"{low:,}–{high:,}"
-
-
-def _value(row: dict[str, Any]) -> str:
-    """``73.12%`` for one seed, ``73.12 ± 0.40%, n=3`` (mean ± sample std) for several."""
-    if len(row["test_acc_values"]) == 1:
-        return _pct(row["test_acc"])
-    return f"{100 * row['test_acc']:.2f} ± {100 * row['test_acc_std']:.2f}%, n={len(row['test_acc_values'])}"
-
-
-def _judged(comparison: dict[str, Any]) -> str:
-    """The verdict of one gap, with its p when there is one; nothing when one side has one seed."""
-    if comparison["verdict"] == "unknown":
-        return ""
-    return f", {verdict_label(comparison)} (Welch {p_text(comparison['p'])})"
 
 
 def _spread_note(comps: list[dict[str, Any]]) -> str:
@@ -73,7 +47,8 @@ def generated_sentence(row: dict[str, Any]) -> str:
     text = f"Synthetic set {row['run']}: {made} from {row.get('generator')}"
     acc = row.get("teacher_acc_on_synthetic")
     if isinstance(acc, (int, float)):
-        text += f"; the teacher {row.get('teacher_run')} classifies {_pct(acc)} of them as the class they were made for"
+        text += (f"; the teacher {row.get('teacher_run')} classifies {percent_text(acc)} of them as the class they "
+                 f"were made for")
     return text + "."
 
 
@@ -107,13 +82,14 @@ def _budget_sentence(distill: list[dict[str, Any]]) -> str:
 
 def _against_reference(label: str, comps: list[dict[str, Any]], reference: str) -> str:
     base = comps[0]["b"]
-    items = "; ".join(f"{c['a_name']} ({c['a_run']}: {_value(c['a'])}) {_signed(c['gap_pt'])}{_judged(c)}"
-                      for c in comps)
+    items = "; ".join(f"{c['a_name']} ({c['a_run']}: {mean_text(c['a'])}) {signed_points(c['gap_pt'])}"
+                      f"{judged_text(c)}" for c in comps)
     sizes = {c["a"].get("image_size") for c in comps} - {None}
     note = (f" (the students ran at {'/'.join(map(str, sorted(sizes)))} px, {base['run']} at "
             f"{base.get('image_size')} px)" if sizes and sizes != {base.get("image_size")} else "")
     own = "; own run" if base.get("stage") == "teacher" else ""
-    return f"{label}, against {reference} ({base['run']}: {_value(base)}{own}){note}: {items}.{_spread_note(comps)}"
+    return (f"{label}, against {reference} ({base['run']}: {mean_text(base)}{own}){note}: {items}."
+            f"{_spread_note(comps)}")
 
 
 def _no_pretraining(label: str, arch: str, real: int | None, configs: list[dict[str, Any]]) -> str:
@@ -122,7 +98,7 @@ def _no_pretraining(label: str, arch: str, real: int | None, configs: list[dict[
     finished = [c for c in pretrained if c.get("test_acc") is not None]
     if finished:
         return (f"{label}: no distilled {arch} student has a test accuracy yet to compare with the pre-trained, "
-                f"fine-tuned {finished[-1]['run']} ({_value(finished[-1])}; own run).")
+                f"fine-tuned {finished[-1]['run']} ({mean_text(finished[-1])}; own run).")
     if pretrained:
         return (f"{label}: the pre-trained, fine-tuned run {', '.join(c['run'] for c in pretrained)} has no test "
                 f"accuracy (failed or unfinished), so distillation is not yet compared with pre-training.")
@@ -131,8 +107,8 @@ def _no_pretraining(label: str, arch: str, real: int | None, configs: list[dict[
 
 
 def _pair_text(label: str, c: dict[str, Any]) -> str:
-    return (f"{label}, {c['a_name']} ({c['a_run']}: {_value(c['a'])}) against {c['b_name']} ({c['b_run']}: "
-            f"{_value(c['b'])}): {_signed(c['gap_pt'])}{_judged(c)}")
+    return (f"{label}, {c['a_name']} ({c['a_run']}: {mean_text(c['a'])}) against {c['b_name']} ({c['b_run']}: "
+            f"{mean_text(c['b'])}): {signed_points(c['gap_pt'])}{judged_text(c)}")
 
 
 def _pair_sentence(label: str, c: dict[str, Any]) -> str:
@@ -146,7 +122,8 @@ def _synthetic_sentence(label: str, c: dict[str, Any], same_steps: dict[str, Any
         text += f"; it also took {ratio:.1f}× the training steps (the same epochs over a larger set)"
     if same_steps is not None:
         text += (f"; against the real images alone trained for as many steps ({same_steps['b_run']}: "
-                 f"{_value(same_steps['b'])}) it is {_signed(same_steps['gap_pt'])}{_judged(same_steps)}")
+                 f"{mean_text(same_steps['b'])}) it is {signed_points(same_steps['gap_pt'])}"
+                 f"{judged_text(same_steps)}")
     mine, theirs = (c.get(k) or "none" for k in ("diffaug", "real_diffaug"))
     if mine != theirs:
         text += (f"; and DiffAugment {mine} against {theirs} for the real-only run, so the difference is not "
@@ -194,9 +171,9 @@ def sentences(rows: list[dict[str, Any]], generated: list[dict[str, Any]] = ()) 
     The rows (``report.collect``) are grouped into configurations (``seeds.configurations``). First which
     images the accuracies are on and how many seeds; the synthetic sets (``generated``: rows of
     ``report.collect_generated``); then, per student architecture and real training-set size, every
-    distiller against no teacher and against the pre-trained, fine-tuned run, the teacher's init, and
-    real + synthetic images, each gap judged by ``compare.RULE``; last the budget (``budget.RULE``) and
-    what the study can and cannot show.
+    distiller against no teacher and against the pre-trained, fine-tuned run, the teacher margin that
+    comparison needs (``dapt.margin``: m ≥ g), the teacher's init, and real + synthetic images, each gap
+    judged by ``compare.RULE``; last the budget (``budget.RULE``) and what the study can and cannot show.
     """
     configs = configurations(rows)
     distill = [c for c in configs if c.get("stage") == "distill"]
@@ -222,6 +199,7 @@ def sentences(rows: list[dict[str, Any]], generated: list[dict[str, Any]] = ()) 
             pretraining = [c for c in mine if c["claim"] == "pre-training"]
             out.append(_against_reference(label, pretraining, "the pre-trained, fine-tuned model")
                        if pretraining else _no_pretraining(label, str(arch), real, configs))
+            out.extend(margin.sentence(label, m) for m in margin.teacher_margins(pretraining, configs))
             out.extend(_pair_sentence(label, c) for c in mine if c["claim"] == "teacher init")
             for c in (c for c in mine if c["claim"] == "synthetic"):
                 same = next((s for s in mine if s["claim"] == "synthetic vs same steps" and s["a_run"] == c["a_run"]), None)

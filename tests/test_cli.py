@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,10 +17,16 @@ def test_help_gives_each_command_its_explanation(capsys):
     out = capsys.readouterr().out
     assert "validate and execute the runs of a params file" in out
     assert "show the state of each run of a params file" in out
+    assert "print a study's configurations, comparisons and verdicts" in out
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     out = capsys.readouterr().out
     assert "re-execute runs that are already done" in out and "execute only these runs" in out
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    out = capsys.readouterr().out
+    assert "a params file (params/x.yaml: its runs in runs/x/) or a study folder (runs/x)" in " ".join(out.split())
+    assert "print the README results block" in out and "also print the table of every run" in out
 
 
 def test_list_shows_every_registered_name(capsys):
@@ -59,3 +66,45 @@ def test_missing_file_is_one_line_without_traceback(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().endswith("no such params file") and "Traceback" not in result.stderr
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_report_prints_configurations_comparisons_and_verdicts(capsys, monkeypatch):
+    from dapt import report, seeds, verdict
+
+    monkeypatch.chdir(REPO)
+    rows = report.collect(REPO / "runs/fashion_quick")
+    assert main(["report", "params/fashion_quick.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert seeds.configuration_table(seeds.configurations(rows)) in out
+    assert "## Comparisons" in out and "| pre-training | efficientnet_lite0 |" in out
+    assert "\n".join(f"- {line}" for line in verdict.sentences(rows)) in out
+    assert report.markdown_table(rows) not in out  # the per-run table only with --runs
+    assert main(["report", "runs/fashion_quick", "--runs"]) == 0
+    with_runs = capsys.readouterr().out
+    assert with_runs.startswith(out.rstrip("\n")) and with_runs.rstrip("\n").endswith(report.markdown_table(rows))
+
+
+def test_report_markdown_is_the_readme_block_of_a_study_folder(capsys, monkeypatch):
+    from dapt import results
+
+    monkeypatch.chdir(REPO / "runs")  # a folder relative to where the command is typed
+    assert main(["report", "fashion_quick", "--markdown"]) == 0
+    monkeypatch.chdir(REPO)
+    assert capsys.readouterr().out == results.block("runs/fashion_quick") + "\n"
+    assert main(["report", "params/fashion_quick.yaml", "--markdown"]) == 0
+    assert capsys.readouterr().out.startswith("<!-- results: runs/fashion_quick -->\n")
+
+
+def test_report_refuses_what_is_not_a_study_in_one_line(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert main(["report", "runs/fashion_quick/lite2_ft"]) == 2
+    assert capsys.readouterr().err == (f"dapt: error: runs/fashion_quick/lite2_ft: not a study folder of this project: "
+                                       f"give runs/<study> (in {REPO}) or a params file\n")
+    assert main(["report", "runs/nope"]) == 2
+    assert capsys.readouterr().err == "dapt: error: runs/nope: no such params file or study folder (runs/<study>)\n"
+    with pytest.raises(SystemExit) as done:
+        main(["report", "runs/fashion_quick", "--markdown", "--html"])
+    assert done.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

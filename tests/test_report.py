@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dapt import report, verdict
+from dapt import compare, margin, report, seeds, verdict
 
 PARAMS = {"image_size": 32, "epochs": 3, "train_subset": 6000, "eval_subset": 1000}
 
@@ -125,6 +125,8 @@ def student_row(run: str, student: str, distiller: str, acc: float | None, epoch
             "batch_size": 128}
 
 
+MARGIN_CLAIM = ("the claim (a distilled random-init student at least as accurate as the pre-trained, fine-tuned model) "
+                "needs the teacher's lead over that model, m, to be at least the best student's gap to its teacher, g")
 ONE_SEED = "One seed each, so whether these gaps exceed the seed spread is unknown: not a finding until repeated over seeds."
 
 
@@ -141,10 +143,60 @@ def test_verdict_each_distiller_against_no_teacher_and_pretraining():
                         "75.00%) +5.00 points. " + ONE_SEED)
     assert lines[3] == ("lite0, against the pre-trained, fine-tuned model (lite0_ft: 80.00%; own run): kd (l_kd: 72.00%) "
                         "−8.00 points; crd (l_crd: 75.00%) −5.00 points. " + ONE_SEED)
-    assert [line.split(":")[0] for line in lines[4:]] == ["Budget", "Plateau", "What this study can show"]
+    assert lines[4] == ("lite0, teacher margin: " + MARGIN_CLAIM + "; the teacher's accuracy is not recorded in l_crd, "
+                        "so m and g are unknown.")
+    assert [line.split(":")[0] for line in lines[5:]] == ["Budget", "Plateau", "What this study can show"]
     assert lines[-1] == ("What this study can show: which configuration was ahead after 3 epochs at these settings "
                          "with this one seed. What it cannot: whether any gap exceeds the seed spread (one seed per "
                          "configuration).")
+
+
+def distilled(run: str, distiller: str, acc: float, teacher_acc: float | None, own_acc: float | None = None) -> dict:
+    """A lite0 student of the teacher "big", which scores ``teacher_acc`` on the students' test images."""
+    return {**student_row(run, "lite0", distiller, acc), "teacher_run": "big", "teacher_test_acc": teacher_acc,
+            "teacher_run_test_acc": own_acc}
+
+
+def margin_line(rows: list[dict]) -> str:
+    [line] = [line for line in verdict.sentences(rows) if ", teacher margin: " in line]
+    return line
+
+
+def test_teacher_margin_short_of_the_distillation_gap():
+    rows = [teacher_row("lite0_ft", "lite0", 0.80), teacher_row("big", "lite2", 0.87, size=48),
+            distilled("l_kd", "kd", 0.72, 0.85), distilled("l_crd", "crd", 0.75, 0.85)]
+    [m] = margin.teacher_margins(compare.comparisons(seeds.configurations(rows)), seeds.configurations(rows))
+    # T = 85 on the students' images (not the teacher's own 87), P = 80, best S = crd's 75: m = 5, g = 10
+    assert (m["student_run"], m["teacher_run"], m["teacher_on"]) == ("l_crd", "big", "students")
+    assert m["margin_pt"] == pytest.approx(5.0) and m["gap_pt"] == pytest.approx(10.0) and m["holds"] is False
+    assert margin_line(rows) == (
+        "lite0, teacher margin: " + MARGIN_CLAIM + ". The teacher big scores 85.00% on the students' test images: "
+        "m = 5.00 points over lite0_ft (80.00%), g = 10.00 points over the best distilled student, crd (l_crd: 75.00%). "
+        "m − g = −5.00 points (the best student's pre-training gap above), so m < g: this setting lacks the margin: at "
+        "this gap the teacher would have to lead the pre-trained model by 5.00 points more, or the student come 5.00 "
+        "points closer to its teacher.")
+
+
+def test_teacher_margin_that_suffices_and_one_that_is_negative():
+    enough = [teacher_row("lite0_ft", "lite0", 0.80), distilled("l_kd", "kd", 0.83, 0.90)]
+    assert margin_line(enough).endswith(
+        "m = 10.00 points over lite0_ft (80.00%), g = 7.00 points over the best distilled student, kd (l_kd: 83.00%). "
+        "m − g = +3.00 points (the best student's pre-training gap above), so m ≥ g: this setting has the margin the "
+        "claim needs, and its best student used it.")
+    tie = [teacher_row("lite0_ft", "lite0", 0.80), distilled("l_kd", "kd", 0.80, 0.90)]
+    assert "so m ≥ g: this setting has the margin" in margin_line(tie)
+    behind = [teacher_row("lite0_ft", "lite0", 0.80), distilled("l_kd", "kd", 0.75, 0.78)]
+    assert margin_line(behind).endswith(
+        "m = −2.00 points over lite0_ft (80.00%), g = 3.00 points over the best distilled student, kd (l_kd: 75.00%). "
+        "m − g = −5.00 points (the best student's pre-training gap above), so m < g: the teacher is not ahead of the "
+        "pre-trained model at all, so only a student more accurate than its teacher could reach it: this setting "
+        "lacks the margin.")
+
+
+def test_teacher_margin_falls_back_to_the_teachers_own_run():
+    rows = [teacher_row("lite0_ft", "lite0", 0.80), distilled("l_kd", "kd", 0.74, None, own_acc=0.86)]
+    assert "The teacher big scores 86.00% in its own run: m = 6.00 points over lite0_ft (80.00%), g = 12.00" in \
+        margin_line(rows)
 
 
 def test_verdict_agrees_with_the_gain_and_gap_helpers():

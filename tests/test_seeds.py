@@ -13,7 +13,7 @@ import pytest
 from matplotlib.collections import PathCollection
 from scipy import stats
 
-from dapt import budget, compare, report, seed_plots, seeds, verdict
+from dapt import budget, compare, margin, report, seed_plots, seeds, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"dataset": "digits", "image_size": 32, "epochs": 3, "train_subset": 600, "eval_subset": 100,
@@ -24,8 +24,10 @@ def curve(*accs: float) -> list[dict]:
     return [{"epoch": i + 1, "test_acc": a, "train_acc": a - 0.05} for i, a in enumerate(accs)]
 
 
-def write_run(study: Path, name: str, stage: str, acc: float | None, history: list[dict] | None = None, **params) -> None:
-    """A run folder with a metrics.json as the stages write it: params (run_dir included), history, results."""
+def write_run(study: Path, name: str, stage: str, acc: float | None, history: list[dict] | None = None,
+              extra: dict | None = None, **params) -> None:
+    """A run folder with a metrics.json as the stages write it: params (run_dir included), history, results
+    (and ``extra`` metrics)."""
     folder = study / name
     folder.mkdir(parents=True)
     params = {**BASE, "run_dir": f"runs/{study.name}/{name}", **params}
@@ -39,6 +41,7 @@ def write_run(study: Path, name: str, stage: str, acc: float | None, history: li
         if params.get("teacher"):
             metrics.update(teacher_run=params["teacher"], teacher_init=params.pop("teacher_init", "ft"),
                            teacher_model="resnet18", agreement=acc + 0.01 if acc else None)
+    metrics.update(extra or {})
     (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
 
 
@@ -233,6 +236,33 @@ def test_teacher_init_comparisons_hold_the_student_fixed(tmp_path):
                            "(au_lp_{0,1}: 77.00 ± 1.41%, n=2): +3.50 points, ")
 
 
+def test_teacher_margin_over_seeds_of_per_seed_teachers(tmp_path):
+    """m and g from the seed means, the teacher named by its configuration, m − g judged like the pre-training gap."""
+    root = tmp_path / "margin"
+    on_students = [0.88, 0.86, 0.87]  # each seed's teacher on its student's test images
+    pretrained = [0.80, 0.81, 0.79]
+    for seed in range(3):
+        write_run(root, f"t_seed{seed}", "teacher", 0.90, seed=seed, model="resnet18", init="ft")
+        write_run(root, f"mnv2_ft_seed{seed}", "teacher", pretrained[seed], seed=seed, model="mobilenet_v2", init="ft")
+        for distiller, accs in (("kd", KD), ("crd", CRD)):
+            write_run(root, f"{distiller}_seed{seed}", "distill", accs[seed], seed=seed, student="mobilenet_v2",
+                      distiller=distiller, teacher=f"runs/margin/t_seed{seed}",
+                      extra={"teacher_test_acc": on_students[seed], "teacher_run_test_acc": 0.90})
+    rows = report.collect(root)
+    configs = seeds.configurations(rows)
+    [m] = margin.teacher_margins(compare.comparisons(configs), configs)
+    assert (m["student_run"], m["teacher_run"], m["pretrained_run"]) == ("kd_seed{0,1,2}", "t_seed{0,1,2}",
+                                                                         "mnv2_ft_seed{0,1,2}")
+    # T = 87.00, P = 80.00, S = mean(KD) = 72.50: m = 7.00, g = 14.50, m − g = −7.50 = S − P
+    assert m["margin_pt"] == pytest.approx(7.0) and m["gap_pt"] == pytest.approx(14.5) and m["holds"] is False
+    p = stats.ttest_ind(KD, pretrained, equal_var=False).pvalue
+    [line] = [line for line in verdict.sentences(rows) if ", teacher margin: " in line]
+    assert ("The teacher t_seed{0,1,2} scores 87.00% on the students' test images: m = 7.00 points over "
+            "mnv2_ft_seed{0,1,2} (80.00 ± 1.00%, n=3), g = 14.50 points over the best distilled student, kd "
+            "(kd_seed{0,1,2}: 72.50 ± 1.50%, n=3). m − g = −7.50 points (the best student's pre-training gap above, "
+            f"lower beyond seed noise (Welch p = {p:.3f})), so m < g: this setting lacks the margin") in line
+
+
 def test_figures_show_every_seed_and_a_panel_per_student(study):
     configs = seeds.configurations(report.collect(study))
     fig = seed_plots.seed_spread(configs)
@@ -260,8 +290,9 @@ def test_report_notebook_over_a_two_seed_study(tmp_path, monkeypatch):
     (tmp_path / "params" / "seeded.yaml").write_text(textwrap.dedent(REPORT_ONLY))
     study_dir = tmp_path / "runs" / "seeded"
     write_run(study_dir, "teacher", "teacher", 0.90, model="resnet18", init="ft")
+    write_run(study_dir, "mnv2_ft", "teacher", 0.70, model="mobilenet_v2", init="ft")
     for seed in range(2):
-        student(study_dir, f"kd_s{seed}", "kd", KD[seed], seed)
+        student(study_dir, f"kd_s{seed}", "kd", KD[seed], seed, extra={"teacher_test_acc": 0.88})
         student(study_dir, f"none_s{seed}", "none", NONE[seed], seed)
     monkeypatch.setenv("DAPT_ROOT", str(tmp_path))
     monkeypatch.setenv("WANDB_MODE", "disabled")
@@ -270,9 +301,13 @@ def test_report_notebook_over_a_two_seed_study(tmp_path, monkeypatch):
     folder = study_dir / "report"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["status"] == "done"
-    [kd] = [c for c in metrics["comparisons"] if c["a_run"] == "kd_s{0,1}"]
+    [kd] = [c for c in metrics["comparisons"] if c["a_run"] == "kd_s{0,1}" and c["claim"] == "no teacher"]
     assert kd["n_a"] == kd["n_b"] == 2 and kd["p"] == pytest.approx(stats.ttest_ind(KD[:2], NONE[:2], equal_var=False).pvalue)
     outputs = json.dumps([c.get("outputs", []) for c in json.loads((folder / "notebook.ipynb").read_text())["cells"]],
                          ensure_ascii=False)
     assert "72.50 ± 2.12 (n=2)" in outputs and "Seed-noise rule" in outputs and "Plateau rule" in outputs
+    [kept] = metrics["teacher_margins"]  # T = 88, P = 70, S = 72.5: m = 18 ≥ g = 15.5
+    assert kept["student_run"] == "kd_s{0,1}" and kept["holds"] is True
+    assert (kept["margin_pt"], kept["gap_pt"]) == (pytest.approx(18.0), pytest.approx(15.5))
+    assert "mobilenet_v2, teacher margin: " in outputs and "so m ≥ g: this setting has the margin" in outputs
     assert {"seed_spread.png", "accuracy_curves.png"} <= {p.name for p in (folder / "figures").iterdir()}
