@@ -59,7 +59,7 @@ def build(cfg: DistillConfig, ds):
     teacher.to(memory_format=torch.channels_last)
     distiller = build_distiller(cfg.distiller, cfg, s_dim=student.feat_dim, t_dim=teacher.feat_dim,
                                 num_classes=ds.num_classes, train_labels=ds.train_y, teacher_head=teacher.head,
-                                seed=cfg.seed, steps_per_epoch=len(ds.train_y) // cfg.batch_size)
+                                seed=cfg.seed, steps_per_epoch=max(1, len(ds.train_y) // cfg.batch_size))
     views = make_views(len(ds.train_y), cfg.image_size, cfg.cache_views or cfg.epochs, cfg.seed, cfg.augment)
     key = (file_digest(Path(cfg.teacher) / "model.pt"), ds.name, cfg.image_size)
     targets = TeacherTargets(teacher, int(meta["image_size"]), ds.train_x, views,
@@ -110,9 +110,9 @@ def train(cfg, ds, every: int, clip: float | None, stop_after: int | None = None
     student, distiller, views, targets = build(cfg, ds)
     groups = [{"params": list(student.parameters()) + list(distiller.parameters()), "lr": cfg.lr}]
     optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.weight_decay)
-    steps = len(ds.train_y) // cfg.batch_size
+    steps = max(1, len(ds.train_y) // cfg.batch_size)
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps, cfg.epochs, cfg.step_size, cfg.step_gamma)
-    watch = eval_index(ds.test_y, cfg.eval_subset)
+    watch = eval_index(ds.test_y, cfg.eval_subset, len(ds.train_y))
     log: dict = {"steps": [], "epochs": []}
     start = time.perf_counter()
     for epoch in range(min(cfg.epochs, stop_after or cfg.epochs)):

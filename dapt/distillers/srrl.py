@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ..errors import DaptError
 from ..fields import param
 from .base import DISTILLERS, Distiller
+from .losses import logit_regression_loss
 from .projectors import CONNECTORS
 
 
@@ -19,6 +20,9 @@ class SRRLSettings:
 
     srrl_connector: str = param("mlp2", "srrl: connector from student to teacher feature width",
                                 choices=CONNECTORS.names)
+    srrl_normalise: bool = param(True, "srrl: divide the logit MSE by the teacher's mean squared "
+                                       "logit on the batch, so its weight does not depend on the "
+                                       "teacher's logit scale (false: the reference's plain MSE)")
 
 
 @DISTILLERS.register("srrl")
@@ -76,5 +80,6 @@ class SRRL(Distiller):
             losses["embed"] = F.mse_loss(mapped, t_feat)
         if self.weights["srrl"]:
             head_logits = F.linear(mapped, self.head_weight, self.head_bias)
-            losses["srrl"] = F.mse_loss(head_logits, t_logits)
+            losses["srrl"] = logit_regression_loss(head_logits, t_logits,
+                                                   self.settings.srrl_normalise)
         return losses
