@@ -151,9 +151,13 @@ def train(cfg, ds, every: int, clip: float | None, stop_after: int | None = None
 
 def table(paths: list[str]) -> None:
     """One line per distiller of each saved ``--out`` log: its settings, each teacher term's
-    value, gradient ratio to CE and cosine with CE at initialisation, and its accuracies."""
-    print("| run | settings | at init: term = value (grad / CE grad, cos with CE) | eval acc by epoch | test acc |")
-    print("|---|---|---|---|---|")
+    value, gradient ratio to CE and cosine with CE at initialisation, during training (the median
+    over the logged steps of the second half: each term's gradient on f_s over CE's; for srrl the
+    agreement of the teacher head's argmax on the connected features with the teacher's), and
+    its accuracies."""
+    print("| run | settings | at init: term = value (grad / CE grad, cos with CE) | 2nd half: grad / CE grad "
+          "(srrl head agreement) | eval acc by epoch | test acc |")
+    print("|---|---|---|---|---|---|")
     for path in paths:
         for name, entry in json.loads(Path(path).read_text()).items():
             p = entry["probe"]
@@ -161,10 +165,16 @@ def table(paths: list[str]) -> None:
                               f"{p.get('cos_ce_' + k, float('nan')):+.2f})"
                               for k in ("kd", "embed", "srrl") if "loss_" + k in p)
             log = entry.get("train", {})
+            late = log.get("steps", [])[len(log.get("steps", [])) // 2:]
+            median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+            during = "; ".join(f"{k} {median([r['grad_' + k] / r['grad_ce'] for r in late]):.2g}x"
+                               for k in ("kd", "embed", "srrl") if late and "grad_" + k in late[0])
+            if late and "head_agreement" in late[0]:
+                during += f" ({median([r['head_agreement'] for r in late]):.2f})"
             accs = ", ".join(f"{e['eval_acc']:.3f}" for e in log.get("epochs", []))
             settings = ", ".join(f"{k}={v}" for k, v in entry["settings"].items()) or "defaults"
             test = f"{log['test_acc']:.4f}" if "test_acc" in log else "-"
-            print(f"| {name} | {settings} | ce = {p['loss_ce']:.3g}; {terms or '-'} | {accs} | {test} |")
+            print(f"| {name} | {settings} | ce = {p['loss_ce']:.3g}; {terms or '-'} | {during or '-'} | {accs} | {test} |")
 
 
 def main() -> None:
