@@ -59,7 +59,7 @@ def build(cfg: DistillConfig, ds):
     teacher.to(memory_format=torch.channels_last)
     distiller = build_distiller(cfg.distiller, cfg, s_dim=student.feat_dim, t_dim=teacher.feat_dim,
                                 num_classes=ds.num_classes, train_labels=ds.train_y, teacher_head=teacher.head,
-                                seed=cfg.seed, steps_per_epoch=len(ds.train_y) // cfg.batch_size)
+                                seed=cfg.seed, steps_per_epoch=max(1, len(ds.train_y) // cfg.batch_size))
     views = make_views(len(ds.train_y), cfg.image_size, cfg.cache_views or cfg.epochs, cfg.seed, cfg.augment)
     key = (file_digest(Path(cfg.teacher) / "model.pt"), ds.name, cfg.image_size)
     targets = TeacherTargets(teacher, int(meta["image_size"]), ds.train_x, views,
@@ -110,9 +110,9 @@ def train(cfg, ds, every: int, clip: float | None, stop_after: int | None = None
     student, distiller, views, targets = build(cfg, ds)
     groups = [{"params": list(student.parameters()) + list(distiller.parameters()), "lr": cfg.lr}]
     optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.weight_decay)
-    steps = len(ds.train_y) // cfg.batch_size
+    steps = max(1, len(ds.train_y) // cfg.batch_size)
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps, cfg.epochs, cfg.step_size, cfg.step_gamma)
-    watch = eval_index(ds.test_y, cfg.eval_subset)
+    watch = eval_index(ds.test_y, cfg.eval_subset, len(ds.train_y))
     log: dict = {"steps": [], "epochs": []}
     start = time.perf_counter()
     for epoch in range(min(cfg.epochs, stop_after or cfg.epochs)):
@@ -151,9 +151,13 @@ def train(cfg, ds, every: int, clip: float | None, stop_after: int | None = None
 
 def table(paths: list[str]) -> None:
     """One line per distiller of each saved ``--out`` log: its settings, each teacher term's
-    value, gradient ratio to CE and cosine with CE at initialisation, and its accuracies."""
-    print("| run | settings | at init: term = value (grad / CE grad, cos with CE) | eval acc by epoch | test acc |")
-    print("|---|---|---|---|---|")
+    value, gradient ratio to CE and cosine with CE at initialisation, during training (the median
+    over the logged steps of the second half: each term's gradient on f_s over CE's; for srrl the
+    agreement of the teacher head's argmax on the connected features with the teacher's), and
+    its accuracies."""
+    print("| run | settings | at init: term = value (grad / CE grad, cos with CE) | 2nd half: grad / CE grad "
+          "(srrl head agreement) | eval acc by epoch | test acc |")
+    print("|---|---|---|---|---|---|")
     for path in paths:
         for name, entry in json.loads(Path(path).read_text()).items():
             p = entry["probe"]
@@ -161,10 +165,16 @@ def table(paths: list[str]) -> None:
                               f"{p.get('cos_ce_' + k, float('nan')):+.2f})"
                               for k in ("kd", "embed", "srrl") if "loss_" + k in p)
             log = entry.get("train", {})
+            late = log.get("steps", [])[len(log.get("steps", [])) // 2:]
+            median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
+            during = "; ".join(f"{k} {median([r['grad_' + k] / r['grad_ce'] for r in late]):.2g}x"
+                               for k in ("kd", "embed", "srrl") if late and "grad_" + k in late[0])
+            if late and "head_agreement" in late[0]:
+                during += f" ({median([r['head_agreement'] for r in late]):.2f})"
             accs = ", ".join(f"{e['eval_acc']:.3f}" for e in log.get("epochs", []))
             settings = ", ".join(f"{k}={v}" for k, v in entry["settings"].items()) or "defaults"
             test = f"{log['test_acc']:.4f}" if "test_acc" in log else "-"
-            print(f"| {name} | {settings} | ce = {p['loss_ce']:.3g}; {terms or '-'} | {accs} | {test} |")
+            print(f"| {name} | {settings} | ce = {p['loss_ce']:.3g}; {terms or '-'} | {during or '-'} | {accs} | {test} |")
 
 
 def main() -> None:

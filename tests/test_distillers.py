@@ -12,7 +12,7 @@ from torch import nn
 from dapt.distillers import (CONNECTORS, DISTILLERS, PROJECTORS, DistillerSettings,
                              build_distiller, needs_teacher)
 from dapt.distillers.crd import NegativeSampler, crd_negatives
-from dapt.distillers.losses import align_loss, kd_loss, uniform_loss
+from dapt.distillers.losses import align_loss, kd_loss, logit_regression_loss, uniform_loss
 from dapt.distillers.projectors import L2Normalize
 from dapt.errors import DaptError
 from dapt.fields import check_ranges, choices_of, help_of
@@ -277,10 +277,34 @@ def test_srrl_by_hand_with_known_connector_and_head():
         return sum(squares) / len(squares)
 
     f64 = lambda rows: torch.tensor(rows, dtype=torch.float64)  # noqa: E731
-    _, parts = distiller(f64(f_s), f64([[0, 0], [0, 0]]), torch.tensor([0, 1]), f64(f_t), f64(z_t))
+    args = (f64(f_s), f64([[0, 0], [0, 0]]), torch.tensor([0, 1]), f64(f_t), f64(z_t))
+    _, parts = distiller(*args)
     assert parts["embed"] == pytest.approx(mse(mapped, f_t))
-    assert parts["srrl"] == pytest.approx(3.0 * mse(logits, z_t))
+    # by default in units of the teacher's mean squared logit on the batch: (0 + 1 + 4 + 0) / 4
+    assert parts["srrl"] == pytest.approx(3.0 * mse(logits, z_t) / (5 / 4))
+    distiller.settings = dataclasses.replace(distiller.settings, srrl_normalise=False)
+    _, parts = distiller(*args)
+    assert parts["srrl"] == pytest.approx(3.0 * mse(logits, z_t))  # the reference's plain MSE
     assert all(p is not head.weight and p is not head.bias for p in distiller.parameters())
+
+
+def test_logit_regression_normalised_by_hand_and_free_of_the_teachers_logit_scale():
+    h = np.array([[1.0, -1.0, 0.5], [0.0, 2.0, -3.0]])
+    z = np.array([[4.0, -2.0, 0.0], [1.0, 3.0, -1.0]])
+    plain = float(np.mean((h - z) ** 2))  # 35.25 / 6
+    ratio = float(np.sum((h - z) ** 2) / np.sum(z ** 2))  # 35.25 / 31
+    th, tz = torch.tensor(h), torch.tensor(z)
+    assert logit_regression_loss(th, tz, normalise=False).item() == pytest.approx(plain, rel=1e-12)
+    assert logit_regression_loss(th, tz).item() == pytest.approx(ratio, rel=1e-12)
+    # a teacher with 5x the logits (its head scaled alike, so h too): same normalised loss,
+    # 25x the plain one
+    assert logit_regression_loss(5 * th, 5 * tz).item() == pytest.approx(ratio, rel=1e-12)
+    assert logit_regression_loss(5 * th, 5 * tz, False).item() == pytest.approx(25 * plain)
+    assert logit_regression_loss(torch.zeros(2, 3), tz.float()).item() == pytest.approx(1.0)
+    # the denominator is the teacher's, a constant: the gradient is the plain one over sum z²/n
+    th.requires_grad_(True)
+    logit_regression_loss(th, tz).backward()
+    assert th.grad.numpy() == pytest.approx(2 * (h - z) / np.sum(z ** 2), rel=1e-12)
 
 
 # --- gradients ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Each docstring gives the formula and the paper it comes from; the distillers in this package
 weight and combine them (``kd`` every distiller with ``w_kd > 0``, ``align``/``uniform``
-``align_uniform``).
+``align_uniform``, ``logit_regression`` ``srrl``).
 """
 from __future__ import annotations
 
@@ -50,3 +50,22 @@ def uniform_loss(p: Tensor, t: float) -> Tensor:
     sq_norms = gram.diagonal()
     sq_dist = (sq_norms[i] + sq_norms[j] - 2 * gram[i, j]).clamp_min(0)
     return torch.logsumexp(-t * sq_dist, dim=0) - math.log(i.numel())
+
+
+def logit_regression_loss(head_logits: Tensor, t_logits: Tensor, normalise: bool = True) -> Tensor:
+    """SRRL's softmax regression term (Yang et al. 2021, "Knowledge Distillation via Softmax
+    Regression Representation Learning"): the teacher's classifier on the connected student
+    features against the teacher's logits.
+
+    ``L = mean (h − z_t)²`` over the batch's B×C elements (reference ``nn.MSELoss()``); with
+    ``normalise``, ``L = Σ (h − z_t)² / Σ z_t²``, the same MSE in units of the teacher's mean
+    squared logit on the batch (a constant: the teacher is frozen). The plain MSE grows with the
+    square of the teacher's logit scale, which how long and how sharply the teacher was fine-tuned
+    decides; the normalised one is unchanged when the teacher's logits (and so its head) are
+    scaled, and is 1 for a predictor of zeros.
+    """
+    mse = F.mse_loss(head_logits, t_logits)
+    if not normalise:
+        return mse
+    # a teacher whose logits on a whole batch are all zero is degenerate; no division by zero then
+    return mse / t_logits.detach().pow(2).mean().clamp_min(1e-12)
