@@ -1,10 +1,11 @@
 """Was a configuration trained to a plateau, or was it still improving when its budget ran out?
 
 Read from the per-epoch history in ``metrics.json`` (accuracy on the evaluation images, averaged over
-the configuration's seeds). With :math:`E` recorded epochs and :math:`k = \\lceil E/3 \\rceil` (the last
-third), the gain is :math:`g = k\\,\\hat\\beta`, :math:`\\hat\\beta` the least-squares slope of accuracy on epoch
-over epochs :math:`E-k \\dots E` (for :math:`k \\le 2` exactly :math:`a_E - a_{E-k}`; for long runs the fit
-averages out the evaluation images' epoch-to-epoch noise); the configuration **plateaued** when
+the configuration's seeds). With :math:`E` the last evaluated epoch and :math:`k = \\lceil E/3 \\rceil` epochs (the
+last third), the gain is :math:`g = k\\,\\hat\\beta`, :math:`\\hat\\beta` the least-squares slope of accuracy per epoch
+over the evaluated epochs from :math:`E-k` to :math:`E` (at least the last two; with every epoch evaluated and
+:math:`k \\le 2` exactly :math:`a_E - a_{E-k}`; for long runs the fit averages out the evaluation images'
+epoch-to-epoch noise; with ``eval_every`` > 1 the slope is per epoch, not per evaluation); the configuration **plateaued** when
 :math:`g <` 1 point, and was **still improving** otherwise; below two epochs there is no curve to judge. A comparison
 between configurations still improving tests how fast they learn within the budget, not where they end.
 """
@@ -33,9 +34,12 @@ def plateau(history: list[dict[str, Any]]) -> dict[str, Any]:
     train = [float(h["train_acc"]) for h in history if isinstance(h.get("train_acc"), (int, float))]
     if len(curve) < 2:
         return {"status": "unknown", "epochs": curve[-1][0] if curve else None}
-    k = math.ceil(len(curve) / 3)
-    (start_epoch, start), (end_epoch, end) = curve[-1 - k], curve[-1]
-    gain = 100 * k * _slope(curve[-1 - k:])
+    end_epoch, end = curve[-1]
+    k = math.ceil(end_epoch / 3)
+    window = [point for point in curve if point[0] >= end_epoch - k]
+    window = window if len(window) >= 2 else curve[-2:]
+    start_epoch, start = window[0]
+    gain = 100 * k * _slope(window)
     return {"status": "plateaued" if gain < PLATEAU_POINTS else "still improving", "epochs": end_epoch,
             "from_epoch": start_epoch, "from_acc": start, "last_acc": end, "gain_pt": gain,
             "best_epoch": max(curve, key=lambda point: point[1])[0], "train_acc": train[-1] if train else None}

@@ -159,6 +159,18 @@ def test_plateau_rule_on_hand_made_histories():
     assert budget.plateau(curve(0.5))["status"] == "unknown" and budget.plateau([])["status"] == "unknown"
 
 
+def test_plateau_rule_counts_epochs_not_evaluations():
+    # eval_every 10 over 30 epochs: the last third is epochs 20-30, so the gain is a_30 - a_20, not a tenth of it
+    sparse = [{"epoch": e, "test_acc": a} for e, a in ((10, 0.62), (20, 0.70), (30, 0.74))]
+    got = budget.plateau(sparse)
+    assert (got["from_epoch"], got["epochs"]) == (20, 30)
+    assert got["gain_pt"] == pytest.approx(4.0) and got["status"] == "still improving"
+    # evaluated every 4th epoch of 30: k = 10, the evaluations at epochs 20, 24, 28 and 30 carry the line
+    every4 = [{"epoch": e, "test_acc": 0.5 + 0.0005 * e} for e in (4, 8, 12, 16, 20, 24, 28, 30)]
+    got = budget.plateau(every4)
+    assert got["from_epoch"] == 20 and got["gain_pt"] == pytest.approx(0.5) and got["status"] == "plateaued"
+
+
 def test_prose_agrees_with_the_aggregated_numbers(study):
     rows = report.collect(study)
     lines = verdict.sentences(rows)
