@@ -75,12 +75,12 @@ def test_report_prints_configurations_comparisons_and_verdicts(capsys, monkeypat
     from dapt import report, seeds, verdict
 
     monkeypatch.chdir(REPO)
-    rows = report.collect(REPO / "runs/fashion_quick")
+    rows, generated = report.collect(REPO / "runs/fashion_quick"), report.collect_generated(REPO / "runs/fashion_quick")
     assert main(["report", "params/fashion_quick.yaml"]) == 0
     out = capsys.readouterr().out
     assert seeds.configuration_table(seeds.configurations(rows)) in out
     assert "## Comparisons" in out and "| pre-training | efficientnet_lite0 |" in out
-    assert "\n".join(f"- {line}" for line in verdict.sentences(rows)) in out
+    assert generated and "\n".join(f"- {line}" for line in verdict.sentences(rows, generated)) in out
     assert report.markdown_table(rows) not in out  # the per-run table only with --runs
     assert main(["report", "runs/fashion_quick", "--runs"]) == 0
     with_runs = capsys.readouterr().out
