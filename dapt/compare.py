@@ -136,11 +136,10 @@ COMPARISON_COLUMNS = [("claim", "claim"), ("group", "student"), ("a_run", "A"), 
                       ("p", "Welch p"), ("verdict", "verdict")]
 
 
-def accuracy_text(row: dict[str, Any], percent_sign: bool = False) -> str:
+def accuracy_text(row: dict[str, Any]) -> str:
     """``73.12 ± 0.40 (n=3)`` (mean ± sample std over the seeds), ``73.12 (n=1)`` for one seed."""
-    unit = "%" if percent_sign else ""
     mean, std, n = row["test_acc"], row.get("test_acc_std"), len(row["test_acc_values"])
-    return (f"{100 * mean:.2f}{unit}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}{unit}") + f" (n={n})"
+    return (f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}") + f" (n={n})"
 
 
 def p_text(p: float) -> str:

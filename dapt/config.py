@@ -79,7 +79,7 @@ class TrainConfig(TrackingSettings):
     amp: str = param("off", AMP_HELP, choices=AMP_CHOICES)
     compile: bool = param(False, "torch.compile the model's body (TorchInductor: needs a C++ compiler on the CPU, "
                                  "triton on CUDA); the first steps pay for the compilation")
-    seed: int = param(0, "random seed (data subset, init, augmentation)")
+    seed: int = param(0, "random seed (init, augmentation, order; the data subset too unless subset_seed is set)")
     subset_seed: Optional[int] = param(
         None, "seed of the stratified training subset (null = seed); fix it (e.g. 0) to keep one subset across a "
               "seed grid, so seeds vary init, augmentation and order, and every student sees its teacher's images",
