@@ -1,6 +1,6 @@
 """Speed ratios of dapt's performance choices, measured in one run on this machine.
 
-    .venv/bin/python benchmarks/throughput.py            # about 15 seconds on 2 cores
+    .venv/bin/python benchmarks/throughput.py            # about 30 seconds on 2 cores
 
 1. channels_last vs contiguous: MobileNetV2 training steps at 32 px.
 2. cached vs live teacher targets: one distillation step of a MobileNetV2 student with an
@@ -10,6 +10,8 @@
    the memory-mapped read against a MobileNetV2 training step on the same batch.
 4. batched tensor augmentation of 6,000 images vs one image at a time.
 5. amp bf16 vs off: MobileNetV2 training steps at 32 px through dapt's Placement (autocast to bfloat16).
+6. inference batches: an EfficientNet-Lite2 teacher over 1,000 images at 64 px (a teacher-cache build, a
+   final evaluation) in batches of ``train.inference_batch`` (64 on the CPU) vs the former 500.
 Ratios, not absolute times, are the result: absolute times move with the machine's load.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dapt.device import Placement
 from dapt.distillers import DistillerSettings, build_distiller
 from dapt.models import create_model
 from dapt.teacher_cache import TeacherTargets
-from dapt.train import prepare
+from dapt.train import inference_batch, predict, prepare
 
 
 def per_second(fn, repeats: int) -> float:
@@ -132,6 +134,14 @@ def augmentation(batched: bool) -> float:
     return per_second(lambda: [augment(img[None], generator) for img in few], 1) * len(few)
 
 
+def teacher_inference(batch: int | None) -> float:
+    """Images per second of an eval-mode EfficientNet-Lite2 over 1,000 images at 64 px."""
+    torch.manual_seed(0)
+    teacher = create_model("efficientnet_lite2", 10).to(memory_format=torch.channels_last)
+    x = torch.randint(0, 256, (1000, 3, 64, 64), dtype=torch.uint8)
+    return per_second(lambda: predict(teacher, x, batch_size=batch, features=True), 1) * len(x)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
@@ -146,6 +156,8 @@ def main() -> None:
         ("amp bf16 / off (MobileNetV2 training, channels_last)",
          training_steps(True, args.batch, args.repeats, "bf16"), training_steps(True, args.batch, args.repeats)),
     ]
+    rows.append((f"inference batch {inference_batch(64, torch.device('cpu'))} / 500 (Lite2 eval, 64 px)",
+                 teacher_inference(None), teacher_inference(500)))
     mapped, in_memory = cache_reads(args.batch, args.repeats)
     student = training_steps(True, args.batch, args.repeats) / args.batch  # MobileNetV2 steps per second
     rows.insert(2, ("in-memory / memory-mapped teacher-cache reads", in_memory * args.batch, mapped * args.batch))

@@ -100,7 +100,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     study = load_study(args.file, check_data=False)  # the state of runs needs no dataset
     print(f"study {study.name} ({study.source})")
-    print(f"  {'run':<22} {'stage':<9} {'status':<12} {'test_acc':>8} {'time_s':>8}  note")
+    width = max([22, *(len(spec.name) for spec in study.runs)])
+    print(f"  {'run':<{width}} {'stage':<9} {'status':<12} {'test_acc':>8} {'time_s':>8}  note")
     for spec in study.runs:
         state = run_state(spec)
         metrics = read_json(spec.folder / "metrics.json") or {}
@@ -109,7 +110,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         wall = metrics.get("wall_time_s")
         wall_text = f"{wall:.0f}" if isinstance(wall, (int, float)) else "-"
         note = "" if state.status == "new" or state.same_params else f"params differ: {', '.join(state.changed)}"
-        print(f"  {spec.name:<22} {spec.stage:<9} {state.status:<12} {acc_text:>8} {wall_text:>8}  {note}")
+        print(f"  {spec.name:<{width}} {spec.stage:<9} {state.status:<12} {acc_text:>8} {wall_text:>8}  {note}")
     return 0
 
 

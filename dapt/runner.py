@@ -99,6 +99,7 @@ def dry_run(study: Study, force: bool = False, only: list[str] | None = None,
     runs = [spec for spec in study.runs if not only or spec.name in only]
     echo(f"study {study.name} ({study.source}): {len(runs)} runs, nothing executed (--dry-run)")
     will_run: set[str] = set()
+    width = max([22, *(len(spec.name) for spec in runs)])
     for spec in runs:
         state = run_state(spec)
         if state.status in ("done", "report-only") and not state.same_params and not force:
@@ -108,9 +109,9 @@ def dry_run(study: Study, force: bool = False, only: list[str] | None = None,
         else:
             will_run.add(spec.name)
             action = "run"
-        echo(f"  {spec.name:<22} {spec.stage:<9} {state.status:<12} {action}")
+        echo(f"  {spec.name:<{width}} {spec.stage:<9} {state.status:<12} {action}")
         values = ", ".join(f"{key}={value!r}" for key, value in spec.injected.items() if key != "run_dir")
-        echo(f"  {'':<22} {values or '(stage defaults)'}")
+        echo(f"  {'':<{width}} {values or '(stage defaults)'}")
 
 
 def _check_writable(folder: Path) -> None:

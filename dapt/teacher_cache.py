@@ -14,7 +14,7 @@ logits then its D features). It is written chunk by chunk, in file order, to a t
 fsynced and renamed into place only when complete, and read back memory-mapped: a batch is a
 gather of ``B`` rows of one view, which the page cache serves at memory speed. Peak memory of a
 build is one chunk: ``chunk × (C + D) × 6`` bytes of outputs (float32 + fp16) plus the teacher's
-activations on ``chunk`` images (``build_chunk``), whatever ``K × N`` is.
+activations on ``chunk`` images (``train.inference_batch``), whatever ``K × N`` is.
 
 Several processes (``dapt.distributed``): rank 0 reads or builds each cache file while the others
 wait at a barrier, then they read the file it wrote; only rank 0 writes. One build, not one per rank
@@ -40,7 +40,7 @@ from .device import device_of, to_device
 from .errors import DaptError
 from .models import Net
 from .runs import atomic_path
-from .train import predict, prepare
+from .train import inference_batch, predict, prepare
 
 CACHE_FORMAT = "dapt-teacher-targets-v2"  # the memory-mapped training targets
 TEST_FORMAT = "dapt-teacher-targets-v1"  # the test-set outputs (a .pt; its name keeps the keys of earlier caches)
@@ -98,13 +98,6 @@ def outputs_on_test_set(teacher: Net, test_x: torch.Tensor, size: int, *, cache_
     return logits, features
 
 
-def build_chunk(size: int) -> int:
-    """Images per chunk of a cache build at teacher input ``size``: 500 up to 64 px, then fewer in
-    proportion to the pixels (40 at 224 px), so the teacher's activations on one chunk stay ~0.5 GB
-    for a ResNet-50 (its largest maps hold 3.2 MB per image at 224 px) instead of growing with size²."""
-    return max(16, min(500, 500 * 64 * 64 // (size * size)))
-
-
 def gigabytes(count: int) -> str:
     return f"{count / 1e9:.2f} GB"
 
@@ -147,7 +140,8 @@ class TeacherTargets:
     ``views[v]``, then DiffAugment view ``diff_views[v]`` when given (its draws join the cache key).
 
     With a ``cache_dir`` they are read from the memory-mapped cache file (built first if missing);
-    without, computed live. ``chunk`` (images per build chunk) defaults to ``build_chunk(teacher_size)``.
+    without, computed live. ``chunk`` (images per build chunk) defaults to ``train.inference_batch`` at
+    ``teacher_size`` on the teacher's device.
     """
 
     def __init__(self, teacher: Net, teacher_size: int, train_x: torch.Tensor, views: list[AugmentParams],
@@ -155,7 +149,7 @@ class TeacherTargets:
                  diff_views: list[DiffAugParams] | None = None):
         self.teacher, self.size, self.channels_last = teacher.eval(), teacher_size, channels_last
         self.train_x, self.views, self.diff_views = train_x, views, diff_views
-        self.chunk = chunk or build_chunk(teacher_size)
+        self.chunk = chunk or inference_batch(teacher_size, device_of(teacher))
         self.table: np.memmap | None = None  # [K, N, C + D] fp16, memory-mapped
         self.classes = 0
         self.path: Path | None = None

@@ -15,7 +15,8 @@ from dapt.data.augment import make_views
 from dapt.distill import view_count
 from dapt.errors import DaptError
 from dapt.models import create_model
-from dapt.teacher_cache import HEADER_BYTES, TeacherTargets, build_chunk, check_free_space
+from dapt.teacher_cache import HEADER_BYTES, TeacherTargets, check_free_space
+from dapt.train import inference_batch
 
 N, K = 12, 3
 
@@ -100,8 +101,10 @@ def test_the_free_space_check_names_what_is_needed_and_where(tmp_path):
         check_free_space(tmp_path, free + 10**12)
 
 
-def test_build_chunks_shrink_with_the_teacher_input_size():
-    assert build_chunk(32) == build_chunk(64) == 500 and build_chunk(224) == 40 and build_chunk(2048) == 16
+def test_inference_batches_shrink_with_the_input_size_and_suit_the_device():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # a device object needs no CUDA to exist
+    assert [inference_batch(size, cpu) for size in (16, 32, 48, 64, 96, 224)] == [256, 256, 113, 64, 28, 8]
+    assert [inference_batch(size, gpu) for size in (32, 64, 224, 2048)] == [500, 500, 40, 16]
 
 
 def test_the_default_number_of_views_is_min_of_epochs_and_the_measured_knee():
