@@ -184,7 +184,7 @@ def training_steps(row: dict[str, Any]) -> int | None:
 
 def synthetic_gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per student distilled on real + synthetic images: its accuracy minus that of the run with the
-    same setting and distiller on the real images only (the same DiffAugment and epochs when there is
+    same setting, distiller and teacher on the real images only (the same DiffAugment and epochs when there is
     one, so the synthetic run also took more steps: ``step_ratio``), and, when the study has one, minus
     that of a real-only run with the same DiffAugment trained for as many steps (±5%): what the
     synthetic images add beyond the longer training."""
@@ -193,7 +193,8 @@ def synthetic_gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if r["stage"] != "distill" or not is_synthetic(r) or r.get("test_acc") is None:
             continue
         twins = [o for o in rows if o["stage"] == "distill" and not is_synthetic(o) and o.get("test_acc") is not None
-                 and setting(o) == setting(r) and o.get("distiller") == r.get("distiller")]
+                 and setting(o) == setting(r) and o.get("distiller") == r.get("distiller")
+                 and o.get("teacher_run") == r.get("teacher_run")]
         if not twins:
             continue
         twin = max(twins, key=lambda o: (o.get("diffaug") == r.get("diffaug"), o.get("epochs") == r.get("epochs")))

@@ -339,7 +339,9 @@ def test_synthetic_runs_are_compared_with_their_real_only_twin_at_each_data_size
             student_row("none_6000", "mnv2", "none", 0.80), student_row("kd_6000", "mnv2", "kd", 0.81),
             synthetic_row("kd_6000_1x", "kd", 0.815, 6000, 6000),
             student_row("kd_6000_long", "mnv2", "kd", 0.83, epochs=6)]
-    gains = {g["run"]: g for g in report.synthetic_gains(rows)}
+    # a real-only student of another teacher is no twin: the teacher would differ as well as the images
+    other_teacher = student_row("kd_600_lp", "mnv2", "kd", 0.60, train_subset=600) | {"teacher_run": "m_lp"}
+    gains = {g["run"]: g for g in report.synthetic_gains([other_teacher] + rows)}
     assert gains["kd_600_1x"]["real_run"] == "kd_600" and round(gains["kd_600_1x"]["gain_pt"], 2) == 3.5
     assert gains["kd_600_2x"]["step_ratio"] == 3.5  # 14 batches of 128 a epoch against 4 and gains["kd_6000_1x"]["real_run"] == "kd_6000"
     # the distillation gain compares real-only runs of the same size only
