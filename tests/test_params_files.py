@@ -1,5 +1,5 @@
-"""The committed params files: each one validates, and the results study keeps the design their reports
-rely on (three seeds per configuration on one training subset, a fresh teacher view every epoch)."""
+"""The committed params files: each one validates, and the results study keeps the design its report
+relies on (three seeds per configuration on one training subset, a fresh teacher view every epoch)."""
 from __future__ import annotations
 
 from collections import Counter
