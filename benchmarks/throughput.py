@@ -155,9 +155,9 @@ def main() -> None:
         ("batched / per-image augmentation", augmentation(True), augmentation(False)),
         ("amp bf16 / off (MobileNetV2 training, channels_last)",
          training_steps(True, args.batch, args.repeats, "bf16"), training_steps(True, args.batch, args.repeats)),
+        (f"inference batch {inference_batch(64, torch.device('cpu'))} / 500 (Lite2 eval, 64 px)",
+         teacher_inference(None), teacher_inference(500)),
     ]
-    rows.append((f"inference batch {inference_batch(64, torch.device('cpu'))} / 500 (Lite2 eval, 64 px)",
-                 teacher_inference(None), teacher_inference(500)))
     mapped, in_memory = cache_reads(args.batch, args.repeats)
     student = training_steps(True, args.batch, args.repeats) / args.batch  # MobileNetV2 steps per second
     rows.insert(2, ("in-memory / memory-mapped teacher-cache reads", in_memory * args.batch, mapped * args.batch))

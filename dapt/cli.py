@@ -94,13 +94,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .runner import run_state
+    from .runner import name_width, run_state
     from .runs import read_json
     from .study import load_study
 
     study = load_study(args.file, check_data=False)  # the state of runs needs no dataset
     print(f"study {study.name} ({study.source})")
-    width = max([22, *(len(spec.name) for spec in study.runs)])
+    width = name_width(study.runs)
     print(f"  {'run':<{width}} {'stage':<9} {'status':<12} {'test_acc':>8} {'time_s':>8}  note")
     for spec in study.runs:
         state = run_state(spec)

@@ -90,6 +90,11 @@ def plan(study: Study, force: bool = False, only: list[str] | None = None) -> li
     return states
 
 
+def name_width(specs: list[RunSpec]) -> int:
+    """Width of the run-name column of the tables ``dapt status`` and ``--dry-run`` print."""
+    return max([22, *(len(spec.name) for spec in specs)])
+
+
 def dry_run(study: Study, force: bool = False, only: list[str] | None = None,
             echo: Callable[[str], None] = print) -> None:
     """Print what ``run_study`` would do with each run, reading ``runs/`` but creating nothing: name,
@@ -99,7 +104,7 @@ def dry_run(study: Study, force: bool = False, only: list[str] | None = None,
     runs = [spec for spec in study.runs if not only or spec.name in only]
     echo(f"study {study.name} ({study.source}): {len(runs)} runs, nothing executed (--dry-run)")
     will_run: set[str] = set()
-    width = max([22, *(len(spec.name) for spec in runs)])
+    width = name_width(runs)
     for spec in runs:
         state = run_state(spec)
         if state.status in ("done", "report-only") and not state.same_params and not force:
