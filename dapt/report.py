@@ -182,12 +182,18 @@ def training_steps(row: dict[str, Any]) -> int | None:
     return int(epochs) * max(1, (int(real) + int(row.get("n_synthetic") or 0)) // int(batch))
 
 
+def _same_steps(steps: int | None, other: int | None) -> bool:
+    """Whether two runs took as many optimisation steps, within 5%."""
+    return bool(steps and other) and abs(other - steps) <= 0.05 * steps
+
+
 def synthetic_gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per student distilled on real + synthetic images: its accuracy minus that of the run with the
     same setting, distiller and teacher on the real images only (the same DiffAugment and epochs when there is
-    one, so the synthetic run also took more steps: ``step_ratio``), and, when the study has one, minus
-    that of a real-only run with the same DiffAugment trained for as many steps (±5%): what the
-    synthetic images add beyond the longer training."""
+    one; ``step_ratio`` is the synthetic run's training steps over that run's, > 1 for the same epochs over a
+    larger set), and, when that run took other steps and the study has one, minus that of a real-only run with
+    the same DiffAugment trained for as many steps (±5%): what the synthetic images add beyond the longer
+    training."""
     out = []
     for r in rows:
         if r["stage"] != "distill" or not is_synthetic(r) or r.get("test_acc") is None:
@@ -205,8 +211,8 @@ def synthetic_gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "step_ratio": steps / twin_steps if steps and twin_steps else None,
                 "diffaug": r.get("diffaug"), "real_diffaug": twin.get("diffaug"),
                 "gain_pt": 100 * (r["test_acc"] - twin["test_acc"])}
-        matched = [o for o in twins if o.get("diffaug") == r.get("diffaug") and steps and training_steps(o)
-                   and abs(training_steps(o) - steps) <= 0.05 * steps]
+        matched = [] if _same_steps(steps, twin_steps) else [
+            o for o in twins if o.get("diffaug") == r.get("diffaug") and _same_steps(steps, training_steps(o))]
         if matched:
             control = min(matched, key=lambda o: abs(training_steps(o) - steps))
             gain.update(same_steps_run=control["run"], same_steps_acc=control["test_acc"],

@@ -117,9 +117,14 @@ def _pair_sentence(label: str, c: dict[str, Any]) -> str:
 
 def _synthetic_sentence(label: str, c: dict[str, Any], same_steps: dict[str, Any] | None) -> str:
     text = _pair_text(label, c)
-    ratio = c.get("step_ratio")
+    ratio, epochs, real_epochs = c.get("step_ratio"), c["a"].get("epochs"), c["b"].get("epochs")
     if ratio and abs(ratio - 1) > 0.05:
-        text += f"; it also took {ratio:.1f}× the training steps (the same epochs over a larger set)"
+        how = ("the same epochs over a larger set" if epochs == real_epochs
+               else f"{epochs} epochs over a larger set against {real_epochs}")
+        text += f"; it also took {ratio:.1f}× the training steps ({how})"
+    elif ratio:
+        fewer = f"; {epochs} epochs over the larger set against {real_epochs}" if epochs != real_epochs else ""
+        text += f"; both took as many training steps (±5%{fewer}), so the gap is not longer training"
     if same_steps is not None:
         text += (f"; against the real images alone trained for as many steps ({same_steps['b_run']}: "
                  f"{mean_text(same_steps['b'])}) it is {signed_points(same_steps['gap_pt'])}"

@@ -372,6 +372,20 @@ def test_synthetic_runs_are_compared_with_their_real_only_twin_at_each_data_size
             "(kd_600_2x: 71.00%) −3.00 points.") in " ".join(text)
 
 
+def test_a_synthetic_run_with_as_many_steps_as_its_twin_is_its_own_control():
+    # 30 epochs x 9 batches of 64 = 270 steps; 15 x (1200 // 64 = 18) = 270; 10 x (1800 // 64 = 28) = 280 (+3.7%)
+    real = student_row("au", "mnv2", "align_uniform", 0.765, epochs=30, train_subset=600) | {"batch_size": 64}
+    one = synthetic_row("au_1x", "align_uniform", 0.770, 600, 600, epochs=15) | {"batch_size": 64}
+    two = synthetic_row("au_2x", "align_uniform", 0.750, 600, 1200, epochs=10) | {"batch_size": 64}
+    gains = {g["run"]: g for g in report.synthetic_gains([real, one, two])}
+    assert gains["au_1x"]["step_ratio"] == 1.0 and round(gains["au_2x"]["step_ratio"], 4) == round(280 / 270, 4)
+    assert not any("same_steps_run" in g for g in gains.values())  # the twin is the same-steps control
+    [line] = [line for line in verdict.sentences([real, one, two]) if "(au_2x: " in line]
+    assert ("align_uniform + 1,200 synthetic (2x) (au_2x: 75.00%) against real only (au: 76.50%): −1.50 points; "
+            "both took as many training steps (±5%; 10 epochs over the larger set against 30), so the gap is not "
+            "longer training.") in line
+
+
 def test_a_synthetic_run_with_diffaugment_says_its_twin_had_none():
     rows = [student_row("kd", "mnv2", "kd", 0.72), synthetic_row("kd_syn", "kd", 0.73, 6000, 6000) | {"diffaug": "S"}]
     [line] = [line for line in verdict.sentences(rows) if "synthetic (1x)" in line]
