@@ -20,7 +20,8 @@ from .data import DATASETS
 from .device import check_placement
 from .distillers import DISTILLERS, DistillerSettings, needs_teacher
 from .errors import DaptError
-from .fields import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, check_ranges, choices_of, help_of, param, reference
+from .fields import (AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, check_ranges, choices_of, help_of, param, reference,
+                     study_wide)
 from .models import MODELS, check_image_size
 from .tracking import TrackingSettings
 
@@ -176,7 +177,9 @@ class GenerateConfig(TrackingSettings):
     images_per_class: int = param(600, "images per class; a re-run keeps the ones it has and adds the missing ones",
                                   rule=AT_LEAST_ONE)
     batch_size: Optional[int] = param(None, "images generated per batch (null: 250 for ddpm, 4 for stable_diffusion, "
-                                            "whose 512-px batches take GBs)", rule=AT_LEAST_ONE)
+                                            "whose 512-px batches take GBs); set on the run: a study's defaults "
+                                            "batch_size is the training batch and does not apply here",
+                                      rule=AT_LEAST_ONE, study_wide=False)
     teacher: Optional[str] = reference("teacher run of this study, or a run folder: classifies the generated set "
                                        "(null = not measured)", "teacher")
     # stable_diffusion
@@ -253,6 +256,13 @@ def stage_config(stage: str) -> type:
 def param_help(cls: type) -> list[tuple[str, Any, str, str]]:
     """(key, default, help, choices) per field, for ``dapt params`` and the widgets."""
     return [(f.name, f.default, help_of(f), ", ".join(choices_of(f) or ())) for f in dataclasses.fields(cls)]
+
+
+def from_defaults(cls: type, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of a study's ``defaults`` that a run of stage ``cls`` takes: the keys it has, except the
+    ones it means differently (``study_wide=False``: a generate run's ``batch_size`` counts sampled images)."""
+    taken = {f.name for f in dataclasses.fields(cls) if study_wide(f)}
+    return {k: v for k, v in defaults.items() if k in taken}
 
 
 def _type_name(kind: Any) -> str:

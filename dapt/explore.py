@@ -99,7 +99,7 @@ def defaults_for(study_file: str | Path, stage: str) -> tuple[str, dict[str, Any
     study's ``defaults`` (validated only when the run is prepared, since a teacher may still be missing)."""
     name, defaults = study_defaults(study_file)
     values = {f.name: f.default for f in dataclasses.fields(config.stage_config(stage))}
-    values.update({k: v for k, v in defaults.items() if k in values})
+    values.update(config.from_defaults(config.stage_config(stage), defaults))
     return name, values
 
 

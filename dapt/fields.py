@@ -32,10 +32,13 @@ AT_LEAST_TWO = Rule(lambda v: v >= 2, ">= 2")
 FRACTION = Rule(lambda v: 0 <= v < 1, "in [0, 1)")
 
 
-def param(default: Any, help: str, *, choices: Choices = None, rule: Optional[Rule] = None) -> Any:
+def param(default: Any, help: str, *, choices: Choices = None, rule: Optional[Rule] = None,
+          study_wide: bool = True) -> Any:
     """A dataclass field with its help text, its valid values (a list, or a registry's ``names``)
-    and the range its value must lie in (checked unless the value is None)."""
-    return field(default=default, metadata={"help": help, "choices": choices, "rule": rule})
+    and the range its value must lie in (checked unless the value is None). ``study_wide=False``: the
+    key means something else here than in the other stages (a generate run's ``batch_size``), so a
+    study's ``defaults`` do not set it; only the run itself does."""
+    return field(default=default, metadata={"help": help, "choices": choices, "rule": rule, "study_wide": study_wide})
 
 
 def reference(help: str, stage: str) -> Any:
@@ -55,6 +58,10 @@ def choices_of(f: dataclasses.Field) -> list[str] | None:
 
 def rule_of(f: dataclasses.Field) -> Rule | None:
     return f.metadata.get("rule")
+
+
+def study_wide(f: dataclasses.Field) -> bool:
+    return f.metadata.get("study_wide", True)
 
 
 def check_ranges(obj: Any) -> None:

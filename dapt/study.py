@@ -1,6 +1,7 @@
 """Study files: parse, expand grids, apply defaults, validate every run, resolve references, order.
 
-A study file lists runs; ``defaults`` apply to every run whose stage has that key; a ``grid`` of
+A study file lists runs; ``defaults`` apply to every run whose stage has that key (and means it as the
+other stages do: ``config.from_defaults``); a ``grid`` of
 lists expands into one run per combination (``name: "{distiller}"`` names each one); a run may
 name another run of the same study (``teacher: lite2_ft``), and runs are ordered so that a run
 comes after the runs it names. A file without ``runs:`` is a single run. Nothing here touches
@@ -246,7 +247,7 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
         for key in config.INJECTED:
             if key in entry:
                 raise ConfigError(f"{label}: {key} is set by `dapt run` (runs/<study>/<run>); remove it")
-        values = {k: v for k, v in defaults.items() if k in fields}
+        values = config.from_defaults(cls, defaults)
         values.update(entry)
         values.update({k: v for k, v in overrides.items() if k in fields})
         refs = []

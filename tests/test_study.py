@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from dapt import config
+from dapt import config, explore
 from dapt.config import ConfigError
 from dapt.study import load_study
 
@@ -35,6 +35,24 @@ def test_defaults_apply_and_run_values_win(tmp_path):
     a, b = study.runs
     assert (a.cfg.dataset, a.cfg.epochs, a.cfg.lr) == ("digits", 3, 0.01)
     assert b.cfg.epochs == 7
+
+
+def test_a_generate_run_does_not_take_the_training_batch_size_from_defaults(tmp_path):
+    path = write(tmp_path, """
+        study: demo
+        defaults: {dataset: digits, batch_size: 64, image_size: 32}
+        runs:
+          - {stage: teacher, name: t, model: resnet18, init: fr}
+          - {stage: generate, name: g}
+          - {stage: generate, name: g250, batch_size: 250}
+    """)
+    study = load_study(path)
+    assert study.get("t").cfg.batch_size == 64
+    assert study.get("g").cfg.batch_size is None and study.get("g").cfg.image_size == 32  # other keys still apply
+    assert study.get("g250").cfg.batch_size == 250
+    # and a new run started from the widgets the same way
+    assert explore.defaults_for(path, "generate")[1]["batch_size"] is None
+    assert explore.defaults_for(path, "distill")[1]["batch_size"] == 64
 
 
 def test_yaml_exponent_strings_become_floats(tmp_path):
