@@ -6,8 +6,8 @@ images, student and teacher, timed in one process.
     .venv/bin/python benchmarks/distill_speed.py --device cuda --image-size 224 --train-subset 10000
 
 The runs go through dapt's own code, as the notebooks call it: each configuration is validated like a
-params file (``dapt.config.validate``), recorded by a ``RunRecord`` in a temporary folder and trained by
-``dapt.teacher.train_teacher`` / ``dapt.distill.distill``; so what is timed is what a study runs.
+params file (``dapt.pipeline.config.validate``), recorded by a ``RunRecord`` in a temporary folder and trained by
+``dapt.stages.teacher.train_teacher`` / ``dapt.stages.distill.distill``; so what is timed is what a study runs.
 
 0. The teacher (not timed): ``--teacher-model`` (ResNet-50) trained from scratch for ``--teacher-epochs``
    on the same images (torchvision's ImageNet weights are not reachable offline), or the finished teacher
@@ -42,15 +42,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from dapt import config
+from dapt.pipeline import config
 from dapt.data import DATASETS
-from dapt.distill import distill
+from dapt.stages.distill import distill
 from dapt.distillers import DISTILLERS
-from dapt.errors import DaptError
+from dapt.core.errors import DaptError
 from dapt.models import MODELS
-from dapt.runs import RunRecord, read_json
-from dapt.teacher import train_teacher
-from dapt.train import load_data
+from dapt.core.records import RunRecord
+from dapt.core.files import read_json
+from dapt.stages.teacher import train_teacher
+from dapt.training.loop import load_data
 
 # Per-epoch evaluation settings of every run (the final evaluation always uses all test images).
 EVALUATION = {"eval_subset": 200, "precise_bn": 512, "eval_every": 20}

@@ -34,17 +34,17 @@ from pathlib import Path
 import torch
 import yaml
 
-from dapt.config import DistillConfig
+from dapt.pipeline.config import DistillConfig
 from dapt.data.augment import make_views
 from dapt.data.diffaug import view_pixels
-from dapt.distill import load_teacher
+from dapt.stages.distill import load_teacher
 from dapt.distillers import build_distiller
 from dapt.models import create_model
-from dapt.optim import build_optimizer, build_scheduler
-from dapt.teacher_cache import TeacherTargets, file_digest
-from dapt.train import (_calibration_images, batches, epoch_generator, eval_index, load_data, predict,
+from dapt.training.optim import build_optimizer, build_scheduler
+from dapt.training.teacher_cache import TeacherTargets, file_digest
+from dapt.training.loop import (_calibration_images, batches, epoch_generator, eval_index, load_data, predict,
                         prepare, recalibrate_batchnorm)
-from dapt import agreement as A
+from dapt.training import agreement as A
 
 STUDY = dict(student="mobilenet_v2", dataset="fashion_mnist", train_subset=6000, image_size=32, eval_subset=1000,
              seed=0, cache_views=4, epochs=4, optimizer="adamw", lr=2.0e-3, weight_decay=0.05)
@@ -105,7 +105,7 @@ def probe(cfg, ds, batches_: int) -> dict:
 
 
 def train(cfg, ds, every: int, clip: float | None, stop_after: int | None = None) -> dict:
-    """The ``dapt run`` training loop (``dapt.train._fit``), instrumented; returns the log.
+    """The ``dapt run`` training loop (``dapt.training.loop._fit``), instrumented; returns the log.
     ``stop_after`` epochs: only the first epochs of the ``cfg.epochs`` schedule (then no final test)."""
     student, distiller, views, targets = build(cfg, ds)
     groups = [{"params": list(student.parameters()) + list(distiller.parameters()), "lr": cfg.lr}]

@@ -20,7 +20,7 @@ def _train(model_name: str, threads: int, steps: int, start, out) -> None:
     import torch.nn.functional as F
 
     from dapt.models import create_model
-    from dapt.train import prepare
+    from dapt.training.loop import prepare
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from dapt.data.augment import apply_augment, augment, make_views
-from dapt.device import Placement
+from dapt.training.device import Placement
 from dapt.distillers import DistillerSettings, build_distiller
 from dapt.models import create_model
-from dapt.teacher_cache import TeacherTargets
-from dapt.train import inference_batch, predict, prepare
+from dapt.training.teacher_cache import TeacherTargets
+from dapt.training.loop import inference_batch, predict, prepare
 
 
 def per_second(fn, repeats: int) -> float:

@@ -1,6 +1,6 @@
 """``python -m dapt``: the ``dapt`` command, also as ``torchrun --nproc_per_node=N -m dapt run FILE``."""
 import sys
 
-from .cli import main
+from dapt.cli import main
 
 sys.exit(main())

@@ -8,8 +8,8 @@ import sys
 import time
 from typing import Sequence
 
-from .errors import DaptError
-from .ranks import is_main, world_size
+from dapt.core.errors import DaptError
+from dapt.core.ranks import is_main, world_size
 
 DESCRIPTION = """\
 dapt: distillation as an alternative to pre-training small models.
@@ -62,15 +62,15 @@ def _executor(args: argparse.Namespace) -> dict:
                         "`dapt run FILE --executor ray` as one process, or use torchrun without --executor ray")
     if args.dry_run:
         return {}  # a dry run executes nothing, so it needs no Ray
-    from .ray_executor import RayExecutor
+    from dapt.pipeline.ray_executor import RayExecutor
 
     return {"executor": RayExecutor(args.address, 1.0 if args.cpus_per_run is None else args.cpus_per_run,
                                     args.gpus_per_run or 0.0)}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .runner import dry_run, run_study
-    from .study import load_study, parse_overrides
+    from dapt.pipeline.runner import dry_run, run_study
+    from dapt.pipeline.study import load_study, parse_overrides
 
     executor = _executor(args)
     study = load_study(args.file, parse_overrides(args.set))
@@ -94,9 +94,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .runner import name_width, run_state
-    from .runs import read_json
-    from .study import load_study
+    from dapt.pipeline.runner import name_width, run_state
+    from dapt.core.files import read_json
+    from dapt.pipeline.study import load_study
 
     study = load_study(args.file, check_data=False)  # the state of runs needs no dataset
     print(f"study {study.name} ({study.source})")
@@ -118,9 +118,9 @@ def _study_of(target: str) -> tuple[str, str]:
     """``dapt report``'s argument as (study name, source): a params file, or a study folder ``runs/<study>``."""
     from pathlib import Path
 
-    from .results import study_folder
-    from .runs import rel, repo_root
-    from .study import load_study
+    from dapt.analysis.results import study_folder
+    from dapt.core.files import rel, repo_root
+    from dapt.pipeline.study import load_study
 
     path = Path(target)
     if path.is_dir():
@@ -139,9 +139,10 @@ def _study_of(target: str) -> tuple[str, str]:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .html_report import write_html
-    from .results import block, study_text
-    from .runs import RUNS_DIR, use_repo_root
+    from dapt.ui.html import write_html
+    from dapt.analysis.results import block, study_text
+    from dapt.core.records import RUNS_DIR
+    from dapt.core.files import use_repo_root
 
     name, source = _study_of(args.study)
     use_repo_root()
@@ -156,11 +157,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from . import config
-    from .data import DATASETS
-    from .distillers import DISTILLERS
-    from .distillers.projectors import CONNECTORS, PROJECTORS
-    from .models import MODELS, model_info
+    from dapt.pipeline import config
+    from dapt.data import DATASETS
+    from dapt.distillers import DISTILLERS
+    from dapt.distillers.projectors import CONNECTORS, PROJECTORS
+    from dapt.models import MODELS, model_info
 
     print("stages:")
     for stage, cls in config.STAGES.items():
@@ -179,7 +180,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    from . import config
+    from dapt.pipeline import config
 
     cls = config.stage_config(args.stage)
     print(f"parameters of stage {args.stage!r} (notebooks/{args.stage}.ipynb):")

@@ -18,9 +18,9 @@ from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
 from torchvision.models import vision_transformer
 
-from .data import Normalise
-from .errors import DaptError
-from .registry import Registry
+from dapt.data import Normalise
+from dapt.core.errors import DaptError
+from dapt.core.registry import Registry
 
 class PretrainedUnavailableError(DaptError):
     """ImageNet weights were asked for but cannot be obtained on this machine."""

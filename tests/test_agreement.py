@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dapt.agreement import (
+from dapt.training.agreement import (
     accuracy,
     agreement_metrics,
     agreement_split,
@@ -21,7 +21,7 @@ from dapt.agreement import (
     reliability_bins,
     top1_agreement,
 )
-from dapt.errors import DaptError
+from dapt.core.errors import DaptError
 
 
 def one_hot_logits(predictions: list[int], num_classes: int, scale: float = 5.0) -> torch.Tensor:

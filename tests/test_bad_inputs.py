@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dapt.cli import main
-from dapt.errors import DaptError
+from dapt.core.errors import DaptError
 
 TEACHER = "{stage: teacher, name: t, model: resnet18, init: fr, dataset: digits"
 DISTILL = "{stage: distill, name: s, student: mobilenet_v2, dataset: digits"
@@ -167,7 +167,7 @@ def test_study_folder_that_cannot_be_created(project, capsys):
 # --- files the library reads when a run starts --------------------------------------------------
 
 def test_truncated_checkpoint(tmp_path):
-    from dapt.checkpoint import load_model, save_model
+    from dapt.training.checkpoint import load_model, save_model
     from dapt.models import create_model
 
     save_model(tmp_path / "model.pt", create_model("resnet18", 3), {"model": "resnet18", "num_classes": 3,
@@ -179,7 +179,7 @@ def test_truncated_checkpoint(tmp_path):
 
 
 def test_checkpoint_that_is_not_a_model_file(tmp_path):
-    from dapt.checkpoint import load_model
+    from dapt.training.checkpoint import load_model
 
     torch.save([1, 2, 3], tmp_path / "model.pt")
     with pytest.raises(DaptError, match="is not a dapt model file .*point to the model.pt of a finished run"):
@@ -197,7 +197,7 @@ class _RunsCode:
 
 
 def test_checkpoint_pickled_with_code_is_refused_without_running_it(tmp_path):
-    from dapt.checkpoint import load_model
+    from dapt.training.checkpoint import load_model
 
     marker = tmp_path / "code-ran"
     torch.save({"format": "dapt-model-v1", "state_dict": _RunsCode(marker)}, tmp_path / "model.pt")
@@ -226,7 +226,7 @@ def test_dataset_with_a_missing_file_is_caught_before_any_run(project, capsys):
 
 
 def test_download_true_defers_the_dataset_to_the_run(project):
-    from dapt.study import load_study
+    from dapt.pipeline.study import load_study
 
     (project / "params" / "later.yaml").write_text(TEACHER.replace("digits", "cifar10") + ", download: true}\n")
     assert load_study("params/later.yaml").runs[0].cfg.download
@@ -245,7 +245,7 @@ def test_corrupt_image_in_a_folder_dataset_names_the_file(tmp_path):
     from PIL import Image
 
     from dapt.data import load_dataset
-    from dapt.errors import CorruptImageError
+    from dapt.core.errors import CorruptImageError
 
     folder = tmp_path / "dtd" / "dtd"
     (folder / "labels").mkdir(parents=True)
@@ -267,9 +267,10 @@ def test_corrupt_image_in_a_folder_dataset_names_the_file(tmp_path):
 
 
 def test_corrupt_resume_checkpoint_says_to_start_afresh(tmp_path):
-    from dapt import config, runs
+    from dapt.pipeline import config
+    from dapt.core import records as runs
     from dapt.data import load_dataset
-    from dapt.teacher import train_teacher
+    from dapt.stages.teacher import train_teacher
 
     cfg = config.validate(config.TeacherConfig, {
         "dataset": "digits", "image_size": 8, "train_subset": 100, "epochs": 1, "batch_size": 50, "model": "resnet18",
@@ -307,7 +308,7 @@ def test_a_string_value_cannot_inject_code_into_the_notebook(project, hostile):
 
     from papermill.translators import translate_parameters
 
-    from dapt.study import load_study
+    from dapt.pipeline.study import load_study
 
     (project / "params" / "odd.yaml").write_text(TEACHER + ", pretrained_weights: " + json.dumps(hostile) + "}\n")
     spec = load_study("params/odd.yaml").runs[0]
@@ -321,7 +322,7 @@ def test_a_string_value_cannot_inject_code_into_the_notebook(project, hostile):
 
 def test_dataset_missing_from_disk_names_the_fix(tmp_path):
     from dapt.data import load_dataset
-    from dapt.errors import DatasetMissingError
+    from dapt.core.errors import DatasetMissingError
 
     with pytest.raises(DatasetMissingError, match="cifar10 not found: expected the folder .*set download: true"):
         load_dataset("cifar10", 32, data_root=tmp_path)
@@ -330,7 +331,7 @@ def test_dataset_missing_from_disk_names_the_fix(tmp_path):
 def test_teacher_run_whose_checkpoint_is_gone(tmp_path):
     """A fresh clone holds a teacher's report but not its model.pt: one line says to train it."""
     from dapt.data import load_dataset
-    from dapt.distill import load_teacher
+    from dapt.stages.distill import load_teacher
 
     finished_run(tmp_path / "t", "teacher", "done", "digits")
     with pytest.raises(DaptError, match="has its report but no model.pt .*train it first"):

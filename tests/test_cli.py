@@ -47,8 +47,8 @@ def test_list_shows_every_registered_name(capsys):
 def test_params_shows_each_fields_own_help_default_and_choices(capsys):
     import dataclasses
 
-    from dapt import config
-    from dapt.fields import help_of
+    from dapt.pipeline import config
+    from dapt.core.fields import help_of
 
     assert main(["params", "distill"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
@@ -72,7 +72,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_report_prints_configurations_comparisons_and_verdicts(capsys, monkeypatch):
-    from dapt import report, seeds, verdict
+    from dapt.analysis import rows as report, configurations as seeds, verdict
 
     monkeypatch.chdir(REPO)
     rows, generated = report.collect(REPO / "runs/fashion_quick"), report.collect_generated(REPO / "runs/fashion_quick")
@@ -88,7 +88,7 @@ def test_report_prints_configurations_comparisons_and_verdicts(capsys, monkeypat
 
 
 def test_report_markdown_is_the_readme_block_of_a_study_folder(capsys, monkeypatch):
-    from dapt import results
+    from dapt.analysis import results
 
     monkeypatch.chdir(REPO / "runs")  # a folder relative to where the command is typed
     assert main(["report", "fashion_quick", "--markdown"]) == 0

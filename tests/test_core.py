@@ -9,13 +9,15 @@ import papermill as pm
 import pytest
 import torch
 
-from dapt import config, runs
-from dapt.checkpoint import load_model, save_model
-from dapt.errors import DaptError
+from dapt.pipeline import config
+from dapt.core import records as runs
+from dapt.core import files
+from dapt.training.checkpoint import load_model, save_model
+from dapt.core.errors import DaptError
 from dapt.models import create_model
-from dapt.optim import build_optimizer, build_scheduler
+from dapt.training.optim import build_optimizer, build_scheduler
 from dapt.data.augment import make_views
-from dapt.teacher_cache import TeacherTargets
+from dapt.training.teacher_cache import TeacherTargets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,9 +57,9 @@ def test_run_names_cannot_escape_runs(name):
 
 def test_atomic_write_leaves_no_temp_and_keeps_old_file_on_failure(tmp_path):
     target = tmp_path / "m.json"
-    runs.atomic_write_json(target, {"a": 1})
+    files.atomic_write_json(target, {"a": 1})
     with pytest.raises(ValueError):
-        runs.atomic_write_json(target, {"a": float("nan")})  # not valid JSON: refused, old file intact
+        files.atomic_write_json(target, {"a": float("nan")})  # not valid JSON: refused, old file intact
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
@@ -130,7 +132,7 @@ def test_cached_teacher_targets_equal_live_ones_and_are_reused(tmp_path):
 
 
 def test_wandb_offline_logs_inside_the_run_folder_and_disabled_writes_nothing(tmp_path):
-    from dapt.tracking import Tracker
+    from dapt.core.tracking import Tracker
 
     quiet = Tracker("disabled", tmp_path / "off", "r", {})
     quiet.log({"test_acc": 0.5}, step=1)

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dapt.data import DATASETS, NORMALISATIONS, Normalise, formats, imagecache, load_dataset, normalise, stratified_subset, to_float
-from dapt.errors import CorruptImageError, DaptError, DatasetMissingError
-from dapt.registry import UnknownNameError
+from dapt.data import (DATASETS, NORMALISATIONS, Normalise, formats, imagecache, load_dataset, normalise, stratified_subset, to_float)
+from dapt.core.errors import CorruptImageError, DaptError, DatasetMissingError
+from dapt.core.registry import UnknownNameError
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)]
 

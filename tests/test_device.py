@@ -10,15 +10,17 @@ import torch
 import torch.serialization
 from torch import nn
 
-from dapt import config, runs
+from dapt.pipeline import config
+from dapt.core import records as runs
+from dapt.core import files
 from dapt import data as D
-from dapt.checkpoint import load_model, save_model
-from dapt.device import Placement, check_placement, resolve_device, to_device
-from dapt.distill import distill
-from dapt.errors import DaptError
+from dapt.training.checkpoint import load_model, save_model
+from dapt.training.device import Placement, check_placement, resolve_device, to_device
+from dapt.stages.distill import distill
+from dapt.core.errors import DaptError
 from dapt.models import create_model
-from dapt.teacher import train_teacher
-from dapt.train import predict
+from dapt.stages.teacher import train_teacher
+from dapt.training.loop import predict
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without CUDA answers")
 
@@ -98,7 +100,7 @@ def test_bf16_training_computes_in_bf16_and_learns(tmp_path, digits, monkeypatch
             lambda m, i, out: seen.append((torch.is_autocast_enabled("cpu"), out.dtype)))
         return model
 
-    import dapt.teacher as T
+    import dapt.stages.teacher as T
 
     monkeypatch.setattr(T, "create_model", create_and_watch)
     record = runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg))
@@ -108,7 +110,7 @@ def test_bf16_training_computes_in_bf16_and_learns(tmp_path, digits, monkeypatch
     assert [dtype for autocast, dtype in seen if autocast] == [torch.bfloat16] * steps
     assert {dtype for autocast, dtype in seen if not autocast} == {torch.float32}
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    metrics = runs.read_json(tmp_path / "teacher" / "metrics.json")
+    metrics = files.read_json(tmp_path / "teacher" / "metrics.json")
     assert metrics["device"] == "cpu"
     assert all(math.isfinite(e["train_loss"]) for e in metrics["history"])
     assert metrics["test_acc"] > 0.25, metrics["test_acc"]  # 10 classes: chance is 0.1 (0.39 measured)
@@ -118,7 +120,7 @@ def test_bf16_training_computes_in_bf16_and_learns(tmp_path, digits, monkeypatch
     drecord = runs.RunRecord.start(dcfg.run_dir, "distill", config.as_dict(dcfg))
     result = distill(dcfg, digits, drecord)
     drecord.finish()
-    dmetrics = runs.read_json(tmp_path / "distill" / "metrics.json")
+    dmetrics = files.read_json(tmp_path / "distill" / "metrics.json")
     assert dmetrics["status"] == "done" and math.isfinite(dmetrics["history"][0]["train_loss"])
     assert result.student_logits.dtype == torch.float32 and result.student_logits.device.type == "cpu"
 

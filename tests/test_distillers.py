@@ -14,9 +14,9 @@ from dapt.distillers import (CONNECTORS, DISTILLERS, PROJECTORS, DistillerSettin
 from dapt.distillers.crd import NegativeSampler, crd_negatives
 from dapt.distillers.losses import align_loss, kd_loss, logit_regression_loss, uniform_loss
 from dapt.distillers.projectors import L2Normalize
-from dapt.errors import DaptError
-from dapt.fields import check_ranges, choices_of, help_of
-from dapt.registry import UnknownNameError
+from dapt.core.errors import DaptError
+from dapt.core.fields import check_ranges, choices_of, help_of
+from dapt.core.registry import UnknownNameError
 
 
 def np_softmax(z: np.ndarray) -> np.ndarray:

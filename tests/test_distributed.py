@@ -19,7 +19,7 @@ import torch
 import torch.multiprocessing as mp
 
 from projects import REPO, new_project
-from dapt import distributed
+from dapt.core import distributed
 from dapt.distillers import DistillerSettings, build_distiller
 
 N, CLASSES, S_DIM, T_DIM, BATCH, STEPS = 40, 4, 6, 5, 8, 3

@@ -84,7 +84,7 @@ def test_a_failing_run_finishes_its_wandb_run_with_a_nonzero_exit_code(study):
 
 
 def test_widgets_offer_the_registries_and_the_study_teachers_and_a_click_records_a_run(study):
-    from dapt import widgets
+    from dapt.ui import widgets
 
     ui = widgets.Explorer("params/tiny.yaml")
     assert "params/tiny.yaml" in ui.study.options

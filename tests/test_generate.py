@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dapt import config, ddpm, generate, train
-from dapt.runs import RunRecord
+from dapt.pipeline import config
+from dapt.stages import ddpm, generate
+from dapt.training import loop as train
+from dapt.core.records import RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DDPM = dict(dataset="digits", image_size=16, train_subset=200, images_per_class=3, batch_size=16, ddpm_steps=4,

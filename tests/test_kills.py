@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dapt import runs
-from dapt.checkpoint import save_model
+from dapt.core import records as runs
+from dapt.core import files
+from dapt.training.checkpoint import save_model
 from dapt.cli import main
 from dapt.data.augment import make_views
 from dapt.models import create_model
-from dapt.teacher_cache import TeacherTargets
+from dapt.training.teacher_cache import TeacherTargets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,9 +54,9 @@ def kill(process: subprocess.Popen) -> None:
 BUILD_TARGETS = """
     import sys, torch
     from pathlib import Path
-    from dapt.checkpoint import load_model
+    from dapt.training.checkpoint import load_model
     from dapt.data.augment import make_views
-    from dapt.teacher_cache import TeacherTargets
+    from dapt.training.teacher_cache import TeacherTargets
 
     teacher, _ = load_model(sys.argv[1])
     images = torch.load(sys.argv[2], weights_only=True)
@@ -120,7 +121,7 @@ def test_a_kill_during_the_teacher_cache_build_costs_only_that_build(tmp_path, c
 
 REWRITE_RECORD = """
     import json, sys
-    from dapt.runs import RunRecord
+    from dapt.core.records import RunRecord
 
     record = RunRecord.start(sys.argv[1], "teacher", json.loads(sys.argv[2]))
     print("started", flush=True)
@@ -149,7 +150,7 @@ def test_a_kill_during_a_metrics_write_leaves_the_last_whole_record(project, cap
     is untouched, and the next write of the record deletes the dead writer's temp file. (A metrics.json
     torn at its own name cannot come from a kill; if one appears, e.g. copied half, it is not trusted:
     the run counts as new and is executed again.)"""
-    from dapt.study import load_study
+    from dapt.pipeline.study import load_study
 
     study = load_study("params/s.yaml")
     finished = study.get("finished")
@@ -172,7 +173,7 @@ def test_a_kill_during_a_metrics_write_leaves_the_last_whole_record(project, cap
             break
     assert torn, "ten kills all landed between two writes"
     assert str(writer.pid) in torn[0].name
-    metrics = runs.read_json(folder / "metrics.json")
+    metrics = files.read_json(folder / "metrics.json")
     assert metrics is not None and metrics["status"] == "running"
     assert "blob" not in metrics or len(metrics["blob"]) == 30_000_000, "a partial record was published"
 
@@ -183,7 +184,7 @@ def test_a_kill_during_a_metrics_write_leaves_the_last_whole_record(project, cap
 
     runs.mark_status(folder, "interrupted")  # what the runner writes next: the dead writer's temp file goes
     assert not list(folder.glob(".metrics.json.*.tmp"))
-    assert runs.read_json(folder / "metrics.json")["status"] == "interrupted"
+    assert files.read_json(folder / "metrics.json")["status"] == "interrupted"
 
     (folder / "metrics.json").write_text('{"status": "done", "history": [{"epo')
     assert main(["status", "params/s.yaml"]) == 0
@@ -201,7 +202,7 @@ def test_a_live_writer_keeps_its_temp_file_and_a_dead_one_loses_it(tmp_path):
     other = tmp_path / f".model.pt.{dead_pid}.wxyz0000.tmp"
     for path in (live, dead, other):
         path.write_bytes(b"half a checkpoint")
-    assert runs.remove_stale_temps(target) == [dead]
+    assert files.remove_stale_temps(target) == [dead]
     assert live.exists() and other.exists()
 
 

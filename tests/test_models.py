@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from dapt.errors import DaptError
+from dapt.core.errors import DaptError
 from dapt.models import MODELS, PretrainedUnavailableError, create_model, model_info
-from dapt.registry import UnknownNameError
+from dapt.core.registry import UnknownNameError
 
 # published widths of the penultimate layer, independent of the registry's own table
 FEAT_DIMS = {"resnet18": 512, "resnet50": 2048, "mobilenet_v2": 1280, "vit_b_16": 768,

@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from dapt.cli import main
-from dapt.config import ConfigError
-from dapt.study import load_study, parse_overrides
+from dapt.pipeline.config import ConfigError
+from dapt.pipeline.study import load_study, parse_overrides
 
 STUDY = """
 study: s

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from dapt.cli import main
-from dapt.study import load_study
+from dapt.pipeline.study import load_study
 
 PAPER = Path(__file__).resolve().parents[1] / "params" / "cifar100_paper.yaml"
 TEACHERS = [f"{arch}_{init}" for arch in ("r50", "vit") for init in ("fr", "lp", "ft")]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dapt.study import load_study
+from dapt.pipeline.study import load_study
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
 

@@ -267,7 +267,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(project):
     `dapt run` at once, resume: the run skips the batches done and restores the epoch's sums, so its
     metrics.json equals, exactly, that of the run never interrupted (which wrote no mid-epoch checkpoints).
     Exactly, not within a tolerance: on CPU every operation here is deterministic run to run."""
-    from dapt.checkpoint import safe_load
+    from dapt.core.torch_files import safe_load
 
     (project / "params" / "killable.yaml").write_text(textwrap.dedent(KILLABLE))
     assert main(["run", "params/killable.yaml", "--quiet", "--only", "teacher", "crd_straight"]) == 0
@@ -293,8 +293,8 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(project):
 
 def test_a_run_without_its_checkpoint_is_executed_again(executed, capsys):
     """A fresh clone holds the committed reports but not the git-ignored checkpoints."""
-    from dapt.runner import plan, run_state
-    from dapt.study import load_study
+    from dapt.pipeline.runner import plan, run_state
+    from dapt.pipeline.study import load_study
 
     root, _ = executed
     study = load_study("params/tiny.yaml")

@@ -14,9 +14,10 @@ import torch  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from dapt import plots, study_plots  # noqa: E402
-from dapt.agreement import reliability_bins  # noqa: E402
-from dapt.errors import DaptError  # noqa: E402
+from dapt.plots import run as plots, study as study_plots  # noqa: E402
+from dapt.plots.common import save_figure
+from dapt.training.agreement import reliability_bins  # noqa: E402
+from dapt.core.errors import DaptError  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["t-shirt", "trouser", "pullover"]
@@ -357,7 +358,7 @@ def test_save_figure_writes_png_atomically_into_new_folder(tmp_path, close_after
     fig = plots.per_class_agreement_bars([0.5, 0.6, 0.7], CLASSES)
     close_after(fig)
     target = tmp_path / "run" / "figures" / "agreement.png"
-    assert plots.save_figure(fig, target) == target
+    assert save_figure(fig, target) == target
     assert target.read_bytes()[:8] == PNG_SIGNATURE
     assert [p.name for p in target.parent.iterdir()] == ["agreement.png"]
 
@@ -371,5 +372,5 @@ def test_save_figure_leaves_no_temp_file_on_failure(tmp_path, close_after, monke
 
     monkeypatch.setattr(fig, "savefig", broken_savefig)
     with pytest.raises(OSError):
-        plots.save_figure(fig, tmp_path / "figures" / "broken.png")
+        save_figure(fig, tmp_path / "figures" / "broken.png")
     assert list((tmp_path / "figures").iterdir()) == []

@@ -134,9 +134,9 @@ def comparable(folder: Path) -> dict:
 
 @pytest.mark.slow
 def test_failures_give_the_statuses_and_records_of_the_local_executor(project, ray_address, capsys, monkeypatch):
-    from dapt.ray_executor import RayExecutor
-    from dapt.runner import run_study
-    from dapt.study import load_study
+    from dapt.pipeline.ray_executor import RayExecutor
+    from dapt.pipeline.runner import run_study
+    from dapt.pipeline.study import load_study
 
     for name in ("broken_local", "broken_ray"):
         (project / "params" / f"{name}.yaml").write_text(textwrap.dedent(BROKEN.format(name=name)))

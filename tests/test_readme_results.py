@@ -1,5 +1,5 @@
 """The README's results blocks are the committed runs' numbers: each is regenerated from the study folder its
-marker names (``dapt.results.block``) and must equal the README's text."""
+marker names (``dapt.analysis.results.block``) and must equal the README's text."""
 from __future__ import annotations
 
 import difflib
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dapt import results
-from dapt.errors import DaptError
+from dapt.analysis import results
+from dapt.core.errors import DaptError
 
 REPO = Path(__file__).resolve().parents[1]
 

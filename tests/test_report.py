@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dapt import compare, margin, report, seeds, verdict
+from dapt.analysis import compare, margin, rows as report, configurations as seeds, verdict
 
 PARAMS = {"image_size": 32, "epochs": 3, "train_subset": 6000, "eval_subset": 1000}
 

@@ -5,9 +5,9 @@ import textwrap
 
 import pytest
 
-from dapt.runner import RunState
-from dapt.schedule import Outcome, Schedule
-from dapt.study import load_study
+from dapt.pipeline.runner import RunState
+from dapt.pipeline.schedule import Outcome, Schedule
+from dapt.pipeline.study import load_study
 
 STUDY = """
 study: sched

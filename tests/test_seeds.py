@@ -13,7 +13,8 @@ import pytest
 from matplotlib.collections import PathCollection
 from scipy import stats
 
-from dapt import budget, compare, margin, report, seed_plots, seeds, verdict
+from dapt.analysis import budget, compare, margin, rows as report, configurations as seeds, verdict
+from dapt.plots import seeds as seed_plots
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"dataset": "digits", "image_size": 32, "epochs": 3, "train_subset": 600, "eval_subset": 100,

@@ -5,9 +5,10 @@ import textwrap
 
 import pytest
 
-from dapt import config, explore
-from dapt.config import ConfigError
-from dapt.study import load_study
+from dapt.pipeline import config
+from dapt.ui import explore
+from dapt.pipeline.config import ConfigError
+from dapt.pipeline.study import load_study
 
 
 def write(tmp_path, text: str, name: str = "s.yaml"):
@@ -171,7 +172,7 @@ def test_a_parameter_added_after_a_run_was_recorded_counts_as_its_default(tmp_pa
 
     import yaml
 
-    from dapt.runner import run_state
+    from dapt.pipeline.runner import run_state
 
     monkeypatch.chdir(tmp_path)
     study = load_study(write(tmp_path, "{stage: distill, name: d, dataset: digits, distiller: none}"))

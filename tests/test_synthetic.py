@@ -14,12 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from dapt import config, runs
+from dapt.pipeline import config
+from dapt.core import records as runs
 from dapt import data as D
-from dapt.checkpoint import save_model
+from dapt.training.checkpoint import save_model
 from dapt.data.synthetic import class_folder, load_synthetic, read_index, sample_synthetic, with_synthetic
-from dapt.distill import distill, training_set
-from dapt.errors import CorruptImageError, DaptError
+from dapt.stages.distill import distill, training_set
+from dapt.core.errors import CorruptImageError, DaptError
 from dapt.models import create_model
 
 
@@ -190,8 +191,8 @@ def test_cached_teacher_targets_under_diffaugment_equal_live_ones(tmp_path):
     then DiffAugment, view by view."""
     from dapt.data.augment import make_views
     from dapt.data.diffaug import make_diffaug_views, view_pixels
-    from dapt.teacher_cache import TeacherTargets
-    from dapt.train import prepare
+    from dapt.training.teacher_cache import TeacherTargets
+    from dapt.training.loop import prepare
 
     torch.manual_seed(0)
     teacher = create_model("resnet18", 10).eval()

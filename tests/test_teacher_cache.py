@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from dapt.data.augment import make_views
-from dapt.distill import view_count
-from dapt.errors import DaptError
+from dapt.stages.distill import view_count
+from dapt.core.errors import DaptError
 from dapt.models import create_model
-from dapt.teacher_cache import HEADER_BYTES, TeacherTargets, check_free_space
-from dapt.train import inference_batch
+from dapt.training.teacher_cache import HEADER_BYTES, TeacherTargets, check_free_space
+from dapt.training.loop import inference_batch
 
 N, K = 12, 3
 
@@ -108,7 +108,7 @@ def test_inference_batches_shrink_with_the_input_size_and_suit_the_device():
 
 
 def test_the_default_number_of_views_is_min_of_epochs_and_the_measured_knee():
-    from dapt.config import DEFAULT_VIEWS
+    from dapt.pipeline.config import DEFAULT_VIEWS
 
     assert view_count(None, 3) == 3 and view_count(None, 250) == DEFAULT_VIEWS and view_count(5, 250) == 5
 
@@ -117,7 +117,7 @@ PEAK_MEMORY = """
     import resource, sys, torch
     from pathlib import Path
     from dapt.data.augment import make_views
-    from dapt.teacher_cache import TeacherTargets
+    from dapt.training.teacher_cache import TeacherTargets
 
     class Wide(torch.nn.Module):  # a cheap teacher with ResNet-50's feature width
         def __init__(self):

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dapt import config, runs
+from dapt.pipeline import config
+from dapt.core import records as runs
 from dapt import data as D
-from dapt.distill import distill, load_teacher
-from dapt.teacher import build_teacher, train_teacher
-from dapt.errors import DaptError
+from dapt.stages.distill import distill, load_teacher
+from dapt.stages.teacher import build_teacher, train_teacher
+from dapt.core.errors import DaptError
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_linear_probe_changes_only_the_head_and_keeps_bn_statistics(tmp_path, di
 
 def test_fine_tune_trains_head_at_ten_times_the_body_lr(tmp_path, digits, monkeypatch):
     seen = {}
-    import dapt.train as T
+    import dapt.training.loop as T
 
     real = T.build_optimizer
 
@@ -60,7 +61,7 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, digits, monkey
     straight = teacher_cfg(tmp_path, epochs=2, run_dir=str(tmp_path / "straight"))
     full = train_teacher(straight, digits, runs.RunRecord.start(straight.run_dir, "teacher", config.as_dict(straight)))
 
-    import dapt.train as T
+    import dapt.training.loop as T
 
     real_save = T.atomic_save
 
@@ -90,7 +91,7 @@ def test_resume_from_a_mid_epoch_checkpoint_matches_the_uninterrupted_run(tmp_pa
     epoch's remaining batches, its augmentation stream, dropout's global RNG, optimizer, scheduler and
     the epoch's running sums all continue, so weights and history equal a run never interrupted
     (which wrote no mid-epoch checkpoints: checkpointing itself changes nothing)."""
-    import dapt.train as T
+    import dapt.training.loop as T
 
     def cfg(name, **values):  # MobileNetV2: dropout in the head; augment: the teacher's generator is used
         return teacher_cfg(tmp_path, model="mobilenet_v2", epochs=2, run_dir=str(tmp_path / name), **values)
@@ -172,7 +173,7 @@ def test_distill_checks_the_teacher_and_leaves_it_untouched(tmp_path, digits):
 def test_precise_bn_sets_the_plain_average_and_spares_frozen_layers():
     from torch import nn
 
-    from dapt.train import recalibrate_batchnorm
+    from dapt.training.loop import recalibrate_batchnorm
 
     class Probe(nn.Module):  # identity conv so that the BN sees the pixels themselves
         def __init__(self):
@@ -209,14 +210,14 @@ def test_eval_every_evaluates_every_nth_epoch_and_the_last_and_picks_best_among_
     evaluated = {h["epoch"]: h["test_acc"] for h in history if "test_acc" in h}
     assert metrics["best_epoch"] in evaluated and metrics["best_eval_acc"] == max(evaluated.values())
     assert metrics["eval_images"] == 100 and metrics["test_images"] == len(digits.test_y)
-    from dapt import agreement as A
-    from dapt.train import predict
+    from dapt.training import agreement as A
+    from dapt.training.loop import predict
     logits, _ = predict(model, digits.test_x, channels_last=cfg.channels_last)
     assert metrics["test_acc"] == pytest.approx(A.accuracy(logits, digits.test_y), abs=1e-6)  # final: all images
 
 
 def test_eval_subset_auto_scales_with_the_training_set():
-    from dapt.train import eval_size
+    from dapt.training.loop import eval_size
 
     assert eval_size("auto", 10_000, 600) == 1000  # the floor: a standard error near 1.3 points
     assert eval_size("auto", 10_000, 6000) == 6000  # as many as the training images: <= 1/3 of an epoch
@@ -242,7 +243,7 @@ def test_evaluation_settings_accept_auto_null_and_numbers(tmp_path):
 
 
 def test_subset_seed_keeps_one_training_subset_across_seeds(tmp_path):
-    from dapt.train import load_data
+    from dapt.training.loop import load_data
 
     def subset(**values):
         cfg = config.validate(config.DistillConfig, {"dataset": "digits", "image_size": 8, "train_subset": 100,

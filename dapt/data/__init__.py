@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DaptError
-from ..registry import Registry
-from . import formats, imagecache
+from dapt.core.errors import DaptError
+from dapt.core.registry import Registry
+from dapt.data import formats, imagecache
 
 # Output values per interpolate call: bounds the float copy to 256 MB (CIFAR at 224 px would need
 # 36 GB at once), while chunks stay large because small interpolate calls are twice as slow.

@@ -37,8 +37,8 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from . import NORMALISATIONS, to_float
-from .augment import AugmentParams, apply_augment
+from dapt.data import NORMALISATIONS, to_float
+from dapt.data.augment import AugmentParams, apply_augment
 
 GROUPS = ("flip", "color", "crop", "rotate", "scale", "cutout")  # the reference strategy's order
 MODES = ("S", "M")

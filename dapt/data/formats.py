@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import CorruptImageError, DatasetMissingError
+from dapt.core.errors import CorruptImageError, DatasetMissingError
 
 _IDX_UBYTE = 0x08
 

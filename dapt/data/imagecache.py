@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import CorruptImageError, DatasetMissingError
-from ..runs import atomic_path
-from .formats import FolderIndex
+from dapt.core.errors import CorruptImageError, DatasetMissingError
+from dapt.core.files import atomic_path
+from dapt.data.formats import FolderIndex
 
 # Bump when the decoding below changes, so that old caches are not mistaken for new ones.
 _CACHE_FORMAT = 1

@@ -24,10 +24,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..checkpoint import atomic_save, safe_load
-from ..errors import CorruptImageError, DaptError
-from ..runs import read_json
-from . import ImageSet, resize_uint8, sample_per_class
+from dapt.core.torch_files import atomic_save, safe_load
+from dapt.core.errors import CorruptImageError, DaptError
+from dapt.core.files import read_json
+from dapt.data import ImageSet, resize_uint8, sample_per_class
 
 FORMAT = "dapt-synthetic-v1"
 SYNSET_FACTORS = {"1x": 1, "2x": 2}

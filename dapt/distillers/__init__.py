@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..fields import check_ranges
-from .base import DISTILLERS, TERMS, Distiller, LossSettings, build_distiller
-from .projectors import CONNECTORS, PROJECTORS, ProjectionSettings, build_projector
+from dapt.core.fields import check_ranges
+from dapt.distillers.base import DISTILLERS, TERMS, Distiller, LossSettings, build_distiller
+from dapt.distillers.projectors import CONNECTORS, PROJECTORS, ProjectionSettings, build_projector
 # Registration order is the order ``dapt list`` shows: none (base), kd, align_uniform, crd, srrl.
-from .kd import KD
-from .align_uniform import AlignUniform, AlignUniformSettings
-from .crd import CRD, CRDSettings
-from .srrl import SRRL, SRRLSettings
+from dapt.distillers.kd import KD
+from dapt.distillers.align_uniform import AlignUniform, AlignUniformSettings
+from dapt.distillers.crd import CRD, CRDSettings
+from dapt.distillers.srrl import SRRL, SRRLSettings
 
 __all__ = [
     "DISTILLERS", "PROJECTORS", "CONNECTORS", "TERMS", "Distiller", "KD", "AlignUniform", "CRD",

@@ -6,10 +6,10 @@ from typing import Any
 
 from torch import Tensor
 
-from ..fields import NON_NEGATIVE, POSITIVE, param
-from .base import DISTILLERS, Distiller
-from .losses import align_loss, uniform_loss
-from .projectors import build_projector
+from dapt.core.fields import NON_NEGATIVE, POSITIVE, param
+from dapt.distillers.base import DISTILLERS, Distiller
+from dapt.distillers.losses import align_loss, uniform_loss
+from dapt.distillers.projectors import build_projector
 
 
 @dataclass

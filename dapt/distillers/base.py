@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import DaptError
-from ..fields import NON_NEGATIVE, POSITIVE, check_ranges, param
-from ..registry import Registry
-from .losses import kd_loss
+from dapt.core.errors import DaptError
+from dapt.core.fields import NON_NEGATIVE, POSITIVE, check_ranges, param
+from dapt.core.registry import Registry
+from dapt.distillers.losses import kd_loss
 
 TERMS = ("ce", "embed", "kd", "srrl")
 _DEFAULT = " (null = the distiller's default)"

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import distributed
-from ..errors import DaptError
-from ..fields import AT_LEAST_ONE, FRACTION, POSITIVE, param
-from .base import DISTILLERS, Distiller
-from .projectors import build_projector
+from dapt.core import distributed
+from dapt.core.errors import DaptError
+from dapt.core.fields import AT_LEAST_ONE, FRACTION, POSITIVE, param
+from dapt.distillers.base import DISTILLERS, Distiller
+from dapt.distillers.projectors import build_projector
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Knowledge distillation on logits (Hinton, Vinyals & Dean 2015)."""
 from __future__ import annotations
 
-from .base import DISTILLERS, Distiller
+from dapt.distillers.base import DISTILLERS, Distiller
 
 
 @DISTILLERS.register("kd")

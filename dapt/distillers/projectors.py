@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fields import AT_LEAST_ONE, param
-from ..registry import Registry
+from dapt.core.fields import AT_LEAST_ONE, param
+from dapt.core.registry import Registry
 
 HeadFactory = Callable[[int, int], nn.Module]
 

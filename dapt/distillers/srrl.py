@@ -7,11 +7,11 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import DaptError
-from ..fields import param
-from .base import DISTILLERS, Distiller
-from .losses import logit_regression_loss
-from .projectors import CONNECTORS
+from dapt.core.errors import DaptError
+from dapt.core.fields import param
+from dapt.distillers.base import DISTILLERS, Distiller
+from dapt.distillers.losses import logit_regression_loss
+from dapt.distillers.projectors import CONNECTORS
 
 
 @dataclass

@@ -1,0 +1,142 @@
+"""Run folders: layout, safe names, and the ``metrics.json`` status record.
+
+A run lives in ``runs/<study>/<run>/`` and holds ``notebook.ipynb`` (the executed report),
+``params.yaml`` (resolved parameters), ``metrics.json`` (the machine-readable record),
+``figures/`` and git-ignored checkpoints. Every path recorded in a run is repo-relative.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+
+from dapt.core.ranks import is_main
+from dapt.core.errors import DaptError
+from dapt.core.files import atomic_write_json, atomic_write_yaml, read_json, tidy
+from dapt.core.tracking import Tracker, for_run
+
+RUNS_DIR = "runs"
+STATUSES = ("running", "done", "failed", "interrupted")
+# Params that change how a run is executed or logged, never what it computes: a finished run with other values
+# is the same run, and runs that differ only in these (and the seed) form one configuration.
+BOOKKEEPING = ("resume", "wandb", "wandb_project", "wandb_entity", "checkpoint_every", "device")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def check_name(name: str, what: str = "run name") -> str:
+    """Refuse names that could escape ``runs/`` or surprise a shell: letters, digits, ``_ . -`` only."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise DaptError(
+            f"invalid {what} {name!r}: use letters, digits, '_', '.', '-' (no '/', no '..', not starting with '.')"
+        )
+    return name
+
+
+def run_dir(study: str, name: str) -> Path:
+    """``runs/<study>/<name>`` as a repo-relative path, after checking both names."""
+    return Path(RUNS_DIR) / check_name(study, "study name") / check_name(name)
+
+
+class RunRecord:
+    """The ``metrics.json`` of one run, updated atomically as training goes.
+
+    ``status`` moves ``running`` → ``done`` | ``failed`` | ``interrupted``. Its ``tracker`` (wandb, as
+    the params say) lives as long as the run: training logs epochs to it, ``finish`` or ``fail`` ends it.
+    """
+
+    def __init__(self, folder: str | os.PathLike, stage: str, params: Mapping[str, Any]):
+        self.folder = Path(folder)
+        self.metrics: dict[str, Any] = {"status": "running", "stage": stage, "params": dict(params), "history": []}
+        self._started = time.time()
+        self.tracker = Tracker("disabled", self.folder, self.folder.name, {})
+        self.writes = True
+
+    @classmethod
+    def start(cls, folder: str | os.PathLike, stage: str, params: Mapping[str, Any], resume: bool = False) -> "RunRecord":
+        """Create the run folder, write ``params.yaml`` and a ``running`` ``metrics.json``.
+
+        With ``resume`` the history of an earlier attempt is kept (the trainer replays it from its checkpoint).
+        In a run of several processes (``dapt.distributed``) only rank 0's record writes anything.
+        """
+        record = cls(folder, stage, params)
+        record.writes = is_main()
+        if not record.writes:
+            return record
+        record.folder.mkdir(parents=True, exist_ok=True)
+        (record.folder / "figures").mkdir(exist_ok=True)
+        previous = read_json(record.folder / "metrics.json") if resume else None
+        if not resume:  # outputs cached from an earlier model of this run would be stale, and a
+            # resume checkpoint of an earlier attempt must not be picked up if this one is killed early
+            shutil.rmtree(record.folder / "cache", ignore_errors=True)
+            (record.folder / "last.pt").unlink(missing_ok=True)
+        if previous:
+            record._started -= float(previous.get("wall_time_s", 0.0))
+        atomic_write_yaml(record.folder / "params.yaml", params)
+        record.save()
+        record.tracker = for_run(params, stage)
+        return record
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def update(self, **values: Any) -> None:
+        self.metrics.update(values)
+        self.save()
+
+    def log_epoch(self, entry: Mapping[str, Any]) -> None:
+        self.metrics["history"].append(dict(entry))
+        self.save()
+
+    def save(self) -> None:
+        self.metrics["wall_time_s"] = round(time.time() - self._started, 2)
+        if not self.writes:
+            return
+        atomic_write_json(self.folder / "metrics.json", tidy(self.metrics))
+
+    def finish(self, **values: Any) -> None:
+        """Mark the run done; the tracker gets the final numbers, the figures and the executed notebook.
+
+        The notebook is the one papermill is writing for this run (``dapt run``): it holds every cell
+        up to this call's cell, whose own output comes after; an interactive run has none.
+        """
+        self.update(status="done", **values)
+        self.tracker.summarize({k: v for k, v in self.metrics.items() if k not in ("params", "history")})
+        self.tracker.log_figures((self.folder / "figures").glob("*.png"))
+        notebook = self.folder / "notebook.ipynb"
+        if self.writes and notebook.is_file() and notebook.stat().st_mtime >= self._started:
+            self.tracker.log_notebook(notebook, f"notebook-{self.folder.parent.name}-{self.folder.name}")
+        self.tracker.finish()
+
+    def fail(self, status: str = "failed", error: str | None = None) -> None:
+        """Record a run that stopped (``failed`` or ``interrupted``) and end its tracker with a nonzero exit code."""
+        if self.metrics["status"] == "running":
+            self.update(status=status, **({"error": error} if error else {}))
+        self.tracker.finish(exit_code=130 if status == "interrupted" else 1)
+
+    @contextmanager
+    def recording(self) -> Iterator["RunRecord"]:
+        """Mark the run ``failed`` or ``interrupted`` if the block raises, then re-raise."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self.fail("interrupted")
+            raise
+        except BaseException as err:
+            self.fail("failed", f"{type(err).__name__}: {err}")
+            raise
+
+
+def mark_status(folder: str | os.PathLike, status: str, error: str | None = None) -> None:
+    """Set the status of a run whose notebook stopped outside the trainer's control (used by the runner)."""
+    assert status in STATUSES
+    path = Path(folder) / "metrics.json"
+    metrics = read_json(path) or {"history": []}
+    metrics["status"] = status
+    if error:
+        metrics["error"] = error
+    atomic_write_json(path, metrics)

@@ -1,0 +1,291 @@
+"""Study files: parse, expand grids, apply defaults, validate every run, resolve references, order.
+
+A study file lists runs; ``defaults`` apply to every run whose stage has that key (and means it as the
+other stages do: ``config.from_defaults``); a ``grid`` of
+lists expands into one run per combination (``name: "{distiller}"`` names each one); a run may
+name another run of the same study (``teacher: lite2_ft``), and runs are ordered so that a run
+comes after the runs it names. A file without ``runs:`` is a single run. Nothing here touches
+``runs/``: a study that does not validate leaves no trace.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dapt.pipeline import config
+from dapt.pipeline.config import ConfigError
+from dapt.data import check_available
+from dapt.core.records import RUNS_DIR, check_name, run_dir
+from dapt.core.files import read_json, rel, repo_root
+from dapt.core.errors import DaptError
+
+STUDY_KEYS = ("study", "description", "defaults", "runs")
+
+
+@dataclass
+class RunSpec:
+    name: str
+    stage: str
+    cfg: Any  # the validated stage config (``run_dir`` and references resolved)
+    refs: list[str]  # names of runs of this study this run depends on
+    set_keys: list[str]  # the keys the study file sets for this run (defaults included)
+    collects: bool = False  # reads every other run (the report): runs last, even after failures
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.cfg.run_dir)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every parameter, resolved: what ``params.yaml`` records and skipping compares."""
+        return config.as_dict(self.cfg)
+
+    @property
+    def injected(self) -> dict[str, Any]:
+        """What the executed notebook receives: the values the study sets, and ``run_dir``; the
+        notebook's parameters cell holds the defaults, so its report opens with the run's choices only."""
+        return {key: getattr(self.cfg, key) for key in [*self.set_keys, *config.INJECTED]}
+
+
+@dataclass
+class Study:
+    name: str
+    source: str
+    runs: list[RunSpec]
+
+    def get(self, name: str) -> RunSpec:
+        return next(r for r in self.runs if r.name == name)
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise DaptError(f"{path}: no such params file")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        if isinstance(err, yaml.constructor.ConstructorError):  # e.g. !!python/object/apply:os.system
+            raise ConfigError(f"{path}: YAML tag not allowed{where} ({getattr(err, 'problem', err)}): a params "
+                              f"file holds plain values (numbers, strings, lists, mappings), never objects") from None
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+
+
+def _expand_grid(entry: dict, where: str) -> list[dict]:
+    grid = entry.pop("grid", None)
+    if grid is None:
+        return [entry]
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ConfigError(f"{where}: grid must map keys to non-empty lists, e.g. grid: {{distiller: [kd, crd]}}")
+    runs = []
+    for combo in itertools.product(*grid.values()):
+        values = dict(zip(grid, combo))
+        run = {**entry, **values}
+        try:
+            run["name"] = str(entry.get("name", "_".join(map(str, combo)))).format(**values)
+        except (KeyError, IndexError) as err:
+            raise ConfigError(f"{where}: name {entry.get('name')!r} uses {err} which is not a grid key") from None
+        runs.append(run)
+    return runs
+
+
+def _entries(data: Any, path: Path) -> tuple[str, dict, list[dict]]:
+    where = rel(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping (a study with 'runs:' or a single run with 'stage:')")
+    if "runs" not in data and "stage" in data:  # a single run
+        entry = dict(data)
+        entry.setdefault("name", entry.get("stage", "run"))
+        return path.stem, {}, [entry]
+    unknown = [k for k in data if k not in STUDY_KEYS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level key {unknown[0]!r}; valid keys: {', '.join(STUDY_KEYS)}")
+    defaults = data.get("defaults") or {}
+    runs = data.get("runs")
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{where}: defaults must be a mapping of parameter: value")
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+        raise ConfigError(f"{where}: runs must be a non-empty list of mappings, each with a stage")
+    return str(data.get("study") or path.stem), defaults, [dict(r) for r in runs]
+
+
+def study_defaults(path: str | Path) -> tuple[str, dict]:
+    """The study name and ``defaults`` of a params file, unvalidated (what a new run of it starts from)."""
+    name, defaults, _ = _entries(_read(Path(path)), Path(path))
+    return name, dict(defaults)
+
+
+def _check_name(name: str, what: str, where: str) -> None:
+    try:
+        check_name(name, what)
+    except DaptError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _reference_fields(cls: type) -> dict[str, str]:
+    """Fields that name another run: key → the stage that run must have."""
+    return {f.name: f.metadata["ref"] for f in dataclasses.fields(cls) if f.metadata.get("ref")}
+
+
+def _check_finished_run(label: str, key: str, target: str, stage: str, dataset: str, stage_of: dict) -> None:
+    """A reference to a run folder outside the study must name a finished run of the right stage and dataset,
+    inside ``runs/`` (a student writes its teacher's cache into that folder)."""
+    root = repo_root()
+    folder = root / target  # an absolute target stays itself
+    metrics = read_json(folder / "metrics.json")
+    if metrics is None:
+        raise ConfigError(f"{label}: {key} {target!r} is neither a run of this study ({', '.join(stage_of)}) "
+                          f"nor a run folder with metrics.json")
+    if not folder.resolve().is_relative_to((root / RUNS_DIR).resolve()):
+        raise ConfigError(f"{label}: {key} {target!r} is outside {RUNS_DIR}/; name a run of this study or a run "
+                          f"folder {RUNS_DIR}/<study>/<run>")
+    if metrics.get("stage") != stage:
+        raise ConfigError(f"{label}: {key} {target!r} is a {metrics.get('stage')} run, not a {stage} run")
+    if metrics.get("status") != "done":
+        raise ConfigError(f"{label}: {key} {target!r} is {metrics.get('status')!r}, not done; finish it first "
+                          f"(dapt run on its study) or name another {stage} run")
+    theirs = (metrics.get("params") or {}).get("dataset")
+    if theirs != dataset:
+        raise ConfigError(f"{label}: {key} {target!r} was trained on {theirs}, this run uses {dataset}; name a "
+                          f"{stage} run of {dataset}")
+
+
+def settable_keys() -> list[str]:
+    """Every key a params file may set, over all stages."""
+    all_keys = dict.fromkeys(f.name for cls in config.STAGES.values() for f in dataclasses.fields(cls))
+    return [k for k in all_keys if k not in config.INJECTED]
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["epochs=2", "kd_T=8"]`` (``dapt run --set``) → ``{"epochs": 2, "kd_T": 8}``, each value
+    read with ``yaml.safe_load`` as in a params file; a malformed item or unknown key is one ConfigError."""
+    overrides: dict[str, Any] = {}
+    known = settable_keys()
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: write key=value, e.g. --set epochs=2")
+        if key not in known:
+            raise config.unknown_key(f"--set {item!r}", key, known)
+        try:
+            overrides[key] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not a plain YAML value "
+                              f"({getattr(err, 'problem', err)})") from None
+    return overrides
+
+
+def _check_data(spec: RunSpec, label: str, checked: dict) -> None:
+    """A run's dataset must be on disk (its files, not decoded) unless the run may download it."""
+    cfg = spec.cfg
+    if not hasattr(cfg, "dataset"):
+        return
+    root = Path(cfg.data_root) if Path(cfg.data_root).is_absolute() else repo_root() / cfg.data_root
+    key = (cfg.dataset, root, cfg.download)
+    if key not in checked:
+        try:
+            check_available(cfg.dataset, root, cfg.download)
+            checked[key] = None
+        except DaptError as err:
+            checked[key] = str(err)
+    if checked[key]:
+        raise ConfigError(f"{label}: {checked[key]}")
+
+
+def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_runs: list[dict] = (),
+               check_data: bool = True) -> Study:
+    """Parse and validate a study file; raise one ``ConfigError`` for the first problem.
+
+    ``overrides`` (``dapt run --set``) replace the file's value of a key in every run whose stage
+    has that key, and are validated with the run like the file's own values. ``extra_runs`` (runs
+    chosen in ``dapt.widgets``) join the file's runs as if written at its end. ``check_data``: also
+    require every run's dataset on disk (``dapt run``; ``dapt status`` does not need it).
+    """
+    path = Path(path)
+    where = rel(path)
+    study_name, defaults, raw_runs = _entries(_read(path), path)
+    raw_runs = [*raw_runs, *(dict(run) for run in extra_runs)]
+    _check_name(study_name, "study name", where)
+    settable = settable_keys()
+    for key in defaults:
+        if key not in settable:
+            raise config.unknown_key(f"{where}: defaults", key, settable)
+    overrides = dict(overrides or {})
+    for key in overrides:
+        if key not in settable:
+            raise config.unknown_key("--set", key, settable)
+
+    entries: list[dict] = []
+    for i, raw in enumerate(raw_runs):
+        label = f"{where}: run {raw.get('name', i + 1)!r}"
+        if "stage" not in raw:
+            raise ConfigError(f"{label}: missing 'stage'; choose one of: {', '.join(config.STAGES)}")
+        entries.extend(_expand_grid(raw, label))
+
+    names = [str(e.get("name")) for e in entries]
+    for name in names:
+        _check_name(name, "run name", where)
+        if names.count(name) > 1:
+            raise ConfigError(f"{where}: two runs are named {name!r}; run names must be unique")
+    stage_of = {str(e["name"]): e["stage"] for e in entries}
+
+    specs: list[RunSpec] = []
+    data_checked: dict = {}
+    for entry in entries:
+        name, stage = str(entry.pop("name")), entry.pop("stage")
+        label = f"{where}: run {name!r}"
+        try:
+            cls = config.stage_config(stage)
+        except ConfigError as err:
+            raise ConfigError(f"{label}: {err}") from None
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for key in config.INJECTED:
+            if key in entry:
+                raise ConfigError(f"{label}: {key} is set by `dapt run` (runs/<study>/<run>); remove it")
+        values = config.from_defaults(cls, defaults)
+        values.update(entry)
+        values.update({k: v for k, v in overrides.items() if k in fields})
+        refs = []
+        for key, wanted in _reference_fields(cls).items():
+            target = values.get(key)
+            if target is None:
+                continue
+            if target in stage_of:
+                if stage_of[target] != wanted:
+                    raise ConfigError(f"{label}: {key} {target!r} is a {stage_of[target]} run, not a {wanted} run")
+                refs.append(target)
+                values[key] = run_dir(study_name, target).as_posix()
+            else:
+                dataset = values.get("dataset", next(f.default for f in dataclasses.fields(cls) if f.name == "dataset"))
+                _check_finished_run(label, key, str(target), wanted, dataset, stage_of)
+        set_keys = list(values)
+        values["run_dir"] = run_dir(study_name, name).as_posix()
+        specs.append(RunSpec(name, stage, config.validate(cls, values, label), refs, set_keys,
+                             stage in config.COLLECTS_STUDY))
+        if check_data:
+            _check_data(specs[-1], label, data_checked)
+    for spec in specs:
+        if spec.collects:
+            spec.refs = [other.name for other in specs if not other.collects]
+    return Study(study_name, where, _order(specs, where))
+
+
+def _order(specs: list[RunSpec], where: str) -> list[RunSpec]:
+    """Topological order, stable with respect to the file; a cycle is an error."""
+    ordered: list[RunSpec] = []
+    placed: set[str] = set()
+    pending = list(specs)
+    while pending:
+        ready = [s for s in pending if all(r in placed for r in s.refs)]
+        if not ready:
+            raise ConfigError(f"{where}: runs refer to each other in a cycle: {', '.join(s.name for s in pending)}")
+        ordered.append(ready[0])
+        placed.add(ready[0].name)
+        pending.remove(ready[0])
+    return ordered

@@ -1,0 +1,5 @@
+"""Matplotlib figures: of a run (``run``), a study (``study``), seeds (``seeds``) and a generate
+run (``generate``), on the helpers in ``common``.
+
+Imports ``core`` and ``analysis``; torch-free (tensors arrive as arrays or lists).
+"""

@@ -1,0 +1,209 @@
+"""Matplotlib figures of a run (a study's are in ``plots.study``); every function returns a Figure.
+
+Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so they never touch
+pyplot's global state: nothing leaks across the many figures of a batch run and nothing is shown
+twice in a notebook (show one with ``display(fig)`` or by ending a cell with it).
+Accuracies and agreements arrive as fractions 0–1 and are drawn in %.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from dapt.core.errors import DaptError
+from dapt.plots.common import PANEL_SIZE, as_count, as_number, as_percent, note_figure
+
+def _eval_images(metrics: dict) -> tuple[str, bool]:
+    """Which test images the per-epoch numbers of a run are on, and whether that is a subset.
+
+    ``("all 10,000 images", False)``, ``("1,000 of 10,000 images", True)``; a run still in progress
+    (``eval_images`` not yet written) is read from its ``eval_subset`` parameter.
+    """
+    evaluated, total = as_count(metrics.get("eval_images")), as_count(metrics.get("test_images"))
+    if evaluated is not None and total is not None:
+        if evaluated >= total:
+            return f"all {total:,} images", False
+        return f"{evaluated:,} of {total:,} images", True
+    if evaluated is not None:
+        return f"{evaluated:,} images", False
+    params = metrics.get("params") or {}
+    if params.get("eval_subset") == "auto":
+        return "a subset scaled with the training set", True
+    if "eval_subset" in params:
+        subset = as_count(params["eval_subset"])
+        if subset is None:
+            return "all images", False
+        return f"a {subset:,}-image subset", True
+    return "", False
+
+
+def _final_label(metrics: dict, value: float) -> str:
+    """Label of the star marking the final value on all test images, e.g. "final, all 10,000 test images: 71.1%"."""
+    total = as_count(metrics.get("test_images"))
+    images = f"all {total:,} test images" if total is not None else "all test images"
+    return f"final, {images}: {100 * as_number(value):.1f}%"
+
+
+def training_curves(metrics: dict) -> Figure:
+    """Loss and accuracy over epochs of one run, from its whole ``metrics.json`` dict.
+
+    Every accuracy says which images it is on: the per-epoch test curve is on the run's
+    evaluation images (all test images, or the ``eval_subset``), and when that is a subset the final
+    accuracy on all test images is marked with a star at the last epoch. Distill runs add the teacher's
+    accuracy on the same evaluation images (``teacher_eval_acc``) and a panel of agreement and KL.
+    Works for a run in progress: an empty history gives a note figure, missing keys are skipped.
+    """
+    history = list(metrics.get("history") or [])
+    if not history:
+        return note_figure("Training curves", "no epoch finished yet")
+    distill = (any(entry.get("agreement") is not None for entry in history)
+               or metrics.get("agreement") is not None)
+    n_panels = 3 if distill else 2
+    fig = Figure(figsize=(PANEL_SIZE[0] * n_panels, PANEL_SIZE[1] + 1.0), layout="constrained")
+    axes = fig.subplots(1, n_panels)
+    epochs = [entry.get("epoch", index + 1) for index, entry in enumerate(history)]
+
+    def series(key: str) -> np.ndarray:
+        return np.array([as_number(entry.get(key)) for entry in history])
+
+    def evaluated(key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(epochs, values) of the epochs that were evaluated (``eval_every``), so their line is unbroken."""
+        values = series(key)
+        return np.array(epochs)[~np.isnan(values)], values[~np.isnan(values)]
+
+    images, on_subset = _eval_images(metrics)
+    size = as_count(metrics.get("image_size", (metrics.get("params") or {}).get("image_size")))
+    loss_ax, acc_ax = axes[0], axes[1]
+    loss_ax.plot(epochs, series("train_loss"), marker="o", label="train loss")
+    loss_ax.set(title="Training loss", xlabel="epoch", ylabel="loss")
+    acc_ax.plot(epochs, 100 * series("train_acc"), marker="o", label="train (augmented batches, epoch mean)")
+    test_epochs, test_acc = evaluated("test_acc")
+    acc_ax.plot(test_epochs, 100 * test_acc, marker="o", label=f"test ({images})" if images else "test")
+    final = metrics.get("test_acc")
+    if on_subset and final is not None:
+        acc_ax.plot([epochs[-1]], [100 * as_number(final)], marker="*", markersize=14, linestyle="none",
+                    color="tab:orange", markeredgecolor="black", label=_final_label(metrics, final))
+    teacher = metrics.get("teacher_eval_acc")
+    if teacher is None:  # metrics.json of an older run: the teacher's per-epoch accuracy on the same images
+        old = series("teacher_test_acc")
+        teacher = old[~np.isnan(old)][-1] if not np.isnan(old).all() else None
+    if teacher is not None:
+        t_size = as_count(metrics.get("teacher_image_size"))
+        resized = f", resized to {t_size} px" if t_size is not None and t_size != size else ""
+        same = f"the same {images}" if images else "the same images"
+        acc_ax.axhline(100 * as_number(teacher), color="black", linestyle="--",
+                       label=f"teacher on {same}{resized}: {100 * as_number(teacher):.1f}%")
+    acc_ax.set(title=f"Accuracy ({size} px)" if size else "Accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    acc_ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8)
+    if distill:
+        agree_ax = axes[2]
+        agree_epochs, agreement = evaluated("agreement")
+        agree_ax.plot(agree_epochs, 100 * agreement, marker="o", color="tab:green", label="top-1 agreement")
+        if on_subset and metrics.get("agreement") is not None:
+            agree_ax.plot([epochs[-1]], [100 * as_number(metrics["agreement"])], marker="*", markersize=14,
+                          linestyle="none", color="tab:green", markeredgecolor="black",
+                          label=_final_label(metrics, metrics["agreement"]))
+        agree_ax.set(title=f"Fidelity to the teacher (test, {images})" if images else "Fidelity to the teacher",
+                     xlabel="epoch", ylabel="agreement (%)")
+        kl_ax = agree_ax.twinx()
+        kl_ax.plot(*evaluated("kl"), marker="s", color="tab:red", label="KL(teacher ‖ student)")
+        kl_ax.set_ylabel("KL (nats)")
+        handles = agree_ax.get_legend_handles_labels()[0] + kl_ax.get_legend_handles_labels()[0]
+        agree_ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8)
+    for ax in fig.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    return fig
+
+
+def _label_classes(ax, class_names) -> None:
+    rotation = 45 if len(class_names) > 6 else 0
+    ax.set_xticks(range(len(class_names)), class_names, rotation=rotation,
+                  ha="right" if rotation else "center")
+
+
+def per_class_agreement_bars(values, class_names, teacher_acc_per_class=None) -> Figure:
+    """Top-1 agreement per true class (bars, %), optionally beside the teacher's per-class accuracy."""
+    for name, given in {"values": values, "teacher_acc_per_class": teacher_acc_per_class}.items():
+        if given is not None and len(given) != len(class_names):
+            raise DaptError(f"{name} has {len(given)} entries but there are {len(class_names)} class names; "
+                            "pass one value per class, in class order")
+    fig = Figure(figsize=(max(PANEL_SIZE[0], 0.5 * len(class_names) + 3.5), PANEL_SIZE[1]),
+                 layout="constrained")
+    ax = fig.add_subplot()
+    positions = np.arange(len(class_names))
+    width = 0.4 if teacher_acc_per_class is not None else 0.8
+    offset = width / 2 if teacher_acc_per_class is not None else 0.0
+    agreement = as_percent(values)
+    ax.bar(positions - offset, np.nan_to_num(agreement), width, label="agreement with teacher")
+    for x, value in zip(positions - offset, agreement):
+        if math.isnan(value):
+            ax.text(x, 1, "n/a", ha="center", va="bottom", fontsize=8)
+    if teacher_acc_per_class is not None:
+        teacher = as_percent(teacher_acc_per_class)
+        ax.bar(positions + offset, np.nan_to_num(teacher), width, color="grey", label="teacher accuracy")
+    _label_classes(ax, class_names)
+    ax.set(title="Per-class agreement (test)", ylabel="%", ylim=(0, 105))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def prediction_matrix_plot(matrix, class_names) -> Figure:
+    """Teacher prediction (rows) × student prediction (cols): colour row-normalised, cells annotated."""
+    counts = np.asarray(matrix, dtype=float)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(class_names):
+        raise DaptError(f"prediction matrix of shape {counts.shape} does not fit {len(class_names)} class names; "
+                        "pass the [C, C] output of dapt.training.agreement.prediction_matrix")
+    row_totals = counts.sum(1, keepdims=True)
+    row_share = np.divide(counts, row_totals, out=np.zeros_like(counts), where=row_totals > 0)
+    size = max(PANEL_SIZE[0], 0.5 * len(class_names) + 2)
+    fig = Figure(figsize=(size, size * 0.85), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(row_share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the teacher's predictions")
+    if len(class_names) <= 20:  # beyond that the numbers become unreadable
+        for (row, col), count in np.ndenumerate(counts):
+            ax.text(col, row, f"{count:.0f}", ha="center", va="center", fontsize=7,
+                    color="white" if row_share[row, col] > 0.5 else "black")
+    total = counts.sum()
+    agreement = f"{100 * np.trace(counts) / total:.1f}%" if total else "n/a"
+    _label_classes(ax, class_names)
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set(title=f"Teacher vs student predictions (agreement {agreement})",
+           xlabel="student prediction", ylabel="teacher prediction")
+    return fig
+
+
+def _reliability_panel(ax, bins: dict, who: str) -> None:
+    lower = np.asarray(bins["lower"], dtype=float)
+    width = np.asarray(bins["upper"], dtype=float) - lower
+    accuracy = np.array([as_number(v) for v in bins["accuracy"]])
+    confidence = np.array([as_number(v) for v in bins["confidence"]])
+    counts = np.asarray(bins["count"], dtype=float)
+    filled = counts > 0
+    ax.bar(lower[filled], accuracy[filled], width[filled], align="edge", edgecolor="black",
+           color="tab:blue", label="accuracy")
+    ax.bar(lower[filled], (confidence - accuracy)[filled], width[filled], bottom=accuracy[filled],
+           align="edge", color="tab:red", alpha=0.3, hatch="//", edgecolor="tab:red",
+           label="gap to confidence")
+    ax.plot([0, 1], [0, 1], color="black", linestyle="--", label="perfect calibration")
+    total = counts.sum()
+    ece = np.abs(accuracy - confidence)[filled] @ counts[filled] / total if total else math.nan
+    ax.set(title=f"{who} (ECE {100 * ece:.1f}%)", xlabel="confidence", ylabel="accuracy",
+           xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def reliability_diagram(bins_teacher: dict, bins_student: dict) -> Figure:
+    """Reliability diagrams (Guo et al. 2017) of teacher and student side by side.
+
+    Takes the output of ``dapt.training.agreement.reliability_bins``; bars above the diagonal mean
+    under-confidence, below it over-confidence.
+    """
+    fig = Figure(figsize=(2 * PANEL_SIZE[0], PANEL_SIZE[1] + 0.4), layout="constrained")
+    teacher_ax, student_ax = fig.subplots(1, 2, sharey=True)
+    _reliability_panel(teacher_ax, bins_teacher, "Teacher")
+    _reliability_panel(student_ax, bins_student, "Student")
+    return fig

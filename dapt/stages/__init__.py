@@ -1,0 +1,7 @@
+"""One module per stage notebook: ``teacher``, ``distill``, ``generate`` (with its ``ddpm`` and
+``stable_diffusion`` generators), and ``notebook``, which opens a stage's run record from its
+parameters cell.
+
+Imports everything below it (``training``, ``analysis``, ``plots``, ``data``, ``models``,
+``distillers``, ``core``) and ``pipeline.config`` (the params schema); no stage imports another.
+"""

@@ -1,0 +1,75 @@
+"""The teacher stage (``notebooks/teacher.ipynb``): train a teacher on the task.
+
+``fr`` trains every weight from random init; ``lp`` trains a new head on the frozen ImageNet body,
+whose BatchNorm statistics stay frozen too; ``ft`` fine-tunes body and new head, the head at
+``head_lr_mult`` times the body's learning rate (the reference code's 10×).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dapt.training import agreement as A
+from dapt.core import distributed
+from dapt.data import ImageSet
+from dapt.data.augment import augment
+from dapt.training.device import Placement
+from dapt.models import Net, create_model
+from dapt.core.records import RunRecord
+from dapt.training.loop import Trainee, eval_index, model_meta, predict, prepare, train
+
+
+def build_teacher(cfg, num_classes: int) -> Net:
+    """The teacher network for ``cfg.init``: random (fr) or ImageNet-initialised (lp, ft), LP body frozen."""
+    pretrained = False if cfg.init == "fr" else (cfg.pretrained_weights or True)
+    model = create_model(cfg.model, num_classes, pretrained=pretrained, image_size=cfg.image_size)
+    if cfg.init == "lp":
+        for p in model.body_parameters():
+            p.requires_grad_(False)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+def train_teacher(cfg, ds: ImageSet, record: RunRecord) -> Net:
+    """Train a teacher as ``cfg`` says; writes ``model.pt`` (last epoch), ``best.pt`` and ``metrics.json``."""
+
+    place = Placement.of(cfg)
+
+    def build() -> Trainee:
+        model = build_teacher(cfg, ds.num_classes).to(place.device)
+        if cfg.init == "ft":
+            groups = [{"params": list(model.body_parameters()), "lr": cfg.lr},
+                      {"params": list(model.head_parameters()), "lr": cfg.lr * cfg.head_lr_mult}]
+        else:
+            groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
+
+        model_step = distributed.wrap(model)  # several processes: DDP averages the gradients
+
+        def set_train_mode() -> None:
+            model.train()
+            if cfg.init == "lp":  # a linear probe keeps the pre-trained BatchNorm statistics too
+                model.body.eval()
+
+        def step(index: torch.Tensor, epoch: int, generator: torch.Generator):
+            x = ds.train_x[index]
+            if cfg.augment:
+                x = augment(x, generator)  # on the CPU, from the CPU generator: the same views on any device
+            logits = model_step(prepare(place.to_device(x), channels_last=cfg.channels_last))
+            # the loss in float32 also under autocast (.float() of float32 logits is the tensor itself)
+            return F.cross_entropy(logits.float(), place.to_device(ds.train_y[index])), logits, {}
+
+        watch = eval_index(ds.test_y, cfg.eval_subset, len(ds.train_y))
+
+        def evaluate() -> dict:
+            logits, _ = predict(model, ds.test_x[watch], channels_last=cfg.channels_last)
+            return {"test_acc": A.accuracy(logits, ds.test_y[watch])}
+
+        def final() -> dict:
+            logits, _ = predict(model, ds.test_x, channels_last=cfg.channels_last)
+            return {"test_acc": A.accuracy(logits, ds.test_y), "ece": A.expected_calibration_error(logits, ds.test_y),
+                    "model": cfg.model, "init": cfg.init, "image_size": cfg.image_size, "n_real": len(ds.train_y),
+                    "num_classes": ds.num_classes, "classes": list(ds.classes)}
+
+        meta = model_meta(cfg, ds, model, init=cfg.init, stage="teacher")
+        return Trainee(model, meta, groups, {"model": model}, set_train_mode, step, evaluate, final, place)
+
+    return train(cfg, ds, record, build).model.eval()
