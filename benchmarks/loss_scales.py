@@ -37,12 +37,12 @@ import yaml
 from dapt.pipeline.config import DistillConfig
 from dapt.data.augment import make_views
 from dapt.data.diffaug import view_pixels
-from dapt.stages.distill import load_teacher
-from dapt.distillers import build_distiller
-from dapt.models import create_model
+from dapt.distillers.base import build_distiller
+from dapt.models.nets import create_model
 from dapt.training.optim import build_optimizer, build_scheduler
+from dapt.training.checkpoint import load_teacher
 from dapt.training.teacher_cache import TeacherTargets, file_digest
-from dapt.training.loop import (_calibration_images, batches, epoch_generator, eval_index, load_data, predict,
+from dapt.training.loop import (batches, calibration_images, epoch_generator, eval_index, load_data, predict,
                         prepare, recalibrate_batchnorm)
 from dapt.training import agreement as A
 
@@ -74,7 +74,7 @@ def measure(student, distiller, ds, views, targets, index, epoch: int) -> tuple[
     x = view_pixels(ds.train_x[index], views[view].select(index), None)
     s_feat, s_logits = student.forward_features(prepare(x))
     t_z, t_f = targets.get(view, index)
-    losses = distiller.losses(s_feat, s_logits, ds.train_y[index], t_f, t_z, index)
+    losses = distiller.unweighted(s_feat, s_logits, ds.train_y[index], t_f, t_z, index)
     weighted = distiller.weigh(losses)
     row = {f"raw_{k}": float(v.detach()) for k, v in losses.items()}
     row.update({f"loss_{k}": float(v.detach()) for k, v in weighted.items()})
@@ -137,7 +137,7 @@ def train(cfg, ds, every: int, clip: float | None, stop_after: int | None = None
                 torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], clip)
             optimizer.step()
             scheduler.step()
-        recalibrate_batchnorm(student, _calibration_images(cfg, ds, epoch), cfg.batch_size, True)
+        recalibrate_batchnorm(student, calibration_images(cfg, ds, epoch), cfg.batch_size, True)
         logits, _ = predict(student, ds.test_x[watch])
         log["epochs"].append({"epoch": epoch + 1, "eval_acc": A.accuracy(logits, ds.test_y[watch])})
         print(f"  {cfg.distiller} epoch {epoch + 1}: eval acc {log['epochs'][-1]['eval_acc']:.4f}, "

@@ -19,7 +19,7 @@ def _train(model_name: str, threads: int, steps: int, start, out) -> None:
     import torch
     import torch.nn.functional as F
 
-    from dapt.models import create_model
+    from dapt.models.nets import create_model
     from dapt.training.loop import prepare
 
     torch.set_num_threads(threads)

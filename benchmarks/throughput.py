@@ -11,7 +11,7 @@
 4. batched tensor augmentation of 6,000 images vs one image at a time.
 5. amp bf16 vs off: MobileNetV2 training steps at 32 px through dapt's Placement (autocast to bfloat16).
 6. inference batches: an EfficientNet-Lite2 teacher over 1,000 images at 64 px (a teacher-cache build, a
-   final evaluation) in batches of ``train.inference_batch`` (64 on the CPU) vs the former 500.
+   final evaluation) in batches of ``loop.inference_batch`` (64 on the CPU) vs the former 500.
 Ratios, not absolute times, are the result: absolute times move with the machine's load.
 """
 from __future__ import annotations
@@ -26,8 +26,9 @@ import torch.nn.functional as F
 
 from dapt.data.augment import apply_augment, augment, make_views
 from dapt.training.device import Placement
-from dapt.distillers import DistillerSettings, build_distiller
-from dapt.models import create_model
+from dapt.distillers import DistillerSettings
+from dapt.distillers.base import build_distiller
+from dapt.models.nets import create_model
 from dapt.training.teacher_cache import TeacherTargets
 from dapt.training.loop import inference_batch, predict, prepare
 

@@ -168,7 +168,7 @@ def test_study_folder_that_cannot_be_created(project, capsys):
 
 def test_truncated_checkpoint(tmp_path):
     from dapt.training.checkpoint import load_model, save_model
-    from dapt.models import create_model
+    from dapt.models.nets import create_model
 
     save_model(tmp_path / "model.pt", create_model("resnet18", 3), {"model": "resnet18", "num_classes": 3,
                                                                      "image_size": 16})
@@ -244,7 +244,7 @@ def test_corrupt_image_in_a_folder_dataset_names_the_file(tmp_path):
 
     from PIL import Image
 
-    from dapt.data import load_dataset
+    from dapt.data.imageset import load_dataset
     from dapt.core.errors import CorruptImageError
 
     folder = tmp_path / "dtd" / "dtd"
@@ -269,7 +269,7 @@ def test_corrupt_image_in_a_folder_dataset_names_the_file(tmp_path):
 def test_corrupt_resume_checkpoint_says_to_start_afresh(tmp_path):
     from dapt.pipeline import config
     from dapt.core import records as runs
-    from dapt.data import load_dataset
+    from dapt.data.imageset import load_dataset
     from dapt.stages.teacher import train_teacher
 
     cfg = config.validate(config.TeacherConfig, {
@@ -289,7 +289,7 @@ def test_teacher_given_as_an_absolute_path_out_of_runs(project, capsys):
 def test_imagenet_weights_planted_in_the_hub_cache_with_code_are_refused(tmp_path, monkeypatch):
     """torchvision reads its weights from the torch hub cache, with torch.hub's default weights_only=False:
     a file planted there would run its code when a teacher with init lp/ft is built."""
-    from dapt.models import create_model
+    from dapt.models.nets import create_model
 
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
     marker = tmp_path / "code-ran"
@@ -321,7 +321,7 @@ def test_a_string_value_cannot_inject_code_into_the_notebook(project, hostile):
 
 
 def test_dataset_missing_from_disk_names_the_fix(tmp_path):
-    from dapt.data import load_dataset
+    from dapt.data.imageset import load_dataset
     from dapt.core.errors import DatasetMissingError
 
     with pytest.raises(DatasetMissingError, match="cifar10 not found: expected the folder .*set download: true"):
@@ -330,8 +330,8 @@ def test_dataset_missing_from_disk_names_the_fix(tmp_path):
 
 def test_teacher_run_whose_checkpoint_is_gone(tmp_path):
     """A fresh clone holds a teacher's report but not its model.pt: one line says to train it."""
-    from dapt.data import load_dataset
-    from dapt.stages.distill import load_teacher
+    from dapt.data.imageset import load_dataset
+    from dapt.training.checkpoint import load_teacher
 
     finished_run(tmp_path / "t", "teacher", "done", "digits")
     with pytest.raises(DaptError, match="has its report but no model.pt .*train it first"):
@@ -348,7 +348,7 @@ def test_study_folder_that_is_not_writable(project, capsys):
 
 def test_corrupt_image_in_a_synthetic_set(tmp_path):
     """A generated PNG that does not decode: one line naming the file and the fix, nothing written."""
-    from dapt.data import load_dataset
+    from dapt.data.imageset import load_dataset
     from dapt.data.synthetic import load_synthetic
     from test_synthetic import write_generate_run
 

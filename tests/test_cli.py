@@ -31,8 +31,7 @@ def test_help_gives_each_command_its_explanation(capsys):
 
 def test_list_shows_every_registered_name(capsys):
     from dapt.data import DATASETS
-    from dapt.distillers import DISTILLERS
-    from dapt.distillers.projectors import CONNECTORS, PROJECTORS
+    from dapt.distillers import CONNECTORS, DISTILLERS, PROJECTORS
     from dapt.models import MODELS
 
     assert main(["list"]) == 0
@@ -71,20 +70,22 @@ def test_missing_file_is_one_line_without_traceback(tmp_path):
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_report_prints_configurations_comparisons_and_verdicts(capsys, monkeypatch):
-    from dapt.analysis import rows as report, configurations as seeds, verdict
+def test_report_prints_configurations_claims_and_sentences(capsys, monkeypatch):
+    from dapt.analysis import render
+    from dapt.analysis.rows import markdown_table
+    from dapt.analysis.summary import Summary
 
     monkeypatch.chdir(REPO)
-    rows, generated = report.collect(REPO / "runs/fashion_quick"), report.collect_generated(REPO / "runs/fashion_quick")
+    summary = Summary.read("runs/fashion_quick")
     assert main(["report", "params/fashion_quick.yaml"]) == 0
     out = capsys.readouterr().out
-    assert seeds.configuration_table(seeds.configurations(rows)) in out
-    assert "## Comparisons" in out and "| pre-training | efficientnet_lite0 |" in out
-    assert generated and "\n".join(f"- {line}" for line in verdict.sentences(rows, generated)) in out
-    assert report.markdown_table(rows) not in out  # the per-run table only with --runs
+    assert render.configuration_table(summary.configurations) in out
+    assert render.claims_table(summary.comparisons) in out and "| pre-training | efficientnet_lite0 |" in out
+    assert render.bullets(render.prose(summary)) in out
+    assert markdown_table(summary.rows) not in out  # the per-run table only with --runs
     assert main(["report", "runs/fashion_quick", "--runs"]) == 0
     with_runs = capsys.readouterr().out
-    assert with_runs.startswith(out.rstrip("\n")) and with_runs.rstrip("\n").endswith(report.markdown_table(rows))
+    assert with_runs.startswith(out.rstrip("\n")) and with_runs.rstrip("\n").endswith(markdown_table(summary.rows))
 
 
 def test_report_markdown_is_the_readme_block_of_a_study_folder(capsys, monkeypatch):

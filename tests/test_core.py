@@ -14,7 +14,7 @@ from dapt.core import records as runs
 from dapt.core import files
 from dapt.training.checkpoint import load_model, save_model
 from dapt.core.errors import DaptError
-from dapt.models import create_model
+from dapt.models.nets import create_model
 from dapt.training.optim import build_optimizer, build_scheduler
 from dapt.data.augment import make_views
 from dapt.training.teacher_cache import TeacherTargets

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dapt.data import (DATASETS, NORMALISATIONS, Normalise, formats, imagecache, load_dataset, normalise, stratified_subset, to_float)
+from dapt.data import DATASETS, formats, imagecache
+from dapt.data.imageset import NORMALISATIONS, Normalise, load_dataset, normalise, stratified_subset, to_float
 from dapt.core.errors import CorruptImageError, DaptError, DatasetMissingError
 from dapt.core.registry import UnknownNameError
 
@@ -410,3 +411,11 @@ def test_cifar_pickle_with_code_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"data": _Exploit()}))
     with pytest.raises(DaptError, match="refusing to load builtins.print"):
         read_pickle_dict(path)
+
+
+def test_every_catalog_dataset_has_its_loader_and_a_files_check():
+    from dapt.data import imageset
+
+    for name in DATASETS.names():
+        assert DATASETS.get(name) is getattr(imageset, f"load_{name}")
+        assert callable(DATASETS.facts(name)), name

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from dapt.distillers import (CONNECTORS, DISTILLERS, PROJECTORS, DistillerSettings,
-                             build_distiller, needs_teacher)
+from dapt.distillers import CONNECTORS, DISTILLERS, PROJECTORS, DistillerFacts, DistillerSettings, needs_teacher
+from dapt.distillers.base import Distiller, build_distiller
 from dapt.distillers.crd import NegativeSampler, crd_negatives
 from dapt.distillers.losses import align_loss, kd_loss, logit_regression_loss, uniform_loss
 from dapt.distillers.projectors import L2Normalize
@@ -164,21 +164,30 @@ def test_connector_names_and_default_are_the_references():
 
 def test_registry_names_and_default_weights():
     assert DISTILLERS.names() == ["none", "kd", "align_uniform", "crd", "srrl"]
-    table = {"none": (1, 0, 0, 0), "kd": (1, 0, 1, 0), "srrl": (1, 1, 0, 1),
-             "align_uniform": (1, 1, 1, 0), "crd": (1, 1, 1, 0)}
-    for name, (ce, embed, kd, srrl) in table.items():
-        expected = {"ce": ce, "embed": embed, "kd": kd, "srrl": srrl}
-        assert DISTILLERS.get(name).default_weights == expected
+    # the reference's lambd1..4 (CE, feature term, KD, SRRL logit term) per distiller; a term the
+    # distiller does not declare has no weight at all
+    table = {"none": {"ce": 1}, "kd": {"ce": 1, "kd": 1}, "srrl": {"ce": 1, "embed": 1, "kd": 0, "srrl": 1},
+             "align_uniform": {"ce": 1, "embed": 1, "kd": 1}, "crd": {"ce": 1, "embed": 1, "kd": 1}}
+    for name, expected in table.items():
+        cls = DISTILLERS.get(name)
+        assert cls.terms == expected
         distiller = build(name)
         assert distiller.weights == expected
         assert distiller.needs_teacher == needs_teacher(name) == (name != "none")
         assert distiller.needs_features == (name in ("crd", "srrl", "align_uniform"))
         assert distiller.needs_index == (name == "crd")
-        assert DISTILLERS.summary(name)
+        # the catalog's torch-free summary is the implementation's own first docstring line
+        assert DISTILLERS.summary(name) == cls.__doc__.strip().splitlines()[0]
+
+
+def test_catalog_summaries_are_the_implementations_first_docstring_lines():
+    for registry in (PROJECTORS, CONNECTORS):
+        for name in registry.names():
+            assert registry.summary(name) == registry.get(name).__doc__.strip().splitlines()[0], name
 
 
 def test_weight_overrides():
-    assert build("kd", w_kd=0.0, w_ce=0.5).weights == {"ce": 0.5, "embed": 0, "kd": 0, "srrl": 0}
+    assert build("kd", w_kd=0.0, w_ce=0.5).weights == {"ce": 0.5, "kd": 0}
     assert build("srrl", w_kd=2.0).weights == {"ce": 1, "embed": 1, "kd": 2.0, "srrl": 1}
     assert build("crd", w_embed=0.8).weights["embed"] == 0.8
     with pytest.raises(DaptError, match="w_kd"):
@@ -545,3 +554,58 @@ def test_every_setting_says_which_distiller_uses_it_and_names_are_registries():
     assert choices_of(by_name["projector"]) == PROJECTORS.names()
     assert choices_of(by_name["srrl_connector"]) == CONNECTORS.names()
     assert "crd_dim" not in by_name
+
+
+# --- the contract is open: a new distiller with a new kind of loss term -----------------------
+
+class ToyL1(Distiller):
+    """Toy: CE + mean absolute difference of the student's and the teacher's logits
+
+    ``L = w_ce·CE(z_s, y) + w_l1·mean|z_s − z_t|``; a loss term no library distiller has.
+    """
+
+    name = "toy_l1"
+    terms = {"ce": 1.0, "l1": 0.5}
+    needs_teacher = True
+
+    def losses(self, s_feat, s_logits, y, t_feat, t_logits, index):
+        return {"ce": nn.functional.cross_entropy(s_logits, y), "l1": (s_logits - t_logits).abs().mean()}
+
+
+@pytest.fixture
+def toy_registered():
+    DISTILLERS.register("toy_l1", facts=DistillerFacts(needs_teacher=True))(ToyL1)
+    yield
+    DISTILLERS.unregister("toy_l1")
+
+
+def test_a_toy_distiller_with_a_new_loss_term_needs_no_edit_of_the_base(toy_registered):
+    """One class and one registration: the base weighs its own term by its own default weight,
+    and it trains."""
+    assert needs_teacher("toy_l1") and DISTILLERS.summary("toy_l1").startswith("Toy: CE")
+    rng = np.random.default_rng(5)
+    zt, y = rng.normal(size=(4, 3)), np.array([0, 2, 1, 1])
+    student = nn.Linear(4, 3).double()
+    x = torch.tensor(rng.normal(size=(4, 4)))
+    distiller = build("toy_l1", w_ce=0.25).double()
+    assert distiller.weights == {"ce": 0.25, "l1": 0.5}
+    total, parts = distiller(x, student(x), torch.tensor(y), t_logits=torch.tensor(zt))
+    zs = student(x).detach().numpy()
+    expected = {"ce": 0.25 * np_cross_entropy(zs, y), "l1": 0.5 * float(np.mean(np.abs(zs - zt)))}
+    assert parts == {term: pytest.approx(value, rel=1e-12) for term, value in expected.items()}
+    assert total.item() == pytest.approx(sum(expected.values()), rel=1e-12)
+    before = student.weight.detach().clone()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    optimizer.zero_grad()
+    total.backward()
+    optimizer.step()
+    assert not torch.equal(student.weight, before)
+    # the library's distillers refuse a weight for the new term, as for any term they lack
+    settings = DistillerSettings()
+    settings.w_l1 = 1.0
+    with pytest.raises(DaptError, match="distiller 'kd' has no l1 loss but w_l1=1.0"):
+        build_distiller("kd", settings, s_dim=4, t_dim=6, num_classes=3)
+
+
+def test_the_toy_distiller_is_gone_after_its_test():
+    assert "toy_l1" not in DISTILLERS.names()

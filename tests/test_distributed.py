@@ -20,7 +20,8 @@ import torch.multiprocessing as mp
 
 from projects import REPO, new_project
 from dapt.core import distributed
-from dapt.distillers import DistillerSettings, build_distiller
+from dapt.distillers import DistillerSettings
+from dapt.distillers.base import build_distiller
 
 N, CLASSES, S_DIM, T_DIM, BATCH, STEPS = 40, 4, 6, 5, 8, 3
 

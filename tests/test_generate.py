@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dapt.analysis.summary import Summary
 from dapt.pipeline import config
 from dapt.stages import ddpm, generate
 from dapt.training import loop as train
@@ -239,6 +240,7 @@ def test_generate_then_distill_on_real_and_synthetic_then_report(tmp_path, monke
     assert student["status"] == "done" and student["n_real"] == 30 and student["n_synthetic"] == 30
     assert student["synthetic_run"] == "runs/gen/ddpm" and student["diffaug"] == "S"
     assert {"train_acc_real", "train_acc_synthetic"} <= set(student["history"][-1])
+    summary = Summary.read(tmp_path / "runs/gen", exclude=("report",))
+    assert [(g["run"], g["generator"], g["n_images"]) for g in summary.generated] == [("ddpm", "ddpm", 40)]
     report = (tmp_path / "runs/gen/report/notebook.ipynb").read_text()
-    assert "Synthetic set ddpm: 40 images from ddpm" in report
     assert "30 real + 30 synthetic (ddpm, 1x, DiffAugment S)" in report

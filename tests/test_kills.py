@@ -20,7 +20,7 @@ from dapt.core import files
 from dapt.training.checkpoint import save_model
 from dapt.cli import main
 from dapt.data.augment import make_views
-from dapt.models import create_model
+from dapt.models.nets import create_model
 from dapt.training.teacher_cache import TeacherTargets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def test_a_kill_during_the_teacher_cache_build_costs_only_that_build(tmp_path, c
         torch.testing.assert_close(got_features, want_features.half().float())
 
     finished_file.write_bytes(finished_bytes[: len(finished_bytes) // 2])
-    again = targets(teacher, images, 1, cache)
+    targets(teacher, images, 1, cache)
     assert "cached in" in capsys.readouterr().out, "a torn cache file was trusted"
     assert finished_file.read_bytes() == finished_bytes, "the torn file was not replaced by the same cache"
 

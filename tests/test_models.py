@@ -10,7 +10,8 @@ import torch.nn.functional as F
 import torchvision
 
 from dapt.core.errors import DaptError
-from dapt.models import MODELS, PretrainedUnavailableError, create_model, model_info
+from dapt.models import MODELS, model_info
+from dapt.models.nets import PretrainedUnavailableError, create_model
 from dapt.core.registry import UnknownNameError
 
 # published widths of the penultimate layer, independent of the registry's own table
@@ -194,3 +195,15 @@ def test_model_info_without_building():
     assert info["native_size"] == 260 and info["input_scheme"] == "lite"
     assert info["pretrained_offline"]
     assert not model_info("resnet50")["pretrained_offline"]
+
+
+def test_the_torch_free_catalog_and_the_networks_agree():
+    """Each catalog entry has its Architecture in dapt.models.nets, and a built net has the catalog's facts."""
+    from dapt.models import nets
+
+    architectures = {name for name, value in vars(nets).items() if isinstance(value, nets.Architecture)}
+    assert architectures == set(MODELS.names())
+    for name in ("resnet18", "mobilenet_v2", "efficientnet_lite0"):
+        facts, net = MODELS.facts(name), create_model(name, 3, image_size=32)
+        assert (net.feat_dim, net.input_scheme, net.head_dropout.p) == (facts.feat_dim, facts.input_scheme,
+                                                                        facts.head_dropout)

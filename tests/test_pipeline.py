@@ -75,7 +75,7 @@ def test_distill_records_agreement_and_figures(executed):
     for key in ("teacher_test_acc", "agreement", "kl", "ece", "teacher_ece", "cka"):
         assert isinstance(metrics[key], float), key
     assert metrics["teacher_run"] == "runs/tiny/teacher"
-    assert metrics["weights"] == {"ce": 1.0, "embed": 1.0, "kd": 1.0, "srrl": 0.0}
+    assert metrics["weights"] == {"ce": 1.0, "embed": 1.0, "kd": 1.0}  # crd's own terms
     assert all("agreement" in h and "kl" in h for h in metrics["history"])
     figures = {p.name for p in (root / "runs/tiny/crd/figures").iterdir()}
     assert figures == {"curves.png", "per_class_agreement.png", "prediction_matrix.png", "reliability.png"}

@@ -1,29 +1,11 @@
-"""The README's results blocks are the committed runs' numbers: each is regenerated from the study folder its
-marker names (``dapt.analysis.results.block``) and must equal the README's text."""
+"""The results blocks' parser and generator (``dapt.analysis.results``). That every block in README.md and
+docs/*.md equals its runs' numbers is checked by tests/test_docs.py (regenerate them all with ``dapt docs``)."""
 from __future__ import annotations
-
-import difflib
-from pathlib import Path
 
 import pytest
 
 from dapt.analysis import results
 from dapt.core.errors import DaptError
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def test_every_results_block_of_the_readme_matches_its_runs(monkeypatch):
-    monkeypatch.chdir(REPO)  # the markers name folders relative to the repository
-    blocks = results.readme_blocks((REPO / "README.md").read_text(encoding="utf-8"))
-    assert blocks, ("README.md has no results block: add `dapt report runs/<study> --markdown`'s output "
-                    "(<!-- results: runs/<study> --> ... <!-- /results -->) where the study's results are described")
-    for folder, shown in blocks:
-        expected = results.block(folder)
-        diff = "\n".join(difflib.unified_diff(shown.splitlines(), expected.splitlines(), "README.md", folder,
-                                             lineterm=""))
-        assert shown == expected, (f"README.md's results block for {folder} differs from its runs' metrics.json: run "
-                                   f"`dapt report {folder} --markdown` and paste its output over the block.\n{diff}")
 
 
 def test_blocks_are_found_between_their_markers_and_a_broken_one_is_an_error():

@@ -1,11 +1,18 @@
-"""Report: rows read from metrics.json files, the table's cells, and the verdict sentences."""
+"""Report: rows read from metrics.json files, the table's cells, and the study's Summary: its comparisons,
+teacher margins, budget and what it leaves untested, asserted on their values; and the committed
+fashion_paper report's prose, short and in agreement with its tables."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
-from dapt.analysis import compare, margin, rows as report, configurations as seeds, verdict
+from dapt.analysis import render, rows as report
+from dapt.analysis.summary import Summary
+
+REPO = Path(__file__).resolve().parents[1]
 
 PARAMS = {"image_size": 32, "epochs": 3, "train_subset": 6000, "eval_subset": 1000}
 
@@ -125,30 +132,31 @@ def student_row(run: str, student: str, distiller: str, acc: float | None, epoch
             "batch_size": 128}
 
 
-MARGIN_CLAIM = ("the claim (a distilled random-init student at least as accurate as the pre-trained, fine-tuned model) "
-                "needs the teacher's lead over that model, m, to be at least the best student's gap to its teacher, g")
-ONE_SEED = "One seed each, so whether these gaps exceed the seed spread is unknown: not a finding until repeated over seeds."
+def summarise(rows: list[dict], generated: list[dict] = ()) -> Summary:
+    return Summary.of(rows, generated, paper_epochs=250, short_budget_epochs=50)
 
 
-def test_verdict_each_distiller_against_no_teacher_and_pretraining():
+def gaps(summary: Summary, claim: str) -> dict[str, float]:
+    """A run → its gap in points (A − B) for every comparison of ``claim``."""
+    return {c.a: round(c.welch.gap_pt, 2) for c in summary.comparisons if c.claim == claim}
+
+
+def test_each_distiller_against_no_teacher_and_pretraining_with_one_seed():
     rows = [teacher_row("lite0_ft", "lite0", 0.80), teacher_row("lite2_ft", "lite2", 0.8659, size=48),
             student_row("l_none", "lite0", "none", 0.70), student_row("l_kd", "lite0", "kd", 0.72),
             student_row("l_crd", "lite0", "crd", 0.75)]
-    lines = verdict.sentences(rows)
-    assert lines[0] == ("Accuracies below are final accuracies on all 10,000 test images, "
-                        "each run at its own image size.")
-    assert lines[1].startswith("Every configuration has one seed, so no gap below can be told apart")
-    # one seed: the gap is reported, never called a finding
-    assert lines[2] == ("lite0, against no teacher (l_none: 70.00%): kd (l_kd: 72.00%) +2.00 points; crd (l_crd: "
-                        "75.00%) +5.00 points. " + ONE_SEED)
-    assert lines[3] == ("lite0, against the pre-trained, fine-tuned model (lite0_ft: 80.00%; own run): kd (l_kd: 72.00%) "
-                        "−8.00 points; crd (l_crd: 75.00%) −5.00 points. " + ONE_SEED)
-    assert lines[4] == ("lite0, teacher margin: " + MARGIN_CLAIM + "; the teacher's accuracy is not recorded in l_crd, "
-                        "so m and g are unknown.")
-    assert [line.split(":")[0] for line in lines[5:]] == ["Budget", "Plateau", "What this study can show"]
-    assert lines[-1] == ("What this study can show: which configuration was ahead after 3 epochs at these settings "
-                         "with this one seed. What it cannot: whether any gap exceeds the seed spread (one seed per "
-                         "configuration).")
+    summary = summarise(rows)
+    assert [(c.claim, c.group, c.a, c.b) for c in summary.comparisons] == [
+        ("no teacher", "lite0", "l_kd", "l_none"), ("no teacher", "lite0", "l_crd", "l_none"),
+        ("pre-training", "lite0", "l_kd", "lite0_ft"), ("pre-training", "lite0", "l_crd", "lite0_ft")]
+    assert gaps(summary, "no teacher") == {"l_kd": 2.0, "l_crd": 5.0}
+    assert gaps(summary, "pre-training") == {"l_kd": -8.0, "l_crd": -5.0}
+    # one seed: the gap is reported, never judged
+    assert {(c.welch.verdict, c.welch.p) for c in summary.comparisons} == {("unknown", None)}
+    assert summary.seed_counts == [1] and summary.test_images == 10000 and summary.untested == []
+    [m] = summary.margins  # no teacher accuracy recorded in l_crd: m and g unknown
+    assert (m.comparison.a, m.teacher_acc, m.margin_pt, m.gap_pt, m.holds) == ("l_crd", None, None, None, None)
+    assert (summary.budget.epochs, summary.budget.kind) == ((3, 3), "short")
 
 
 def distilled(run: str, distiller: str, acc: float, teacher_acc: float | None, own_acc: float | None = None) -> dict:
@@ -157,147 +165,100 @@ def distilled(run: str, distiller: str, acc: float, teacher_acc: float | None, o
             "teacher_run_test_acc": own_acc}
 
 
-def margin_line(rows: list[dict]) -> str:
-    [line] = [line for line in verdict.sentences(rows) if ", teacher margin: " in line]
-    return line
-
-
 def test_teacher_margin_short_of_the_distillation_gap():
     rows = [teacher_row("lite0_ft", "lite0", 0.80), teacher_row("big", "lite2", 0.87, size=48),
             distilled("l_kd", "kd", 0.72, 0.85), distilled("l_crd", "crd", 0.75, 0.85)]
-    [m] = margin.teacher_margins(compare.comparisons(seeds.configurations(rows)), seeds.configurations(rows))
+    [m] = summarise(rows).margins
     # T = 85 on the students' images (not the teacher's own 87), P = 80, best S = crd's 75: m = 5, g = 10
-    assert (m["student_run"], m["teacher_run"], m["teacher_on"]) == ("l_crd", "big", "students")
-    assert m["margin_pt"] == pytest.approx(5.0) and m["gap_pt"] == pytest.approx(10.0) and m["holds"] is False
-    assert margin_line(rows) == (
-        "lite0, teacher margin: " + MARGIN_CLAIM + ". The teacher big scores 85.00% on the students' test images: "
-        "m = 5.00 points over lite0_ft (80.00%), g = 10.00 points over the best distilled student, crd (l_crd: 75.00%). "
-        "m − g = −5.00 points (the best student's pre-training gap above), so m < g: this setting lacks the margin: at "
-        "this gap the teacher would have to lead the pre-trained model by 5.00 points more, or the student come 5.00 "
-        "points closer to its teacher.")
+    assert (m.comparison.a, m.comparison.b, m.teacher, m.teacher_on) == ("l_crd", "lite0_ft", "big", "students")
+    assert m.margin_pt == pytest.approx(5.0) and m.gap_pt == pytest.approx(10.0) and m.holds is False
+    assert m.margin_pt - m.gap_pt == pytest.approx(m.comparison.welch.gap_pt)  # m − g is S − P
 
 
-def test_teacher_margin_that_suffices_and_one_that_is_negative():
-    enough = [teacher_row("lite0_ft", "lite0", 0.80), distilled("l_kd", "kd", 0.83, 0.90)]
-    assert margin_line(enough).endswith(
-        "m = 10.00 points over lite0_ft (80.00%), g = 7.00 points over the best distilled student, kd (l_kd: 83.00%). "
-        "m − g = +3.00 points (the best student's pre-training gap above), so m ≥ g: this setting has the margin the "
-        "claim needs, and its best student used it.")
-    tie = [teacher_row("lite0_ft", "lite0", 0.80), distilled("l_kd", "kd", 0.80, 0.90)]
-    assert "so m ≥ g: this setting has the margin" in margin_line(tie)
-    behind = [teacher_row("lite0_ft", "lite0", 0.80), distilled("l_kd", "kd", 0.75, 0.78)]
-    assert margin_line(behind).endswith(
-        "m = −2.00 points over lite0_ft (80.00%), g = 3.00 points over the best distilled student, kd (l_kd: 75.00%). "
-        "m − g = −5.00 points (the best student's pre-training gap above), so m < g: the teacher is not ahead of the "
-        "pre-trained model at all, so only a student more accurate than its teacher could reach it: this setting "
-        "lacks the margin.")
+@pytest.mark.parametrize("student, teacher, margin, gap, holds", [
+    (0.83, 0.90, 10.0, 7.0, True),  # enough margin, used
+    (0.80, 0.90, 10.0, 10.0, True),  # a tie: S = P
+    (0.75, 0.78, -2.0, 3.0, False),  # the teacher behind the pre-trained model
+])
+def test_teacher_margin_that_suffices_ties_or_is_negative(student, teacher, margin, gap, holds):
+    [m] = summarise([teacher_row("lite0_ft", "lite0", 0.80), distilled("l_kd", "kd", student, teacher)]).margins
+    assert (m.margin_pt, m.gap_pt, m.holds) == (pytest.approx(margin), pytest.approx(gap), holds)
 
 
 def test_teacher_margin_falls_back_to_the_teachers_own_run():
-    rows = [teacher_row("lite0_ft", "lite0", 0.80), distilled("l_kd", "kd", 0.74, None, own_acc=0.86)]
-    assert "The teacher big scores 86.00% in its own run: m = 6.00 points over lite0_ft (80.00%), g = 12.00" in \
-        margin_line(rows)
+    [m] = summarise([teacher_row("lite0_ft", "lite0", 0.80), distilled("l_kd", "kd", 0.74, None, own_acc=0.86)]).margins
+    assert (m.teacher_on, m.teacher_acc) == ("own run", 0.86)
+    assert (m.margin_pt, m.gap_pt) == (pytest.approx(6.0), pytest.approx(12.0))
 
 
-def test_verdict_agrees_with_the_gain_and_gap_helpers():
-    rows = [teacher_row("m_ft", "mnv2", 0.7011), student_row("m_none", "mnv2", "none", 0.7111),
-            student_row("m_kd", "mnv2", "kd", 0.7312), student_row("m_crd", "mnv2", "crd", 0.7296)]
-    [best_gain] = [g for g in report.gains_over_scratch(rows) if g["run"] == "m_kd"]
-    [gap] = report.pretraining_gap(rows)
-    text = " ".join(verdict.sentences(rows))
-    assert f"kd (m_kd: 73.12%) +{best_gain['gain_pt']:.2f} points" in text
-    assert f"kd (m_kd: 73.12%) +{gap['gap_pt']:.2f} points" in text
-
-
-def test_verdict_a_loss_and_a_tie_are_signed():
+def test_a_loss_and_a_tie_are_signed():
     rows = [student_row("n", "m", "none", 0.6995), student_row("k", "m", "kd", 0.6878),
             student_row("c", "m", "crd", 0.6995)]
-    assert verdict.sentences(rows)[2].startswith(
-        "m, against no teacher (n: 69.95%): kd (k: 68.78%) −1.17 points; crd (c: 69.95%) ±0.00 points.")
+    assert gaps(summarise(rows), "no teacher") == {"k": -1.17, "c": 0.0}
+    assert (render.points(-1.17), render.points(0.0), render.points(-0.001)) == ("−1.17", "+0.00", "+0.00")
 
 
-def test_verdict_without_a_pretrained_run_or_a_baseline_says_so():
-    rows = [teacher_row("big", "lite2", 0.90), student_row("m_kd", "mnv2", "kd", 0.73)]
-    lines = verdict.sentences(rows)
-    assert lines[2] == ("mnv2: there is no finished no-teacher (`none`) baseline trained as long to measure the "
-                        "distillers (m_kd) against.")
-    assert lines[3] == ("mnv2: the study has no pre-trained, fine-tuned mnv2 run (a teacher-stage run with init "
-                        "ft) on the same training images, so whether distillation replaces pre-training is not tested for it.")
-    assert lines[-1].endswith("; whether distillation replaces pre-training (no finished pre-trained, fine-tuned run "
-                              "of a student architecture to compare with).")
+def test_without_a_pretrained_run_or_a_baseline_the_claims_are_untested():
+    summary = summarise([teacher_row("big", "lite2", 0.90), student_row("m_kd", "mnv2", "kd", 0.73)])
+    assert summary.comparisons == [] and summary.margins == []
+    assert summary.untested == [("mnv2", "no teacher"), ("mnv2", "pre-training")]
 
 
-def test_verdict_with_failed_runs_names_them_and_uses_the_rest():
+def test_failed_runs_are_named_and_the_rest_compared():
     rows = [teacher_row("m_ft", "mnv2", None), student_row("m_none", "mnv2", "none", 0.71),
             student_row("m_kd", "mnv2", "kd", None), student_row("m_crd", "mnv2", "crd", 0.72)]
-    lines = verdict.sentences(rows)
-    assert lines[1].startswith("Every configuration has one seed")  # a failed run is no seed
-    assert lines[2] == ("mnv2, against no teacher (m_none: 71.00%): crd (m_crd: 72.00%) +1.00 point. One seed each, "
-                        "so whether this gap exceeds the seed spread is unknown: not a finding until repeated over "
-                        "seeds. (1 run without a test accuracy, failed or unfinished: m_kd.)")
-    assert lines[3] == ("mnv2: the pre-trained, fine-tuned run m_ft has no test accuracy (failed or unfinished), "
-                        "so distillation is not yet compared with pre-training.")
+    summary = summarise(rows)
+    assert summary.missing == ["m_ft", "m_kd"]
+    assert summary.seed_counts == [1]  # a failed run is no seed
+    assert gaps(summary, "no teacher") == {"m_crd": 1.0}
+    assert summary.untested == [("mnv2", "pre-training")]  # the pre-trained run has no test accuracy
 
 
-def test_verdict_when_every_distilled_student_failed():
-    rows = [student_row("m_none", "mnv2", "none", 0.71), student_row("m_kd", "mnv2", "kd", None)]
-    rows.append(teacher_row("m_ft", "mnv2", 0.80))
-    lines = verdict.sentences(rows)
-    assert lines[2].startswith("mnv2: no distilled student has a test accuracy yet")
-    assert lines[3] == ("mnv2: no distilled mnv2 student has a test accuracy yet to compare with the pre-trained, "
-                        "fine-tuned m_ft (80.00%; own run).")
+def test_when_every_distilled_student_failed_nothing_is_compared():
+    rows = [student_row("m_none", "mnv2", "none", 0.71), student_row("m_kd", "mnv2", "kd", None),
+            teacher_row("m_ft", "mnv2", 0.80)]
+    summary = summarise(rows)
+    assert summary.comparisons == [] and summary.untested == [] and summary.missing == ["m_kd"]
 
 
-def test_verdict_notes_different_image_sizes_of_student_and_pretrained_run():
-    rows = [teacher_row("m_ft", "mnv2", 0.80, size=48), student_row("m_kd", "mnv2", "kd", 0.75)]
-    assert "(m_ft: 80.00%; own run) (the students ran at 32 px, m_ft at 48 px): kd" in verdict.sentences(rows)[3]
+@pytest.mark.parametrize("epochs, kind", [([3, 4], "short"), ([49], "short"), ([250, 250], "paper"),
+                                          ([100], "between"), ([50], "between"), ([3, 250], "mixed")])
+def test_budget_against_the_report_settings(epochs, kind):
+    rows = [student_row(f"s{i}", "m", "kd", 0.7, epochs=e) for i, e in enumerate(epochs)]
+    budget = summarise(rows).budget
+    assert (budget.epochs, budget.kind) == ((min(epochs), max(epochs)), kind)
+    assert (budget.paper_epochs, budget.short_epochs) == (250, 50)
 
 
-@pytest.mark.parametrize("epochs, subset, expected", [
-    ([3, 4], 6000, "Budget: the students trained for 3–4 epochs on a 6,000-image training subset, a short budget "
-                   "(fewer than 50 epochs), so these comparisons test that budget, not the paper's 250-epoch "
-                   "setting."),
-    ([250, 250], None, "Budget: the students trained for 250 epochs on all training images, as long as the "
-                       "paper's 250-epoch setting."),
-    ([100], None, "Budget: the students trained for 100 epochs on all training images, not a short budget "
-                  "(50 epochs or more) but below the paper's 250-epoch setting."),
-    ([49], None, "Budget: the students trained for 49 epochs on all training images, a short budget (fewer than "
-                 "50 epochs), so these comparisons test that budget, not the paper's 250-epoch setting."),
-])
-def test_verdict_budget_sentence(epochs, subset, expected):
-    rows = [student_row(f"s{i}", "m", "kd", 0.7, epochs=e, train_subset=subset) for i, e in enumerate(epochs)]
-    assert budget_line(verdict.sentences(rows)) == expected
+def test_budget_is_the_report_stages_parameters_and_ignores_the_teachers_epochs():
+    rows = [{**teacher_row("t", "big", 0.9), "epochs": 250}, student_row("s", "m", "kd", 0.7, epochs=100)]
+    assert Summary.of(rows, paper_epochs=100, short_budget_epochs=10).budget.kind == "paper"
+    assert Summary.of(rows, paper_epochs=400, short_budget_epochs=200).budget.kind == "short"
+    assert Summary.of(rows).budget.kind == "unknown"  # no settings: no verdict on the budget
+    unrecorded = [{k: v for k, v in student_row("a", "m", "kd", 0.7).items() if k != "epochs"}]
+    assert summarise(unrecorded).budget.epochs is None and summarise(unrecorded).budget.kind == "unknown"
 
 
-def budget_line(lines: list[str]) -> str:
-    [line] = [line for line in lines if line.startswith("Budget:")]
-    return line
+def test_a_study_without_students_has_nothing_to_conclude():
+    summary = summarise([teacher_row("t", "big", 0.9)])
+    assert summary.students == [] and summary.comparisons == []
+    assert len(render.prose(summary)) == 1
 
 
-def test_verdict_budget_mixed_and_unknown():
-    mixed = [student_row("a", "m", "kd", 0.7, epochs=3), student_row("b", "m", "none", 0.7, epochs=250)]
-    assert "some have a short budget (fewer than 50 epochs) and some not" in budget_line(verdict.sentences(mixed))
-    unknown = [{k: v for k, v in student_row("a", "m", "kd", 0.7).items() if k not in ("epochs", "train_subset")}]
-    assert budget_line(verdict.sentences(unknown)).startswith("Budget: the students' epochs are not recorded")
-
-
-def test_verdict_budget_ignores_the_teachers_epochs():
-    rows = [{**teacher_row("t", "big", 0.9), "epochs": 250}, student_row("s", "m", "kd", 0.7, epochs=3)]
-    assert "trained for 3 epochs" in budget_line(verdict.sentences(rows))
-
-
-def test_verdict_of_a_study_without_students():
-    assert verdict.sentences([teacher_row("t", "big", 0.9)]) == [
-        "No student run in this study yet, so there is nothing to conclude."]
-
-
-def test_verdict_of_collected_rows(study):
-    lines = verdict.sentences(report.collect(study))
+def test_summary_of_collected_rows(study):
+    summary = Summary.read(study, paper_epochs=250, short_budget_epochs=50)
     # mnv2_kd trained 4 epochs, the `none` baselines 3: not a fair comparison, so none is made
-    assert lines[2] == ("mobilenet_v2: there is no finished no-teacher (`none`) baseline trained as long to measure "
-                        "the distillers (mnv2_kd) against. (1 run without a test accuracy, failed or unfinished: "
-                        "mnv2_crd.)")
-    assert budget_line(lines).startswith("Budget: the students trained for 3–4 epochs on a 6,000-image training subset")
+    assert summary.comparisons == [] and ("mobilenet_v2", "no teacher") in summary.untested
+    assert summary.missing == ["mnv2_crd"] and summary.budget.epochs == (3, 4)
+
+
+def test_summary_reads_the_settings_its_report_run_recorded(study):
+    write_run(study, "report_2", {"status": "done", "stage": "report", "history": [],
+                                  "params": {"paper_epochs": 90, "short_budget_epochs": 4}})
+    (study / "report" / "metrics.json").unlink()  # the fixture's report run recorded no settings
+    budget = Summary.read(study).budget
+    assert (budget.paper_epochs, budget.short_epochs, budget.kind) == (90, 4, "mixed")
+    assert Summary.read(study, paper_epochs=3, short_budget_epochs=2).budget.kind == "paper"
 
 
 def test_run_summary_labels_each_teacher_accuracy_with_its_images_and_size():
@@ -324,6 +285,7 @@ def test_run_summary_of_a_run_without_teacher_or_results():
     assert report.run_summary({"stage": "distill", "history": []}) == "no final numbers yet"
 
 
+
 def synthetic_row(run: str, distiller: str, acc: float, real: int, synthetic: int, epochs: int = 3) -> dict:
     """A student row on real + synthetic images (batch size 128, as the real-only rows of these tests)."""
     return {**student_row(run, "mnv2", distiller, acc, epochs=epochs, train_subset=real), "n_real": real,
@@ -343,33 +305,26 @@ def test_synthetic_runs_are_compared_with_their_real_only_twin_at_each_data_size
     other_teacher = student_row("kd_600_lp", "mnv2", "kd", 0.60, train_subset=600) | {"teacher_run": "m_lp"}
     gains = {g["run"]: g for g in report.synthetic_gains([other_teacher] + rows)}
     assert gains["kd_600_1x"]["real_run"] == "kd_600" and round(gains["kd_600_1x"]["gain_pt"], 2) == 3.5
-    assert gains["kd_600_2x"]["step_ratio"] == 3.5  # 14 batches of 128 a epoch against 4 and gains["kd_6000_1x"]["real_run"] == "kd_6000"
-    # the distillation gain compares real-only runs of the same size only
-    assert {g["run"]: round(g["gain_pt"], 2) for g in report.gains_over_scratch(rows)} == {"kd_600": 2.0, "kd_6000": 1.0}
-    [gap] = report.pretraining_gap(rows)
-    assert gap["real_images"] == 600 and gap["best_run"] == "kd_600_1x"
-    text = verdict.sentences(rows)
-    one_seed = " One seed each, so whether {} the seed spread is unknown: not a finding until repeated over seeds."
-    assert ("mnv2 on 600 real images, kd + 600 synthetic (1x) (kd_600_1x: 75.50%) against real only (kd_600: 72.00%): "
-            "+3.50 points; it also took 2.2× the training steps (the same epochs over a larger set)."
-            + one_seed.format("this gap exceeds")) in text
-    assert ("mnv2 on 600 real images, kd + 1,200 synthetic (2x) (kd_600_2x: 71.00%) against real only (kd_600: "
-            "72.00%): −1.00 point; it also took 3.5× the training steps") in " ".join(text)
+    assert gains["kd_600_2x"]["step_ratio"] == 3.5  # 14 batches of 128 an epoch against 4
+    assert gains["kd_6000_1x"]["real_run"] == "kd_6000"
     # kd_6000_long trained on the real images for as many steps as kd_6000_1x (6 x 46 = 3 x 93 ± 5%)
     long = gains["kd_6000_1x"]
     assert long["same_steps_run"] == "kd_6000_long" and round(long["same_steps_gain_pt"], 2) == -1.5
-    assert "kd_600_1x" in gains and "same_steps_run" not in gains["kd_600_1x"]
-    [line] = [line for line in text if "(kd_6000_1x: " in line]
-    assert line.endswith("; against the real images alone trained for as many steps (kd_6000_long: 83.00%) it is "
-                         "−1.50 points." + one_seed.format("these gaps exceed"))
-    # the longer control is not compared with a no-teacher baseline that trained half as long
-    assert ("mnv2 on 6,000 real images, against no teacher (none_6000: 80.00%): kd (kd_6000: 81.00%) +1.00 point."
-            + one_seed.format("this gap exceeds")) in text
-    assert any(line.startswith("mnv2 on 6,000 real images: the study has no pre-trained") for line in text)
-    # against pre-training, each student of that data size, the synthetic ones named as such
-    assert ("mnv2 on 600 real images, against the pre-trained, fine-tuned model (m_ft_600: 74.00%; own run): kd "
-            "(kd_600: 72.00%) −2.00 points; kd + 600 synthetic (kd_600_1x: 75.50%) +1.50 points; kd + 1,200 synthetic "
-            "(kd_600_2x: 71.00%) −3.00 points.") in " ".join(text)
+    assert "same_steps_run" not in gains["kd_600_1x"]
+
+    summary = summarise(rows)
+    synthetic = [c for c in summary.comparisons if c.claim == "synthetic"]
+    assert [(c.group, c.a, c.b, round(c.welch.gap_pt, 2), round(c.step_ratio, 2)) for c in synthetic] == [
+        ("mnv2 on 600 real images", "kd_600_1x", "kd_600", 3.5, 2.25),
+        ("mnv2 on 600 real images", "kd_600_2x", "kd_600", -1.0, 3.5),
+        ("mnv2 on 6,000 real images", "kd_6000_1x", "kd_6000", 0.5, 2.02)]
+    [same] = [c for c in summary.comparisons if c.claim == "synthetic vs same steps"]
+    assert (same.a, same.b, round(same.welch.gap_pt, 2)) == ("kd_6000_1x", "kd_6000_long", -1.5)
+    # the distillation gain compares real-only runs of the same size and epochs only: not kd_6000_long
+    assert gaps(summary, "no teacher") == {"kd_600": 2.0, "kd_6000": 1.0}
+    # against pre-training, each student of that data size, the synthetic ones too
+    assert gaps(summary, "pre-training") == {"kd_600": -2.0, "kd_600_1x": 1.5, "kd_600_2x": -3.0}
+    assert summary.untested == [("mnv2 on 6,000 real images", "pre-training")]
 
 
 def test_a_synthetic_run_with_as_many_steps_as_its_twin_is_its_own_control():
@@ -377,38 +332,91 @@ def test_a_synthetic_run_with_as_many_steps_as_its_twin_is_its_own_control():
     real = student_row("au", "mnv2", "align_uniform", 0.765, epochs=30, train_subset=600) | {"batch_size": 64}
     one = synthetic_row("au_1x", "align_uniform", 0.770, 600, 600, epochs=15) | {"batch_size": 64}
     two = synthetic_row("au_2x", "align_uniform", 0.750, 600, 1200, epochs=10) | {"batch_size": 64}
-    gains = {g["run"]: g for g in report.synthetic_gains([real, one, two])}
-    assert gains["au_1x"]["step_ratio"] == 1.0 and round(gains["au_2x"]["step_ratio"], 4) == round(280 / 270, 4)
-    assert not any("same_steps_run" in g for g in gains.values())  # the twin is the same-steps control
-    [line] = [line for line in verdict.sentences([real, one, two]) if "(au_2x: " in line]
-    assert ("align_uniform + 1,200 synthetic (2x) (au_2x: 75.00%) against real only (au: 76.50%): −1.50 points; "
-            "both took as many training steps (±5%; 10 epochs over the larger set against 30), so the gap is not "
-            "longer training.") in line
+    comps = {c.a: c for c in summarise([real, one, two]).comparisons}
+    assert comps["au_1x"].step_ratio == 1.0 and comps["au_2x"].step_ratio == pytest.approx(280 / 270)
+    assert {c.claim for c in comps.values()} == {"synthetic"}  # the twin is the same-steps control
 
 
-def test_a_synthetic_run_with_diffaugment_says_its_twin_had_none():
+def test_a_synthetic_run_with_diffaugment_notes_that_its_twin_had_none():
     rows = [student_row("kd", "mnv2", "kd", 0.72), synthetic_row("kd_syn", "kd", 0.73, 6000, 6000) | {"diffaug": "S"}]
-    [line] = [line for line in verdict.sentences(rows) if "synthetic (1x)" in line]
-    assert line.endswith("; and DiffAugment S against none for the real-only run, so the difference is not the "
-                         "synthetic images' alone. One seed each, so whether this gap exceeds the seed spread is "
-                         "unknown: not a finding until repeated over seeds.")
+    [c] = [c for c in summarise(rows).comparisons if c.claim == "synthetic"]
+    assert c.diffaug == ("S", "none")
 
 
 def test_data_cell_names_the_synthetic_share():
     row = synthetic_row("x", "kd", 0.7, 600, 1200) | {"diffaug": "S"}
-    assert report._data_cell(row) == "600 real + 1,200 synthetic (ddpm, 2x, DiffAugment S)"
+    assert report.data_cell(row) == "600 real + 1,200 synthetic (ddpm, 2x, DiffAugment S)"
 
 
-def test_generated_sets_get_their_own_rows_and_sentence(study):
+def test_generated_sets_get_their_own_rows(study):
     write_run(study, "ddpm", {"status": "done", "stage": "generate", "history": [],
                               "params": {"generator": "ddpm", "train_subset": 600}, "n_images": 1200,
                               "teacher_run": "runs/study/lite2_ft", "teacher_acc_on_synthetic": 0.804,
                               "wall_time_s": 200.0})
     [row] = report.collect_generated(study)
-    assert "ddpm" not in by_run(report.collect(study))
+    assert "ddpm" not in by_run(report.collect(study)) and Summary.read(study).generated == [row]
     assert row["data"] == "600 real images" and row["teacher_run"] == "lite2_ft"
     assert "| ddpm | ddpm | 600 real images | 1,200 | lite2_ft | 80.40 | 200 | done |" in \
         report.markdown_table([row], report.GENERATED_COLUMNS)
-    assert verdict.sentences(report.collect(study), [row])[2] == (
-        "Synthetic set ddpm: 1,200 images from ddpm; the teacher lite2_ft classifies 80.40% of them as the "
-        "class they were made for.")
+
+
+# ---- the committed fashion_paper report -------------------------------------------------------------
+
+PAPER = REPO / "runs" / "fashion_paper"
+SIGNED = re.compile(r"[+−]\d+\.\d\d")
+
+
+def words(lines: list[str]) -> int:
+    return sum(len(line.split()) for line in lines)
+
+
+def claims_table_rows(summary: Summary) -> list[dict[str, str]]:
+    head, _, *body = render.claims_table(summary.comparisons).splitlines()
+    titles = [cell.strip() for cell in head.strip("|").split("|")]
+    return [dict(zip(titles, (cell.strip() for cell in line.strip("|").split("|")))) for line in body]
+
+
+def test_fashion_paper_prose_is_short():
+    summary = Summary.read(PAPER)
+    lines = render.prose(summary)
+    assert words(lines) + words([render.SEED_NOISE_RULE, render.PLATEAU_RULE]) <= 400
+    claims = {(c.group, c.claim) for c in summary.comparisons}
+    assert lines == render.claim_sentences(summary) + render.budget_lines(summary)
+    assert len(render.claim_sentences(summary)) == len(claims)  # one sentence per claim and student group
+
+
+def test_fashion_paper_claim_sentences_carry_the_claims_tables_numbers():
+    summary = Summary.read(PAPER)
+    table = claims_table_rows(summary)
+    for sentence in render.claim_sentences(summary):
+        group, claim = next((c.group, c.claim) for c in summary.comparisons
+                            if sentence.startswith(f"{c.group}, {render.CLAIM_TITLES[c.claim]}: "))
+        mine = [row for row in table if (row["student"], row["claim"]) == (group, claim)]
+        shown = sorted((float(g.replace("−", "-")) for g in SIGNED.findall(sentence)))
+        in_table = sorted(float(row["A − B (points)"].replace("−", "-")) for row in mine)
+        assert shown == ([in_table[0], in_table[-1]] if len(mine) > 1 else in_table), sentence
+        verdicts = [row["verdict"] for row in mine]
+        for direction in ("higher", "lower"):
+            count = sum(v.startswith(direction) for v in verdicts)
+            assert (count > 0) == (f"{direction} beyond seed noise" in sentence), sentence
+        assert (verdicts.count("within seed noise") > 0) == ("within seed noise" in sentence), sentence
+
+
+def test_fashion_paper_margin_line_agrees_with_the_claims_table():
+    summary = Summary.read(PAPER)
+    [m] = summary.margins
+    [row] = [r for r in claims_table_rows(summary) if r["claim"] == "pre-training" and
+             r["A: test acc %"].startswith(f"{m.comparison.a}: ")]
+    student, pretrained = (float(row[k].split(": ")[1].split(" ")[0]) for k in ("A: test acc %", "B: test acc %"))
+    teacher = 100 * m.teacher_acc
+    assert (m.margin_pt, m.gap_pt) == (pytest.approx(teacher - pretrained, abs=0.011),
+                                       pytest.approx(teacher - student, abs=0.011))
+    line = render.margin_line(m)
+    assert f"m = {render.points(m.margin_pt)}" in line and f"g = {render.points(m.gap_pt)}" in line
+    assert ("m ≥ g: not met" in line) == (student < pretrained)
+
+
+def test_the_committed_fashion_paper_report_states_the_summarys_prose():
+    recorded = json.loads((PAPER / "report" / "metrics.json").read_text(encoding="utf-8"))
+    assert recorded["verdict"] == render.prose(Summary.read(PAPER)), \
+        "re-execute the report: dapt run params/fashion_paper.yaml --only report --force"

@@ -1,5 +1,6 @@
 """Seeds: runs grouped into configurations (mean ± sample std), the seed-noise rule (Welch's t test),
-the plateau rule, and the report's prose and figures built from them."""
+the plateau rule and the teacher margin, each checked against independently computed values, and the
+figures and the report notebook built from them."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,8 @@ import pytest
 from matplotlib.collections import PathCollection
 from scipy import stats
 
-from dapt.analysis import budget, compare, margin, rows as report, configurations as seeds, verdict
+from dapt.analysis import budget, compare, render, rows as report, configurations as seeds
+from dapt.analysis.summary import Summary
 from dapt.plots import seeds as seed_plots
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,16 +86,16 @@ def test_configurations_give_mean_and_sample_std_over_seeds(study):
     # the seed-mean curve: epoch 3 is the mean of the seeds' last accuracies
     assert [h["epoch"] for h in kd["history"]] == [1, 2, 3]
     assert kd["history"][2]["test_acc"] == pytest.approx(np.mean(KD))
-    cell = seeds.value_cell(kd, "test_acc")
+    cell = render.value_cell(kd, "test_acc")
     assert cell == f"{100 * np.mean(KD):.2f} ± {100 * np.std(KD, ddof=1):.2f} (n=3)" == "72.50 ± 1.50 (n=3)"
-    table = seeds.configuration_table(list(configs.values()))
+    table = render.configuration_table(list(configs.values()))
     assert "| kd_seed{0,1,2} | 0, 1, 2 | mobilenet_v2 |" in table and "72.50 ± 1.50 (n=3)" in table
 
 
 def test_a_single_seed_shows_its_value_and_n1_without_spread(study):
     teacher = by_label(seeds.configurations(report.collect(study)))["teacher"]
     assert teacher["n"] == 1 and teacher["test_acc_std"] is None
-    assert seeds.value_cell(teacher, "test_acc") == "90.00 (n=1)"
+    assert render.value_cell(teacher, "test_acc") == "90.00 (n=1)"
 
 
 def test_grouping_ignores_seed_and_bookkeeping_but_not_other_keys(tmp_path):
@@ -127,107 +129,98 @@ def test_welch_matches_the_textbook_test(a, b):
     got = compare.welch(a, b)
     reference = stats.ttest_ind(a, b, equal_var=False)
     va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-    assert got["t"] == pytest.approx((np.mean(a) - np.mean(b)) / math.sqrt(va + vb))
-    assert got["t"] == pytest.approx(reference.statistic) and got["p"] == pytest.approx(reference.pvalue)
-    assert got["gap_pt"] == pytest.approx(100 * (np.mean(a) - np.mean(b)))
-    assert got["verdict"] == ("beyond" if reference.pvalue < 0.05 else "within")
+    assert got.t == pytest.approx((np.mean(a) - np.mean(b)) / math.sqrt(va + vb))
+    assert got.t == pytest.approx(reference.statistic) and got.p == pytest.approx(reference.pvalue)
+    assert got.gap_pt == pytest.approx(100 * (np.mean(a) - np.mean(b)))
+    assert got.verdict == ("beyond" if reference.pvalue < 0.05 else "within")
 
 
 def test_seed_noise_rule_on_hand_made_cases():
     clear = compare.welch([0.80, 0.81, 0.805], [0.70, 0.71, 0.705])  # 10 points apart, 0.5 points of spread
-    assert clear["verdict"] == "beyond" and clear["p"] < 0.001
+    assert (clear.verdict, clear.direction) == ("beyond", "higher") and clear.p < 0.001
     noise = compare.welch([0.70, 0.73, 0.71], [0.71, 0.72, 0.74])  # 1 point apart, ~1.5 points of spread
-    assert noise["verdict"] == "within" and noise["p"] > 0.3
+    assert (noise.verdict, noise.direction) == ("within", "within") and noise.p > 0.3
     one = compare.welch([0.80], [0.70, 0.71, 0.72])
-    assert one["verdict"] == "unknown" and one["p"] is None and one["gap_pt"] == pytest.approx(9.0)
-    assert compare.welch([0.7, 0.7], [0.7, 0.7])["verdict"] == "within"
-    assert compare.welch([0.7, 0.7], [0.6, 0.6])["verdict"] == "beyond"
+    assert one.verdict == "unknown" and one.p is None and one.gap_pt == pytest.approx(9.0)
+    assert compare.welch([0.7, 0.7], [0.7, 0.7]).verdict == "within"
+    assert compare.welch([0.6, 0.6], [0.7, 0.7]).direction == "lower"
 
 
 def test_plateau_rule_on_hand_made_histories():
     rising = budget.plateau(curve(0.50, 0.60, 0.70))  # E = 3: the last third is one epoch
-    assert rising["status"] == "still improving" and rising["gain_pt"] == pytest.approx(10.0)
-    assert (rising["from_epoch"], rising["epochs"], rising["best_epoch"]) == (2, 3, 3)
+    assert rising.status == "still improving" and rising.gain_pt == pytest.approx(10.0)
+    assert (rising.from_epoch, rising.epochs, rising.best_epoch) == (2, 3, 3)
     flat = budget.plateau(curve(0.50, 0.70, 0.705))
-    assert flat["status"] == "plateaued" and flat["gain_pt"] == pytest.approx(0.5)
+    assert flat.status == "plateaued" and flat.gain_pt == pytest.approx(0.5)
     four = budget.plateau(curve(0.5, 0.6, 0.7, 0.71))  # k = 2: epochs 2-4, slope (0.71 - 0.6) / 2 exactly
-    assert four["from_epoch"] == 2 and four["gain_pt"] == pytest.approx(11.0)
+    assert four.from_epoch == 2 and four.gain_pt == pytest.approx(11.0)
     noisy = [0.5, 0.6, 0.65, 0.7, 0.72, 0.73, 0.745, 0.73, 0.74]  # k = 3: a line through epochs 6-9
     slope = np.polyfit([6, 7, 8, 9], noisy[5:], 1)[0]
     long = budget.plateau(curve(*noisy))
-    assert long["gain_pt"] == pytest.approx(100 * 3 * slope) and long["status"] == "plateaued"
-    assert long["best_epoch"] == 7 and long["train_acc"] == pytest.approx(0.74 - 0.05)
-    assert budget.plateau(curve(0.5))["status"] == "unknown" and budget.plateau([])["status"] == "unknown"
+    assert long.gain_pt == pytest.approx(100 * 3 * slope) and long.status == "plateaued"
+    assert long.best_epoch == 7 and long.train_acc == pytest.approx(0.74 - 0.05)
+    assert budget.plateau(curve(0.5)).status == "unknown" and budget.plateau([]).status == "unknown"
 
 
 def test_plateau_rule_counts_epochs_not_evaluations():
     # eval_every 10 over 30 epochs: the last third is epochs 20-30, so the gain is a_30 - a_20, not a tenth of it
     sparse = [{"epoch": e, "test_acc": a} for e, a in ((10, 0.62), (20, 0.70), (30, 0.74))]
     got = budget.plateau(sparse)
-    assert (got["from_epoch"], got["epochs"]) == (20, 30)
-    assert got["gain_pt"] == pytest.approx(4.0) and got["status"] == "still improving"
+    assert (got.from_epoch, got.epochs) == (20, 30)
+    assert got.gain_pt == pytest.approx(4.0) and got.status == "still improving"
     # evaluated every 4th epoch of 30: k = 10, the evaluations at epochs 20, 24, 28 and 30 carry the line
     every4 = [{"epoch": e, "test_acc": 0.5 + 0.0005 * e} for e in (4, 8, 12, 16, 20, 24, 28, 30)]
     got = budget.plateau(every4)
-    assert got["from_epoch"] == 20 and got["gain_pt"] == pytest.approx(0.5) and got["status"] == "plateaued"
+    assert got.from_epoch == 20 and got.gain_pt == pytest.approx(0.5) and got.status == "plateaued"
 
 
-def test_prose_agrees_with_the_aggregated_numbers(study):
-    rows = report.collect(study)
-    lines = verdict.sentences(rows)
-    assert lines[1].startswith("Each configuration's accuracy is the mean over its seeds (n = 3 per student configuration)")
+def test_comparisons_agree_with_scipy_on_the_aggregated_numbers(study):
+    summary = Summary.read(study)
+    assert summary.seed_counts == [3]
     kd_vs_none = stats.ttest_ind(KD, NONE, equal_var=False)
     crd_vs_none = stats.ttest_ind(CRD, NONE, equal_var=False)
     assert kd_vs_none.pvalue < 0.05 < crd_vs_none.pvalue  # the fixture has one clear gain and one within noise
-    [line] = [line for line in lines if "against no teacher" in line]
-    assert line.startswith(f"mobilenet_v2, against no teacher (none_seed{{0,1,2}}: {100 * np.mean(NONE):.2f} ± "
-                           f"{100 * np.std(NONE, ddof=1):.2f}%, n=3): ")
-    assert (f"kd (kd_seed{{0,1,2}}: 72.50 ± 1.50%, n=3) +{100 * (np.mean(KD) - np.mean(NONE)):.2f} points, higher "
-            f"beyond seed noise (Welch p = {kd_vs_none.pvalue:.3f})") in line
-    assert (f"crd (crd_seed{{0,1,2}}: {100 * np.mean(CRD):.2f} ± {100 * np.std(CRD, ddof=1):.2f}%, n=3) "
-            f"+{100 * (np.mean(CRD) - np.mean(NONE)):.2f} points, within seed noise (Welch p = {crd_vs_none.pvalue:.3f})") in line
-    [line] = [line for line in lines if "against the pre-trained" in line]
-    assert "(mnv2_ft_seed{0,1,2}: 80.00 ± 1.00%, n=3; own run)" in line and "lower beyond seed noise" in line
-    # the comparisons table carries the same numbers
-    table = compare.comparison_table(compare.comparisons(seeds.configurations(rows)))
-    assert (f"| no teacher | mobilenet_v2 | kd_seed{{0,1,2}} | none_seed{{0,1,2}} | 72.50 ± 1.50 (n=3) | "
-            f"65.50 ± 0.50 (n=3) | +7.00 | {kd_vs_none.pvalue:.3f} | higher beyond seed noise |") in table
+    comps = {(c.claim, c.a): c for c in summary.comparisons}
+    kd, crd = comps["no teacher", "kd_seed{0,1,2}"], comps["no teacher", "crd_seed{0,1,2}"]
+    assert kd.b == crd.b == "none_seed{0,1,2}"
+    assert (kd.welch.p, kd.welch.direction) == (pytest.approx(kd_vs_none.pvalue), "higher")
+    assert (crd.welch.p, crd.welch.direction) == (pytest.approx(crd_vs_none.pvalue), "within")
+    assert (kd.welch.mean_a, kd.welch.std_a, kd.welch.n_a) == (pytest.approx(np.mean(KD)),
+                                                               pytest.approx(np.std(KD, ddof=1)), 3)
+    assert kd.welch.gap_pt == pytest.approx(100 * (np.mean(KD) - np.mean(NONE)))
+    pretraining = comps["pre-training", "kd_seed{0,1,2}"]
+    assert pretraining.b == "mnv2_ft_seed{0,1,2}" and pretraining.welch.direction == "lower"
+    assert pretraining.welch.p == pytest.approx(stats.ttest_ind(KD, [0.80, 0.81, 0.79], equal_var=False).pvalue)
+    # the claims table carries the same numbers
+    assert (f"| no teacher | mobilenet_v2 | kd_seed{{0,1,2}}: 72.50 ± 1.50 (n=3) | none_seed{{0,1,2}}: 65.50 ± 0.50 "
+            f"(n=3) | +7.00 | {kd_vs_none.pvalue:.3f} | higher beyond seed noise |") in \
+        render.claims_table(summary.comparisons)
 
 
 def test_one_seed_never_claims_a_finding(tmp_path):
     root = tmp_path / "single"
     student(root, "kd", "kd", 0.80, 0)
     student(root, "none", "none", 0.70, 0)
-    lines = verdict.sentences(report.collect(root))
-    assert lines[1].startswith("Every configuration has one seed")
-    [line] = [line for line in lines if "against no teacher" in line]
-    assert line == ("mobilenet_v2, against no teacher (none: 70.00%): kd (kd: 80.00%) +10.00 points. One seed each, "
-                    "so whether this gap exceeds the seed spread is unknown: not a finding until repeated over seeds.")
-    assert "beyond" not in " ".join(lines)
-    assert "whether any gap exceeds the seed spread (one seed per configuration)" in lines[-1]
+    summary = Summary.read(root)
+    [c] = summary.comparisons
+    assert (c.welch.verdict, c.welch.p, round(c.welch.gap_pt, 2)) == ("unknown", None, 10.0)
+    assert summary.seed_counts == [1]
 
 
-def test_budget_statement_from_the_histories(tmp_path):
+def test_plateaus_from_the_histories(tmp_path):
     short, long = tmp_path / "short", tmp_path / "long"
     for seed in range(2):  # still gaining 10 points in its last epoch
         student(short, f"kd{seed}", "kd", 0.70, seed, history=curve(0.5, 0.6, 0.7))
         student(short, f"none{seed}", "none", 0.65, seed, history=curve(0.5, 0.6, 0.65))
-    lines = verdict.sentences(report.collect(short))
-    plateau_line = next(line for line in lines if line.startswith("Plateau:"))
-    assert plateau_line.startswith("Plateau: all 2 student configurations were still improving at their last epoch "
-                                   "(gains over the last third of their epochs from +5.00 (none{0,1}, epochs 2–3) "
-                                   "to +10.00 points (kd{0,1}, epochs 2–3))")
-    assert "these comparisons test the budget, not the claim" in plateau_line
-    assert lines[-1].startswith("What this study can show: which configuration was ahead after 3 epochs at these "
-                                "settings, and, for the 1 gap beyond seed noise, that it is not seed luck. What it cannot: "
-                                "which ends higher when trained to convergence")
+    summary = Summary.read(short)
+    assert summary.still_improving() == ["kd{0,1}", "none{0,1}"] == summary.judged_students()
+    assert {run: round(p.gain_pt, 2) for run, p in summary.plateaus.items()} == {"kd{0,1}": 10.0, "none{0,1}": 5.0}
     flat = curve(0.5, 0.6, 0.65, 0.695, 0.7, 0.7)  # k = 2: a line through epochs 4-6 rises 0.5 points
     for seed in range(2):
         student(long, f"kd{seed}", "kd", 0.70, seed, history=flat)
-    plateau_line = next(line for line in verdict.sentences(report.collect(long)) if line.startswith("Plateau:"))
-    assert plateau_line.startswith("Plateau: the one student configuration had plateaued (gains under 1 point")
-    assert "| kd{0,1} | 2 | 6 | 4 | 69.50 | 70.00 | +0.50 | 5 | 65.00 | plateaued |" in \
-        budget.plateau_table(budget.plateaus(seeds.configurations(report.collect(long))))
+    summary = Summary.read(long)
+    assert summary.still_improving() == [] and summary.judged_students() == ["kd{0,1}"]
+    assert "| kd{0,1} | 2 | 6 | 4 | 69.50 | 70.00 | +0.50 | 5 | 65.00 | plateaued |" in render.plateau_table(summary)
 
 
 def test_teacher_init_comparisons_hold_the_student_fixed(tmp_path):
@@ -240,13 +233,11 @@ def test_teacher_init_comparisons_hold_the_student_fixed(tmp_path):
                       distiller="align_uniform", teacher=f"runs/inits/t_{init}", teacher_init=init)
     write_run(root, "kd_lp", "distill", 0.75, student="mobilenet_v2", distiller="kd", teacher="runs/inits/t_lp",
               teacher_init="lp")  # another distiller: not part of the align_uniform comparison
-    comps = [c for c in compare.comparisons(seeds.configurations(report.collect(root))) if c["claim"] == "teacher init"]
-    assert [(c["a_run"], c["b_run"]) for c in comps] == [("au_ft_{0,1}", "au_lp_{0,1}"), ("au_ft_{0,1}", "au_fr_{0,1}"),
-                                                         ("au_lp_{0,1}", "au_fr_{0,1}")]
-    assert comps[0]["p"] == pytest.approx(stats.ttest_ind(accs["ft"], accs["lp"], equal_var=False).pvalue)
-    [line] = [line for line in verdict.sentences(report.collect(root)) if "(au_ft_{0,1}: " in line and "teacher lp" in line]
-    assert line.startswith("mobilenet_v2, align_uniform, teacher ft (au_ft_{0,1}: 80.50 ± 0.71%, n=2) against teacher lp "
-                           "(au_lp_{0,1}: 77.00 ± 1.41%, n=2): +3.50 points, ")
+    comps = [c for c in Summary.read(root).comparisons if c.claim == "teacher init"]
+    assert [(c.a, c.b) for c in comps] == [("au_ft_{0,1}", "au_lp_{0,1}"), ("au_ft_{0,1}", "au_fr_{0,1}"),
+                                           ("au_lp_{0,1}", "au_fr_{0,1}")]
+    assert comps[0].welch.p == pytest.approx(stats.ttest_ind(accs["ft"], accs["lp"], equal_var=False).pvalue)
+    assert comps[0].welch.gap_pt == pytest.approx(3.5)
 
 
 def test_teacher_margin_over_seeds_of_per_seed_teachers(tmp_path):
@@ -261,19 +252,11 @@ def test_teacher_margin_over_seeds_of_per_seed_teachers(tmp_path):
             write_run(root, f"{distiller}_seed{seed}", "distill", accs[seed], seed=seed, student="mobilenet_v2",
                       distiller=distiller, teacher=f"runs/margin/t_seed{seed}",
                       extra={"teacher_test_acc": on_students[seed], "teacher_run_test_acc": 0.90})
-    rows = report.collect(root)
-    configs = seeds.configurations(rows)
-    [m] = margin.teacher_margins(compare.comparisons(configs), configs)
-    assert (m["student_run"], m["teacher_run"], m["pretrained_run"]) == ("kd_seed{0,1,2}", "t_seed{0,1,2}",
-                                                                         "mnv2_ft_seed{0,1,2}")
+    [m] = Summary.read(root).margins
+    assert (m.comparison.a, m.teacher, m.comparison.b) == ("kd_seed{0,1,2}", "t_seed{0,1,2}", "mnv2_ft_seed{0,1,2}")
     # T = 87.00, P = 80.00, S = mean(KD) = 72.50: m = 7.00, g = 14.50, m − g = −7.50 = S − P
-    assert m["margin_pt"] == pytest.approx(7.0) and m["gap_pt"] == pytest.approx(14.5) and m["holds"] is False
-    p = stats.ttest_ind(KD, pretrained, equal_var=False).pvalue
-    [line] = [line for line in verdict.sentences(rows) if ", teacher margin: " in line]
-    assert ("The teacher t_seed{0,1,2} scores 87.00% on the students' test images: m = 7.00 points over "
-            "mnv2_ft_seed{0,1,2} (80.00 ± 1.00%, n=3), g = 14.50 points over the best distilled student, kd "
-            "(kd_seed{0,1,2}: 72.50 ± 1.50%, n=3). m − g = −7.50 points (the best student's pre-training gap above, "
-            f"lower beyond seed noise (Welch p = {p:.3f})), so m < g: this setting lacks the margin") in line
+    assert m.margin_pt == pytest.approx(7.0) and m.gap_pt == pytest.approx(14.5) and m.holds is False
+    assert m.comparison.welch.p == pytest.approx(stats.ttest_ind(KD, pretrained, equal_var=False).pvalue)
 
 
 def test_figures_show_every_seed_and_a_panel_per_student(study):
@@ -322,5 +305,6 @@ def test_report_notebook_over_a_two_seed_study(tmp_path, monkeypatch):
     [kept] = metrics["teacher_margins"]  # T = 88, P = 70, S = 72.5: m = 18 ≥ g = 15.5
     assert kept["student_run"] == "kd_s{0,1}" and kept["holds"] is True
     assert (kept["margin_pt"], kept["gap_pt"]) == (pytest.approx(18.0), pytest.approx(15.5))
-    assert "mobilenet_v2, teacher margin: " in outputs and "so m ≥ g: this setting has the margin" in outputs
+    assert (metrics["budget"]["paper_epochs"], metrics["budget"]["short_epochs"]) == (250, 50)
+    assert metrics["verdict"] and all(line in outputs for line in metrics["verdict"])
     assert {"seed_spread.png", "accuracy_curves.png"} <= {p.name for p in (folder / "figures").iterdir()}

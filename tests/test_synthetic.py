@@ -16,12 +16,12 @@ from PIL import Image
 
 from dapt.pipeline import config
 from dapt.core import records as runs
-from dapt import data as D
+from dapt.data import imageset as D
 from dapt.training.checkpoint import save_model
 from dapt.data.synthetic import class_folder, load_synthetic, read_index, sample_synthetic, with_synthetic
 from dapt.stages.distill import distill, training_set
 from dapt.core.errors import CorruptImageError, DaptError
-from dapt.models import create_model
+from dapt.models.nets import create_model
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 from dapt.data.augment import make_views
 from dapt.stages.distill import view_count
 from dapt.core.errors import DaptError
-from dapt.models import create_model
+from dapt.models.nets import create_model
 from dapt.training.teacher_cache import HEADER_BYTES, TeacherTargets, check_free_space
 from dapt.training.loop import inference_batch
 

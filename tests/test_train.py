@@ -10,9 +10,10 @@ import torch
 
 from dapt.pipeline import config
 from dapt.core import records as runs
-from dapt import data as D
-from dapt.stages.distill import distill, load_teacher
+from dapt.data import imageset as D
+from dapt.stages.distill import distill
 from dapt.stages.teacher import build_teacher, train_teacher
+from dapt.training.checkpoint import load_teacher
 from dapt.core.errors import DaptError
 
 

@@ -4,20 +4,17 @@ metrics as the mean ± sample standard deviation over its seeds.
 Grouping is by parameters, never by run names: two runs are one configuration when every recorded
 parameter is equal except ``seed`` and the keys that do not change what a run computes (``run_dir``,
 where data is read, wandb and checkpointing bookkeeping). A reference to another run of the study
-(``teacher``) counts as that run's configuration, so students of per-seed teachers that are
-themselves one configuration group together. For ``n`` values :math:`x_i` the table gives
+(a parameter whose value is another row's run folder, such as ``teacher``) counts as that run's
+configuration, so students of per-seed teachers that are themselves one configuration group together. For ``n`` values :math:`x_i` the table gives
 :math:`\\bar x = \\frac1n\\sum x_i` and :math:`s = \\sqrt{\\frac{1}{n-1}\\sum (x_i-\\bar x)^2}` (no ``s`` at n = 1).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import statistics
 from pathlib import Path
 from typing import Any
 
-from dapt.pipeline import config
-from dapt.analysis.rows import COLUMNS, _cell, markdown_table
 from dapt.core.records import BOOKKEEPING
 
 IGNORED = ("seed", "run_dir", "data_root", "download", *BOOKKEEPING)
@@ -34,14 +31,10 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def _references(stage: str) -> set[str]:
-    cls = config.STAGES.get(stage)
-    return {f.name for f in dataclasses.fields(cls) if f.metadata.get("ref")} if cls else set()
-
-
 def configuration_keys(rows: list[dict[str, Any]]) -> dict[str, tuple]:
     """Run name → its configuration: the stage and every parameter but the ``IGNORED`` ones, a reference
-    to a run of the rows replaced by that run's configuration. A row without recorded params is its own."""
+    to a run of the rows (a value naming its folder, ``runs/<study>/<run>``) replaced by that run's
+    configuration. A row without recorded params is its own."""
     by_folder = {Path(str(r["folder"])).parts[-2:]: r for r in rows if r.get("folder")}
     keys: dict[str, tuple] = {}
 
@@ -55,7 +48,7 @@ def configuration_keys(rows: list[dict[str, Any]]) -> dict[str, tuple]:
         for name, value in sorted(params.items()):
             if name in IGNORED:
                 continue
-            target = by_folder.get(Path(str(value)).parts[-2:]) if name in _references(row["stage"]) and value else None
+            target = by_folder.get(Path(value).parts[-2:]) if isinstance(value, str) and value else None
             if target is not None and target["run"] not in visiting:
                 value = ("configuration of", key(target, visiting | {row["run"]}))
             items.append((name, _hashable(value)))
@@ -128,7 +121,7 @@ def _status(members: list[dict[str, Any]]) -> str:
 
 
 def configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per configuration, shaped like ``report.collect``'s rows so the report's helpers apply.
+    """One row per configuration, shaped like ``rows.collect``'s rows so the same tables apply.
 
     ``run`` is the configuration's label; ``runs`` and ``seeds`` its members (ordered by seed); each
     ``METRICS`` key holds the mean over the members that have it, with ``<key>_std`` (sample standard
@@ -156,39 +149,3 @@ def configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["n"] = len(row["test_acc_values"])
         out.append(row)
     return out
-
-
-def value_cell(row: dict[str, Any], key: str) -> str:
-    """``73.12 ± 0.45 (n=3)`` for the test accuracy, ``75.25 ± 0.30`` for another metric (its own n added
-    when it differs), ``73.12 (n=1)`` for a single seed: the mean and sample std, in the table's units."""
-    values = row.get(f"{key}_values") or []
-    if not values:
-        return "–"
-    text = _cell(key, row[key])
-    if row.get(f"{key}_std") is not None:
-        text += " ± " + _cell(key, row[f"{key}_std"])
-    if key == "test_acc" or len(values) != row.get("n"):
-        text += f" (n={len(values)})"
-    return text
-
-
-CONFIG_COLUMNS = [("run", "configuration"), ("seeds", "seeds"),
-                  *[(k, t.replace("at px)", "at px; mean ± std over seeds)")) for k, t in COLUMNS
-                    if k not in ("run", "status", "wall_time_s")],
-                  ("wall_time_s", "time s (mean)"), ("status", "status")]
-
-
-def configuration_table(configs: list[dict[str, Any]], columns: list[tuple[str, str]] = CONFIG_COLUMNS) -> str:
-    """The per-configuration table as Markdown: every metric as mean ± sample std over the seeds."""
-    shown = []
-    for row in configs:
-        cells = dict(row, seeds=", ".join("–" if s is None else str(s) for s in row.get("seeds", [])))
-        cells.update({key: value_cell(row, key) for key in METRICS if key != "wall_time_s"})
-        shown.append(cells)
-    return markdown_table(shown, columns)
-
-
-def record(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each configuration's runs and test accuracy (mean, sample std, n) as flat rows, for metrics.json."""
-    return [{"configuration": c["run"], "runs": ", ".join(c["runs"]), "stage": c.get("stage"), "n": c["n"],
-             "test_acc_mean": c["test_acc"], "test_acc_std": c["test_acc_std"]} for c in configs]

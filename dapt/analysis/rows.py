@@ -1,4 +1,4 @@
-"""A study's runs side by side: the paper-style table, read from every ``metrics.json`` (its prose is ``verdict``).
+"""A study's runs side by side: one row per run, read from its ``metrics.json``, and the Markdown table of them.
 
 Every accuracy in a row is the run's final accuracy on all test images at the run's own image size
 (``image_size``, the "px" column). A teacher appears twice, each time labelled: in its own row (its own
@@ -46,7 +46,7 @@ def is_synthetic(row: dict[str, Any]) -> bool:
     return bool(row.get("n_synthetic"))
 
 
-def _data_cell(row: dict[str, Any]) -> str:
+def data_cell(row: dict[str, Any]) -> str:
     """E.g. "6,000 real" or "600 real + 600 synthetic (ddpm, 1x, DiffAugment S)"."""
     real = real_images(row)
     text = f"{real:,} real" if real is not None else "all real"
@@ -63,7 +63,7 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
     """One row per run folder of ``study_dir`` (teachers first, then students), from its metrics.json.
 
     Rows of runs still in progress carry what is known (their params); missing values are None. Each
-    row also keeps its run's ``params``, per-epoch ``history`` and ``folder`` (for ``dapt.seeds``).
+    row also keeps its run's ``params``, per-epoch ``history`` and ``folder`` (for ``configurations``).
     ``epochs``, ``train_subset`` and ``batch_size`` are copied from the params only when the params have them.
     """
     rows = []
@@ -97,7 +97,7 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
                            "synset_size")},
                        diffaug=metrics.get("diffaug", params.get("diffaug")),
                        synthetic_run=Path(metrics["synthetic_run"]).name if metrics.get("synthetic_run") else None)
-        row["data"] = _data_cell(row)
+        row["data"] = data_cell(row)
         rows.append(row)
     return sorted(rows, key=lambda r: (r["stage"] != "teacher", r.get("student") or "", r["run"]))
 
@@ -128,7 +128,8 @@ def collect_generated(study_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(key: str, value: Any) -> str:
+def cell(key: str, value: Any) -> str:
+    """One table cell: accuracies in %, KL and CKA to 3 decimals, counts with thousands separators."""
     if value is None:
         return "–"
     if key in _PERCENT and isinstance(value, (int, float)):
@@ -149,29 +150,13 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]] = 
     """
     head = "| " + " | ".join(title for _, title in columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(_cell(key, row.get(key)) for key, _ in columns) + " |" for row in rows]
+    body = ["| " + " | ".join(cell(key, row.get(key)) for key, _ in columns) + " |" for row in rows]
     return "\n".join([head, rule, *body])
 
 
 def setting(row: dict[str, Any]) -> tuple:
     """What a fair comparison holds fixed: architecture, image size and the real training images."""
     return row.get("student"), row.get("image_size"), real_images(row)
-
-
-def gains_over_scratch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per distilled student on real images only: its accuracy minus that of the ``none`` student of
-    the same setting (architecture, image size, real training images) and epochs."""
-    baseline = {(*setting(r), r.get("epochs")): r["test_acc"] for r in rows
-                if r["stage"] == "distill" and r.get("distiller") == "none" and not is_synthetic(r)
-                and r.get("test_acc") is not None}
-    out = []
-    for r in rows:
-        key = (*setting(r), r.get("epochs"))
-        if r["stage"] == "distill" and r.get("distiller") != "none" and not is_synthetic(r) \
-                and r.get("test_acc") is not None and key in baseline:
-            out.append({"run": r["run"], "student": r["student"], "distiller": r["distiller"],
-                        "real_images": real_images(r), "gain_pt": 100 * (r["test_acc"] - baseline[key])})
-    return out
 
 
 def training_steps(row: dict[str, Any]) -> int | None:
@@ -218,25 +203,6 @@ def synthetic_gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             gain.update(same_steps_run=control["run"], same_steps_acc=control["test_acc"],
                         same_steps_gain_pt=100 * (r["test_acc"] - control["test_acc"]))
         out.append(gain)
-    return out
-
-
-def pretraining_gap(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The paper's question, per student architecture that also has a pre-trained, fine-tuned run:
-    the best distilled random-init student against that pre-trained model (points, + = distillation ahead)."""
-    pretrained = {(r.get("model"), real_images(r)): r for r in rows if r["stage"] == "teacher"
-                  and r.get("init") == "ft" and r.get("test_acc") is not None}
-    out = []
-    for (arch, real), ref in pretrained.items():
-        distilled = [r for r in rows if r["stage"] == "distill" and r.get("student") == arch
-                     and real_images(r) == real and r.get("distiller") != "none" and r.get("test_acc") is not None]
-        if distilled:
-            best = max(distilled, key=lambda r: r["test_acc"])
-            out.append({"student": arch, "real_images": real, "best_run": best["run"], "best_acc": best["test_acc"],
-                        "best_image_size": best.get("image_size"),
-                        "pretrained_run": ref["run"], "pretrained_acc": ref["test_acc"],
-                        "pretrained_image_size": ref.get("image_size"),
-                        "gap_pt": 100 * (best["test_acc"] - ref["test_acc"])})
     return out
 
 

@@ -1,6 +1,8 @@
 """What every other package stands on: errors, registries, typed params fields, atomic file i/o,
-run records, experiment tracking and process ranks.
+run records, experiment tracking, process ranks, the device checks a params file needs
+(``devices``) and the Hugging Face hub check (``hub``).
 
 Imports nothing from the rest of dapt. Torch-free except ``torch_files`` and ``distributed``,
-which the pipeline never imports.
+which the pipeline never imports, and ``devices``, which imports torch only where the answer is
+the machine's (an explicit ``cuda`` or ``mps``, fp16 with ``auto``, ``compile``).
 """

@@ -28,7 +28,6 @@ class Rule:
 POSITIVE = Rule(lambda v: math.isfinite(v) and v > 0, "> 0")
 NON_NEGATIVE = Rule(lambda v: math.isfinite(v) and v >= 0, ">= 0")
 AT_LEAST_ONE = Rule(lambda v: v >= 1, ">= 1")
-AT_LEAST_TWO = Rule(lambda v: v >= 2, ">= 2")
 FRACTION = Rule(lambda v: 0 <= v < 1, "in [0, 1)")
 
 

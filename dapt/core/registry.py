@@ -1,11 +1,19 @@
-"""A tiny name → factory registry, in the manner of timm's ``register_model``.
+"""A tiny name → entry registry, in the manner of timm's ``register_model``, with lazy entries.
 
-Registries are the single source of truth for the names a user may write in a params
-file: validation, ``dapt list``, ``--help`` and the widgets all read ``names()``.
+Registries are the single source of truth for the names a user may write in a params file:
+validation, ``dapt list``, ``--help`` and the widgets all read ``names()``, ``summary()`` and
+``facts()``. An entry is either registered as an object (``register``) or declared by the
+``"module:attribute"`` of its implementation (``declare``), imported on the first ``get``: so a
+catalog of torch models, datasets and distillers is itself torch-free, as Hugging Face
+transformers keeps a model's configuration apart from its modeling code. A declaration carries
+the facts that validation needs without the implementation (a model's feature width and image
+size multiple, whether a distiller needs a teacher).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, List, TypeVar
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Generic, List, Optional, TypeVar
 
 from dapt.core.errors import DaptError
 
@@ -16,37 +24,80 @@ class UnknownNameError(DaptError, ValueError):
     """A name that is not in a registry; the message lists the valid names."""
 
 
+@dataclass
+class Entry:
+    """One name of a registry: its summary, its torch-free facts, and its implementation: ``value``
+    once known, else imported from ``target`` (``"package.module:attribute"``) on first use."""
+
+    summary: str
+    facts: Any = None
+    target: Optional[str] = None
+    value: Any = None
+    loaded: bool = False
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
-        self._entries: Dict[str, T] = {}
-        self._summaries: Dict[str, str] = {}
+        self._entries: Dict[str, Entry] = {}
 
-    def register(self, name: str, summary: str = "") -> Callable[[T], T]:
-        """Decorator: ``@MODELS.register("resnet18", "torchvision ResNet-18")``."""
+    def register(self, name: str, summary: str = "", facts: Any = None) -> Callable[[T], T]:
+        """Decorator: ``@PROJECTORS.register("mocov2", "MoCo v2 head")``; the summary defaults to the
+        first line of the entry's docstring."""
 
-        def add(entry: T) -> T:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = entry
-            doc = (getattr(entry, "__doc__", None) or "").strip().splitlines()
-            self._summaries[name] = summary or (doc[0] if doc else "")
-            return entry
+        def add(value: T) -> T:
+            doc = (getattr(value, "__doc__", None) or "").strip().splitlines()
+            self._add(name, Entry(summary or (doc[0] if doc else ""), facts, value=value, loaded=True))
+            return value
 
         return add
 
+    def declare(self, name: str, target: str, summary: str, facts: Any = None) -> None:
+        """Add ``name`` implemented by ``target`` (``"package.module:attribute"``), imported when
+        ``get(name)`` is first called; ``summary`` and ``facts`` are known without importing it."""
+        if ":" not in target:
+            raise ValueError(f"{self.kind} {name!r}: target {target!r} is not 'package.module:attribute'")
+        self._add(name, Entry(summary, facts, target=target))
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a test's temporary entry)."""
+        self.check(name)
+        del self._entries[name]
+
     def get(self, name: str) -> T:
-        if name not in self._entries:
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
-            )
-        return self._entries[name]
+        """The implementation of ``name``, imported now if it was declared by its target."""
+        entry = self._entry(name)
+        if not entry.loaded:
+            module, attribute = entry.target.split(":")
+            entry.value = getattr(importlib.import_module(module), attribute)
+            entry.loaded = True
+        return entry.value
+
+    def check(self, name: str) -> None:
+        """Raise ``UnknownNameError`` (listing the valid names) unless ``name`` is registered."""
+        self._entry(name)
+
+    def facts(self, name: str) -> Any:
+        """What the declaration of ``name`` states about it, without importing its implementation."""
+        return self._entry(name).facts
 
     def names(self) -> List[str]:
         return list(self._entries)
 
     def summary(self, name: str) -> str:
-        return self._summaries[name]
+        return self._entry(name).summary
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
+
+    def _add(self, name: str, entry: Entry) -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = entry
+
+    def _entry(self, name: str) -> Entry:
+        if name not in self._entries:
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
+            )
+        return self._entries[name]

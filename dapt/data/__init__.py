@@ -1,227 +1,51 @@
-"""The dataset registry and ``ImageSet``: every dataset as uint8 tensors in memory, and input normalisation.
+"""Datasets: the torch-free catalog ``DATASETS`` here, the tensors in the modules.
 
-Every dataset ends as ``ImageSet``: uint8 [N, 3, S, S] at the working image size ``S``, so the
-training loop never waits on PIL. On-disk formats live in ``formats``, decoded folder datasets
-in ``imagecache``, augmented views and their replay in ``augment``.
+``DATASETS`` names every dataset a params file may choose, with its summary and a look at its
+files that decodes nothing; its loaders live in ``imageset`` (every dataset as an ``ImageSet``
+of uint8 tensors, subsets, normalisation), imported on first use. On-disk formats are read by
+``formats``, decoded folder datasets cached by ``imagecache``, augmented views made by
+``augment`` and ``diffaug``, generated images mixed in by ``synthetic``.
+
+Imports ``core`` only. The catalog and ``formats`` load no torch, so the pipeline can check a
+study's datasets without it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from dapt.core.errors import DaptError
 from dapt.core.registry import Registry
-from dapt.data import formats, imagecache
+from dapt.data import formats
 
-# Output values per interpolate call: bounds the float copy to 256 MB (CIFAR at 224 px would need
-# 36 GB at once), while chunks stay large because small interpolate calls are twice as slow.
-_RESIZE_BUDGET = 2**26
-
-
-@dataclass
-class ImageSet:
-    """A labelled image dataset held in memory at one square image size."""
-
-    name: str
-    classes: list[str]
-    train_x: torch.Tensor  # uint8 [N, 3, S, S]
-    train_y: torch.Tensor  # int64 [N]
-    test_x: torch.Tensor  # uint8 [M, 3, S, S]
-    test_y: torch.Tensor  # int64 [M]
-    image_size: int
-    n_synthetic: int = 0  # the last n_synthetic training images are generated ones (dapt.data.synthetic)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-Loader = Callable[[Path, int, bool, Path], ImageSet]
+# (data_root, image_size, download, cache_dir) -> dapt.data.imageset.ImageSet
+Loader = Callable[[Path, int, bool, Path], Any]
+# Each entry's facts: a look at its files without decoding anything (split files, folder listings)
+# that raises the loader's own DatasetMissingError, so `dapt run` names a missing dataset before
+# any notebook starts.
 DATASETS: Registry[Loader] = Registry("dataset")
 
-
-def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize uint8 [N, C, H, W] to [N, 3, size, size]: bilinear (antialiased when shrinking), grey → 3 channels."""
-    if x.shape[-1] != size or x.shape[-2] != size:
-        shrink = size < min(x.shape[-2:])
-        chunks = [
-            F.interpolate(chunk.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
-            .round_().clamp_(0, 255).to(torch.uint8)
-            for chunk in x.split(max(1, _RESIZE_BUDGET // (x.shape[1] * size * size)))
-        ]
-        x = torch.cat(chunks) if chunks else x.new_empty(0, x.shape[1], size, size)
-    return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x.contiguous()
-
-
-def _in_memory_set(name: str, classes: list[str], size: int, train: tuple, test: tuple) -> ImageSet:
-    def as_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
-        x = x[:, None] if x.ndim == 3 else x
-        return resize_uint8(x, size), torch.from_numpy(np.asarray(labels, dtype=np.int64))
-
-    (train_x, train_y), (test_x, test_y) = as_tensors(*train), as_tensors(*test)
-    return ImageSet(name, [formats.clean_class_name(c) for c in classes], train_x, train_y, test_x, test_y, size)
-
-
-@DATASETS.register("fashion_mnist", "Fashion-MNIST: 60k + 10k 28x28 grey images of clothing, 10 classes")
-def _fashion_mnist(root: Path, size: int, download: bool, cache_dir: Path) -> ImageSet:
-    train_x, train_y, test_x, test_y = formats.fashion_mnist_arrays(root, download)
-    return _in_memory_set("fashion_mnist", formats.FASHION_MNIST_CLASSES, size, (train_x, train_y), (test_x, test_y))
-
-
-@DATASETS.register("digits", "scikit-learn digits: 1,797 8x8 grey images, 10 classes (tiny, for tests)")
-def _digits(root: Path, size: int, download: bool, cache_dir: Path) -> ImageSet:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-    # The split's seed is fixed, not the run's, so that every run is scored on the same test images.
-    train_x, test_x, train_y, test_y = train_test_split(images, bunch.target, test_size=0.2, stratify=bunch.target, random_state=0)
-    return _in_memory_set("digits", [str(d) for d in range(10)], size, (train_x, train_y), (test_x, test_y))
-
-
-def _cifar(name: str, root: Path, size: int, download: bool, cache_dir: Path) -> ImageSet:
-    classes, train, test = formats.cifar_arrays(name, root, download)
-    return _in_memory_set(name, classes, size, train, test)
-
-
-def _folder_set(name: str, index_of: Callable[[Path, bool], formats.FolderIndex],
-                root: Path, size: int, download: bool, cache_dir: Path) -> ImageSet:
-    index = index_of(root, download)
-    t = imagecache.load_folder_dataset(name, index, size, cache_dir)
-    classes = [formats.clean_class_name(c) for c in index.classes]
-    return ImageSet(name, classes, t["train_x"], t["train_y"], t["test_x"], t["test_y"], size)
-
-
-DATASETS.register("cifar10", "CIFAR-10: 50k + 10k 32x32 colour images, 10 classes")(partial(_cifar, "cifar10"))
-DATASETS.register("cifar100", "CIFAR-100: 50k + 10k 32x32 colour images, 100 fine classes")(partial(_cifar, "cifar100"))
-for _name, _index_of, _summary in [
-    ("dtd", formats.dtd_index, "Describable Textures: 47 classes, official partition 1 (train+val / test)"),
-    ("caltech101", formats.caltech101_index, "Caltech-101: 101 classes, seeded split of 30 train / up to 50 test per class"),
-    ("mit_indoor", formats.mit_indoor_index, "MIT Indoor-67: 67 scene classes, official TrainImages/TestImages split"),
-    ("cub_2011", formats.cub_index, "CUB-200-2011 birds: 200 classes, official train/test split"),
+for _name, _summary, _files_present in [
+    ("fashion_mnist", "Fashion-MNIST: 60k + 10k 28x28 grey images of clothing, 10 classes", formats.fashion_mnist_files),
+    ("digits", "scikit-learn digits: 1,797 8x8 grey images, 10 classes (tiny, for tests)",
+     lambda root: None),  # ships with scikit-learn
+    ("cifar10", "CIFAR-10: 50k + 10k 32x32 colour images, 10 classes", partial(formats.cifar_folder, "cifar10")),
+    ("cifar100", "CIFAR-100: 50k + 10k 32x32 colour images, 100 fine classes", partial(formats.cifar_folder, "cifar100")),
+    ("dtd", "Describable Textures: 47 classes, official partition 1 (train+val / test)",
+     partial(formats.dtd_index, download=False)),
+    ("caltech101", "Caltech-101: 101 classes, seeded split of 30 train / up to 50 test per class",
+     partial(formats.caltech101_index, download=False)),
+    ("mit_indoor", "MIT Indoor-67: 67 scene classes, official TrainImages/TestImages split",
+     partial(formats.mit_indoor_index, download=False)),
+    ("cub_2011", "CUB-200-2011 birds: 200 classes, official train/test split", partial(formats.cub_index, download=False)),
 ]:
-    DATASETS.register(_name, _summary)(partial(_folder_set, _name, _index_of))
-del _name, _index_of, _summary
-
-
-# Per dataset, a look at its files without decoding anything (split files, folder listings): raises the
-# loader's own DatasetMissingError, so `dapt run` names a missing dataset before any notebook starts.
-_FILES_PRESENT: dict[str, Callable[[Path], object]] = {
-    "fashion_mnist": formats.fashion_mnist_files,
-    "digits": lambda root: None,  # ships with scikit-learn
-    "cifar10": partial(formats.cifar_folder, "cifar10"),
-    "cifar100": partial(formats.cifar_folder, "cifar100"),
-    "dtd": partial(formats.dtd_index, download=False),
-    "caltech101": partial(formats.caltech101_index, download=False),
-    "mit_indoor": partial(formats.mit_indoor_index, download=False),
-    "cub_2011": partial(formats.cub_index, download=False),
-}
+    DATASETS.declare(_name, f"dapt.data.imageset:load_{_name}", _summary, facts=_files_present)
+del _name, _summary, _files_present
 
 
 def check_available(name: str, data_root: str | Path, download: bool) -> None:
     """Raise ``DatasetMissingError`` (naming the fix) when dataset ``name`` is not on disk under ``data_root``;
     with ``download`` a missing dataset is fetched when the run starts, so nothing is checked."""
-    if not download and name in _FILES_PRESENT:
-        _FILES_PRESENT[name](Path(data_root))
-
-
-def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """Sorted indices of ``n`` samples drawn per class in proportion to the class sizes.
-
-    Quotas use the largest-remainder method, then every class keeps at least one sample (taken
-    from the largest quota). Deterministic for a given ``(labels, n, seed)``.
-    """
-    labels = torch.as_tensor(labels, dtype=torch.int64)
-    present, counts = torch.unique(labels, return_counts=True)
-    if n < len(present):
-        raise DaptError(f"train_subset={n} is smaller than the {len(present)} classes; set it to at least {len(present)}, or null for all")
-    if n >= len(labels):
-        return torch.arange(len(labels))
-    exact = counts.double() * n / len(labels)
-    quota = exact.floor().long()
-    remainder_order = torch.argsort(exact - quota, descending=True, stable=True)
-    quota[remainder_order[: n - int(quota.sum())]] += 1
-    while (quota == 0).any():
-        quota[torch.argmax(quota)] -= 1
-        quota[torch.nonzero(quota == 0)[0]] += 1
-    return sample_per_class(labels, dict(zip(present.tolist(), quota.tolist())), seed)
-
-
-def sample_per_class(labels: torch.Tensor, quota: dict[int, int], seed: int) -> torch.Tensor:
-    """Sorted indices of ``quota[c]`` samples of each class ``c`` (at most all of them), drawn
-    without replacement by one seeded generator, classes in the order of ``quota``."""
-    generator = torch.Generator().manual_seed(seed)
-    chosen = []
-    for cls, k in quota.items():
-        members = torch.nonzero(labels == cls).flatten()
-        chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
-    return torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.int64)
-
-
-def load_dataset(
-    name: str, image_size: int, *, data_root: str | Path = "data", train_subset: int | None = None,
-    seed: int = 0, download: bool = False, cache_dir: str | Path | None = None,
-) -> ImageSet:
-    """Load a registered dataset at ``image_size``; ``train_subset`` draws a stratified, seeded subset
-    of the training set (the test set is never subsetted)."""
-    loader = DATASETS.get(name)
-    if not isinstance(image_size, int) or image_size < 1:
-        raise DaptError(f"image_size={image_size!r} is not a positive integer; set image_size to e.g. 32")
-    root = Path(data_root)
-    images = loader(root, image_size, download, Path(cache_dir) if cache_dir is not None else root / "cache")
-    if train_subset is not None and train_subset < len(images.train_y):
-        keep = stratified_subset(images.train_y, train_subset, seed)
-        images = replace(images, train_x=images.train_x[keep], train_y=images.train_y[keep])
-    return images
-
-
-def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels → float32 in [0, 1]."""
-    return x_uint8.float().div_(255.0)
-
-
-# (mean, std) per channel applied to [0, 1] inputs. "lite" is EfficientNet-Lite's (x·255 − 127)/128.
-NORMALISATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "lite": ((127 / 255,) * 3, (128 / 255,) * 3),
-}
-
-
-def _scheme(scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if scheme not in NORMALISATIONS:
-        raise DaptError(f"unknown normalisation {scheme!r}; choose one of: {', '.join(NORMALISATIONS)}")
-    mean, std = NORMALISATIONS[scheme]
-    return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-
-
-def normalise(x_float01: torch.Tensor, scheme: str) -> torch.Tensor:
-    """Standardise a float batch in [0, 1] with a scheme of ``NORMALISATIONS``."""
-    mean, std = _scheme(scheme)
-    return (x_float01 - mean.to(x_float01)) / std.to(x_float01)
-
-
-class Normalise(nn.Module):
-    """``normalise`` as a model's first layer. The constants are non-persistent buffers: they follow
-    ``.to(device)`` but stay out of checkpoints, which the model's constructor already determines."""
-
-    def __init__(self, scheme: str):
-        super().__init__()
-        mean, std = _scheme(scheme)
-        self.scheme = scheme
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-    def extra_repr(self) -> str:
-        return f"scheme={self.scheme!r}"
+    files_present = DATASETS.facts(name) if name in DATASETS else None
+    if not download and files_present is not None:
+        files_present(Path(data_root))

@@ -37,7 +37,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from dapt.data import NORMALISATIONS, to_float
+from dapt.data.imageset import NORMALISATIONS, to_float
 from dapt.data.augment import AugmentParams, apply_augment
 
 GROUPS = ("flip", "color", "crop", "rotate", "scale", "cutout")  # the reference strategy's order

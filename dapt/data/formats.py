@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from dapt.core.errors import CorruptImageError, DatasetMissingError
 
@@ -201,6 +200,10 @@ def caltech101_index(root: Path, download: bool, train_per_class: int = 30, test
     if not folder.is_dir():
         raise DatasetMissingError(f"{folder} not found; unpack 101_ObjectCategories into {folder.parent} or set download: true in the params")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "BACKGROUND_Google")
+    # torch's seeded permutation defines the split every run shares; imported here so that the other
+    # formats, which `dapt run --dry-run` reads to find missing datasets, stay torch-free
+    import torch
+
     generator = torch.Generator().manual_seed(0)
     train, test = [], []
     for label, name in enumerate(classes):

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from dapt.core.torch_files import atomic_save, safe_load
 from dapt.core.errors import CorruptImageError, DaptError
 from dapt.core.files import read_json
-from dapt.data import ImageSet, resize_uint8, sample_per_class
+from dapt.data.imageset import ImageSet, resize_uint8, sample_per_class
 
 FORMAT = "dapt-synthetic-v1"
 SYNSET_FACTORS = {"1x": 1, "2x": 2}

@@ -1,74 +1,45 @@
-"""The distiller contract: loss weights, the base class (distiller ``none``) and the factory.
+"""The distiller contract: a distiller declares its loss terms, returns them unweighted; the base
+weighs, ramps and sums them.
 
-``L = w_ce·CE(z_s, y) + r·(w_embed·L_embed + w_kd·L_kd + w_srrl·L_srrl)`` (DESIGN.md,
-"Algorithms"; the reference's ``lambd1..4``), ``r`` the ``distill_warmup`` ramp (1 without it). A distiller is an ``nn.Module`` whose parameters are exactly the
-extra trainable pieces (projectors, connectors) the optimizer must train besides the student.
-The teacher is frozen: its features and logits are detached here, whether they come live or
-from a cache, so no gradient can ever reach it.
+``L = Σ_t w_t·r_t·L_t`` over the distiller's terms ``t`` (``terms``: name → default weight,
+overridden by the settings' ``w_<t>`` when not null), with ``r_t`` the ``distill_warmup`` ramp on
+every term but the labels' cross-entropy (``r_ce = 1``). With the terms ``ce``, ``embed``, ``kd``,
+``srrl`` this is the reference code's ``lambd1..4`` weighting (S. Farhat, D. Chen, "On the
+Surprising Efficacy of Distillation as an Alternative to Pre-Training Small Models", 2024,
+``distill.py``); each distiller returns its own dict of losses, as mdistiller's do (B. Zhao et
+al., "Decoupled Knowledge Distillation", CVPR 2022, ``mdistiller/distillers``), so a new kind of
+loss term needs no change here.
 
-Settings are read by attribute from one object (in practice the run's config, a dataclass that
-inherits every settings dataclass), so no knob is copied into a second structure.
+A distiller is an ``nn.Module`` whose parameters are exactly the extra trainable pieces
+(projectors, connectors) the optimizer must train besides the student. The teacher is frozen:
+its features and logits are detached here, whether they come live or from a cache, so no
+gradient can ever reach it. Settings are read by attribute from one object (in practice the
+run's config, a dataclass that inherits every settings dataclass), so no knob is copied into a
+second structure.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dapt.core.errors import DaptError
-from dapt.core.fields import NON_NEGATIVE, POSITIVE, check_ranges, param
-from dapt.core.registry import Registry
-from dapt.distillers.losses import kd_loss
-
-TERMS = ("ce", "embed", "kd", "srrl")
-_DEFAULT = " (null = the distiller's default)"
+from dapt.core.fields import check_ranges
+from dapt.distillers.catalog import DISTILLERS
 
 
-@dataclass
-class LossSettings:
-    """The weights of the four loss terms and the KD temperature, read by every distiller."""
-
-    w_ce: Optional[float] = param(None, "every distiller: weight of cross-entropy on the labels"
-                                  + _DEFAULT, rule=NON_NEGATIVE)
-    w_embed: Optional[float] = param(None, "align_uniform, crd, srrl: weight of the feature term "
-                                     "(align/uniform, CRD's NCE, SRRL's feature MSE)" + _DEFAULT,
-                                     rule=NON_NEGATIVE)
-    w_kd: Optional[float] = param(None, "every distiller but none: weight of Hinton KD on the "
-                                  "logits" + _DEFAULT, rule=NON_NEGATIVE)
-    w_srrl: Optional[float] = param(None, "srrl: weight of the MSE between the teacher head's "
-                                    "logits on the connected student features and the teacher's"
-                                    + _DEFAULT, rule=NON_NEGATIVE)
-    kd_T: float = param(4.0, "KD temperature T (Hinton et al. 2015), used by every distiller whose "
-                        "w_kd > 0 (kd, align_uniform, crd by default)", rule=POSITIVE)
-    distill_warmup: Optional[float] = param(
-        None, "every distiller but none: epochs over which the teacher terms' weights (w_embed, "
-              "w_kd, w_srrl) ramp linearly from 0 to their value, per training step; w_ce is never "
-              "ramped (0 = no warm-up; null = the distiller's default: 1 for srrl, 0 for the others)",
-        rule=NON_NEGATIVE)
-
-
-DISTILLERS: Registry[type["Distiller"]] = Registry("distiller")
-
-
-@DISTILLERS.register("none")
 class Distiller(nn.Module):
-    """No teacher: cross-entropy on the labels only (the from-scratch baseline)
+    """Base of every distiller: subclasses set ``name``, ``terms`` (loss term → default weight)
+    and what they need, and implement ``losses``."""
 
-    ``L = w_ce·CE(z_s, y)``. The base of every distiller: subclasses set ``default_weights``,
-    the ``terms`` they can compute and what they need, and add their teacher terms.
-    """
-
-    name: ClassVar[str] = "none"
-    default_weights: ClassVar[dict[str, float]] = {"ce": 1.0, "embed": 0.0, "kd": 0.0, "srrl": 0.0}
+    name: ClassVar[str]
+    terms: ClassVar[dict[str, float]]  # loss term -> default weight, e.g. {"ce": 1.0, "kd": 1.0}
     default_warmup: ClassVar[float] = 0.0  # epochs of distill_warmup when it is null
     needs_teacher: ClassVar[bool] = False
     needs_features: ClassVar[bool] = False
     needs_index: ClassVar[bool] = False
-    terms: ClassVar[tuple[str, ...]] = ("ce",)
 
     def __init__(self, settings: Any, *, s_dim: int, t_dim: int | None, num_classes: int,
                  train_labels: Tensor | None, teacher_head: nn.Linear | None, seed: int,
@@ -86,26 +57,50 @@ class Distiller(nn.Module):
                             "pass t_dim (the teacher model's feat_dim)")
 
     def _resolve_weights(self, settings: Any) -> dict[str, float]:
-        weights = {term: float(self.default_weights[term]) for term in TERMS}
-        for term in TERMS:
-            override = getattr(settings, f"w_{term}")
-            if override is not None:
-                weights[term] = float(override)
-            if weights[term] and term not in self.terms:
+        """Each own term's weight: ``w_<term>`` of the settings when present and not null, else the
+        default. A non-zero ``w_<term>`` for a term of another distiller, not this one's, is an error."""
+        weights = {}
+        for term, default in self.terms.items():
+            override = getattr(settings, f"w_{term}", None)
+            weights[term] = float(default if override is None else override)
+        for term in _terms_of_every_distiller():
+            override = getattr(settings, f"w_{term}", None)
+            if term not in self.terms and override:
                 raise DaptError(f"distiller {self.name!r} has no {term} loss but w_{term}="
-                                f"{weights[term]}; set w_{term} to 0 or null")
+                                f"{float(override)}; set w_{term} to 0 or null")
         if not any(weights.values()):
-            raise DaptError(f"distiller {self.name!r}: every loss weight is 0; "
-                            "give at least one of w_ce, w_embed, w_kd, w_srrl a positive value")
+            raise DaptError(f"distiller {self.name!r}: every loss weight is 0; give at least one "
+                            f"of {', '.join(f'w_{term}' for term in self.terms)} a positive value")
         return weights
 
     def forward(self, s_feat: Tensor, s_logits: Tensor, y: Tensor, t_feat: Tensor | None = None,
                 t_logits: Tensor | None = None, index: Tensor | None = None
                 ) -> tuple[Tensor, dict[str, float]]:
         """Total loss of a batch and the float value of each weighted part (``{"ce": .., ...}``)."""
-        weighted = self.weigh(self.losses(s_feat, s_logits, y, t_feat, t_logits, index))
+        weighted = self.weigh(self.unweighted(s_feat, s_logits, y, t_feat, t_logits, index))
         total = sum(weighted.values())
         return total, {term: float(value.detach()) for term, value in weighted.items()}
+
+    def unweighted(self, s_feat: Tensor, s_logits: Tensor, y: Tensor, t_feat: Tensor | None = None,
+                   t_logits: Tensor | None = None, index: Tensor | None = None) -> dict[str, Tensor]:
+        """``losses`` on checked inputs, the teacher's outputs detached (``forward`` weighs and sums
+        them; ``benchmarks/loss_scales.py`` measures each one's gradient)."""
+        self._check_inputs(s_logits, t_feat, t_logits, index)
+        # Cached teacher outputs may be fp16; the teacher never trains, hence detach.
+        if t_feat is not None:
+            t_feat = t_feat.detach().to(s_feat.dtype)
+        if t_logits is not None:
+            t_logits = t_logits.detach().to(s_logits.dtype)
+        return self.losses(s_feat, s_logits, y, t_feat, t_logits, index)
+
+    def losses(self, s_feat: Tensor, s_logits: Tensor, y: Tensor, t_feat: Tensor | None,
+               t_logits: Tensor | None, index: Tensor | None) -> dict[str, Tensor]:
+        """The unweighted loss of each of this distiller's terms whose weight is not 0, as tensors.
+
+        A term of weight 0 is left out, so what computing it would change (CRD's memory banks)
+        does not happen.
+        """
+        raise NotImplementedError(f"distiller {self.name!r} does not implement losses()")
 
     def weigh(self, losses: dict[str, Tensor]) -> dict[str, Tensor]:
         """Each term times its weight, the teacher terms also times ``ramp()``; in training mode
@@ -130,29 +125,6 @@ class Distiller(nn.Module):
             return 1.0
         return min(1.0, (int(self.steps_done) + 1) / self.warmup_steps)
 
-    def losses(self, s_feat: Tensor, s_logits: Tensor, y: Tensor, t_feat: Tensor | None = None,
-               t_logits: Tensor | None = None, index: Tensor | None = None) -> dict[str, Tensor]:
-        """The unweighted loss of each term with a non-zero weight, as tensors (``forward``
-        weighs and sums them; ``benchmarks/loss_scales.py`` measures each one's gradient)."""
-        self._check_inputs(s_logits, t_feat, t_logits, index)
-        # Cached teacher outputs may be fp16; the teacher never trains, hence detach.
-        if t_feat is not None:
-            t_feat = t_feat.detach().to(s_feat.dtype)
-        if t_logits is not None:
-            t_logits = t_logits.detach().to(s_logits.dtype)
-        losses: dict[str, Tensor] = {}
-        if self.weights["ce"]:
-            losses["ce"] = F.cross_entropy(s_logits, y)
-        if self.weights["kd"]:
-            losses["kd"] = kd_loss(s_logits, t_logits, self.settings.kd_T)
-        losses.update(self.teacher_terms(s_feat, t_feat, t_logits, index))
-        return losses
-
-    def teacher_terms(self, s_feat: Tensor, t_feat: Tensor | None, t_logits: Tensor | None,
-                      index: Tensor | None) -> dict[str, Tensor]:
-        """Unweighted ``embed``/``srrl`` losses of the terms with a non-zero weight."""
-        return {}
-
     def _check_inputs(self, s_logits: Tensor, t_feat: Tensor | None, t_logits: Tensor | None,
                       index: Tensor | None) -> None:
         wanted = (("t_logits", self.needs_teacher, t_logits),
@@ -165,6 +137,12 @@ class Distiller(nn.Module):
             raise ValueError(f"teacher logits {tuple(t_logits.shape)} and student logits "
                              f"{tuple(s_logits.shape)} differ; teacher and student must share "
                              "the classes")
+
+
+def _terms_of_every_distiller() -> set[str]:
+    """The loss terms of the registered distillers: the ``w_<term>`` settings a distiller must refuse
+    when it lacks the term."""
+    return {term for name in DISTILLERS.names() for term in DISTILLERS.get(name).terms}
 
 
 def build_distiller(name: str, settings: Any, *, s_dim: int, t_dim: int | None,

@@ -9,7 +9,6 @@ of projector as align_uniform's (``projector``, ``proj_dim``), as in the referen
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,20 +17,8 @@ from torch import Tensor, nn
 
 from dapt.core import distributed
 from dapt.core.errors import DaptError
-from dapt.core.fields import AT_LEAST_ONE, FRACTION, POSITIVE, param
-from dapt.distillers.base import DISTILLERS, Distiller
+from dapt.distillers.kd import KD
 from dapt.distillers.projectors import build_projector
-
-
-@dataclass
-class CRDSettings:
-    """The knobs of CRD's NCE and memory banks (reference ``--nce_k``, ``--nce_t``, ``--nce_m``)."""
-
-    crd_k: int = param(4096, "crd: negatives per sample, drawn from other classes",
-                       rule=AT_LEAST_ONE)
-    crd_T: float = param(0.07, "crd: NCE temperature", rule=POSITIVE)
-    crd_momentum: float = param(0.5, "crd: memory-bank momentum (share of the old row kept)",
-                                rule=FRACTION)
 
 
 class NegativeSampler:
@@ -186,8 +173,7 @@ class CRDCriterion(nn.Module):
         self.generator.set_state(state["generator"])
 
 
-@DISTILLERS.register("crd")
-class CRD(Distiller):
+class CRD(KD):
     """Tian et al. 2020: CE + KD + contrastive NCE against memory banks of other-class samples
 
     With unit embeddings ``v_s = proj_s(f_s)``, ``v_t = proj_t(f_t)`` (``projector``,
@@ -198,9 +184,8 @@ class CRD(Distiller):
     """
 
     name = "crd"
-    default_weights = {"ce": 1.0, "embed": 1.0, "kd": 1.0, "srrl": 0.0}
-    needs_teacher = needs_features = needs_index = True
-    terms = ("ce", "embed", "kd")
+    terms = {"ce": 1.0, "kd": 1.0, "embed": 1.0}
+    needs_features = needs_index = True
 
     def __init__(self, settings: Any, *, s_dim: int, t_dim: int | None,
                  num_classes: int, train_labels: Tensor | None, seed: int, **rest):
@@ -219,6 +204,9 @@ class CRD(Distiller):
             k=settings.crd_k, temperature=settings.crd_T, momentum=settings.crd_momentum,
             seed=seed)
 
-    def teacher_terms(self, s_feat: Tensor, t_feat: Tensor, t_logits: Tensor,
-                      index: Tensor | None) -> dict[str, Tensor]:
-        return {"embed": self.criterion(s_feat, t_feat, index)} if self.weights["embed"] else {}
+    def losses(self, s_feat: Tensor, s_logits: Tensor, y: Tensor, t_feat: Tensor,
+               t_logits: Tensor, index: Tensor) -> dict[str, Tensor]:
+        losses = super().losses(s_feat, s_logits, y, t_feat, t_logits, index)
+        if self.weights["embed"]:
+            losses["embed"] = self.criterion(s_feat, t_feat, index)
+        return losses

@@ -1,40 +1,18 @@
 """Small trainable heads on penultimate features: projectors and SRRL connectors.
 
-Projectors (reference ``models/projector.py``, ``Embed``) map a feature vector to a point on the
-unit sphere, where align_uniform's alignment/uniformity and CRD's NCE compare student and
+The ``catalog`` names them (``PROJECTORS``, ``CONNECTORS``). Projectors (reference
+``models/projector.py``, ``Embed``) map a feature vector to a point on the unit sphere, where align_uniform's alignment/uniformity and CRD's NCE compare student and
 teacher; student and teacher each get one, of the same kind and output width. Connectors
 (reference ``distill.py``) map student features to the teacher's width for SRRL, which regresses
 raw teacher features and feeds the result to the teacher's classifier, so they do not normalise.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dapt.core.fields import AT_LEAST_ONE, param
-from dapt.core.registry import Registry
-
-HeadFactory = Callable[[int, int], nn.Module]
-
-PROJECTORS: Registry[HeadFactory] = Registry("projector")
-CONNECTORS: Registry[HeadFactory] = Registry("srrl connector")
-
-
-@dataclass
-class ProjectionSettings:
-    """The projection heads shared by align_uniform and crd (one 128-d projection for both,
-    as in the reference)."""
-
-    projector: str = param(
-        "mocov2", "align_uniform and crd: projection head on student and teacher features",
-        choices=PROJECTORS.names)
-    proj_dim: int = param(
-        128, "align_uniform and crd: projection width (also the width of crd's memory banks)",
-        rule=AT_LEAST_ONE)
+from dapt.distillers.catalog import PROJECTORS
 
 
 class L2Normalize(nn.Module):
@@ -49,7 +27,6 @@ def _block(in_dim: int, out_dim: int) -> list[nn.Module]:
     return [nn.Linear(in_dim, out_dim, bias=False), nn.BatchNorm1d(out_dim), nn.ReLU()]
 
 
-@PROJECTORS.register("mocov2")
 def mocov2_projector(in_dim: int, out_dim: int = 128) -> nn.Module:
     """Linear(d, d) → ReLU → Linear(d, out) → L2 (MoCo v2)
 
@@ -59,7 +36,6 @@ def mocov2_projector(in_dim: int, out_dim: int = 128) -> nn.Module:
                          L2Normalize())
 
 
-@PROJECTORS.register("simclr")
 def simclr_projector(in_dim: int, out_dim: int = 128) -> nn.Module:
     """Linear(d, d) → BN → ReLU → Linear(d, out) → BN(out, no affine) → L2 (SimCLR)
 
@@ -71,7 +47,6 @@ def simclr_projector(in_dim: int, out_dim: int = 128) -> nn.Module:
                          nn.BatchNorm1d(out_dim, affine=False), L2Normalize())
 
 
-@PROJECTORS.register("simclrv2")
 def simclrv2_projector(in_dim: int, out_dim: int = 128) -> nn.Module:
     """(Linear(d, d) → BN → ReLU) ×2 → Linear(d, out) → BN(out, no affine) → L2 (SimCLR v2)
 
@@ -83,7 +58,6 @@ def simclrv2_projector(in_dim: int, out_dim: int = 128) -> nn.Module:
                          nn.BatchNorm1d(out_dim, affine=False), L2Normalize())
 
 
-@PROJECTORS.register("linear")
 def linear_projector(in_dim: int, out_dim: int = 128) -> nn.Module:
     """Linear(d, out) → L2 (RepDistiller's CRD embedding)
 
@@ -97,7 +71,6 @@ def build_projector(name: str, in_dim: int, out_dim: int = 128) -> nn.Module:
     return PROJECTORS.get(name)(in_dim, out_dim)
 
 
-@CONNECTORS.register("mlp")
 def mlp_connector(s_dim: int, t_dim: int) -> nn.Module:
     """Linear(s, t) → ReLU
 
@@ -106,7 +79,6 @@ def mlp_connector(s_dim: int, t_dim: int) -> nn.Module:
     return nn.Sequential(nn.Linear(s_dim, t_dim), nn.ReLU(inplace=True))
 
 
-@CONNECTORS.register("mlp2")
 def mlp2_connector(s_dim: int, t_dim: int) -> nn.Module:
     """Linear(s, (s+t)//2) → ReLU → Linear((s+t)//2, t) → ReLU
 

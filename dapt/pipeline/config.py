@@ -4,8 +4,9 @@ One dataclass per stage; its fields are exactly the keys of the stage notebook's
 cell (a test keeps the two equal), so a params file is checked before any kernel starts:
 unknown key, wrong type, a value outside its choices or its range → one ``ConfigError`` line
 naming the key, the file and what is valid. Each field carries its help, choices and range
-(``dapt.core.fields.param``); a distiller's knobs are declared in that distiller's module and reach
-``DistillConfig`` by inheritance, so every parameter has exactly one home.
+(``dapt.core.fields.param``); the distillers' knobs are declared in ``dapt.distillers.settings`` and
+reach ``DistillConfig`` by inheritance, so every parameter has exactly one home. Torch-free: names,
+fields and facts come from the catalogs of ``data``, ``models`` and ``distillers``.
 """
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Optional, Union
 
-from dapt.data import DATASETS
-from dapt.training.device import check_placement
-from dapt.distillers import DISTILLERS, DistillerSettings, needs_teacher
+from dapt.core.devices import check_placement
 from dapt.core.errors import DaptError
-from dapt.core.fields import (AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, check_ranges, choices_of, help_of, param, reference,
-                     study_wide)
-from dapt.models import MODELS, check_image_size
+from dapt.core.fields import (AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, check_ranges, choices_of, help_of, param,
+                              reference, study_wide)
+from dapt.core.hub import check_weights_reachable
 from dapt.core.tracking import TrackingSettings
+from dapt.data import DATASETS
+from dapt.distillers import DISTILLERS, DistillerSettings, needs_teacher
+from dapt.models import MODELS, check_image_size
 
 DEVICE_HELP = ("where the run computes: auto (CUDA when present, else the CPU), cpu, cuda, cuda:N or mps; "
                "bookkeeping: another device gives the same run up to float rounding")
@@ -32,8 +34,8 @@ AMP_HELP = ("mixed precision of training: off (float32), bf16 (autocast to bfloa
             "(autocast to float16 with loss scaling; CUDA and mps only)")
 INJECTED = ("run_dir",)  # set by `dapt run` (runs/<study>/<run>), never by a params file
 # cache_views: null replays min(epochs, DEFAULT_VIEWS) views per image: a fresh view every epoch up to 8
-# epochs (one fixed view cost a kd student 2.2 points at 8 epochs, params/fashion_views.yaml), then views
-# replayed, so the teacher cache stops growing with the epochs (README, "How many views")
+# epochs, as fewer views cost a kd student accuracy, then views replayed, so the teacher cache stops growing
+# with the epochs (measured in docs/performance.md, "How many views")
 DEFAULT_VIEWS = 8
 
 
@@ -132,7 +134,7 @@ class DistillConfig(DistillerSettings, TrainConfig):
                                choices=("on", "off"))
     cache_views: Optional[int] = param(
         None, f"augmented views per image replayed over the epochs (null = min(epochs, {DEFAULT_VIEWS}): a fresh "
-              f"view per epoch up to {DEFAULT_VIEWS} epochs, then replayed; README, 'How many views')",
+              f"view per epoch up to {DEFAULT_VIEWS} epochs, then replayed; docs/performance.md, 'How many views')",
         rule=AT_LEAST_ONE)
     synthetic: Optional[str] = reference(
         "generate run of this study, or a run folder: a class-balanced sample of its images joins the real "
@@ -227,8 +229,6 @@ class GenerateConfig(TrackingSettings):
                 raise DaptError(f"ddpm_patch {self.ddpm_patch} leaves the UNet images smaller than 4 px at "
                                 f"image_size {self.image_size}; lower ddpm_patch")
         else:
-            from dapt.stages.stable_diffusion import check_weights_reachable
-
             check_weights_reachable(self.model)
 
 
@@ -238,6 +238,10 @@ class ReportConfig(TrackingSettings):
 
     outputs: ClassVar[tuple[str, ...]] = ("notebook.ipynb",)
 
+    paper_epochs: int = param(250, "the paper's training epochs: the budget the report holds the students' against",
+                              rule=AT_LEAST_ONE)
+    short_budget_epochs: int = param(50, "students trained fewer epochs than this are on a short budget, which "
+                                         "ranks methods at that budget rather than at convergence", rule=AT_LEAST_ONE)
     run_dir: str = param("runs/interactive/report", "where the report is recorded (set by `dapt run`)")
 
 

@@ -38,7 +38,7 @@ _FORWARDED_PREFIX = "WANDB_"
 
 def _run_in_worker(root: str, marker: str, spec: RunSpec, log_output: bool) -> Outcome:
     """The body of one Ray task: check the shared storage, then ``run_one`` in the checkout at ``root``."""
-    from dapt.pipeline.runner import _configure_logging, run_one
+    from dapt.pipeline.runner import configure_logging, run_one
 
     if not (Path(root) / marker).is_file():
         raise DaptError(f"node {platform.node()} does not see {root}/{marker}: every node needs the repository "
@@ -46,7 +46,7 @@ def _run_in_worker(root: str, marker: str, spec: RunSpec, log_output: bool) -> O
     os.environ["DAPT_ROOT"] = root  # the notebooks find the repository, and so runs/, through it
     os.chdir(root)
     if log_output:
-        _configure_logging()
+        configure_logging()
     return run_one(spec, log_output)
 
 

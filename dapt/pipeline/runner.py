@@ -130,8 +130,9 @@ def _check_writable(folder: Path) -> None:
                         f"(e.g. chmod u+rwx {folder.as_posix()})")
 
 
-def _configure_logging() -> None:
-    """papermill's Python API is silent until logging is configured; show the notebooks' output."""
+def configure_logging() -> None:
+    """papermill's Python API is silent until logging is configured; show the notebooks' output
+    (in this process: the driver, or a Ray worker that executes a run)."""
     logger = logging.getLogger("papermill")
     if not logger.handlers:
         handler = logging.StreamHandler()
@@ -319,7 +320,7 @@ def run_study(
     if not is_main():  # one voice: rank 0 reports for all
         echo, log_output = (lambda line: None), False
     if log_output:
-        _configure_logging()
+        configure_logging()
     states = plan(study, force, only) if world_size() == 1 else _agreed_plan(study, force, only)
     if is_main():
         _check_writable(Path(RUNS_DIR) / study.name)

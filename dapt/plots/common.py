@@ -54,6 +54,19 @@ def note_figure(title: str, note: str) -> Figure:
     return fig
 
 
+def student_colours(rows: list[dict]) -> dict[str, str]:
+    """One matplotlib colour per student architecture, in order of first appearance, so a student
+    keeps its colour across the figures of a report."""
+    students = dict.fromkeys(str(row.get("student")) for row in rows)
+    return {student: f"C{index % 10}" for index, student in enumerate(students)}
+
+
+def evaluated_images(rows: list[dict]) -> str:
+    """ "all 10,000 test images" when every row that says so agrees, else "all test images"."""
+    totals = {as_count(row.get("test_images")) for row in rows} - {None}
+    return f"all {totals.pop():,} test images" if len(totals) == 1 else "all test images"
+
+
 def as_count(value) -> int | None:
     """A whole number of images from metrics.json, None when absent or not a number."""
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -1,7 +1,8 @@
-"""Figures of a study's configurations (``dapt.seeds``): each seed's test accuracy around the mean ± std,
-and the per-epoch accuracy curves that show whether each configuration reached a plateau (``dapt.budget``).
+"""Figures of a study's configurations (``dapt.analysis.configurations``): each seed's test accuracy
+around the mean ± std, and the per-epoch accuracy curves that show whether each configuration
+reached a plateau (``dapt.analysis.budget``).
 
-Like ``dapt.plots``, every function returns a ``matplotlib.figure.Figure`` built without pyplot;
+Like ``dapt.plots.run``, every function returns a ``matplotlib.figure.Figure`` built without pyplot;
 accuracies arrive as fractions 0–1 and are drawn in %.
 """
 from __future__ import annotations
@@ -13,8 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from dapt.analysis.budget import plateau
-from dapt.plots.common import as_count, note_figure
-from dapt.plots.study import _student_colours, _test_images
+from dapt.plots.common import as_count, evaluated_images, note_figure, student_colours
 
 
 def _ordered(configs: list[dict]) -> list[dict]:
@@ -33,7 +33,7 @@ def seed_spread(configs: list[dict]) -> Figure:
         return note_figure("Test accuracy over seeds", "no configuration has a test accuracy yet")
     fig = Figure(figsize=(max(7.0, 0.55 * len(shown) + 4.0), 4.4), layout="constrained")
     ax = fig.add_subplot()
-    colours = _student_colours([c for c in shown if c.get("stage") == "distill"])
+    colours = student_colours([c for c in shown if c.get("stage") == "distill"])
     values = [100 * v for c in shown for v in c["test_acc_values"]]
     for x, c in enumerate(shown):
         colour = colours.get(str(c.get("student")), "grey") if c.get("stage") == "distill" else "grey"
@@ -49,7 +49,7 @@ def seed_spread(configs: list[dict]) -> Figure:
     ax.set_ylim(max(0.0, low - 3 - 0.1 * (high - low)), min(100.0, high + 2 + 0.05 * (high - low)))
     ax.set_xticks(range(len(shown)), [str(c["run"]) for c in shown], rotation=30, ha="right", fontsize=8)
     single = all(len(c["test_acc_values"]) == 1 for c in shown)
-    ax.set(title=f"Final test accuracy per configuration ({_test_images(shown)}): "
+    ax.set(title=f"Final test accuracy per configuration ({evaluated_images(shown)}): "
                  + ("one seed each, so no spread to show" if single else "seeds and mean ± std"),
            ylabel="test accuracy (%)")
     ax.grid(axis="y", alpha=0.3)
@@ -76,7 +76,7 @@ def _eval_images(configs: list[dict]) -> str:
 def accuracy_curves(configs: list[dict]) -> Figure:
     """Accuracy on the evaluation images per epoch, one panel per student architecture (teacher-stage runs
     in a last panel): each configuration's mean over its seeds as a line, the seeds' min–max as a band,
-    its plateau verdict (``dapt.budget``) in the legend."""
+    its plateau verdict (``dapt.analysis.budget``) in the legend."""
     shown = [c for c in _ordered(configs) if len(_curve(c.get("history") or [])[0]) >= 1]
     if not shown:
         return note_figure("Accuracy per epoch", "no configuration has a per-epoch history yet")
@@ -93,7 +93,7 @@ def accuracy_curves(configs: list[dict]) -> Figure:
             colour = f"C{index % 10}"
             ax.plot(epochs, mean, marker="o", markersize=3, color=colour,
                     linestyle="--" if c.get("distiller") == "none" else "-",
-                    label=f"{c['run']} ({plateau(c['history'])['status']})")
+                    label=f"{c['run']} ({plateau(c['history']).status})")
             seeds = [dict(zip(*_curve(h))) for h in (c.get("histories") or {}).values()]
             if len(seeds) > 1:
                 low = [min(s.get(e, math.nan) for s in seeds) for e in epochs]

@@ -1,6 +1,6 @@
 """Figures of a whole study, for its report: accuracy per run, and agreement against accuracy.
 
-Rows come from ``dapt.analysis.rows.collect``; like ``dapt.plots``, every function returns a
+Rows come from ``dapt.analysis.rows.collect``; like ``dapt.plots.run``, every function returns a
 ``matplotlib.figure.Figure`` built without pyplot. Accuracies are fractions 0–1, drawn in %.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from dapt.plots.common import as_count, as_number, as_percent, note_figure
+from dapt.plots.common import as_count, as_number, as_percent, evaluated_images, note_figure, student_colours
 
 
 def _distill_rows(rows: list[dict]) -> list[dict]:
@@ -20,11 +20,6 @@ def _distill_rows(rows: list[dict]) -> list[dict]:
     students = list(dict.fromkeys(str(row.get("student")) for row in distill))
     return sorted(distill, key=lambda row: (students.index(str(row.get("student"))),
                                             row.get("distiller") != "none"))
-
-
-def _student_colours(rows: list[dict]) -> dict[str, str]:
-    students = dict.fromkeys(str(row.get("student")) for row in rows)
-    return {student: f"C{index % 10}" for index, student in enumerate(students)}
 
 
 def _px(value) -> str:
@@ -36,12 +31,6 @@ def _sizes(rows: list[dict], key: str = "image_size") -> str:
     """The image sizes of ``rows`` as "32 px" or "32/48 px", "" when none is recorded."""
     sizes = sorted({as_count(row.get(key)) for row in rows} - {None})
     return "/".join(str(size) for size in sizes) + " px" if sizes else ""
-
-
-def _test_images(rows: list[dict]) -> str:
-    """ "all 10,000 test images" when every row that says so agrees, else "all test images"."""
-    totals = {as_count(row.get("test_images")) for row in rows} - {None}
-    return f"all {totals.pop():,} test images" if len(totals) == 1 else "all test images"
 
 
 def _own_runs(rows: list[dict]) -> dict[str, dict]:
@@ -84,7 +73,7 @@ def accuracy_bars(rows: list[dict]) -> Figure:
         return note_figure("Test accuracy per run", "no distill runs in this study yet")
     fig = Figure(figsize=(max(7.0, 0.6 * len(distill) + 5.5), 4.2), layout="constrained")
     ax = fig.add_subplot()
-    colours = _student_colours(distill)
+    colours = student_colours(distill)
     accuracy = as_percent(row.get("test_acc") for row in distill)
     own_runs = _own_runs(rows)
     shown = [v for v in accuracy if not math.isnan(v)] + [100 * run["acc"] for run in own_runs.values()]
@@ -107,7 +96,7 @@ def accuracy_bars(rows: list[dict]) -> Figure:
         handles.append(Patch(color=colour, label=f"student {student}" + (f" ({size})" if size else "")))
     handles.append(Patch(facecolor="white", hatch="//", edgecolor="black", label="no teacher (baseline)"))
     ax.set_xticks(range(len(distill)), [str(row.get("run")) for row in distill], rotation=30, ha="right")
-    ax.set(title=f"Final test accuracy per run ({_test_images(distill)})", ylabel="test accuracy (%)")
+    ax.set(title=f"Final test accuracy per run ({evaluated_images(distill)})", ylabel="test accuracy (%)")
     ax.set_ylim(bottom, 100)
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     return fig
@@ -174,10 +163,10 @@ def agreement_vs_accuracy(rows: list[dict]) -> Figure:
     fig = Figure(figsize=(11.0 if zoom else 7.0, 6.2), layout="constrained")
     axes = fig.subplots(1, 2) if zoom else [fig.add_subplot()]
     plotted = {str(row.get("student")) for row in points}  # same colours as report_accuracy_bars
-    all_colours = _student_colours(_distill_rows(rows))
+    all_colours = student_colours(_distill_rows(rows))
     colours = {s: c for s, c in all_colours.items() if s in plotted}
     markers = _distiller_markers(points)
-    images = _test_images(points)
+    images = evaluated_images(points)
     teachers = _teacher_references(points)
     handles = []
     for index, (label, value) in enumerate(teachers.items()):

@@ -3,5 +3,6 @@
 parameters cell.
 
 Imports everything below it (``training``, ``analysis``, ``plots``, ``data``, ``models``,
-``distillers``, ``core``) and ``pipeline.config`` (the params schema); no stage imports another.
+``distillers``, ``core``) and ``pipeline.config`` (the params schema). No stage imports another;
+``generate`` imports its two generators.
 """

@@ -18,8 +18,9 @@ it was generated in.
 
 Cost: the UNet sees the image folded into ``patch``×``patch`` pixel blocks (space-to-depth, as the
 patching of Hoogeboom et al. 2023, "simple diffusion"): a 32-px grey image enters as 4 channels at
-16 px, which makes each step about 4× cheaper on a CPU; the noise and the DDIM update stay in pixel
-space, where folding is only a reordering of the same numbers.
+16 px, a quarter of the positions for every convolution and so about a quarter of the work per
+step; the noise and the DDIM update stay in pixel space, where folding is only a reordering of
+the same numbers.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dapt.data import ImageSet
+from dapt.data.imageset import ImageSet
 from dapt.training.device import Placement, device_of, to_device
 from dapt.core.files import atomic_write_json, read_json
 

@@ -13,60 +13,34 @@ and every per-image structure (views, teacher cache, CRD memory banks) has one r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from dapt.training import agreement as A
 from dapt.core import distributed
-from dapt.training.checkpoint import load_model
-from dapt.data import ImageSet
-from dapt.data.augment import make_views
-from dapt.data.diffaug import make_diffaug_views, view_pixels
+from dapt.training.checkpoint import load_teacher
+from dapt.data.imageset import ImageSet
+from dapt.data.augment import AugmentParams, make_views
+from dapt.data.diffaug import DiffAugParams, make_diffaug_views, view_pixels
 from dapt.data.synthetic import load_synthetic, sample_synthetic, with_synthetic
 from dapt.training.device import Placement
-from dapt.distillers import build_distiller
+from dapt.distillers.base import Distiller, build_distiller
 from dapt.pipeline.config import DEFAULT_VIEWS
-from dapt.core.errors import DaptError
-from dapt.models import Net, create_model
+from dapt.models.nets import Net, create_model
 from dapt.core.records import RunRecord
-from dapt.core.files import read_json, rel
+from dapt.core.files import rel
 from dapt.training.teacher_cache import TeacherTargets, file_digest, outputs_on_test_set
 from dapt.training.loop import Trainee, eval_index, model_meta, predict, prepare, train
 
 
-def load_teacher(folder: str | Path, ds: ImageSet) -> tuple[Net, dict]:
-    """The trained teacher of run ``folder``, frozen and in eval mode, checked against the student's dataset.
-
-    Returns (model, meta); meta adds the teacher run's own final test accuracy (``run_test_acc``).
-    """
-    folder = Path(folder)
-    where = folder.as_posix()
-    metrics = read_json(folder / "metrics.json")
-    if metrics is None:
-        raise DaptError(f"teacher {where}: no metrics.json; run its teacher stage first "
-                        f"(e.g. `dapt run params/fashion_quick.yaml --only lite2_ft`)")
-    if metrics.get("status") != "done":
-        raise DaptError(f"teacher run {where} is {metrics.get('status')!r}, not done; finish it first "
-                        f"(dapt run on its study)")
-    if not (folder / "model.pt").is_file():
-        raise DaptError(f"teacher run {where} has its report but no model.pt (a fresh clone holds only the "
-                        f"reports); train it first: dapt run on its study (e.g. params/fashion_quick.yaml)")
-    model, meta = load_model(folder / "model.pt")
-    if meta.get("dataset") != ds.name or meta.get("num_classes") != ds.num_classes:
-        raise DaptError(f"teacher {where} was trained on {meta.get('dataset')} ({meta.get('num_classes')} "
-                        f"classes) but this run uses {ds.name} ({ds.num_classes} classes); pick a teacher of {ds.name}")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, {**meta, "run_test_acc": metrics.get("test_acc")}
-
-
 def view_count(cache_views: int | None, epochs: int) -> int:
     """Augmented views per image the run replays: ``cache_views``, or by default min(epochs, DEFAULT_VIEWS):
-    a fresh view every epoch up to that many epochs (one fixed view cost a kd student 2.2 points at 8
-    epochs, params/fashion_views.yaml), then replayed, as the cache's size and build time grow per view."""
+    a fresh view every epoch up to that many epochs, since replaying fewer views costs the student
+    accuracy (``params/fashion_views.yaml``, measured in ``docs/performance.md``, "How many views"), then
+    replayed, as the cache's size and build time grow per view."""
     return cache_views or min(epochs, DEFAULT_VIEWS)
 
 
@@ -94,114 +68,222 @@ def training_set(cfg, ds: ImageSet) -> ImageSet:
 def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
     """Train ``cfg.student`` from random init with ``cfg.distiller`` from the teacher run ``cfg.teacher``,
     on ``ds``'s training images and, with ``cfg.synthetic``, the synthetic sample (``training_set``)."""
-    outputs: dict = {}
-    with record.recording():
-        ds = training_set(cfg, ds)
-    n_real = len(ds.train_y) - ds.n_synthetic
-    record.update(n_real=n_real, n_synthetic=ds.n_synthetic, diffaug=cfg.diffaug,
-                  **({"synthetic_run": rel(cfg.synthetic), "synset_size": cfg.synset_size or "1x"}
-                     if cfg.synthetic else {}))
-
+    ds = recorded_training_set(cfg, ds, record)
     place = Placement.of(cfg)
+    training: Optional[StudentTraining] = None
 
     def build() -> Trainee:
-        teacher, teacher_meta = load_teacher(cfg.teacher, ds) if cfg.teacher else (None, None)
-        student = create_model(cfg.student, ds.num_classes, pretrained=False, image_size=cfg.image_size)
-        student.to(place.device)
-        if teacher is not None:
-            teacher.to(place.device)
-        if cfg.channels_last:
-            student.to(memory_format=torch.channels_last)
-            if teacher is not None:
-                teacher.to(memory_format=torch.channels_last)
-        distiller = build_distiller(
-            cfg.distiller, cfg, s_dim=student.feat_dim, t_dim=teacher.feat_dim if teacher else None,
-            num_classes=ds.num_classes, train_labels=ds.train_y,
-            teacher_head=teacher.head if teacher is not None else None, seed=cfg.seed,
-            steps_per_epoch=max(1, len(ds.train_y) // cfg.batch_size)).to(place.device)
-        n, count = len(ds.train_y), view_count(cfg.cache_views, cfg.epochs)
-        views = make_views(n, cfg.image_size, count, cfg.seed, cfg.augment)
-        diff_views = None
-        if cfg.diffaug != "none":
-            diff_views = make_diffaug_views(n, cfg.image_size, count, cfg.seed, cfg.diffaug)
-            views = views * count if len(views) == 1 else views  # without crop/flip: identity crops
-        # train accuracy on real and on synthetic images, over the epoch so far: [correct, seen] each
-        by_source = {"real": [0, 0], "synthetic": [0, 0]}
+        # ``train`` calls this right after seeding the global RNG; the student's initial weights, then the
+        # distiller's own layers, are drawn from it in this order, so the order is part of the results.
+        nonlocal training
+        teacher, teacher_meta = placed_teacher(cfg, ds, place)
+        student = build_student(cfg, ds, place)
+        distiller = distiller_for(cfg, ds, student, teacher, place)
+        views, diff_views = training_views(cfg, len(ds.train_y))
         watch = eval_index(ds.test_y, cfg.eval_subset, len(ds.train_y))
-        targets = None
+        outputs = None
         if teacher is not None:
-            t_size = int(teacher_meta["image_size"])
-            cache_dir = Path(cfg.teacher) / "cache" if cfg.teacher_cache == "on" else None
-            key = (file_digest(Path(cfg.teacher) / "model.pt"), ds.name, cfg.image_size) if cache_dir else ()
-            outputs["t_logits"], outputs["t_feats"] = outputs_on_test_set(
-                teacher, ds.test_x, t_size, cache_dir=cache_dir, key_parts=key, channels_last=cfg.channels_last)
-            if distiller.needs_teacher:
-                # the views (drawn from the seed) are part of the key, so the seed itself need not be
-                targets = TeacherTargets(teacher, t_size, ds.train_x, views, cache_dir=cache_dir,
-                                         key_parts=key, channels_last=cfg.channels_last, diff_views=diff_views)
-            t_logits = outputs["t_logits"]
-            record.update(teacher_run=rel(cfg.teacher), teacher_model=teacher_meta["model"],
-                          teacher_init=teacher_meta.get("init"), teacher_image_size=t_size,
-                          teacher_run_test_acc=teacher_meta.get("run_test_acc"),
-                          teacher_test_acc=A.accuracy(t_logits, ds.test_y),
-                          teacher_eval_acc=A.accuracy(t_logits[watch], ds.test_y[watch]))
+            outputs = teacher_outputs(cfg, ds, teacher, teacher_meta, views, diff_views, distiller.needs_teacher)
+            record_teacher(record, cfg, ds, outputs, watch)
+        training = StudentTraining(cfg, ds, place, student, distiller, outputs, views, diff_views, watch)
+        return training.trainee()
 
+    train(cfg, ds, record, build)
+    return training.result()
+
+
+def recorded_training_set(cfg, ds: ImageSet, record: RunRecord) -> ImageSet:
+    """The run's training set (``training_set``), and in its record how many real and synthetic images it
+    holds, from which generate run, with which DiffAugment. A generate run that is missing or unreadable
+    marks this run failed, with the reason, before anything is trained."""
+    with record.recording():
+        ds = training_set(cfg, ds)
+    record.update(n_real=len(ds.train_y) - ds.n_synthetic, n_synthetic=ds.n_synthetic, diffaug=cfg.diffaug,
+                  **({"synthetic_run": rel(cfg.synthetic), "synset_size": cfg.synset_size or "1x"}
+                     if cfg.synthetic else {}))
+    return ds
+
+
+def placed_teacher(cfg, ds: ImageSet, place: Placement) -> tuple[Optional[Net], Optional[dict]]:
+    """The teacher run's frozen model and meta (``load_teacher``), on the run's device and in its memory
+    format; (None, None) for a student trained without a teacher."""
+    if not cfg.teacher:
+        return None, None
+    teacher, meta = load_teacher(cfg.teacher, ds)
+    teacher.to(place.device)
+    if cfg.channels_last:
+        teacher.to(memory_format=torch.channels_last)
+    return teacher, meta
+
+
+def build_student(cfg, ds: ImageSet, place: Placement) -> Net:
+    """The student from random init (its weights drawn from the seeded global RNG), on the run's device
+    and in its memory format."""
+    student = create_model(cfg.student, ds.num_classes, pretrained=False, image_size=cfg.image_size)
+    student.to(place.device)
+    if cfg.channels_last:
+        student.to(memory_format=torch.channels_last)
+    return student
+
+
+def distiller_for(cfg, ds: ImageSet, student: Net, teacher: Optional[Net], place: Placement) -> Distiller:
+    """``cfg.distiller`` between this student and teacher: its projectors are sized by both models'
+    features, CRD's memory banks by the training labels, SRRL reuses the teacher's head."""
+    return build_distiller(
+        cfg.distiller, cfg, s_dim=student.feat_dim, t_dim=teacher.feat_dim if teacher is not None else None,
+        num_classes=ds.num_classes, train_labels=ds.train_y,
+        teacher_head=teacher.head if teacher is not None else None, seed=cfg.seed,
+        steps_per_epoch=max(1, len(ds.train_y) // cfg.batch_size)).to(place.device)
+
+
+def training_views(cfg, n: int) -> tuple[list[AugmentParams], Optional[list[DiffAugParams]]]:
+    """The crop/flip views of the ``n`` training images and, with ``cfg.diffaug``, their DiffAugment
+    views: ``view_count`` of each, epoch ``e`` using view ``e mod count``. They are drawn from the seed
+    alone, so the teacher cache can key on them and a resumed run replays them."""
+    count = view_count(cfg.cache_views, cfg.epochs)
+    views = make_views(n, cfg.image_size, count, cfg.seed, cfg.augment)
+    if cfg.diffaug == "none":
+        return views, None
+    diff_views = make_diffaug_views(n, cfg.image_size, count, cfg.seed, cfg.diffaug)
+    return (views * count if len(views) == 1 else views), diff_views  # without crop/flip: identity crops
+
+
+@dataclass
+class TeacherOutputs:
+    """What the student's training uses of its frozen teacher."""
+
+    model: Net
+    meta: dict  # its model file's meta and its run's own test accuracy (``load_teacher``)
+    test_logits: torch.Tensor  # on all test images, at the teacher's own image size
+    test_features: torch.Tensor
+    targets: Optional[TeacherTargets]  # per training image and view; None when the distiller needs none
+
+
+def teacher_outputs(cfg, ds: ImageSet, teacher: Net, meta: dict, views: list[AugmentParams],
+                    diff_views: Optional[list[DiffAugParams]], needs_targets: bool) -> TeacherOutputs:
+    """The teacher's outputs on all test images, which every epoch compares the student with, and, when the
+    distiller learns from the teacher, its targets on exactly the student's training views. With
+    ``teacher_cache: on`` both are read from the teacher run's ``cache/`` (written there first if missing),
+    keyed by the teacher's weights, the dataset and the image size, so the students of one teacher share
+    them; off, the test outputs are computed here and the targets live at every step."""
+    size = int(meta["image_size"])
+    cache_dir = Path(cfg.teacher) / "cache" if cfg.teacher_cache == "on" else None
+    key = (file_digest(Path(cfg.teacher) / "model.pt"), ds.name, cfg.image_size) if cache_dir else ()
+    test_logits, test_features = outputs_on_test_set(teacher, ds.test_x, size, cache_dir=cache_dir, key_parts=key,
+                                                     channels_last=cfg.channels_last)
+    targets = None
+    if needs_targets:
+        # the views (drawn from the seed) are part of the key, so the seed itself need not be
+        targets = TeacherTargets(teacher, size, ds.train_x, views, cache_dir=cache_dir, key_parts=key,
+                                 channels_last=cfg.channels_last, diff_views=diff_views)
+    return TeacherOutputs(teacher, meta, test_logits, test_features, targets)
+
+
+def record_teacher(record: RunRecord, cfg, ds: ImageSet, teacher: TeacherOutputs, watch: torch.Tensor) -> None:
+    """The teacher in the run's record: its run, model, init and image size, its run's own test accuracy,
+    and its accuracy on this run's test images, all and the per-epoch evaluation's (``watch``), which
+    the student's curves are read against."""
+    t_logits = teacher.test_logits
+    record.update(teacher_run=rel(cfg.teacher), teacher_model=teacher.meta["model"],
+                  teacher_init=teacher.meta.get("init"), teacher_image_size=int(teacher.meta["image_size"]),
+                  teacher_run_test_acc=teacher.meta.get("run_test_acc"),
+                  teacher_test_acc=A.accuracy(t_logits, ds.test_y),
+                  teacher_eval_acc=A.accuracy(t_logits[watch], ds.test_y[watch]))
+
+
+@dataclass
+class StudentTraining:
+    """The student's side of the fit loop: the ``Trainee`` callbacks (a training step, the per-epoch
+    and the final evaluation) over what the steps above built, and the outputs the notebook plots."""
+
+    cfg: Any
+    ds: ImageSet
+    place: Placement
+    student: Net
+    distiller: Distiller
+    teacher: Optional[TeacherOutputs]
+    views: list[AugmentParams]
+    diff_views: Optional[list[DiffAugParams]]
+    watch: torch.Tensor  # the test images evaluated after each epoch
+    # train accuracy on real and on synthetic images, over the epoch so far: [correct, seen] each
+    by_source: dict[str, list[int]] = field(default_factory=lambda: {"real": [0, 0], "synthetic": [0, 0]})
+    student_logits: Optional[torch.Tensor] = None  # on all test images, after the last epoch
+    student_features: Optional[torch.Tensor] = None
+
+    def __post_init__(self) -> None:
         # Several processes: the calls go through DDP, which averages the gradients of the student and of the
         # distiller's own parameters (projectors, CRD embeddings); CRD's banks sync themselves (crd.py).
-        student_step = distributed.wrap(distributed.FeaturesAndLogits(student))
-        distiller_step = distributed.wrap(distiller, sync_buffers=False, static_graph=True)
+        self.student_step = distributed.wrap(distributed.FeaturesAndLogits(self.student))
+        self.distiller_step = distributed.wrap(self.distiller, sync_buffers=False, static_graph=True)
 
-        def set_train_mode() -> None:  # at the start of every epoch
-            student.train()
-            distiller.train()
-            for counts in by_source.values():
-                counts[:] = [0, 0]
-
-        def step(index: torch.Tensor, epoch: int, generator: torch.Generator):
-            view = epoch % len(views)
-            x = view_pixels(ds.train_x[index], views[view].select(index),
-                            diff_views[view].select(index) if diff_views else None)
-            s_feat, s_logits = student_step(prepare(place.to_device(x), channels_last=cfg.channels_last))
-            # the losses in float32 also under autocast (.float() of a float32 tensor is the tensor itself)
-            s_feat, s_logits = s_feat.float(), s_logits.float()
-            t_z, t_f = targets.get(view, index) if targets is not None else (None, None)
-            loss, parts = distiller_step(s_feat, s_logits, place.to_device(ds.train_y[index]), t_feat=t_f,
-                                         t_logits=t_z, index=index)
-            if ds.n_synthetic:
-                right, synthetic = s_logits.detach().argmax(1).cpu() == ds.train_y[index], index >= n_real
-                for source, rows in (("real", ~synthetic), ("synthetic", synthetic)):
-                    by_source[source][0] += int(right[rows].sum())
-                    by_source[source][1] += int(rows.sum())
-            return loss, s_logits, parts
-
-        def evaluate() -> dict:
-            s_logits, _ = predict(student, ds.test_x[watch], channels_last=cfg.channels_last)
-            entry = {"test_acc": A.accuracy(s_logits, ds.test_y[watch])}
-            if ds.n_synthetic:
-                for source, counts in by_source.items():
-                    right, seen = distributed.sum_across({"right": counts[0], "seen": counts[1]}).values()
-                    entry[f"train_acc_{source}"] = right / max(1, seen)
-            if teacher is not None:
-                t_logits = outputs["t_logits"][watch]
-                entry.update(agreement=A.top1_agreement(t_logits, s_logits), kl=A.predictive_kl(t_logits, s_logits))
-            return entry
-
-        def final() -> dict:
-            s_logits, s_feats = predict(student, ds.test_x, channels_last=cfg.channels_last, features=True)
-            outputs["s_logits"], outputs["s_feats"] = s_logits, s_feats
-            numbers = {"test_acc": A.accuracy(s_logits, ds.test_y),
-                       "ece": A.expected_calibration_error(s_logits, ds.test_y)}
-            if teacher is not None:
-                numbers = A.agreement_metrics(outputs["t_logits"], s_logits, ds.test_y, outputs["t_feats"], s_feats)
-            return {"student": cfg.student, "distiller": cfg.distiller, "weights": distiller.weights,
-                    "image_size": cfg.image_size, "num_classes": ds.num_classes, "classes": list(ds.classes),
-                    **numbers}
-
-        meta = model_meta(cfg, ds, student, stage="distill", distiller=cfg.distiller)
+    def trainee(self) -> Trainee:
+        """The student as ``train`` fits it: one parameter group of the student and the distiller's layers."""
+        cfg, student, distiller = self.cfg, self.student, self.distiller
+        meta = model_meta(cfg, self.ds, student, stage="distill", distiller=cfg.distiller)
         groups = [{"params": list(student.parameters()) + list(distiller.parameters()), "lr": cfg.lr}]
         return Trainee(student, meta, groups, {"student": student, "distiller": distiller},
-                       set_train_mode, step, evaluate, final, place)
+                       self.set_train_mode, self.step, self.evaluate, self.final, self.place)
 
-    trainee = train(cfg, ds, record, build)
-    return DistillResult(trainee.model.eval(), outputs["s_logits"], outputs["s_feats"],
-                         outputs.get("t_logits"), outputs.get("t_feats"))
+    def set_train_mode(self) -> None:
+        """At the start of every epoch."""
+        self.student.train()
+        self.distiller.train()
+        for counts in self.by_source.values():
+            counts[:] = [0, 0]
+
+    def step(self, index: torch.Tensor, epoch: int, generator: torch.Generator):
+        """The distiller's loss on one batch, under this epoch's view of its images."""
+        cfg, ds = self.cfg, self.ds
+        view = epoch % len(self.views)
+        x = view_pixels(ds.train_x[index], self.views[view].select(index),
+                        self.diff_views[view].select(index) if self.diff_views else None)
+        s_feat, s_logits = self.student_step(prepare(self.place.to_device(x), channels_last=cfg.channels_last))
+        # the losses in float32 also under autocast (.float() of a float32 tensor is the tensor itself)
+        s_feat, s_logits = s_feat.float(), s_logits.float()
+        targets = self.teacher.targets if self.teacher is not None else None
+        t_z, t_f = targets.get(view, index) if targets is not None else (None, None)
+        loss, parts = self.distiller_step(s_feat, s_logits, self.place.to_device(ds.train_y[index]), t_feat=t_f,
+                                          t_logits=t_z, index=index)
+        if ds.n_synthetic:
+            n_real = len(ds.train_y) - ds.n_synthetic  # the synthetic images follow the real ones
+            right, synthetic = s_logits.detach().argmax(1).cpu() == ds.train_y[index], index >= n_real
+            for source, rows in (("real", ~synthetic), ("synthetic", synthetic)):
+                self.by_source[source][0] += int(right[rows].sum())
+                self.by_source[source][1] += int(rows.sum())
+        return loss, s_logits, parts
+
+    def evaluate(self) -> dict:
+        """After an evaluated epoch, on the ``watch`` images: accuracy, and agreement and KL with the teacher."""
+        ds, watch = self.ds, self.watch
+        s_logits, _ = predict(self.student, ds.test_x[watch], channels_last=self.cfg.channels_last)
+        entry = {"test_acc": A.accuracy(s_logits, ds.test_y[watch])}
+        if ds.n_synthetic:
+            for source, counts in self.by_source.items():
+                right, seen = distributed.sum_across({"right": counts[0], "seen": counts[1]}).values()
+                entry[f"train_acc_{source}"] = right / max(1, seen)
+        if self.teacher is not None:
+            t_logits = self.teacher.test_logits[watch]
+            entry.update(agreement=A.top1_agreement(t_logits, s_logits), kl=A.predictive_kl(t_logits, s_logits))
+        return entry
+
+    def final(self) -> dict:
+        """After the last epoch, on all test images: the run's final numbers, with the teacher's the full
+        agreement metrics (split agreement, KL, ECE of both, CKA)."""
+        cfg, ds = self.cfg, self.ds
+        s_logits, s_feats = predict(self.student, ds.test_x, channels_last=cfg.channels_last, features=True)
+        self.student_logits, self.student_features = s_logits, s_feats
+        numbers = {"test_acc": A.accuracy(s_logits, ds.test_y),
+                   "ece": A.expected_calibration_error(s_logits, ds.test_y)}
+        if self.teacher is not None:
+            numbers = A.agreement_metrics(self.teacher.test_logits, s_logits, ds.test_y, self.teacher.test_features,
+                                          s_feats)
+        return {"student": cfg.student, "distiller": cfg.distiller, "weights": self.distiller.weights,
+                "image_size": cfg.image_size, "num_classes": ds.num_classes, "classes": list(ds.classes),
+                **numbers}
+
+    def result(self) -> DistillResult:
+        """The trained student in eval mode, with both models' outputs on all test images."""
+        teacher = self.teacher
+        return DistillResult(self.student.eval(), self.student_logits, self.student_features,
+                             teacher.test_logits if teacher is not None else None,
+                             teacher.test_features if teacher is not None else None)

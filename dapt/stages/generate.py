@@ -6,7 +6,7 @@ folder, each PNG written to a temp name and renamed (a PNG that exists is comple
 label and i, so a continued run records the seeds a single run would have) and its prompt. A re-run
 with the same generator settings keeps the images it has and adds only the missing ones; with other
 settings the old set no longer describes the run and is replaced. Generators: ``ddpm``
-(``dapt.ddpm``, trained here) and ``stable_diffusion`` (``dapt.stable_diffusion``).
+(``dapt.stages.ddpm``, trained here) and ``stable_diffusion`` (``dapt.stages.stable_diffusion``).
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from tqdm import tqdm
 from dapt.stages import ddpm as D
 from dapt.stages import stable_diffusion as SD
 from dapt.training.agreement import accuracy, per_class_accuracy
-from dapt.data import ImageSet
+from dapt.data.imageset import ImageSet
 from dapt.data.synthetic import FORMAT, class_folder, decode_images
+from dapt.training.checkpoint import load_teacher
 from dapt.training.device import Placement
-from dapt.stages.distill import load_teacher
 from dapt.core.errors import DaptError
 from dapt.core.records import RunRecord
 from dapt.core.files import atomic_path, atomic_write_json, read_json, rel

@@ -66,7 +66,7 @@ def start(stage: str, namespace: Mapping[str, Any]) -> tuple[Any, RunRecord]:
     cfg = config.from_namespace(config.stage_config(stage), namespace)
     if stage in DDP_STAGES and world_size() > 1:  # under torchrun: join this run's process group first
         from dapt.core import distributed
-        from dapt.training.device import resolve_device
+        from dapt.core.devices import resolve_device
 
         distributed.init(resolve_device(cfg.device))  # gloo on the CPU; nccl and cuda:LOCAL_RANK on CUDA
     record = RunRecord.start(cfg.run_dir, stage, config.as_dict(cfg), resume=getattr(cfg, "resume", False))

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 from dapt.training import agreement as A
 from dapt.core import distributed
-from dapt.data import ImageSet
+from dapt.data.imageset import ImageSet
 from dapt.data.augment import augment
 from dapt.training.device import Placement
-from dapt.models import Net, create_model
+from dapt.models.nets import Net, create_model
 from dapt.core.records import RunRecord
 from dapt.training.loop import Trainee, eval_index, model_meta, predict, prepare, train
 

@@ -1,9 +1,9 @@
 """Where and in what precision a run computes: its device, mixed precision and compilation.
 
-``device``: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-Datasets stay uint8 tensors in host memory; each batch moves to the device on its own (a uint8
-batch is a quarter of its float32 size), through pinned memory and a non-blocking copy on CUDA,
-and with no copy at all on the CPU.
+``device``: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``,
+checked before a run starts by ``dapt.core.devices``. Datasets stay uint8 tensors in host memory;
+each batch moves to the device on its own (a uint8 batch is a quarter of its float32 size),
+through pinned memory and a non-blocking copy on CUDA, and with no copy at all on the CPU.
 
 ``amp`` (mixed precision, Micikevicius et al. 2018): the forward pass and the loss run under
 ``torch.autocast``, which computes matrix products and convolutions in a 16-bit type while
@@ -11,8 +11,7 @@ weights, optimizer state and reductions stay float32. ``bf16`` keeps float32's 8
 and needs nothing more. ``fp16`` has 5: gradients below ~6e-8 flush to zero, so the loss is
 multiplied by a scale S before ``backward`` and the gradients divided by S before the step
 (``torch.amp.GradScaler``: a step whose gradients hold inf/nan is skipped and S halved; S doubles
-after 2000 clean steps). fp16 on the CPU is refused: without native half-precision kernels a
-MobileNetV2 training step ran over ten times slower than in float32 here, while ``bf16`` has them.
+after 2000 clean steps). fp16 on the CPU is refused (``dapt.core.devices``).
 
 ``compile``: ``torch.compile`` (TorchInductor) on the model's body, in place, so its state-dict
 keys and checkpoints are those of the eager model.
@@ -20,69 +19,16 @@ keys and checkpoints are those of the eager model.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import re
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch import nn
 
-from dapt.core.errors import DaptError
+from dapt.core.devices import check_placement, resolve_device
 from dapt.core.ranks import local_rank, world_size
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-DEVICE_SYNTAX = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-def available_devices() -> list[str]:
-    """What this machine computes on, e.g. ``['cpu']`` or ``['cpu', 'cuda:0', 'cuda:1']``."""
-    found = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return found + (["mps"] if torch.backends.mps.is_available() else [])
-
-
-def resolve_device(name: str) -> torch.device:
-    """``device`` as a ``torch.device`` present on this machine; one ``DaptError`` line otherwise."""
-    if not DEVICE_SYNTAX.fullmatch(str(name)):
-        raise DaptError(f"device: {name!r} is not one of: auto, cpu, cuda, cuda:N (N = 0, 1, ...), mps")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    present = available_devices()
-    if device.type == "cuda" and device.index is None:
-        ok = torch.cuda.is_available()
-    else:
-        ok = str(device) in present
-    if not ok:
-        raise DaptError(f"device: {name!r} is not present on this machine (it has: {', '.join(present)}); "
-                        f"use device: auto (CUDA when present, else the CPU) or device: cpu")
-    return device
-
-
-def check_placement(device: str, amp: str, compile: bool = False) -> torch.device:
-    """Everything about ``device``, ``amp`` and ``compile`` that can be checked before a run starts."""
-    resolved = resolve_device(device)
-    if amp == "fp16" and resolved.type == "cpu":
-        raise DaptError(f"amp: fp16 on the CPU (device: {device}) has no native half-precision kernels and runs "
-                        f"many times slower than float32; use amp: bf16 on the CPU, or off")
-    if compile:
-        _check_compiler(resolved)
-    return resolved
-
-
-def _check_compiler(device: torch.device) -> None:
-    """torch.compile's Inductor compiles C++ for the CPU and Triton kernels for CUDA: either must be here."""
-    if device.type == "cuda" and importlib.util.find_spec("triton") is None:
-        raise DaptError("compile: true on CUDA needs the triton package (pip install triton); or set compile: false")
-    if device.type == "cpu":
-        try:
-            from torch._inductor.cpp_builder import get_cpp_compiler
-
-            get_cpp_compiler()
-        except Exception as err:  # its error types are private and change between torch versions
-            raise DaptError(f"compile: true on the CPU needs a C++ compiler for torch.compile and found none "
-                            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); install g++ "
-                            f"(or set CXX), or set compile: false") from None
 
 
 def device_of(module: nn.Module) -> torch.device:
@@ -119,7 +65,8 @@ class Placement:
     def of(cls, cfg) -> "Placement":
         """The placement a stage config asks for (``compile`` only where the stage has it)."""
         compile = bool(getattr(cfg, "compile", False))
-        device = check_placement(cfg.device, cfg.amp, compile)
+        check_placement(cfg.device, cfg.amp, compile)
+        device = resolve_device(cfg.device)
         if device.type == "cuda" and world_size() > 1:  # under torchrun: one GPU per process, cuda:LOCAL_RANK
             device = torch.device("cuda", local_rank())
         return cls(device, cfg.amp, compile)

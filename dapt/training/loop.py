@@ -20,14 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from dapt import data as D
+from dapt.data import imageset as D
 from dapt.core import distributed
 from dapt.data.augment import augment
 from dapt.core.torch_files import atomic_save, safe_load
 from dapt.training.checkpoint import save_model
 from dapt.training.device import Placement, device_of, to_device
 from dapt.core.errors import DaptError
-from dapt.models import Net
+from dapt.models.nets import Net
 from dapt.training.optim import build_optimizer, build_scheduler
 from dapt.core.records import RunRecord
 from dapt.core.tracking import Tracker
@@ -59,11 +59,10 @@ def prepare(x_uint8: torch.Tensor, size: int | None = None, channels_last: bool 
 def inference_batch(size: int, device: torch.device) -> int:
     """Images per forward pass when a frozen model runs over many images (evaluation, teacher-cache
     builds) at input ``size``. On the CPU the fastest batch keeps one batch's activations in the
-    processor's caches: 64 images at 64 px, scaled inversely with the pixels, 8 to 256 (EfficientNet-Lite2
-    on 2 cores: 1.9 ms per image at 64 px in batches of 64, 3.6 ms in batches of 500; at 96 px 2.7 ms in
-    batches of 32, 6.8 ms in 128; ``benchmarks/throughput.py``). An accelerator wants large batches: 500
-    up to 64 px, fewer in proportion to the pixels (40 at 224 px), so a ResNet-50's activations on one
-    batch stay ~0.5 GB instead of growing with size²."""
+    processor's caches: 64 images at 64 px, scaled inversely with the pixels, 8 to 256 (the timings that
+    chose these sizes: ``benchmarks/results/inference_batch.md``). An accelerator wants large batches:
+    500 up to 64 px, fewer in proportion to the pixels (40 at 224 px), so one batch's activations stay
+    about the same size instead of growing with size²."""
     per_64px_image = 64 * 64 / (size * size)
     if device.type == "cpu":
         return max(8, min(256, int(64 * per_64px_image)))
@@ -129,10 +128,10 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
     with the current weights, on the model's device. Returns how many layers it re-estimated.
 
     Why: a running variance keeps 0.9^steps of its initial 1.0. MobileNetV2's depthwise layers
-    start so small (torchvision's fan_out init counts 9·C inputs) that their true variance is
-    ~1e-4 at 32 px, so after one 46-step epoch the leftover 0.008 dominates, the eval-mode signal
-    vanishes and every image gets the same class (10%), while the same weights score 49% with
-    re-estimated statistics. Layers in eval mode (a linear probe's frozen body) keep theirs.
+    start so small (torchvision's fan_out init counts 9·C inputs) that after a short epoch that
+    leftover still outweighs their true variance: the eval-mode signal vanishes and every image gets
+    the same class, while the same weights classify well with re-estimated statistics (the figures:
+    ``benchmarks/results/precise_bn.md``). Layers in eval mode (a linear probe's frozen body) keep theirs.
     """
     layers = [m for m in model.modules()
               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
@@ -198,7 +197,7 @@ def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) 
     return trainee
 
 
-def _calibration_images(cfg, ds: D.ImageSet, epoch: int) -> torch.Tensor:
+def calibration_images(cfg, ds: D.ImageSet, epoch: int) -> torch.Tensor:
     """``cfg.precise_bn`` training images, augmented as in training, drawn afresh each epoch."""
     generator = epoch_generator(cfg.seed, epoch, stream=2)
     index = torch.randperm(len(ds.train_y), generator=generator)[:cfg.precise_bn]
@@ -294,7 +293,7 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
         entry.update({f"loss_{k}": v / totals["seen"] for k, v in totals["parts"].items()})
         if evaluates_after(epoch + 1, cfg):
             if cfg.precise_bn:
-                recalibrate_batchnorm(trainee.model, _calibration_images(cfg, ds, epoch), cfg.batch_size,
+                recalibrate_batchnorm(trainee.model, calibration_images(cfg, ds, epoch), cfg.batch_size,
                                       cfg.channels_last)
             entry.update(trainee.evaluate())
             if entry["test_acc"] > best:

@@ -14,9 +14,9 @@ logits then its D features). It is written chunk by chunk, in file order, to a t
 fsynced and renamed into place only when complete, and read back memory-mapped: a batch is a
 gather of ``B`` rows of one view, which the page cache serves at memory speed. Peak memory of a
 build is one chunk: ``chunk × (C + D) × 6`` bytes of outputs (float32 + fp16) plus the teacher's
-activations on ``chunk`` images (``train.inference_batch``), whatever ``K × N`` is.
+activations on ``chunk`` images (``loop.inference_batch``), whatever ``K × N`` is.
 
-Several processes (``dapt.distributed``): rank 0 reads or builds each cache file while the others
+Several processes (``dapt.core.distributed``): rank 0 reads or builds each cache file while the others
 wait at a barrier, then they read the file it wrote; only rank 0 writes. One build, not one per rank
 (they would all compute the same outputs), and no rank reads a file another is still writing.
 """
@@ -38,7 +38,7 @@ from dapt.data.augment import AugmentParams
 from dapt.data.diffaug import DiffAugParams, view_pixels
 from dapt.training.device import device_of, to_device
 from dapt.core.errors import DaptError
-from dapt.models import Net
+from dapt.models.nets import Net
 from dapt.core.files import atomic_path
 from dapt.training.loop import inference_batch, predict, prepare
 
@@ -140,7 +140,7 @@ class TeacherTargets:
     ``views[v]``, then DiffAugment view ``diff_views[v]`` when given (its draws join the cache key).
 
     With a ``cache_dir`` they are read from the memory-mapped cache file (built first if missing);
-    without, computed live. ``chunk`` (images per build chunk) defaults to ``train.inference_batch`` at
+    without, computed live. ``chunk`` (images per build chunk) defaults to ``loop.inference_batch`` at
     ``teacher_size`` on the teacher's device.
     """
 

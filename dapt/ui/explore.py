@@ -4,8 +4,8 @@ The choices come from where ``dapt run`` reads them: study files in ``params/``,
 fields (``config.STAGES``) with their choices (a registry's names, with its one-line summaries),
 and, for a field naming another run (``teacher``), the finished runs of that stage in the study.
 A chosen run is added to its study file's runs in memory, so the file's ``defaults`` apply and it
-is validated exactly like a run written in the file, then executed by ``dapt.runner`` into
-``runs/<study>/<name>/``: an explored run is a recorded run. ``dapt.widgets`` only shows this.
+is validated exactly like a run written in the file, then executed by ``dapt.pipeline.runner`` into
+``runs/<study>/<name>/``: an explored run is a recorded run. ``dapt.ui.widgets`` only shows this.
 """
 from __future__ import annotations
 

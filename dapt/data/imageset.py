@@ -1,0 +1,197 @@
+"""Every dataset as an ``ImageSet``: uint8 tensors in memory at one image size, its loaders, subsets
+and input normalisation.
+
+Every dataset ends as ``ImageSet``: uint8 [N, 3, S, S] at the working image size ``S``, so the
+training loop never waits on PIL. On-disk formats live in ``formats``, decoded folder datasets
+in ``imagecache``, augmented views and their replay in ``augment``. The loaders here are the
+implementations the catalog ``dapt.data.DATASETS`` declares (``load_<name>``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dapt.core.errors import DaptError
+from dapt.data import DATASETS, formats, imagecache
+
+# Output values per interpolate call: bounds the float copy to 256 MB (CIFAR at 224 px would need
+# 36 GB at once), while chunks stay large because small interpolate calls are twice as slow.
+_RESIZE_BUDGET = 2**26
+
+
+@dataclass
+class ImageSet:
+    """A labelled image dataset held in memory at one square image size."""
+
+    name: str
+    classes: list[str]
+    train_x: torch.Tensor  # uint8 [N, 3, S, S]
+    train_y: torch.Tensor  # int64 [N]
+    test_x: torch.Tensor  # uint8 [M, 3, S, S]
+    test_y: torch.Tensor  # int64 [M]
+    image_size: int
+    n_synthetic: int = 0  # the last n_synthetic training images are generated ones (dapt.data.synthetic)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize uint8 [N, C, H, W] to [N, 3, size, size]: bilinear (antialiased when shrinking), grey → 3 channels."""
+    if x.shape[-1] != size or x.shape[-2] != size:
+        shrink = size < min(x.shape[-2:])
+        chunks = [
+            F.interpolate(chunk.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+            .round_().clamp_(0, 255).to(torch.uint8)
+            for chunk in x.split(max(1, _RESIZE_BUDGET // (x.shape[1] * size * size)))
+        ]
+        x = torch.cat(chunks) if chunks else x.new_empty(0, x.shape[1], size, size)
+    return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x.contiguous()
+
+
+def _in_memory_set(name: str, classes: list[str], size: int, train: tuple, test: tuple) -> ImageSet:
+    def as_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+        x = x[:, None] if x.ndim == 3 else x
+        return resize_uint8(x, size), torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+    (train_x, train_y), (test_x, test_y) = as_tensors(*train), as_tensors(*test)
+    return ImageSet(name, [formats.clean_class_name(c) for c in classes], train_x, train_y, test_x, test_y, size)
+
+
+def load_fashion_mnist(root: Path, size: int, download: bool, cache_dir: Path) -> ImageSet:
+    train_x, train_y, test_x, test_y = formats.fashion_mnist_arrays(root, download)
+    return _in_memory_set("fashion_mnist", formats.FASHION_MNIST_CLASSES, size, (train_x, train_y), (test_x, test_y))
+
+
+def load_digits(root: Path, size: int, download: bool, cache_dir: Path) -> ImageSet:
+    from sklearn import datasets
+    from sklearn.model_selection import train_test_split
+
+    bunch = datasets.load_digits()
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    # The split's seed is fixed, not the run's, so that every run is scored on the same test images.
+    train_x, test_x, train_y, test_y = train_test_split(images, bunch.target, test_size=0.2, stratify=bunch.target, random_state=0)
+    return _in_memory_set("digits", [str(d) for d in range(10)], size, (train_x, train_y), (test_x, test_y))
+
+
+def _cifar(name: str, root: Path, size: int, download: bool, cache_dir: Path) -> ImageSet:
+    classes, train, test = formats.cifar_arrays(name, root, download)
+    return _in_memory_set(name, classes, size, train, test)
+
+
+def _folder_set(name: str, index_of: Callable[[Path, bool], formats.FolderIndex],
+                root: Path, size: int, download: bool, cache_dir: Path) -> ImageSet:
+    index = index_of(root, download)
+    t = imagecache.load_folder_dataset(name, index, size, cache_dir)
+    classes = [formats.clean_class_name(c) for c in index.classes]
+    return ImageSet(name, classes, t["train_x"], t["train_y"], t["test_x"], t["test_y"], size)
+
+
+load_cifar10 = partial(_cifar, "cifar10")
+load_cifar100 = partial(_cifar, "cifar100")
+load_dtd = partial(_folder_set, "dtd", formats.dtd_index)
+load_caltech101 = partial(_folder_set, "caltech101", formats.caltech101_index)
+load_mit_indoor = partial(_folder_set, "mit_indoor", formats.mit_indoor_index)
+load_cub_2011 = partial(_folder_set, "cub_2011", formats.cub_index)
+
+
+def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Sorted indices of ``n`` samples drawn per class in proportion to the class sizes.
+
+    Quotas use the largest-remainder method, then every class keeps at least one sample (taken
+    from the largest quota). Deterministic for a given ``(labels, n, seed)``.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    present, counts = torch.unique(labels, return_counts=True)
+    if n < len(present):
+        raise DaptError(f"train_subset={n} is smaller than the {len(present)} classes; set it to at least {len(present)}, or null for all")
+    if n >= len(labels):
+        return torch.arange(len(labels))
+    exact = counts.double() * n / len(labels)
+    quota = exact.floor().long()
+    remainder_order = torch.argsort(exact - quota, descending=True, stable=True)
+    quota[remainder_order[: n - int(quota.sum())]] += 1
+    while (quota == 0).any():
+        quota[torch.argmax(quota)] -= 1
+        quota[torch.nonzero(quota == 0)[0]] += 1
+    return sample_per_class(labels, dict(zip(present.tolist(), quota.tolist())), seed)
+
+
+def sample_per_class(labels: torch.Tensor, quota: dict[int, int], seed: int) -> torch.Tensor:
+    """Sorted indices of ``quota[c]`` samples of each class ``c`` (at most all of them), drawn
+    without replacement by one seeded generator, classes in the order of ``quota``."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for cls, k in quota.items():
+        members = torch.nonzero(labels == cls).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    return torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.int64)
+
+
+def load_dataset(
+    name: str, image_size: int, *, data_root: str | Path = "data", train_subset: int | None = None,
+    seed: int = 0, download: bool = False, cache_dir: str | Path | None = None,
+) -> ImageSet:
+    """Load a registered dataset at ``image_size``; ``train_subset`` draws a stratified, seeded subset
+    of the training set (the test set is never subsetted)."""
+    loader = DATASETS.get(name)
+    if not isinstance(image_size, int) or image_size < 1:
+        raise DaptError(f"image_size={image_size!r} is not a positive integer; set image_size to e.g. 32")
+    root = Path(data_root)
+    images = loader(root, image_size, download, Path(cache_dir) if cache_dir is not None else root / "cache")
+    if train_subset is not None and train_subset < len(images.train_y):
+        keep = stratified_subset(images.train_y, train_subset, seed)
+        images = replace(images, train_x=images.train_x[keep], train_y=images.train_y[keep])
+    return images
+
+
+def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels → float32 in [0, 1]."""
+    return x_uint8.float().div_(255.0)
+
+
+# (mean, std) per channel applied to [0, 1] inputs. "lite" is EfficientNet-Lite's (x·255 − 127)/128.
+NORMALISATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "lite": ((127 / 255,) * 3, (128 / 255,) * 3),
+}
+
+
+def _scheme(scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if scheme not in NORMALISATIONS:
+        raise DaptError(f"unknown normalisation {scheme!r}; choose one of: {', '.join(NORMALISATIONS)}")
+    mean, std = NORMALISATIONS[scheme]
+    return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+
+
+def normalise(x_float01: torch.Tensor, scheme: str) -> torch.Tensor:
+    """Standardise a float batch in [0, 1] with a scheme of ``NORMALISATIONS``."""
+    mean, std = _scheme(scheme)
+    return (x_float01 - mean.to(x_float01)) / std.to(x_float01)
+
+
+class Normalise(nn.Module):
+    """``normalise`` as a model's first layer. The constants are non-persistent buffers: they follow
+    ``.to(device)`` but stay out of checkpoints, which the model's constructor already determines."""
+
+    def __init__(self, scheme: str):
+        super().__init__()
+        mean, std = _scheme(scheme)
+        self.scheme = scheme
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"scheme={self.scheme!r}"

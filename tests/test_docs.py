@@ -1,0 +1,106 @@
+"""README.md and docs/*.md against what they describe: every generated block (the committed studies' results,
+the stage parameters) equals what ``dapt docs`` would write now, every relative link and every repository path
+a page names exists, and the README stays a front page."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from pathlib import Path
+
+import pytest
+
+from dapt import cli
+from dapt.pipeline import config
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = cli.doc_pages(REPO)
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+PATH = re.compile(r"`((?:dapt|tests|benchmarks|params|notebooks|docs)/[\w./-]*[\w/])`")
+
+
+def _name(page: Path) -> str:
+    return page.relative_to(REPO).as_posix()
+
+
+def test_the_pages_are_there_and_the_readme_is_a_front_page():
+    assert [_name(p) for p in PAGES[:1]] == ["README.md"] and len(PAGES) > 5
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines: move a section to docs/ and link it"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_every_generated_block_matches_the_runs_and_fields(page, monkeypatch):
+    monkeypatch.chdir(REPO)  # results markers name study folders relative to the repository
+    for shown, expected in cli.generated_blocks(page.read_text(encoding="utf-8")):
+        diff = "\n".join(difflib.unified_diff(shown.splitlines(), expected.splitlines(), _name(page), "generated",
+                                             lineterm=""))
+        assert shown == expected, f"{_name(page)}: a generated block is out of date: run `dapt docs`.\n{diff}"
+
+
+def test_the_results_blocks_cover_the_embedded_study_and_the_params_page_embeds_the_reference():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "<!-- results: runs/fashion_quick -->" in readme
+    params_page = (REPO / "docs" / "params.md").read_text(encoding="utf-8")
+    assert params_page.count(cli.PARAMS_OPEN) == 1 and params_page.count(cli.PARAMS_CLOSE) == 1
+
+
+def test_the_parameter_reference_lists_every_key_of_every_stage_once_per_meaning():
+    text = cli.params_markdown()
+    for stage, cls in config.STAGES.items():
+        for field in dataclasses.fields(cls):
+            assert f"- `{field.name}` = " in text, f"{stage}.{field.name} is missing from dapt params --markdown"
+        one = cli.params_markdown(stage)
+        assert [line.split("`")[1] for line in one.splitlines()] == [f.name for f in dataclasses.fields(cls)]
+    listed = re.findall(r"^- `(\w+)` = ", text, re.M)
+    keys = {f.name for cls in config.STAGES.values() for f in dataclasses.fields(cls)}
+    assert set(listed) == keys
+    assert len(listed) < sum(len(dataclasses.fields(cls)) for cls in config.STAGES.values())  # shared keys once
+
+
+def test_dapt_params_markdown_prints_the_reference(capsys):
+    assert cli.main(["params", "--markdown"]) == 0
+    assert capsys.readouterr().out == cli.params_markdown() + "\n"
+    assert cli.main(["params", "teacher", "--markdown"]) == 0
+    assert capsys.readouterr().out.startswith("- `")
+
+
+def test_dapt_docs_check_finds_a_stale_block_and_docs_rewrites_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # dapt docs moves to the repository root; this puts the cwd back afterwards
+    monkeypatch.setattr("dapt.core.files.repo_root", lambda: tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("front\n", encoding="utf-8")
+    page = tmp_path / "docs" / "p.md"
+    page.write_text(f"intro\n\n{cli.PARAMS_OPEN}\nstale\n{cli.PARAMS_CLOSE}\n", encoding="utf-8")
+    assert cli.main(["docs", "--check"]) == 1 and "stale" in page.read_text(encoding="utf-8")
+    assert cli.main(["docs"]) == 0
+    assert page.read_text(encoding="utf-8") == f"intro\n\n{cli.params_markdown()}\n"
+    assert cli.main(["docs", "--check"]) == 0
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation but '-' and '_' dropped, spaces as '-'."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_every_relative_link_points_to_an_existing_file_and_heading(page):
+    text = page.read_text(encoding="utf-8")
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        assert linked.exists(), f"{_name(page)} links to {target}, which does not exist"
+        if anchor and linked.suffix == ".md":
+            assert anchor in _anchors(linked), f"{_name(page)} links to {target}: no such heading in {linked.name}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_every_repository_path_a_page_names_exists(page):
+    """Catches module paths left behind by a move (`dapt/compare.py` for `dapt/analysis/compare.py`)."""
+    missing = [p for p in PATH.findall(page.read_text(encoding="utf-8"))
+               if "<" not in p and "*" not in p and not (REPO / p).exists()]
+    assert not missing, f"{_name(page)} names paths that do not exist: {', '.join(missing)}"
