@@ -51,7 +51,7 @@ STUDY = dict(student="mobilenet_v2", dataset="fashion_mnist", train_subset=6000,
 
 
 def build(cfg: DistillConfig, ds):
-    """Student, distiller and teacher targets exactly as ``dapt.distill`` builds them (same RNG order)."""
+    """Student, distiller and teacher targets exactly as ``dapt.stages.distill`` builds them (same RNG order)."""
     torch.manual_seed(cfg.seed)
     teacher, meta = load_teacher(cfg.teacher, ds)
     student = create_model(cfg.student, ds.num_classes, pretrained=False, image_size=cfg.image_size)

@@ -1,4 +1,4 @@
-"""Several processes, one run (dapt.distributed): 2 CPU processes over gloo against one process.
+"""Several processes, one run (dapt.core.distributed): 2 CPU processes over gloo against one process.
 
 ``test_crd_step_*`` spawns two real processes that take one CRD training step each on their half of
 the same global batches: the memory banks must be identical on both ranks and equal one process's on

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from dapt import cli
+from dapt.ui import docs
 from dapt.pipeline import config
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = cli.doc_pages(REPO)
+PAGES = docs.doc_pages(REPO)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 PATH = re.compile(r"`((?:dapt|tests|benchmarks|params|notebooks|docs)/[\w./-]*[\w/])`")
 
@@ -32,7 +33,7 @@ def test_the_pages_are_there_and_the_readme_is_a_front_page():
 @pytest.mark.parametrize("page", PAGES, ids=_name)
 def test_every_generated_block_matches_the_runs_and_fields(page, monkeypatch):
     monkeypatch.chdir(REPO)  # results markers name study folders relative to the repository
-    for shown, expected in cli.generated_blocks(page.read_text(encoding="utf-8")):
+    for shown, expected in docs.generated_blocks(page.read_text(encoding="utf-8")):
         diff = "\n".join(difflib.unified_diff(shown.splitlines(), expected.splitlines(), _name(page), "generated",
                                              lineterm=""))
         assert shown == expected, f"{_name(page)}: a generated block is out of date: run `dapt docs`.\n{diff}"
@@ -42,15 +43,15 @@ def test_the_results_blocks_cover_the_embedded_study_and_the_params_page_embeds_
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "<!-- results: runs/fashion_quick -->" in readme
     params_page = (REPO / "docs" / "params.md").read_text(encoding="utf-8")
-    assert params_page.count(cli.PARAMS_OPEN) == 1 and params_page.count(cli.PARAMS_CLOSE) == 1
+    assert params_page.count(docs.PARAMS_OPEN) == 1 and params_page.count(docs.PARAMS_CLOSE) == 1
 
 
 def test_the_parameter_reference_lists_every_key_of_every_stage_once_per_meaning():
-    text = cli.params_markdown()
+    text = docs.params_markdown()
     for stage, cls in config.STAGES.items():
         for field in dataclasses.fields(cls):
             assert f"- `{field.name}` = " in text, f"{stage}.{field.name} is missing from dapt params --markdown"
-        one = cli.params_markdown(stage)
+        one = docs.params_markdown(stage)
         assert [line.split("`")[1] for line in one.splitlines()] == [f.name for f in dataclasses.fields(cls)]
     listed = re.findall(r"^- `(\w+)` = ", text, re.M)
     keys = {f.name for cls in config.STAGES.values() for f in dataclasses.fields(cls)}
@@ -60,7 +61,7 @@ def test_the_parameter_reference_lists_every_key_of_every_stage_once_per_meaning
 
 def test_dapt_params_markdown_prints_the_reference(capsys):
     assert cli.main(["params", "--markdown"]) == 0
-    assert capsys.readouterr().out == cli.params_markdown() + "\n"
+    assert capsys.readouterr().out == docs.params_markdown() + "\n"
     assert cli.main(["params", "teacher", "--markdown"]) == 0
     assert capsys.readouterr().out.startswith("- `")
 
@@ -71,10 +72,10 @@ def test_dapt_docs_check_finds_a_stale_block_and_docs_rewrites_it(tmp_path, monk
     (tmp_path / "docs").mkdir()
     (tmp_path / "README.md").write_text("front\n", encoding="utf-8")
     page = tmp_path / "docs" / "p.md"
-    page.write_text(f"intro\n\n{cli.PARAMS_OPEN}\nstale\n{cli.PARAMS_CLOSE}\n", encoding="utf-8")
+    page.write_text(f"intro\n\n{docs.PARAMS_OPEN}\nstale\n{docs.PARAMS_CLOSE}\n", encoding="utf-8")
     assert cli.main(["docs", "--check"]) == 1 and "stale" in page.read_text(encoding="utf-8")
     assert cli.main(["docs"]) == 0
-    assert page.read_text(encoding="utf-8") == f"intro\n\n{cli.params_markdown()}\n"
+    assert page.read_text(encoding="utf-8") == f"intro\n\n{docs.params_markdown()}\n"
     assert cli.main(["docs", "--check"]) == 0
 
 

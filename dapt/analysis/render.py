@@ -13,11 +13,11 @@ from dapt.analysis.rows import COLUMNS, cell, markdown_table
 from dapt.analysis.summary import Summary
 
 SEED_NOISE_RULE = (f"**Seed-noise rule**: a gap is beyond seed noise when Welch's two-sided t test on the seeds' "
-                   f"test accuracies gives p < {ALPHA}, within it otherwise (which is not evidence of equality); "
-                   f"with one seed on a side the spread is unknown. Each comparison is tested on its own.")
-PLATEAU_RULE = (f"**Plateau rule**: a configuration whose accuracy on the evaluation images (mean over its seeds, "
-                f"least-squares line over the last third of its epochs) rose by {PLATEAU_POINTS:.0f} point or more "
-                f"was still improving: a comparison with it tests the budget, not the claim.")
+                   f"test accuracies gives p < {ALPHA} (each comparison on its own); a gap within it is not evidence "
+                   f"of equality; with one seed on a side the spread is unknown.")
+PLATEAU_RULE = (f"**Plateau rule**: a configuration whose evaluation accuracy (seed mean, least-squares line over "
+                f"the last third of its epochs) still rose by {PLATEAU_POINTS:.0f} point or more had not converged: "
+                f"comparing it tests the budget, not the claim.")
 CLAIM_TITLES = {"no teacher": "distilled vs no teacher", "pre-training": "distilled vs pre-trained, fine-tuned",
                 "teacher init": "one teacher init vs another (ft, lp, fr)", "synthetic": "real + synthetic vs real only",
                 "synthetic vs same steps": "real + synthetic vs real only at as many steps"}
@@ -114,6 +114,8 @@ def _verdicts(comps: list[Comparison]) -> str:
     counts = Counter(c.welch.direction for c in comps)
     if len(counts) == 1:
         [direction] = counts
+        if direction == "unknown":
+            return VERDICTS[direction]
         every = {1: "", 2: "both "}.get(len(comps), f"all {len(comps)} ")
         return every + VERDICTS[direction]
     return ", ".join(f"{counts[d]} {VERDICTS[d]}" for d in VERDICTS if counts[d])

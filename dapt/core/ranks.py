@@ -1,6 +1,6 @@
 """Which process of a run am I: torchrun's ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK``, read without torch,
 so the command line and the run records know it without importing the training code.
-Outside torchrun: one process, rank 0. The process group itself is ``dapt.distributed``'s job."""
+Outside torchrun: one process, rank 0. The process group itself is ``dapt.core.distributed``'s job."""
 from __future__ import annotations
 
 import os

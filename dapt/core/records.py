@@ -61,7 +61,7 @@ class RunRecord:
         """Create the run folder, write ``params.yaml`` and a ``running`` ``metrics.json``.
 
         With ``resume`` the history of an earlier attempt is kept (the trainer replays it from its checkpoint).
-        In a run of several processes (``dapt.distributed``) only rank 0's record writes anything.
+        In a run of several processes (``dapt.core.distributed``) only rank 0's record writes anything.
         """
         record = cls(folder, stage, params)
         record.writes = is_main()

@@ -105,7 +105,7 @@ class ContrastMemory(nn.Module):
 
         ``rows[:, 0]`` are the samples' own indices (positives), the rest their negatives.
         Returns (student embedding vs teacher bank, teacher embedding vs student bank), then
-        moves the positives' bank rows towards this batch's embeddings. Under DDP (``dapt.distributed``)
+        moves the positives' bank rows towards this batch's embeddings. Under DDP (``dapt.core.distributed``)
         each rank holds a slice of the global batch; every rank moves the rows of the whole global
         batch (gathered), so the banks stay identical on all ranks and equal to one process's.
         """

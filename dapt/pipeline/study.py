@@ -204,7 +204,7 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
 
     ``overrides`` (``dapt run --set``) replace the file's value of a key in every run whose stage
     has that key, and are validated with the run like the file's own values. ``extra_runs`` (runs
-    chosen in ``dapt.widgets``) join the file's runs as if written at its end. ``check_data``: also
+    chosen in ``dapt.ui.widgets``) join the file's runs as if written at its end. ``check_data``: also
     require every run's dataset on disk (``dapt run``; ``dapt status`` does not need it).
     """
     path = Path(path)

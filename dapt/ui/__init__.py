@@ -1,5 +1,6 @@
 """What a person looks at: the JupyterLab explorer (``explore`` logic, ``widgets`` its thin
-view) and HTML exports of executed notebooks (``html``).
+view), HTML exports of executed notebooks (``html``) and the generated blocks of the docs
+(``docs``).
 
 Imports ``pipeline``, ``analysis``, ``plots`` and ``core``.
 """
