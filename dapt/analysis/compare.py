@@ -73,7 +73,8 @@ def welch(a: list[float], b: list[float]) -> Welch:
 class Comparison:
     """One claim tested on two configurations (their labels ``a`` and ``b``) of one ``group`` (a student
     architecture, and its real training images when the study has several). A synthetic comparison also
-    carries ``step_ratio`` (A's training steps over B's) and ``diffaug`` (A's and B's, when they differ)."""
+    carries ``step_ratio`` (A's training steps over B's), ``same_steps`` (as many steps, within the 5% of
+    ``rows.synthetic_gains``) and ``diffaug`` (A's and B's, when they differ)."""
 
     claim: str
     group: str
@@ -81,6 +82,7 @@ class Comparison:
     b: str
     welch: Welch
     step_ratio: Optional[float] = None
+    same_steps: Optional[bool] = None
     diffaug: Optional[tuple[str, str]] = None
 
 
@@ -138,7 +140,7 @@ def comparisons(configs: list[dict[str, Any]]) -> list[Comparison]:
         syn, real = named[gain["run"]], named[gain["real_run"]]
         mine, theirs = (gain.get(k) or "none" for k in ("diffaug", "real_diffaug"))
         out.append(_pair("synthetic", group_label(syn, several), syn, real, step_ratio=gain.get("step_ratio"),
-                         diffaug=(mine, theirs) if mine != theirs else None))
+                         same_steps=gain["same_steps"], diffaug=(mine, theirs) if mine != theirs else None))
         if "same_steps_run" in gain:
             out.append(_pair("synthetic vs same steps", group_label(syn, several), syn, named[gain["same_steps_run"]]))
     order = {claim: i for i, claim in enumerate(CLAIMS)}

@@ -127,10 +127,12 @@ def claim_sentence(comps: list[Comparison]) -> str:
     gaps = sorted(c.welch.gap_pt for c in comps)
     span = points(gaps[0]) if len(gaps) == 1 else f"{points(gaps[0])} to {points(gaps[-1])}"
     notes = []
-    ratios = sorted({round(c.step_ratio, 1) for c in comps if c.step_ratio})
-    if ratios:
-        notes.append("at as many training steps" if ratios == [1.0]
-                     else f"at {' and '.join(f'{r:.1f}×' for r in ratios)} the training steps")
+    if comps and all(c.same_steps for c in comps):
+        notes.append("at as many training steps")
+    else:
+        ratios = sorted({round(c.step_ratio, 1) for c in comps if c.step_ratio and not c.same_steps})
+        if ratios:
+            notes.append(f"at {' and '.join(f'{r:.1f}×' for r in ratios)} the training steps")
     if any(c.diffaug for c in comps):
         notes.append("with another DiffAugment than real only")
     extra = "".join(f", {note}" for note in notes)

@@ -194,9 +194,10 @@ def synthetic_gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "real_images": real_images(r), "synthetic_images": int(r["n_synthetic"]),
                 "synset_size": r.get("synset_size"), "acc": r["test_acc"], "real_acc": twin["test_acc"],
                 "step_ratio": steps / twin_steps if steps and twin_steps else None,
+                "same_steps": _same_steps(steps, twin_steps),
                 "diffaug": r.get("diffaug"), "real_diffaug": twin.get("diffaug"),
                 "gain_pt": 100 * (r["test_acc"] - twin["test_acc"])}
-        matched = [] if _same_steps(steps, twin_steps) else [
+        matched = [] if gain["same_steps"] else [
             o for o in twins if o.get("diffaug") == r.get("diffaug") and _same_steps(steps, training_steps(o))]
         if matched:
             control = min(matched, key=lambda o: abs(training_steps(o) - steps))

@@ -90,7 +90,7 @@ class Summary:
                                for c in self.configurations],
             "comparisons": [{"claim": c.claim, "group": c.group, "a_run": c.a, "b_run": c.b,
                              **dataclasses.asdict(c.welch), "direction": c.welch.direction,
-                             "step_ratio": c.step_ratio} for c in self.comparisons],
+                             "step_ratio": c.step_ratio, "same_steps": c.same_steps} for c in self.comparisons],
             "plateaus": [{"run": run, **dataclasses.asdict(p)} for run, p in self.plateaus.items()],
             "teacher_margins": [{"group": m.group, "student_run": m.comparison.a, "pretrained_run": m.comparison.b,
                                  "teacher_run": m.teacher, "teacher_acc": m.teacher_acc, "teacher_on": m.teacher_on,
