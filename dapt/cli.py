@@ -195,18 +195,9 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 def _cmd_docs(args: argparse.Namespace) -> int:
     from dapt.core.files import use_repo_root
-    from dapt.ui.docs import doc_pages, generated_blocks
+    from dapt.ui.docs import regenerate
 
-    root = use_repo_root()  # the results markers name study folders relative to the repository
-    stale = []
-    for page in doc_pages(root):
-        text = new = page.read_text(encoding="utf-8")
-        for shown, expected in generated_blocks(text):
-            new = new.replace(shown, expected)
-        if new != text:
-            stale.append(page.relative_to(root).as_posix())
-            if not args.check:
-                page.write_text(new, encoding="utf-8")
+    stale = regenerate(use_repo_root(), write=not args.check)  # results markers name repo-relative folders
     verb = "differ from their runs and fields" if args.check else "regenerated"
     print(f"{', '.join(stale)}: generated blocks {verb}" if stale else "every generated block is up to date")
     return 1 if stale and args.check else 0

@@ -63,6 +63,11 @@ def check_placement(device: str, amp: str, compile: bool = False) -> None:
         return  # valid wherever it runs: neither amp nor compile depends on what auto picks
     else:
         device_type = resolve_device(device).type
+    check_precision(device, device_type, amp, compile)
+
+
+def check_precision(device: str, device_type: str, amp: str, compile: bool) -> None:
+    """``amp`` and ``compile`` on a device of ``device_type`` (the type ``device`` resolved to)."""
     if amp == "fp16" and device_type == "cpu":
         raise DaptError(f"amp: fp16 on the CPU (device: {device}) has no native half-precision kernels and runs "
                         f"many times slower than float32; use amp: bf16 on the CPU, or off")

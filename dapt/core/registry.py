@@ -33,7 +33,6 @@ class Entry:
     facts: Any = None
     target: Optional[str] = None
     value: Any = None
-    loaded: bool = False
 
 
 class Registry(Generic[T]):
@@ -42,12 +41,12 @@ class Registry(Generic[T]):
         self._entries: Dict[str, Entry] = {}
 
     def register(self, name: str, summary: str = "", facts: Any = None) -> Callable[[T], T]:
-        """Decorator: ``@PROJECTORS.register("mocov2", "MoCo v2 head")``; the summary defaults to the
-        first line of the entry's docstring."""
+        """Decorator adding an implementation already imported (e.g. a test's own distiller class); the
+        summary defaults to the first line of its docstring. dapt's own entries are ``declare``d."""
 
         def add(value: T) -> T:
             doc = (getattr(value, "__doc__", None) or "").strip().splitlines()
-            self._add(name, Entry(summary or (doc[0] if doc else ""), facts, value=value, loaded=True))
+            self._add(name, Entry(summary or (doc[0] if doc else ""), facts, value=value))
             return value
 
         return add
@@ -67,10 +66,9 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The implementation of ``name``, imported now if it was declared by its target."""
         entry = self._entry(name)
-        if not entry.loaded:
+        if entry.value is None:
             module, attribute = entry.target.split(":")
             entry.value = getattr(importlib.import_module(module), attribute)
-            entry.loaded = True
         return entry.value
 
     def check(self, name: str) -> None:

@@ -28,7 +28,7 @@ DATASETS: Registry[Loader] = Registry("dataset")
 for _name, _summary, _files_present in [
     ("fashion_mnist", "Fashion-MNIST: 60k + 10k 28x28 grey images of clothing, 10 classes", formats.fashion_mnist_files),
     ("digits", "scikit-learn digits: 1,797 8x8 grey images, 10 classes (tiny, for tests)",
-     lambda root: None),  # ships with scikit-learn
+     lambda root: None),  # ships with scikit-learn: nothing to look at
     ("cifar10", "CIFAR-10: 50k + 10k 32x32 colour images, 10 classes", partial(formats.cifar_folder, "cifar10")),
     ("cifar100", "CIFAR-100: 50k + 10k 32x32 colour images, 100 fine classes", partial(formats.cifar_folder, "cifar100")),
     ("dtd", "Describable Textures: 47 classes, official partition 1 (train+val / test)",
@@ -46,6 +46,5 @@ del _name, _summary, _files_present
 def check_available(name: str, data_root: str | Path, download: bool) -> None:
     """Raise ``DatasetMissingError`` (naming the fix) when dataset ``name`` is not on disk under ``data_root``;
     with ``download`` a missing dataset is fetched when the run starts, so nothing is checked."""
-    files_present = DATASETS.facts(name) if name in DATASETS else None
-    if not download and files_present is not None:
-        files_present(Path(data_root))
+    if not download:
+        DATASETS.facts(name)(Path(data_root))

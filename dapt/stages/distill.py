@@ -98,7 +98,7 @@ def recorded_training_set(cfg, ds: ImageSet, record: RunRecord) -> ImageSet:
     marks this run failed, with the reason, before anything is trained."""
     with record.recording():
         ds = training_set(cfg, ds)
-    record.update(n_real=len(ds.train_y) - ds.n_synthetic, n_synthetic=ds.n_synthetic, diffaug=cfg.diffaug,
+    record.update(n_real=ds.n_real, n_synthetic=ds.n_synthetic, diffaug=cfg.diffaug,
                   **({"synthetic_run": rel(cfg.synthetic), "synset_size": cfg.synset_size or "1x"}
                      if cfg.synthetic else {}))
     return ds
@@ -152,7 +152,6 @@ def training_views(cfg, n: int) -> tuple[list[AugmentParams], Optional[list[Diff
 class TeacherOutputs:
     """What the student's training uses of its frozen teacher."""
 
-    model: Net
     meta: dict  # its model file's meta and its run's own test accuracy (``load_teacher``)
     test_logits: torch.Tensor  # on all test images, at the teacher's own image size
     test_features: torch.Tensor
@@ -176,7 +175,7 @@ def teacher_outputs(cfg, ds: ImageSet, teacher: Net, meta: dict, views: list[Aug
         # the views (drawn from the seed) are part of the key, so the seed itself need not be
         targets = TeacherTargets(teacher, size, ds.train_x, views, cache_dir=cache_dir, key_parts=key,
                                  channels_last=cfg.channels_last, diff_views=diff_views)
-    return TeacherOutputs(teacher, meta, test_logits, test_features, targets)
+    return TeacherOutputs(meta, test_logits, test_features, targets)
 
 
 def record_teacher(record: RunRecord, cfg, ds: ImageSet, teacher: TeacherOutputs, watch: torch.Tensor) -> None:
@@ -211,6 +210,8 @@ class StudentTraining:
     student_features: Optional[torch.Tensor] = None
 
     def __post_init__(self) -> None:
+        # the teacher's outputs on each training view (cached or live); None when the distiller learns without them
+        self.targets = self.teacher.targets if self.teacher is not None else None
         # Several processes: the calls go through DDP, which averages the gradients of the student and of the
         # distiller's own parameters (projectors, CRD embeddings); CRD's banks sync themselves (crd.py).
         self.student_step = distributed.wrap(distributed.FeaturesAndLogits(self.student))
@@ -240,13 +241,11 @@ class StudentTraining:
         s_feat, s_logits = self.student_step(prepare(self.place.to_device(x), channels_last=cfg.channels_last))
         # the losses in float32 also under autocast (.float() of a float32 tensor is the tensor itself)
         s_feat, s_logits = s_feat.float(), s_logits.float()
-        targets = self.teacher.targets if self.teacher is not None else None
-        t_z, t_f = targets.get(view, index) if targets is not None else (None, None)
+        t_z, t_f = self.targets.get(view, index) if self.targets is not None else (None, None)
         loss, parts = self.distiller_step(s_feat, s_logits, self.place.to_device(ds.train_y[index]), t_feat=t_f,
                                           t_logits=t_z, index=index)
         if ds.n_synthetic:
-            n_real = len(ds.train_y) - ds.n_synthetic  # the synthetic images follow the real ones
-            right, synthetic = s_logits.detach().argmax(1).cpu() == ds.train_y[index], index >= n_real
+            right, synthetic = s_logits.detach().argmax(1).cpu() == ds.train_y[index], index >= ds.n_real
             for source, rows in (("real", ~synthetic), ("synthetic", synthetic)):
                 self.by_source[source][0] += int(right[rows].sum())
                 self.by_source[source][1] += int(rows.sum())

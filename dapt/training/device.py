@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from dapt.core.devices import check_placement, resolve_device
+from dapt.core.devices import check_precision, resolve_device
 from dapt.core.ranks import local_rank, world_size
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -65,8 +65,8 @@ class Placement:
     def of(cls, cfg) -> "Placement":
         """The placement a stage config asks for (``compile`` only where the stage has it)."""
         compile = bool(getattr(cfg, "compile", False))
-        check_placement(cfg.device, cfg.amp, compile)
         device = resolve_device(cfg.device)
+        check_precision(cfg.device, device.type, cfg.amp, compile)
         if device.type == "cuda" and world_size() > 1:  # under torchrun: one GPU per process, cuda:LOCAL_RANK
             device = torch.device("cuda", local_rank())
         return cls(device, cfg.amp, compile)

@@ -66,3 +66,18 @@ def generated_blocks(text: str) -> list[tuple[str, str]]:
     out = [(shown, block(folder)) for folder, shown in readme_blocks(text)]
     shown_params = re.findall(re.escape(PARAMS_OPEN) + ".*?" + re.escape(PARAMS_CLOSE), text, re.S)
     return out + [(shown, params_markdown()) for shown in shown_params]
+
+
+def regenerate(root: Path, write: bool = True) -> list[str]:
+    """The pages under ``root`` whose generated blocks differ from what they would be now (repo-relative),
+    each rewritten unless ``write`` is false."""
+    stale = []
+    for page in doc_pages(root):
+        text = new = page.read_text(encoding="utf-8")
+        for shown, expected in generated_blocks(text):
+            new = new.replace(shown, expected)
+        if new != text:
+            stale.append(page.relative_to(root).as_posix())
+            if write:
+                page.write_text(new, encoding="utf-8")
+    return stale
