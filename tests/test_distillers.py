@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from dapt.distillers import CONNECTORS, DISTILLERS, PROJECTORS, DistillerFacts, DistillerSettings, needs_teacher
+from dapt.distillers import (CONNECTORS, DISTILLERS, PROJECTORS, DistillerFacts, DistillerSettings, needs_features,
+                             needs_teacher)
 from dapt.distillers.base import Distiller, build_distiller
 from dapt.distillers.crd import NegativeSampler, crd_negatives
 from dapt.distillers.losses import align_loss, kd_loss, logit_regression_loss, uniform_loss
@@ -174,7 +175,7 @@ def test_registry_names_and_default_weights():
         distiller = build(name)
         assert distiller.weights == expected
         assert distiller.needs_teacher == needs_teacher(name) == (name != "none")
-        assert distiller.needs_features == (name in ("crd", "srrl", "align_uniform"))
+        assert distiller.needs_features == needs_features(name) == (name in ("crd", "srrl", "align_uniform"))
         assert distiller.needs_index == (name == "crd")
         # the catalog's torch-free summary is the implementation's own first docstring line
         assert DISTILLERS.summary(name) == cls.__doc__.strip().splitlines()[0]

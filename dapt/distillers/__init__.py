@@ -12,11 +12,13 @@ Imports ``core`` only.
 """
 from __future__ import annotations
 
-from dapt.distillers.catalog import CONNECTORS, DISTILLERS, PROJECTORS, DistillerFacts, needs_teacher
+from dapt.distillers.catalog import (CONNECTORS, DISTILLERS, PROJECTORS, DistillerFacts, needs_features,
+                                     needs_teacher)
 from dapt.distillers.settings import (AlignUniformSettings, CRDSettings, DistillerSettings, LossSettings,
                                       ProjectionSettings, SRRLSettings)
 
 __all__ = [
     "DISTILLERS", "PROJECTORS", "CONNECTORS", "DistillerFacts", "DistillerSettings", "LossSettings",
     "ProjectionSettings", "AlignUniformSettings", "CRDSettings", "SRRLSettings", "needs_teacher",
+    "needs_features",
 ]

@@ -17,6 +17,8 @@ class DistillerFacts:
     """What the pipeline knows of a distiller before any torch is loaded."""
 
     needs_teacher: bool  # learns from a teacher run's outputs (``teacher`` must be set)
+    needs_features: bool = False  # reads the teacher's penultimate features, not only its logits: the
+    # teacher cache of a study stores features only when one of its students needs them
 
 
 DISTILLERS: Registry[Any] = Registry("distiller")
@@ -28,13 +30,13 @@ DISTILLERS.declare("kd", "dapt.distillers.kd:KD",
                    DistillerFacts(needs_teacher=True))
 DISTILLERS.declare("align_uniform", "dapt.distillers.align_uniform:AlignUniform",
                    "Farhat & Chen 2024: CE + KD + alignment/uniformity of projected student and "
-                   "teacher features", DistillerFacts(needs_teacher=True))
+                   "teacher features", DistillerFacts(needs_teacher=True, needs_features=True))
 DISTILLERS.declare("crd", "dapt.distillers.crd:CRD",
                    "Tian et al. 2020: CE + KD + contrastive NCE against memory banks of other-class "
-                   "samples", DistillerFacts(needs_teacher=True))
+                   "samples", DistillerFacts(needs_teacher=True, needs_features=True))
 DISTILLERS.declare("srrl", "dapt.distillers.srrl:SRRL",
                    "Yang et al. 2021: CE + feature MSE through a connector + the teacher head's logit "
-                   "MSE on it", DistillerFacts(needs_teacher=True))
+                   "MSE on it", DistillerFacts(needs_teacher=True, needs_features=True))
 
 PROJECTORS: Registry[Any] = Registry("projector")
 for _name, _summary in [
@@ -57,3 +59,8 @@ del _name, _summary
 def needs_teacher(name: str) -> bool:
     """Whether distiller ``name`` learns from a teacher (every one but ``none``)."""
     return DISTILLERS.facts(name).needs_teacher
+
+
+def needs_features(name: str) -> bool:
+    """Whether distiller ``name`` reads the teacher's features (crd, srrl, align_uniform), not only its logits."""
+    return DISTILLERS.facts(name).needs_features
