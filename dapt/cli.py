@@ -93,8 +93,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from dapt.pipeline.runner import name_width, run_state
+    from dapt.core import lock as run_lock
     from dapt.core.files import read_json
+    from dapt.pipeline.runner import name_width, run_state
     from dapt.pipeline.study import load_study
 
     study = load_study(args.file, check_data=False)  # the state of runs needs no dataset
@@ -109,6 +110,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         wall = metrics.get("wall_time_s")
         wall_text = f"{wall:.0f}" if isinstance(wall, (int, float)) else "-"
         note = "" if state.status == "new" or state.same_params else f"params differ: {', '.join(state.changed)}"
+        holder = run_lock.holder(spec.folder)
+        if holder is not None:
+            note = f"executing: {holder.describe()}"
+        elif state.status == "running":  # nobody holds it: its process was killed before it could record that
+            note = "its process is gone; dapt run --resume continues it"
         print(f"  {spec.name:<{width}} {spec.stage:<9} {state.status:<12} {acc_text:>8} {wall_text:>8}  {note}")
     return 0
 

@@ -211,3 +211,32 @@ def test_ray_executor_without_ray_installed_names_the_fix(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "pip install ray" in done.stderr, done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_ray_task_leaves_a_run_held_by_another_process_alone(project, ray_address, capsys):
+    """The run is taken by another live process after the driver planned it: the Ray task that reaches
+    it settles it ``held`` and stops the study there; the run's files stay as the holder has them."""
+    from test_locks import hold, snapshot
+
+    from dapt.pipeline.ray_executor import RayExecutor
+    from dapt.pipeline.runner import plan
+    from dapt.pipeline.schedule import Schedule
+    from dapt.pipeline.study import load_study
+
+    (project / "params" / "rayheld.yaml").write_text(
+        "{stage: teacher, name: t, model: resnet18, init: fr, dataset: digits, image_size: 8, train_subset: 100,"
+        " epochs: 1, batch_size: 50}\n")
+    schedule = Schedule(plan(load_study("params/rayheld.yaml")))
+    holder = hold(project / "runs/rayheld/t")
+    try:
+        before = snapshot(project / "runs/rayheld")
+        RayExecutor()(schedule, log_output=False)
+        assert schedule.results == {"t": "held"}
+        assert f"is being executed by pid {holder.pid}" in capsys.readouterr().out
+        assert snapshot(project / "runs/rayheld") == before
+        assert main(["run", "params/rayheld.yaml", "--quiet", "--executor", "ray"]) == 2  # refused at its plan
+        assert f"run 't' is being executed by pid {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()

@@ -24,6 +24,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from dapt.core import lock as run_lock
 from dapt.core.errors import DaptError
 from dapt.core.files import atomic_write_text
 from dapt.core.records import mark_status
@@ -178,7 +179,7 @@ def _outcome(ref, spec: RunSpec) -> Outcome:
     except ray.exceptions.RayError as err:
         cause = getattr(err, "cause", None) or err
         reason = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
-        mark_status(spec.folder, "failed", reason)
+        _mark_unless_held(spec, "failed", reason)
         return Outcome("failed", 0.0, reason)
 
 
@@ -196,5 +197,12 @@ def _cancel(schedule: Schedule, in_flight: dict) -> None:
         ray.cancel(ref, force=True)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     for spec in in_flight.values():
-        mark_status(spec.folder, "interrupted")  # also for a killed task, which could not record itself
+        _mark_unless_held(spec, "interrupted")  # also for a killed task, which could not record itself
         schedule.interrupted(spec.name)
+
+
+def _mark_unless_held(spec: RunSpec, status: str, reason: str | None = None) -> None:
+    """Record the end of a task that could not record it, unless a live process holds the run: another
+    executor's run is not ours to mark (nor is a lost node's, until its lock goes stale)."""
+    if run_lock.holder(spec.folder) is None:
+        mark_status(spec.folder, status, reason)

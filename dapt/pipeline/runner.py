@@ -13,6 +13,7 @@ to a temp folder that is deleted after the run.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from dapt.core import lock as run_lock
 from dapt.core.errors import DaptError
 from dapt.core.ranks import DDP_STAGES, is_main, world_size
 from dapt.core.records import BOOKKEEPING, RUNS_DIR, mark_status
@@ -86,6 +88,11 @@ def plan(study: Study, force: bool = False, only: list[str] | None = None) -> li
                 f"{study.source}: run {state.spec.name!r} is done with other parameters "
                 f"({', '.join(state.changed)} changed); rerun with --force to replace it"
             )
+        holder = run_lock.holder(state.spec.folder)
+        if holder is not None:  # even a run this study would skip: its record is being rewritten
+            raise DaptError(f"{study.source}: run {state.spec.name!r} is being executed by {holder.describe()}; "
+                            f"wait for it to end (dapt status {study.source} shows it), or stop that process: a "
+                            f"lock whose process is gone is taken over by the next dapt run")
     return states
 
 
@@ -251,13 +258,39 @@ def _outcome_everywhere(spec: RunSpec, error: str | None) -> tuple[str | None, s
     return (failures[0] if failures else None), shared[0][1]
 
 
+def _lock_everywhere(spec: RunSpec) -> tuple[contextlib.AbstractContextManager, str | None]:
+    """(the run's lock, held by rank 0, or None where it is not this rank's to hold; the reason it is
+    held elsewhere, the same on every rank, or None)."""
+    lock, reason = None, None
+    if is_main():
+        try:
+            lock = run_lock.acquire(spec.folder)
+        except DaptError as held:  # held by another process (or its lock unwritable): untouched, said once
+            reason = str(held)
+    if world_size() > 1:
+        from dapt.core import distributed
+
+        reason = distributed.all_objects(reason)[0]
+    return lock or contextlib.nullcontext(), reason
+
+
 def run_one(spec: RunSpec, log_output: bool = True) -> Outcome:
     """Execute one run and return how it ended; a failure is recorded in its ``metrics.json``.
 
     The same function runs in this process (local executor, on every rank under torchrun) and inside
-    a Ray task. On Ctrl-C, SIGTERM or a Ray cancellation the run is recorded ``interrupted`` and the
-    interrupt re-raised. Under torchrun every rank returns the same outcome.
+    a Ray task. The run's lock (``dapt.core.lock``) is held while it executes: a run another live process
+    executes is not touched, and its outcome is ``held``. On Ctrl-C, SIGTERM or a Ray cancellation the run
+    is recorded ``interrupted`` and the interrupt re-raised. Under torchrun every rank returns the same outcome.
     """
+    lock, held = _lock_everywhere(spec)
+    if held:
+        return Outcome("held", 0.0, held)
+    with lock:
+        return _run_locked(spec, log_output)
+
+
+def _run_locked(spec: RunSpec, log_output: bool) -> Outcome:
+    """``run_one``'s execution and records, once the run is this process's."""
     started = time.time()
     error = None
     try:

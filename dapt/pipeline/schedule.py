@@ -15,14 +15,14 @@ from typing import Callable
 
 from dapt.pipeline.study import RunSpec
 
-BROKEN = ("failed", "interrupted", "blocked")
+BROKEN = ("failed", "interrupted", "blocked", "held")
 
 
 @dataclass
 class Outcome:
     """How one executed run ended, as recorded in its ``metrics.json``."""
 
-    status: str  # done / failed (or what the notebook recorded)
+    status: str  # done / failed (or what the notebook recorded); held: another process executes it, untouched
     seconds: float
     reason: str = ""  # the error of a failed run, one line
     test_acc: float | None = None
@@ -103,8 +103,11 @@ class Schedule:
         spec = self.running.pop(name)
         self.results[name] = outcome.status
         head = self.head(name)
-        if outcome.status == "failed":
-            self.echo(f"{head}: FAILED ({outcome.reason}); see {spec.folder.as_posix()}/notebook.ipynb")
+        if outcome.status in ("failed", "held"):
+            if outcome.status == "held":
+                self.echo(f"{head}: not executed: {outcome.reason}")
+            else:
+                self.echo(f"{head}: FAILED ({outcome.reason}); see {spec.folder.as_posix()}/notebook.ipynb")
             if not self.keep_going and not self.stopped_by:
                 self.stopped_by = name
             return
