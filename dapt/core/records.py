@@ -26,6 +26,8 @@ STATUSES = ("running", "done", "failed", "interrupted")
 # is the same run, and runs that differ only in these (and the seed) form one configuration.
 BOOKKEEPING = ("resume", "wandb", "wandb_project", "wandb_entity", "checkpoint_every", "device")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# File systems hold names of 255 bytes; the temp files beside a run's records add about 40 to its name's files.
+MAX_NAME = 200
 
 
 def check_name(name: str, what: str = "run name") -> str:
@@ -34,6 +36,9 @@ def check_name(name: str, what: str = "run name") -> str:
         raise DaptError(
             f"invalid {what} {name!r}: use letters, digits, '_', '.', '-' (no '/', no '..', not starting with '.')"
         )
+    if len(name) > MAX_NAME:
+        raise DaptError(f"invalid {what} {name[:40]}... ({len(name)} characters): a folder name holds at most "
+                        f"{MAX_NAME}; use a shorter name")
     return name
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import reprlib
 import types
 import typing
 from dataclasses import dataclass
@@ -300,6 +301,16 @@ def _coerce(value: Any, kind: Any) -> Any:
     raise ValueError
 
 
+def _short(value: Any) -> str:
+    """``repr(value)`` cut to a line: a YAML alias can make a value of billions of items out of a few lines."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 80
+    short.maxlist = short.maxdict = 6
+    short.maxlevel = 2
+    text = short.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def unknown_key(where: str, key: Any, known: list[str]) -> ConfigError:
     """The error for a key that is not a parameter, with the closest valid key as a hint."""
     close = difflib.get_close_matches(str(key), known, n=1)
@@ -326,7 +337,7 @@ def validate(cls: type, values: Mapping[str, Any], where: str = "params") -> Any
             optional = typing.get_origin(kind) in (Union, types.UnionType)
             bases = [a for a in typing.get_args(kind) if a is not type(None)] if optional else [kind]
             wanted = " or ".join(map(_type_name, bases)) + (" or null" if optional else "")
-            raise ConfigError(f"{where}: {key} must be {wanted}, got {value!r}") from None
+            raise ConfigError(f"{where}: {key} must be {wanted}, got {_short(value)}") from None
         if names and clean[key] is not None and clean[key] not in names:
             raise ConfigError(f"{where}: {key}: {clean[key]!r} is not one of: {', '.join(names)}")
     try:

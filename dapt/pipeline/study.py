@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,11 @@ from dapt.core.files import read_json, rel, repo_root
 from dapt.core.errors import DaptError
 
 STUDY_KEYS = ("study", "description", "defaults", "runs")
+# The largest committed params file is 7 kB; a file a thousand times larger is not a study someone wrote.
+MAX_PARAMS_BYTES = 1 << 20
+# A study of more runs than this is a grid written by mistake (one more key multiplies the runs): refused
+# before its runs are built, which would take the machine's memory and time.
+MAX_RUNS = 10_000
 
 
 @dataclass
@@ -62,18 +68,68 @@ class Study:
         return next(r for r in self.runs if r.name == name)
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping."""
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, except that a key given twice in one mapping is an error: YAML would keep
+    the last value silently, and ``{epochs: 1, epochs: 5}`` is a mistake, never a choice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden key by key
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise _DuplicateKey(None, None, f"key {key!r} is given twice", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def plain_yaml(text: str) -> Any:
+    """``text`` read as plain YAML values (no tags building objects, no key given twice)."""
+    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
 def _read(path: Path) -> Any:
+    where = rel(path)
+    if path.is_dir():
+        raise DaptError(f"{where}: is a folder, not a params file; give a .yaml file, e.g. {where}/<study>.yaml")
     if not path.is_file():
         raise DaptError(f"{path}: no such params file")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_PARAMS_BYTES:
+            raise ConfigError(f"{where}: {size:,} bytes, more than a params file holds ({MAX_PARAMS_BYTES:,}); "
+                              f"is it the right file? A large grid is written as lists under grid:, not run by run")
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{where}: cannot read the params file ({err.strerror}); check its permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{where}: not UTF-8 text (byte 0x{data[err.start]:02x} at line {line}); save the file as "
+                          f"UTF-8 (an editor's 'save with encoding', or iconv -t UTF-8)") from None
+    try:
+        return plain_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
+        at = f" at line {mark.line + 1}" if mark else ""
+        problem = _one_line(getattr(err, "problem", None) or err)
+        if isinstance(err, _DuplicateKey):
+            raise ConfigError(f"{where}{at}: {problem}; keep one of them") from None
         if isinstance(err, yaml.constructor.ConstructorError):  # e.g. !!python/object/apply:os.system
-            raise ConfigError(f"{path}: YAML tag not allowed{where} ({getattr(err, 'problem', err)}): a params "
+            raise ConfigError(f"{where}: YAML tag not allowed{at} ({problem}): a params "
                               f"file holds plain values (numbers, strings, lists, mappings), never objects") from None
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
 
 
 def _expand_grid(entry: dict, where: str) -> list[dict]:
@@ -82,6 +138,10 @@ def _expand_grid(entry: dict, where: str) -> list[dict]:
         return [entry]
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise ConfigError(f"{where}: grid must map keys to non-empty lists, e.g. grid: {{distiller: [kd, crd]}}")
+    count = math.prod(len(values) for values in grid.values())
+    if count > MAX_RUNS:
+        raise ConfigError(f"{where}: grid makes {count:,} runs ({' x '.join(str(len(v)) for v in grid.values())}), "
+                          f"more than a study holds ({MAX_RUNS:,}); split it into studies, or give fewer values")
     runs = []
     for combo in itertools.product(*grid.values()):
         values = dict(zip(grid, combo))
@@ -149,7 +209,11 @@ def _check_finished_run(label: str, key: str, target: str, stage: str, dataset: 
     if metrics.get("status") != "done":
         raise ConfigError(f"{label}: {key} {target!r} is {metrics.get('status')!r}, not done; finish it first "
                           f"(dapt run on its study) or name another {stage} run")
-    theirs = (metrics.get("params") or {}).get("dataset")
+    params = metrics.get("params")
+    if not isinstance(params, dict):
+        raise ConfigError(f"{label}: {key} {target!r}: its metrics.json holds no params mapping, so it is no run "
+                          f"dapt recorded (or its record was edited); name another {stage} run")
+    theirs = params.get("dataset")
     if theirs != dataset:
         raise ConfigError(f"{label}: {key} {target!r} was trained on {theirs}, this run uses {dataset}; name a "
                           f"{stage} run of {dataset}")
@@ -174,10 +238,10 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if key not in known:
             raise config.unknown_key(f"--set {item!r}", key, known)
         try:
-            overrides[key] = yaml.safe_load(text)
+            overrides[key] = plain_yaml(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: the value is not a plain YAML value "
-                              f"({getattr(err, 'problem', err)})") from None
+                              f"({_one_line(getattr(err, 'problem', None) or err)})") from None
     return overrides
 
 
@@ -227,6 +291,8 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
         if "stage" not in raw:
             raise ConfigError(f"{label}: missing 'stage'; choose one of: {', '.join(config.STAGES)}")
         entries.extend(_expand_grid(raw, label))
+        if len(entries) > MAX_RUNS:
+            raise ConfigError(f"{where}: more than {MAX_RUNS:,} runs, more than a study holds; split it into studies")
 
     names = [str(e.get("name")) for e in entries]
     for name in names:
