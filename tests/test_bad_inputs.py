@@ -28,8 +28,8 @@ CASES = [
     ("zero learning rate", TEACHER + ", lr: 0}", "lr=0.0 must be > 0"),
     ("negative learning rate as text", TEACHER + ", lr: -1e-3}", "lr=-0.001 must be > 0"),
     ("unknown stage", "{stage: pretrain, name: t}", "unknown stage 'pretrain'; choose one of: teacher, distill"),
-    ("unknown model", TEACHER + ", model: resnet9}", "model: 'resnet9' is not one of: resnet18"),
-    ("unknown dataset", TEACHER + ", dataset: mnist}", "dataset: 'mnist' is not one of: fashion_mnist"),
+    ("unknown model", TEACHER.replace("resnet18", "resnet9") + "}", "model: 'resnet9' is not one of: resnet18"),
+    ("unknown dataset", TEACHER.replace("digits", "mnist") + "}", "dataset: 'mnist' is not one of: fashion_mnist"),
     ("unknown distiller", DISTILL + ", distiller: fitnet}", "distiller: 'fitnet' is not one of: none, kd"),
     ("unknown projector", DISTILL + ", distiller: none, projector: mlp9}", "projector: 'mlp9' is not one of"),
     ("reference to no run", DISTILL + ", teacher: ghost}", "teacher 'ghost' is neither a run of this study"),
@@ -93,6 +93,20 @@ CASES = [
     ("generate on a device not here", GENERATE + ", device: 'cuda:7'}", "device: 'cuda:7' is not present"),
     ("stable_diffusion model that is no hub id", GENERATE + ", generator: stable_diffusion, model: 'no such/x y'}",
      "is neither a local folder nor a Hugging Face hub id"),
+    ("a key given twice", TEACHER + ", epochs: 1, epochs: 5}", "line 1: key 'epochs' is given twice; keep one"),
+    ("a NUL byte", TEACHER + ", seed: \0}", "not valid YAML: unacceptable character #x0000"),
+    ("a grid of billions of runs", "study: x\nruns: [{stage: teacher, name: '{seed}_{lr}_{epochs}_{batch_size}', grid: "
+     "{seed: %s, lr: %s, epochs: %s, batch_size: %s}}]" % ((list(range(1, 300)),) * 4),
+     "grid makes 7,992,538,801 runs (299 x 299 x 299 x 299), more than a study holds (10,000)"),
+    ("a value of billions of items by YAML aliases", TEACHER + ", pretrained_weights: [&a [x, x, x, x, x, x, x, x, x], "
+     + ", ".join(f"&{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi")) + "]}",
+     "pretrained_weights must be a string or null, got [['x', 'x'"),
+    ("a run name too long for a folder", "{stage: teacher, name: " + "a" * 300 + "}",
+     "(300 characters): a folder name holds at most 200"),
+    ("an image size no machine holds", DISTILL + ", distiller: none, image_size: 200000}",
+     "run 's': holds 277 TB of uint8 images at image_size 200000 (1,437 training + 360 test images)"),
+    ("teacher whose record holds no params", DISTILL + ", teacher: runs/other/edited}",
+     "its metrics.json holds no params mapping"),
 ]
 
 
@@ -115,6 +129,8 @@ def project(tmp_path, monkeypatch):
     finished_run(tmp_path / "runs/other/generated_fashion", "generate", "done", "fashion_mnist")
     finished_run(tmp_path / "elsewhere", "teacher", "done", "digits")  # finished, but not under runs/
     (tmp_path / "runs/other/link").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "runs/other/edited").mkdir()
+    (tmp_path / "runs/other/edited/metrics.json").write_text('{"status": "done", "stage": "teacher", "params": [1]}')
     monkeypatch.setenv("DAPT_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -147,6 +163,47 @@ def test_stable_diffusion_offline_without_weights_names_the_fix(project, capsys,
     assert "'CompVis/stable-diffusion-v1-4' is not in the local Hugging Face cache and the hub cannot be reached" in err
     assert "huggingface-cli download CompVis/stable-diffusion-v1-4" in err and "generator ddpm" in err
     assert not (project / "runs" / "sd").exists()
+
+
+# (case, params file bytes, what the one error line must say)
+BYTE_CASES = [
+    ("latin-1", (TEACHER + ", description: caf\xe9}\n").encode("latin-1"),
+     "not UTF-8 text (byte 0xe9 at line 1); save the file as UTF-8"),
+    ("UTF-16", ("# my study\n" + TEACHER + "}\n").encode("utf-16"), "not UTF-8 text (byte 0xff at line 1)"),
+    ("a file far too large for a study", b"# " + b"x" * (1 << 20) + b"\n", "bytes, more than a params file holds"),
+]
+
+
+@pytest.mark.parametrize("case, data, fragment", BYTE_CASES, ids=[case for case, _, _ in BYTE_CASES])
+def test_params_file_that_is_no_text_gets_one_line(project, capsys, case, data, fragment):
+    (project / "params" / "bad.yaml").write_bytes(data)
+    assert fragment in refused(project, capsys, ["run", "params/bad.yaml"])
+
+
+def test_a_folder_given_as_the_params_file(project, capsys):
+    assert "params: is a folder, not a params file" in refused(project, capsys, ["run", "params"])
+
+
+@pytest.mark.parametrize("item, fragment", [
+    ("seed=\udcff", "--set 'seed=\\udcff': the value is not a plain YAML value (unacceptable character #xdcff"),
+    ("epochs=[1, 2", "--set 'epochs=[1, 2': the value is not a plain YAML value (expected ',' or ']'"),
+    ("image_size=99999999999999999999999", "holds 6.93e+37 TB of uint8 images"),
+])
+def test_set_values_that_do_not_load_or_fit(project, capsys, item, fragment):
+    """A --set value from a shell (undecodable bytes reach Python as surrogates) is checked like the file's."""
+    (project / "params" / "ok.yaml").write_text("study: ok\nruns: [" + TEACHER + "}]\n")
+    assert fragment in refused(project, capsys, ["run", "params/ok.yaml", "--set", item])
+
+
+def test_a_run_record_that_is_not_utf8_is_a_changed_run_not_a_traceback(project, capsys):
+    """params.yaml of a finished run, garbled by an editor: the run counts as done with other parameters."""
+    (project / "params" / "ok.yaml").write_text("study: ok\nruns: [" + TEACHER + "}]\n")
+    finished_run(project / "runs/ok/t", "teacher", "done", "digits")
+    (project / "runs/ok/t/model.pt").write_bytes(b"")
+    (project / "runs/ok/t/params.yaml").write_bytes("epochs: caf\xe9\n".encode("latin-1"))
+    assert main(["status", "params/ok.yaml"]) == 0
+    assert "params differ:" in capsys.readouterr().out
+    assert "run 't' is done with other parameters" in refused(project, capsys, ["run", "params/ok.yaml"])
 
 
 def test_only_that_matches_no_run(project, capsys):

@@ -88,3 +88,11 @@ def _check_compiler(device_type: str) -> None:
             raise DaptError(f"compile: true on the CPU needs a C++ compiler for torch.compile and found none "
                             f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); install g++ "
                             f"(or set CXX), or set compile: false") from None
+
+
+def device_memory(name: str) -> int:
+    """Bytes of memory of the accelerator ``device`` names (an explicit ``cuda`` or ``cuda:N``)."""
+    import torch  # the device's memory is torch's to tell
+
+    device = resolve_device(name)
+    return torch.cuda.get_device_properties(device.index or 0).total_memory

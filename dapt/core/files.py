@@ -137,9 +137,10 @@ def read_json(path: str | os.PathLike) -> dict | None:
 
 
 def read_yaml(path: str | os.PathLike) -> dict | None:
+    """The YAML mapping at ``path``, or None when it does not exist or is unreadable (not UTF-8 included)."""
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # UnicodeDecodeError is a ValueError
         return None
     return data if isinstance(data, dict) else None

@@ -43,6 +43,13 @@ for _name, _summary, _files_present in [
 del _name, _summary, _files_present
 
 
+# (training images, test images) of each dataset at most, known without its files, so that what a run
+# holds in memory is computed before it starts (dapt.pipeline.footprint); caltech101 tests up to 50 per class.
+SPLIT_SIZES = {"fashion_mnist": (60_000, 10_000), "digits": (1_437, 360), "cifar10": (50_000, 10_000),
+               "cifar100": (50_000, 10_000), "dtd": (3_760, 1_880), "caltech101": (3_030, 5_050),
+               "mit_indoor": (5_360, 1_340), "cub_2011": (5_994, 5_794)}
+
+
 def check_available(name: str, data_root: str | Path, download: bool) -> None:
     """Raise ``DatasetMissingError`` (naming the fix) when dataset ``name`` is not on disk under ``data_root``;
     with ``download`` a missing dataset is fetched when the run starts, so nothing is checked."""

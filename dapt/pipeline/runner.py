@@ -29,6 +29,7 @@ from dapt.core.errors import DaptError
 from dapt.core.ranks import DDP_STAGES, is_main, world_size
 from dapt.core.records import BOOKKEEPING, RUNS_DIR, mark_status
 from dapt.core.files import read_json, read_yaml, repo_root
+from dapt.pipeline.footprint import check_fits
 from dapt.pipeline.schedule import Outcome, Schedule
 from dapt.pipeline.study import RunSpec, Study
 
@@ -76,13 +77,18 @@ def run_state(spec: RunSpec) -> RunState:
 
 
 def plan(study: Study, force: bool = False, only: list[str] | None = None) -> list[RunState]:
-    """The runs to execute, in order. Raises before anything runs if a finished run would be replaced."""
+    """The runs to execute, in order. Raises before anything runs if a finished run would be replaced, another
+    process executes one of them, or one that will execute cannot fit this machine's memory."""
     if only:
         unknown = [n for n in only if n not in {r.name for r in study.runs}]
         if unknown:
             raise DaptError(f"{study.source}: no run named {unknown[0]!r}; runs: {', '.join(r.name for r in study.runs)}")
     states = [run_state(spec) for spec in study.runs if not only or spec.name in only]
+    will_run: set[str] = set()
     for state in states:
+        if force or not (state.finished and state.same_params) or any(r in will_run for r in state.spec.refs):
+            will_run.add(state.spec.name)  # what a done run held was held where it ran, not necessarily here
+            check_fits(state.spec.cfg, f"{study.source}: run {state.spec.name!r}")
         if state.status in ("done", "report-only") and not state.same_params and not force:
             raise DaptError(
                 f"{study.source}: run {state.spec.name!r} is done with other parameters "
