@@ -164,11 +164,12 @@ def test_connector_names_and_default_are_the_references():
 # --- weights and misuse ---------------------------------------------------------------------
 
 def test_registry_names_and_default_weights():
-    assert DISTILLERS.names() == ["none", "kd", "align_uniform", "crd", "srrl"]
+    assert DISTILLERS.names() == ["none", "kd", "align_uniform", "crd", "srrl", "dkd", "dist"]
     # the reference's lambd1..4 (CE, feature term, KD, SRRL logit term) per distiller; a term the
-    # distiller does not declare has no weight at all
+    # distiller does not declare has no weight at all; dkd's and dist's from their own references
     table = {"none": {"ce": 1}, "kd": {"ce": 1, "kd": 1}, "srrl": {"ce": 1, "embed": 1, "kd": 0, "srrl": 1},
-             "align_uniform": {"ce": 1, "embed": 1, "kd": 1}, "crd": {"ce": 1, "embed": 1, "kd": 1}}
+             "align_uniform": {"ce": 1, "embed": 1, "kd": 1}, "crd": {"ce": 1, "embed": 1, "kd": 1},
+             "dkd": {"ce": 1, "tckd": 1, "nckd": 8}, "dist": {"ce": 1, "inter": 2, "intra": 2}}
     for name, expected in table.items():
         cls = DISTILLERS.get(name)
         assert cls.terms == expected
@@ -492,13 +493,13 @@ def test_distill_warmup_ramps_the_teacher_terms_linearly_per_step_and_never_ce()
     assert parts["kd"] == pytest.approx(kd)
 
 
-def test_distill_warmup_null_is_the_distillers_default_one_epoch_for_srrl_only():
+def test_distill_warmup_null_is_the_distillers_default_one_epoch_for_srrl_and_dkd_only():
     head = nn.Linear(6, 3)
     for name in DISTILLERS.names():
         distiller = build_distiller(name, DistillerSettings(), s_dim=4, t_dim=6, num_classes=3,
                                     train_labels=torch.arange(12) % 3, teacher_head=head,
                                     steps_per_epoch=10)
-        assert distiller.warmup_steps == (10 if name == "srrl" else 0), name
+        assert distiller.warmup_steps == (10 if name in ("srrl", "dkd") else 0), name
     srrl = build_distiller("srrl", DistillerSettings(distill_warmup=0.0), s_dim=4, t_dim=6,
                            num_classes=3, teacher_head=head, steps_per_epoch=10)
     assert srrl.warmup_steps == 0 and srrl.ramp() == 1.0
@@ -610,3 +611,190 @@ def test_a_toy_distiller_with_a_new_loss_term_needs_no_edit_of_the_base(toy_regi
 
 def test_the_toy_distiller_is_gone_after_its_test():
     assert "toy_l1" not in DISTILLERS.names()
+
+
+# --- dkd and dist: logit distillers of their own terms ----------------------------------------
+
+def np_dkd(zs: np.ndarray, zt: np.ndarray, y: np.ndarray, T: float) -> tuple[float, float]:
+    """TCKD and NCKD from the paper's definitions: b = (p_y, Σ_{j≠y} p_j) and p̂_j = p_j / Σ_{k≠y} p_k
+    over the non-target classes j ≠ y, each KL(teacher ‖ student)·T² averaged over the batch."""
+    tckd, nckd = [], []
+    for s_row, t_row, target in zip(softmax_rows(zs / T), softmax_rows(zt / T), y):
+        others = [j for j in range(len(s_row)) if j != target]
+        b_s = np.array([s_row[target], sum(s_row[j] for j in others)])
+        b_t = np.array([t_row[target], sum(t_row[j] for j in others)])
+        tckd.append(np.sum(b_t * np.log(b_t / b_s)))
+        hat_s = np.array([s_row[j] for j in others]) / b_s[1]
+        hat_t = np.array([t_row[j] for j in others]) / b_t[1]
+        nckd.append(np.sum(hat_t * np.log(hat_t / hat_s)))
+    return T * T * float(np.mean(tckd)), T * T * float(np.mean(nckd))
+
+
+def softmax_rows(z: np.ndarray) -> np.ndarray:
+    return np.array([np.exp(row - row.max()) / np.exp(row - row.max()).sum() for row in z])
+
+
+def np_pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson's correlation of two vectors, with the reference's 1e-8 added to the denominator."""
+    da, db = a - a.mean(), b - b.mean()
+    return float(np.dot(da, db) / (math.sqrt(np.dot(da, da)) * math.sqrt(np.dot(db, db)) + 1e-8))
+
+
+def np_dist(zs: np.ndarray, zt: np.ndarray, T: float) -> tuple[float, float]:
+    """DIST's inter (per sample, over classes) and intra (per class, over the batch) relation losses."""
+    ps, pt = softmax_rows(zs / T), softmax_rows(zt / T)
+    inter = 1 - np.mean([np_pearson(ps[i], pt[i]) for i in range(ps.shape[0])])
+    intra = 1 - np.mean([np_pearson(ps[:, c], pt[:, c]) for c in range(ps.shape[1])])
+    return T * T * float(inter), T * T * float(intra)
+
+
+def logit_batch(seed: int, b=6, c=5):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(b, c)) * 3, rng.normal(size=(b, c)) * 3, rng.integers(0, c, size=b)
+
+
+@pytest.mark.parametrize("T", [1.0, 4.0])
+def test_dkd_matches_the_papers_tckd_and_nckd(T):
+    zs, zt, y = logit_batch(10)
+    tckd, nckd = np_dkd(zs, zt, y, T)
+    distiller = build("dkd", num_classes=5, kd_T=T, distill_warmup=0.0, w_tckd=0.5).double()
+    total, parts = distiller(torch.zeros(6, 4), torch.tensor(zs), torch.tensor(y), t_logits=torch.tensor(zt))
+    expected = {"ce": np_cross_entropy(zs, y), "tckd": 0.5 * tckd, "nckd": 8.0 * nckd}
+    assert parts == {term: pytest.approx(value, rel=1e-10) for term, value in expected.items()}
+    assert total.item() == pytest.approx(sum(expected.values()), rel=1e-10)
+
+
+def test_dkd_decomposes_hinton_kd_and_masks_the_target_class():
+    zs, zt, y = logit_batch(11, b=1)
+    T = 2.0
+    tckd, nckd = np_dkd(zs, zt, y, T)
+    # Zhao et al. eq. (1)-(5): KD = TCKD + (1 − p_t,y)·NCKD, sample by sample
+    p_target = softmax_rows(zt / T)[0, y[0]]
+    assert tckd + (1 - p_target) * nckd == pytest.approx(np_kd(zs, zt, T), rel=1e-10)
+    distiller = build("dkd", num_classes=5, kd_T=T, distill_warmup=0.0).double()
+
+    def parts_of(s, t):
+        return distiller(torch.zeros(1, 4), torch.tensor(s), torch.tensor(y), t_logits=torch.tensor(t))[1]
+
+    parts = parts_of(zs, zt)
+    # NCKD never reads the target logits; TCKD does
+    moved_s, moved_t = zs.copy(), zt.copy()
+    moved_s[0, y[0]] += 5.0
+    moved_t[0, y[0]] -= 3.0
+    moved = parts_of(moved_s, moved_t)
+    assert moved["nckd"] == pytest.approx(parts["nckd"], rel=1e-12)
+    assert moved["tckd"] != pytest.approx(parts["tckd"], rel=1e-3)
+    # a student whose target probability is 1 in float32: both terms stay finite, and right
+    zs_sure = zs.copy()
+    zs_sure[0, y[0]] = 200.0
+    _, parts = build("dkd", num_classes=5, kd_T=1.0, distill_warmup=0.0)(
+        torch.zeros(1, 4), torch.tensor(zs_sure, dtype=torch.float32), torch.tensor(y),
+        t_logits=torch.tensor(zt, dtype=torch.float32))
+    tckd, nckd = np_dkd(zs_sure, zt, y, 1.0)
+    assert parts["tckd"] == pytest.approx(tckd, rel=1e-5)
+    assert parts["nckd"] == pytest.approx(8.0 * nckd, rel=1e-5)
+
+
+def test_dkd_warms_its_terms_up_over_one_epoch_by_default_never_ce():
+    zs, zt, y = logit_batch(12)
+    tckd, nckd = np_dkd(zs, zt, y, 4.0)
+    distiller = build("dkd", num_classes=5).double().train()  # 10 steps per epoch
+    for step in range(12):
+        _, parts = distiller(torch.zeros(6, 4), torch.tensor(zs), torch.tensor(y), t_logits=torch.tensor(zt))
+        ramp = min(1.0, (step + 1) / 10)
+        assert parts == {"ce": pytest.approx(np_cross_entropy(zs, y)), "tckd": pytest.approx(ramp * tckd),
+                         "nckd": pytest.approx(ramp * 8.0 * nckd)}, step
+
+
+@pytest.mark.parametrize("T", [1.0, 4.0])
+def test_dist_matches_pearson_correlations_of_rows_and_columns(T):
+    zs, zt, y = logit_batch(13)
+    inter, intra = np_dist(zs, zt, T)
+    distiller = build("dist", num_classes=5, kd_T=T, w_intra=0.5).double()
+    total, parts = distiller(torch.zeros(6, 4), torch.tensor(zs), torch.tensor(y), t_logits=torch.tensor(zt))
+    expected = {"ce": np_cross_entropy(zs, y), "inter": 2.0 * inter, "intra": 0.5 * intra}
+    assert parts == {term: pytest.approx(value, rel=1e-10) for term, value in expected.items()}
+    assert total.item() == pytest.approx(sum(expected.values()), rel=1e-10)
+    # the teacher's own logits are perfectly correlated: 0, up to the 1e-8 in the denominator (at T = 4
+    # the softened rows vary little, so it shows)
+    same = build("dist", num_classes=5, kd_T=T).double()(
+        torch.zeros(6, 4), torch.tensor(zt), torch.tensor(y), t_logits=torch.tensor(zt))[1]
+    assert same["inter"] == pytest.approx(0.0, abs=1e-4) and same["intra"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_dist_on_a_batch_of_one_counts_each_class_as_uncorrelated():
+    # one sample: every class column has zero variance; the 1e-8 makes its correlation 0, not NaN
+    zs, zt, y = logit_batch(14, b=1)
+    inter, intra = np_dist(zs, zt, 4.0)
+    assert intra == pytest.approx(16.0)
+    _, parts = build("dist", num_classes=5).double()(torch.zeros(1, 4), torch.tensor(zs), torch.tensor(y),
+                                                    t_logits=torch.tensor(zt))
+    assert parts["inter"] == pytest.approx(2.0 * inter, rel=1e-10)
+    assert parts["intra"] == pytest.approx(2.0 * 16.0, rel=1e-10)
+
+
+def test_dkd_and_dist_weights_refuse_other_terms_and_leave_out_zero_weight_terms():
+    assert build("dkd", w_nckd=0.5).weights == {"ce": 1.0, "tckd": 1.0, "nckd": 0.5}
+    assert build("dist", w_inter=1.0, w_intra=1.0).weights == {"ce": 1.0, "inter": 1.0, "intra": 1.0}
+    with pytest.raises(DaptError, match="distiller 'dkd' has no kd loss but w_kd=1.0"):
+        build("dkd", w_kd=1.0)
+    with pytest.raises(DaptError, match="distiller 'kd' has no tckd loss"):
+        build("kd", w_tckd=1.0)
+    with pytest.raises(DaptError, match="distiller 'dkd' has no inter loss"):
+        build("dkd", w_inter=1.0)
+    zs, zt, y = logit_batch(15, c=3)
+    args = (torch.zeros(6, 4), torch.tensor(zs), torch.tensor(y))
+    assert set(build("dkd", w_tckd=0.0).double()(*args, t_logits=torch.tensor(zt))[1]) == {"ce", "nckd"}
+    assert set(build("dist", w_ce=0.0, w_intra=0.0).double()(*args, t_logits=torch.tensor(zt))[1]) == {"inter"}
+
+
+@pytest.mark.parametrize("name", ["dkd", "dist"])
+def test_dkd_and_dist_train_the_student_only_and_need_no_features(name):
+    distiller = build(name, distill_warmup=0.0)
+    assert not list(distiller.parameters())
+    assert needs_teacher(name) and not needs_features(name) and not distiller.needs_index
+    torch.manual_seed(0)
+    s_logits = torch.randn(4, 3, requires_grad=True)
+    t_logits = torch.randn(4, 3, requires_grad=True)
+    total, _ = distiller(torch.zeros(4, 4), s_logits, torch.tensor([0, 1, 2, 0]), t_logits=t_logits)
+    total.backward()
+    assert t_logits.grad is None and s_logits.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="t_logits"):
+        distiller(torch.zeros(4, 4), s_logits, torch.tensor([0, 1, 2, 0]))
+
+
+def test_dapt_list_shows_dkd_and_dist(capsys):
+    from dapt.cli import main
+
+    assert main(["list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    for name in ("dkd", "dist"):
+        assert DISTILLERS.summary(name) in lines[name]
+
+
+TINY_LOGIT_STUDY = """
+study: tiny_logit
+defaults: {dataset: digits, image_size: 16, train_subset: 200, epochs: 1, batch_size: 50}
+runs:
+  - {stage: teacher, name: teacher, model: resnet18, init: fr, optimizer: sgd, lr: 0.05}
+  - {stage: distill, name: "{distiller}", student: mobilenet_v2, teacher: teacher, grid: {distiller: [dkd, dist]}}
+"""
+
+
+@pytest.mark.slow
+def test_a_tiny_study_distils_with_dkd_and_dist_through_papermill(tmp_path):
+    import json
+
+    from projects import new_project, working_in
+    from dapt.cli import main
+
+    root = new_project(tmp_path, {"tiny_logit": TINY_LOGIT_STUDY})
+    for _ in working_in(root):
+        assert main(["run", "params/tiny_logit.yaml", "--quiet"]) == 0
+    for name, terms in (("dkd", {"ce": 1.0, "tckd": 1.0, "nckd": 8.0}),
+                        ("dist", {"ce": 1.0, "inter": 2.0, "intra": 2.0})):
+        metrics = json.loads((root / "runs/tiny_logit" / name / "metrics.json").read_text())
+        assert metrics["status"] == "done", (name, metrics.get("error"))
+        assert metrics["distiller"] == name and metrics["weights"] == terms
+        assert all(math.isfinite(metrics["history"][0][f"loss_{term}"]) for term in terms), name
+        assert isinstance(metrics["agreement"], float)

@@ -6,7 +6,7 @@ implementations import torch: ``base`` (the contract: a distiller declares its l
 their default weights and returns its unweighted losses; the base weighs, ramps and sums them;
 ``build_distiller``), ``losses`` (the plain loss functions), ``projectors`` (projection heads and
 SRRL connectors) and one module per distiller: ``none``, ``kd``, ``align_uniform``, ``crd``,
-``srrl``. Adding a distiller is one new module and one ``DISTILLERS.declare`` in ``catalog``.
+``srrl``, ``dkd``, ``dist``. Adding a distiller is one new module and one ``DISTILLERS.declare`` in ``catalog``.
 
 Imports ``core`` only.
 """

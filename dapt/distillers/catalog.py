@@ -37,6 +37,12 @@ DISTILLERS.declare("crd", "dapt.distillers.crd:CRD",
 DISTILLERS.declare("srrl", "dapt.distillers.srrl:SRRL",
                    "Yang et al. 2021: CE + feature MSE through a connector + the teacher head's logit "
                    "MSE on it", DistillerFacts(needs_teacher=True, needs_features=True))
+DISTILLERS.declare("dkd", "dapt.distillers.dkd:DKD",
+                   "Zhao et al. 2022: CE + KD decoupled into its target (TCKD) and non-target (NCKD) "
+                   "parts, weighed apart", DistillerFacts(needs_teacher=True))
+DISTILLERS.declare("dist", "dapt.distillers.dist:DIST",
+                   "Huang et al. 2022: CE + 1 − Pearson correlation of the softened outputs, per sample "
+                   "and per class", DistillerFacts(needs_teacher=True))
 
 PROJECTORS: Registry[Any] = Registry("projector")
 for _name, _summary in [

@@ -27,17 +27,32 @@ class LossSettings:
     w_embed: Optional[float] = param(None, "align_uniform, crd, srrl: weight of the feature term "
                                      "(align/uniform, CRD's NCE, SRRL's feature MSE)" + _DEFAULT,
                                      rule=NON_NEGATIVE)
-    w_kd: Optional[float] = param(None, "every distiller but none: weight of Hinton KD on the "
+    w_kd: Optional[float] = param(None, "kd, align_uniform, crd, srrl: weight of Hinton KD on the "
                                   "logits" + _DEFAULT, rule=NON_NEGATIVE)
     w_srrl: Optional[float] = param(None, "srrl: weight of the MSE between the teacher head's "
                                     "logits on the connected student features and the teacher's"
                                     + _DEFAULT, rule=NON_NEGATIVE)
-    kd_T: float = param(4.0, "KD temperature T (Hinton et al. 2015), used by every distiller whose "
-                        "w_kd > 0 (kd, align_uniform, crd by default)", rule=POSITIVE)
+    w_tckd: Optional[float] = param(None, "dkd: weight α of TCKD, the KL of the binary target / "
+                                    "non-target probabilities (reference: 1)" + _DEFAULT,
+                                    rule=NON_NEGATIVE)
+    w_nckd: Optional[float] = param(None, "dkd: weight β of NCKD, the KL among the non-target "
+                                    "classes (reference: 8 on CIFAR-100, 0.5 on ImageNet)" + _DEFAULT,
+                                    rule=NON_NEGATIVE)
+    w_inter: Optional[float] = param(None, "dist: weight β of the inter-class relation, 1 − Pearson "
+                                     "correlation per sample (reference: 2)" + _DEFAULT,
+                                     rule=NON_NEGATIVE)
+    w_intra: Optional[float] = param(None, "dist: weight γ of the intra-class relation, 1 − Pearson "
+                                     "correlation per class over the batch (reference: 2)" + _DEFAULT,
+                                     rule=NON_NEGATIVE)
+    kd_T: float = param(4.0, "temperature T of the softened logits, times T² in the loss: Hinton KD "
+                        "(every distiller whose w_kd > 0: kd, align_uniform, crd by default), dkd's "
+                        "TCKD and NCKD, dist's inter and intra (4: the Farhat & Chen reference's KD "
+                        "and DKD's and DIST's CIFAR-100 configs)", rule=POSITIVE)
     distill_warmup: Optional[float] = param(
-        None, "every distiller but none: epochs over which the teacher terms' weights (w_embed, "
-              "w_kd, w_srrl) ramp linearly from 0 to their value, per training step; w_ce is never "
-              "ramped (0 = no warm-up; null = the distiller's default: 1 for srrl, 0 for the others)",
+        None, "every distiller but none: epochs over which the teacher terms' weights (every w_<term> "
+              "but w_ce) ramp linearly from 0 to their value, per training step; w_ce is never "
+              "ramped (0 = no warm-up; null = the distiller's default: 1 for srrl and dkd, 0 for the "
+              "others)",
         rule=NON_NEGATIVE)
 
 

@@ -102,8 +102,9 @@ def accuracy_bars(rows: list[dict]) -> Figure:
     return fig
 
 
-_DISTILLER_MARKERS = {"none": "o", "kd": "s", "crd": "^", "srrl": "D", "align_uniform": "v"}
-_SPARE_MARKERS = ["P", "X", "<", ">", "h", "p", "*"]
+_DISTILLER_MARKERS = {"none": "o", "kd": "s", "crd": "^", "srrl": "D", "align_uniform": "v", "dkd": "P",
+                      "dist": "X"}
+_SPARE_MARKERS = ["<", ">", "h", "p", "*"]
 
 
 def _distiller_markers(rows: list[dict]) -> dict[str, str]:

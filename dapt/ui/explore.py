@@ -26,7 +26,7 @@ from dapt.core.files import read_json, repo_root
 from dapt.pipeline.study import Study, load_study, study_defaults
 
 # Numbers worth turning between runs; shown for a stage only if it has the field.
-KNOBS = ("epochs", "lr", "kd_T", "w_ce", "w_kd", "w_embed", "w_srrl")
+KNOBS = ("epochs", "lr", "kd_T", "w_ce", "w_kd", "w_embed", "w_srrl", "w_tckd", "w_nckd", "w_inter", "w_intra")
 # Dropdowns shown first, in this order, when the stage has them; its other choices follow.
 FIRST = ("dataset", "model", "init", "student", "teacher", "distiller")
 
