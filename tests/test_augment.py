@@ -1,6 +1,7 @@
 """Augmented views: batched crop and flip against a per-sample reference, and bit-for-bit replay."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -50,5 +51,15 @@ def test_views_replay_the_same_pixels():
     assert all(torch.equal(u.offset_x, v.offset_x) and torch.equal(u.flip, v.flip) for u, v in zip(a, b))
     assert not torch.equal(a[0].offset_x, a[1].offset_x), "two views of one seed must differ"
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    [identity] = make_views(4, 32, 3, seed=1, augment=False)
-    assert torch.equal(apply_augment(x, identity), x)
+    identities = make_views(4, 32, 3, seed=1, augment=False)
+    assert len(identities) == 3 and all(torch.equal(apply_augment(x, identity), x) for identity in identities)
+
+
+def test_a_view_is_the_same_whatever_the_number_of_views():
+    """A run of more epochs extends a shorter run's views, so their teacher caches share those views."""
+    short, long = make_views(30, 16, 2, seed=3, augment=True), make_views(30, 16, 9, seed=3, augment=True)
+    assert [torch.equal(long[v].offset_y, short[v].offset_y) and torch.equal(long[v].flip, short[v].flip)
+            for v in range(2)] == [True, True]
+    assert len(long) == 9 and not torch.equal(long[8].offset_y, long[1].offset_y)
+    with pytest.raises(IndexError):
+        short[2]

@@ -159,8 +159,9 @@ def test_torchrun_two_ranks_write_one_set_of_records(two_studies):
     leftovers = [p for p in (root / "runs").rglob("*") if ".tmp" in p.name or "rank" in p.name]
     assert not leftovers and sorted(p.name for p in (root / "runs").iterdir()) == ["one", "two"]
     assert not list(root.glob("kernel*ipc*")), "IPC socket files in the project folder"
-    # the teacher's cache was reused, not rebuilt by each rank
-    assert len(list((root / "runs/one/teacher/cache").glob("targets-*.f16"))) == 1
+    # the teacher's cache (2 epochs, so 2 views; features too, which crd reads) was reused, not rebuilt by each rank
+    cache = root / "runs/one/teacher/cache"
+    assert len(list(cache.glob("logits-*.f16"))) == len(list(cache.glob("features-*.i8"))) == 2
 
 
 @pytest.mark.slow

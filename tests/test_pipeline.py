@@ -80,7 +80,7 @@ def test_distill_records_agreement_and_figures(executed):
     figures = {p.name for p in (root / "runs/tiny/crd/figures").iterdir()}
     assert figures == {"curves.png", "per_class_agreement.png", "prediction_matrix.png", "reliability.png"}
     assert shown_images(root / "runs/tiny/crd/notebook.ipynb") == 4
-    assert list((root / "runs/tiny/teacher/cache").glob("targets-*.f16")), "teacher targets were not cached"
+    assert list((root / "runs/tiny/teacher/cache").glob("features-*.i8")), "teacher targets were not cached"
     scratch = json.loads((root / "runs/tiny/scratch/metrics.json").read_text())
     assert "agreement" not in scratch and scratch["test_acc"] is not None
 

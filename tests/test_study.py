@@ -74,8 +74,32 @@ def test_runs_inject_only_the_keys_the_study_sets(tmp_path):
     assert study.get("t").injected == {"dataset": "digits", "epochs": 3, "model": "resnet18", "init": "fr",
                                        "run_dir": "runs/demo/t"}
     assert study.get("d").injected == {"dataset": "digits", "epochs": 3, "cache_views": 2, "teacher": "runs/demo/t",
-                                       "distiller": "crd", "crd_k": 64, "run_dir": "runs/demo/d"}
+                                       "distiller": "crd", "crd_k": 64, "run_dir": "runs/demo/d",
+                                       "cache_features": True}
     assert study.get("d").params["kd_T"] == 4.0  # the resolved parameters still hold every key
+
+
+def test_the_study_tells_a_teachers_cache_to_store_features_when_one_of_its_students_reads_them(tmp_path):
+    study = load_study(write(tmp_path, """
+        study: demo
+        defaults: {dataset: digits}
+        runs:
+          - {stage: teacher, name: t, model: resnet18, init: fr}
+          - {stage: teacher, name: u, model: resnet18, init: fr}
+          - {stage: distill, name: "t_{distiller}", teacher: t, grid: {distiller: [kd, dkd, srrl]}}
+          - {stage: distill, name: u_kd, teacher: u, distiller: kd}
+          - {stage: distill, name: u_crd_live, teacher: u, distiller: crd, teacher_cache: "off"}
+    """))
+    features = {r.name: r.cfg.cache_features for r in study.runs if r.stage == "distill"}
+    # t's kd and dkd students store features for its srrl student; u's only cached student reads logits
+    assert features == {"t_kd": True, "t_dkd": True, "t_srrl": True, "u_kd": False, "u_crd_live": False}
+    assert "cache_features" not in study.get("u_kd").injected  # the notebook's default
+    with pytest.raises(ConfigError, match="run 'd': cache_features is set by `dapt run`, not by a params file"):
+        load_study(write(tmp_path, """
+            study: demo
+            runs:
+              - {stage: distill, name: d, distiller: none, cache_features: true}
+        """))
 
 
 def test_grid_expands_with_formatted_names(tmp_path):

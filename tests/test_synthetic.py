@@ -171,14 +171,14 @@ def test_distill_with_crd_on_real_and_synthetic_images(tmp_path, digits, capsys)
     assert bank.shape[0] == 100, "the CRD memory bank must hold one row per real and synthetic image"
     # every row, synthetic ones included, was a positive at least once: moved to a unit embedding
     torch.testing.assert_close(bank.norm(dim=1), torch.ones(100), atol=1e-4, rtol=0)
-    assert len(list((teacher_dir / "cache").glob("targets-*.f16"))) == 1
+    assert len(list((teacher_dir / "cache").glob("features-*.i8"))) == 2  # one per epoch's view
     capsys.readouterr()
 
     _, again, _ = run("second")
     assert "teacher targets: reusing" in capsys.readouterr().out
     assert again["history"] == metrics["history"]
     run("plain_views", diffaug="none", epochs=1)
-    assert len(list((teacher_dir / "cache").glob("targets-*.f16"))) == 2, "other views must not reuse the cache"
+    assert len(list((teacher_dir / "cache").glob("features-*.i8"))) == 3, "other views must not reuse the cache"
 
 
 def test_training_set_is_the_real_set_without_synthetic(digits):
@@ -209,4 +209,4 @@ def test_cached_teacher_targets_under_diffaugment_equal_live_ones(tmp_path):
                                                     channels_last=False))
         torch.testing.assert_close(live.get(v, index)[0], z, atol=1e-5, rtol=1e-5)
     plain = TeacherTargets(teacher, 16, x, views, cache_dir=tmp_path, key_parts=("t",), channels_last=False)
-    assert plain.path != cached.path and not torch.allclose(plain.get(1, index)[0], cached.get(1, index)[0])
+    assert plain.keys[1] != cached.keys[1] and not torch.allclose(plain.get(1, index)[0], cached.get(1, index)[0])

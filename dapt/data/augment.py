@@ -6,7 +6,9 @@ per (image, view) and the student replays those views epoch after epoch.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -54,9 +56,33 @@ def augment(x_uint8: torch.Tensor, generator: torch.Generator, pad: int = 4, fli
     return apply_augment(x_uint8, sample_augment(len(x_uint8), x_uint8.shape[-1], generator, pad, flip))
 
 
-def make_views(n: int, image_size: int, count: int, seed: int, augment: bool) -> list[AugmentParams]:
-    """``count`` deterministic augmented views of ``n`` images (without augmentation, one identity view)."""
+View = TypeVar("View")
+
+
+class Views(Sequence, Generic[View]):
+    """``count`` views drawn when asked for, each by ``draw(v)`` from its own seed, so view ``v`` is the
+    same whatever ``count`` is: a run of more epochs extends a shorter run's views and can share its
+    teacher cache. A fresh view per epoch at paper scale (250 views of 50,000 images) would hold GBs
+    of draws as a list; here only the view in use is kept (an epoch reads one view, batch after batch)."""
+
+    def __init__(self, count: int, draw: Callable[[int], View]):
+        self.count, self.draw = count, draw
+        self.kept: tuple[int, View] | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, v: int) -> View:  # type: ignore[override]
+        if not 0 <= v < self.count:
+            raise IndexError(f"view {v} of {self.count}")
+        if self.kept is None or self.kept[0] != v:
+            self.kept = (v, self.draw(v))
+        return self.kept[1]
+
+
+def make_views(n: int, image_size: int, count: int, seed: int, augment: bool) -> Views[AugmentParams]:
+    """``count`` deterministic augmented views of ``n`` images; without augmentation every view is the
+    identity (identical views share one teacher-cache entry, keyed by their draws)."""
     if not augment:
-        return [sample_augment(n, image_size, torch.Generator(), pad=0, flip=False)]
-    return [sample_augment(n, image_size, torch.Generator().manual_seed(seed * 7919 + 17 * v + 1))
-            for v in range(count)]
+        return Views(count, lambda v: sample_augment(n, image_size, torch.Generator(), pad=0, flip=False))
+    return Views(count, lambda v: sample_augment(n, image_size, torch.Generator().manual_seed(seed * 7919 + 17 * v + 1)))

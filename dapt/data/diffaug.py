@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from dapt.data.imageset import NORMALISATIONS, to_float
-from dapt.data.augment import AugmentParams, apply_augment
+from dapt.data.augment import AugmentParams, Views, apply_augment
 
 GROUPS = ("flip", "color", "crop", "rotate", "scale", "cutout")  # the reference strategy's order
 MODES = ("S", "M")
@@ -91,10 +91,11 @@ def sample_diffaug(n: int, image_size: int, mode: str, generator: torch.Generato
     return DiffAugParams(choice, *uniform, *shifts, rotate, *scales, *centres)
 
 
-def make_diffaug_views(n: int, image_size: int, count: int, seed: int, mode: str) -> list[DiffAugParams]:
-    """``count`` deterministic DiffAugment views of ``n`` images (a stream apart from the crop views')."""
-    return [sample_diffaug(n, image_size, mode, torch.Generator().manual_seed(seed * 7919 + 17 * v + 2**40))
-            for v in range(count)]
+def make_diffaug_views(n: int, image_size: int, count: int, seed: int, mode: str) -> Views[DiffAugParams]:
+    """``count`` deterministic DiffAugment views of ``n`` images (a stream apart from the crop views'),
+    each drawn when asked for (``Views``)."""
+    return Views(count, lambda v: sample_diffaug(n, image_size, mode,
+                                                 torch.Generator().manual_seed(seed * 7919 + 17 * v + 2**40)))
 
 
 def _grey(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:

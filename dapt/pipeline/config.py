@@ -33,11 +33,10 @@ DEVICE_HELP = ("where the run computes: auto (CUDA when present, else the CPU), 
 AMP_CHOICES = ("off", "bf16", "fp16")
 AMP_HELP = ("mixed precision of training: off (float32), bf16 (autocast to bfloat16; CPU and CUDA) or fp16 "
             "(autocast to float16 with loss scaling; CUDA and mps only)")
-INJECTED = ("run_dir",)  # set by `dapt run` (runs/<study>/<run>), never by a params file
-# cache_views: null replays min(epochs, DEFAULT_VIEWS) views per image: a fresh view every epoch up to 8
-# epochs, as fewer views cost a kd student accuracy, then views replayed, so the teacher cache stops growing
-# with the epochs (measured in docs/performance.md, "How many views")
-DEFAULT_VIEWS = 8
+# set by `dapt run`, never by a params file: the run's folder (runs/<study>/<run>), and for a distill run
+# whether its teacher's cache stores features (another student of that teacher in the study reads them)
+INJECTED = ("run_dir", "cache_features")
+TEACHER_AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 
 
 class ConfigError(DaptError):
@@ -129,14 +128,23 @@ class DistillConfig(DistillerSettings, TrainConfig):
 
     student: str = param("mobilenet_v2", "student architecture, always from random init", choices=MODELS.names)
     teacher: Optional[str] = reference("teacher run of this study, or a run folder (runs/<study>/<run>)", "teacher")
-    distiller: str = param("kd", "none (labels only: the from-scratch baseline), kd, crd, srrl or align_uniform",
+    distiller: str = param("kd", "none (labels only: the from-scratch baseline), kd, crd, srrl, align_uniform, "
+                                 "dkd or dist",
                            choices=DISTILLERS.names)
-    teacher_cache: str = param("on", "on: teacher outputs computed once per (image, view) and reused; off: live",
-                               choices=("on", "off"))
+    teacher_cache: str = param("on", "on: the teacher's outputs on each (image, view) computed once, stored under "
+                                     "the teacher run's cache/ and shared by every student of it; off: live at "
+                                     "every step (the same views and precision)", choices=("on", "off"))
     cache_views: Optional[int] = param(
-        None, f"augmented views per image replayed over the epochs (null = min(epochs, {DEFAULT_VIEWS}): a fresh "
-              f"view per epoch up to {DEFAULT_VIEWS} epochs, then replayed; docs/performance.md, 'How many views')",
-        rule=AT_LEAST_ONE)
+        None, "augmented views per image: null = epochs (a fresh view every epoch, as the live teacher and the "
+              "teacher stage see); fewer replays them, epoch e reading view e mod cache_views, for a smaller "
+              "cache at an accuracy cost (docs/performance.md, 'How many views')", rule=AT_LEAST_ONE)
+    teacher_amp: str = param(
+        "auto", "precision of the frozen teacher's forward passes for the training targets, cached or live: auto "
+                "(bf16 where the device computes it natively: CUDA with bf16, CPUs with AVX512-BF16 or AMX; fp16 on "
+                "older CUDA and mps; else off), off (float32), bf16 or fp16; test-set outputs stay float32",
+        choices=TEACHER_AMP_CHOICES)
+    cache_features: bool = param(False, "set by `dapt run`: the teacher cache also stores the teacher's features, "
+                                        "because another student of this teacher in the study reads them")
     synthetic: Optional[str] = reference(
         "generate run of this study, or a run folder: a class-balanced sample of its images joins the real "
         "training images", "generate")
@@ -154,6 +162,9 @@ class DistillConfig(DistillerSettings, TrainConfig):
         if self.synset_size is not None and self.synthetic is None:
             raise DaptError(f"synset_size {self.synset_size} needs synthetic images: set synthetic to a generate "
                             f"run of the study (or its folder), or remove synset_size")
+        if self.teacher_amp == "fp16" and self.device == "cpu":
+            raise DaptError("teacher_amp: fp16 on the CPU has no native half-precision kernels and runs many times "
+                            "slower than float32; use teacher_amp: auto or bf16 on the CPU, or off")
         if self.teacher is None and needs_teacher(self.distiller):
             raise DaptError(f"distiller {self.distiller!r} needs a teacher: set teacher to a teacher run of the "
                             f"study, or to a trained run folder such as runs/fashion_quick/lite2_ft (`make study` "

@@ -21,6 +21,7 @@ import yaml
 from dapt.pipeline import config
 from dapt.pipeline.config import ConfigError
 from dapt.data import check_available
+from dapt.distillers import needs_features
 from dapt.core.records import RUNS_DIR, check_name, run_dir
 from dapt.core.files import read_json, rel, repo_root
 from dapt.core.errors import DaptError
@@ -53,9 +54,12 @@ class RunSpec:
 
     @property
     def injected(self) -> dict[str, Any]:
-        """What the executed notebook receives: the values the study sets, and ``run_dir``; the
-        notebook's parameters cell holds the defaults, so its report opens with the run's choices only."""
-        return {key: getattr(self.cfg, key) for key in [*self.set_keys, *config.INJECTED]}
+        """What the executed notebook receives: the values the study sets, ``run_dir`` and ``cache_features``
+        when set; the notebook's parameters cell holds the defaults, so its report opens with the run's
+        choices only."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self.cfg)}
+        injected = [key for key in config.INJECTED if key in defaults and getattr(self.cfg, key) != defaults[key]]
+        return {key: getattr(self.cfg, key) for key in [*self.set_keys, *injected]}
 
 
 @dataclass
@@ -312,8 +316,8 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
             raise ConfigError(f"{label}: {err}") from None
         fields = {f.name for f in dataclasses.fields(cls)}
         for key in config.INJECTED:
-            if key in entry:
-                raise ConfigError(f"{label}: {key} is set by `dapt run` (runs/<study>/<run>); remove it")
+            if key in entry or key in defaults:
+                raise ConfigError(f"{label}: {key} is set by `dapt run`, not by a params file; remove it")
         values = config.from_defaults(cls, defaults)
         values.update(entry)
         values.update({k: v for k, v in overrides.items() if k in fields})
@@ -339,7 +343,19 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
     for spec in specs:
         if spec.collects:
             spec.refs = [other.name for other in specs if not other.collects]
+    share_teacher_features(specs)
     return Study(study_name, where, _order(specs, where))
+
+
+def share_teacher_features(specs: list[RunSpec]) -> None:
+    """Set ``cache_features`` on every cached distill run of a teacher that one of the study's students reads
+    the features of (crd, srrl, align_uniform): whichever of them builds a view's cache first then stores
+    features too, so the teacher computes each view once for all of them. With only logit students (kd),
+    the cache holds logits alone, a fraction of the size."""
+    cached = [s for s in specs if s.stage == "distill" and s.cfg.teacher and s.cfg.teacher_cache == "on"]
+    readers = {Path(s.cfg.teacher).as_posix() for s in cached if needs_features(s.cfg.distiller)}
+    for spec in cached:
+        spec.cfg.cache_features = Path(spec.cfg.teacher).as_posix() in readers
 
 
 def _order(specs: list[RunSpec], where: str) -> list[RunSpec]:

@@ -23,12 +23,12 @@ from dapt.training import agreement as A
 from dapt.core import distributed
 from dapt.training.checkpoint import load_teacher
 from dapt.data.imageset import ImageSet
-from dapt.data.augment import AugmentParams, make_views
+from dapt.data.augment import AugmentParams, Views, make_views
 from dapt.data.diffaug import DiffAugParams, make_diffaug_views, view_pixels
 from dapt.data.synthetic import load_synthetic, sample_synthetic, with_synthetic
-from dapt.training.device import Placement
+from dapt.training.device import Placement, device_of, teacher_dtype
+from dapt.distillers import needs_features
 from dapt.distillers.base import Distiller, build_distiller
-from dapt.pipeline.config import DEFAULT_VIEWS
 from dapt.models.nets import Net, create_model
 from dapt.core.records import RunRecord
 from dapt.core.files import rel
@@ -37,11 +37,10 @@ from dapt.training.loop import Trainee, eval_index, model_meta, predict, prepare
 
 
 def view_count(cache_views: int | None, epochs: int) -> int:
-    """Augmented views per image the run replays: ``cache_views``, or by default min(epochs, DEFAULT_VIEWS):
-    a fresh view every epoch up to that many epochs, since replaying fewer views costs the student
-    accuracy (``params/fashion_views.yaml``, measured in ``docs/performance.md``, "How many views"), then
-    replayed, as the cache's size and build time grow per view."""
-    return cache_views or min(epochs, DEFAULT_VIEWS)
+    """Augmented views per image: ``cache_views``, or by default one per epoch, the fresh augmentation a live
+    teacher and the teacher stage's students see; fewer views are replayed, which costs the student accuracy
+    (``docs/performance.md``, "How many views")."""
+    return cache_views or epochs
 
 
 @dataclass
@@ -136,16 +135,15 @@ def distiller_for(cfg, ds: ImageSet, student: Net, teacher: Optional[Net], place
         steps_per_epoch=max(1, len(ds.train_y) // cfg.batch_size)).to(place.device)
 
 
-def training_views(cfg, n: int) -> tuple[list[AugmentParams], Optional[list[DiffAugParams]]]:
+def training_views(cfg, n: int) -> tuple[Views[AugmentParams], Optional[Views[DiffAugParams]]]:
     """The crop/flip views of the ``n`` training images and, with ``cfg.diffaug``, their DiffAugment
-    views: ``view_count`` of each, epoch ``e`` using view ``e mod count``. They are drawn from the seed
-    alone, so the teacher cache can key on them and a resumed run replays them."""
+    views: ``view_count`` of each, epoch ``e`` using view ``e mod count``, each drawn from the seed and
+    its index alone, so the teacher cache can key on them and a resumed run replays them."""
     count = view_count(cfg.cache_views, cfg.epochs)
     views = make_views(n, cfg.image_size, count, cfg.seed, cfg.augment)
     if cfg.diffaug == "none":
         return views, None
-    diff_views = make_diffaug_views(n, cfg.image_size, count, cfg.seed, cfg.diffaug)
-    return (views * count if len(views) == 1 else views), diff_views  # without crop/flip: identity crops
+    return views, make_diffaug_views(n, cfg.image_size, count, cfg.seed, cfg.diffaug)
 
 
 @dataclass
@@ -156,26 +154,30 @@ class TeacherOutputs:
     test_logits: torch.Tensor  # on all test images, at the teacher's own image size
     test_features: torch.Tensor
     targets: Optional[TeacherTargets]  # per training image and view; None when the distiller needs none
+    precision: str  # of the teacher's forward for the targets: float32, bfloat16 or float16
 
 
-def teacher_outputs(cfg, ds: ImageSet, teacher: Net, meta: dict, views: list[AugmentParams],
-                    diff_views: Optional[list[DiffAugParams]], needs_targets: bool) -> TeacherOutputs:
-    """The teacher's outputs on all test images, which every epoch compares the student with, and, when the
-    distiller learns from the teacher, its targets on exactly the student's training views. With
-    ``teacher_cache: on`` both are read from the teacher run's ``cache/`` (written there first if missing),
-    keyed by the teacher's weights, the dataset and the image size, so the students of one teacher share
-    them; off, the test outputs are computed here and the targets live at every step."""
+def teacher_outputs(cfg, ds: ImageSet, teacher: Net, meta: dict, views: Views[AugmentParams],
+                    diff_views: Optional[Views[DiffAugParams]], needs_targets: bool) -> TeacherOutputs:
+    """The teacher's outputs on all test images (float32), which every epoch compares the student with, and,
+    when the distiller learns from the teacher, its targets on exactly the student's training views, in
+    ``teacher_amp``'s precision: logits, and features when the distiller reads them. With ``teacher_cache:
+    on`` both are read from the teacher run's ``cache/`` (written there first if missing, with features also
+    when ``cache_features``), keyed by the teacher's weights, the dataset, the image size and each view, so the
+    students of one teacher share them; off, the test outputs are computed here and the targets live."""
     size = int(meta["image_size"])
     cache_dir = Path(cfg.teacher) / "cache" if cfg.teacher_cache == "on" else None
     key = (file_digest(Path(cfg.teacher) / "model.pt"), ds.name, cfg.image_size) if cache_dir else ()
     test_logits, test_features = outputs_on_test_set(teacher, ds.test_x, size, cache_dir=cache_dir, key_parts=key,
                                                      channels_last=cfg.channels_last)
-    targets = None
+    targets, dtype = None, teacher_dtype(cfg.teacher_amp, device_of(teacher))
     if needs_targets:
         # the views (drawn from the seed) are part of the key, so the seed itself need not be
         targets = TeacherTargets(teacher, size, ds.train_x, views, cache_dir=cache_dir, key_parts=key,
-                                 channels_last=cfg.channels_last, diff_views=diff_views)
-    return TeacherOutputs(meta, test_logits, test_features, targets)
+                                 channels_last=cfg.channels_last, diff_views=diff_views,
+                                 features=needs_features(cfg.distiller), store_features=cfg.cache_features,
+                                 dtype=dtype)
+    return TeacherOutputs(meta, test_logits, test_features, targets, str(dtype).removeprefix("torch."))
 
 
 def record_teacher(record: RunRecord, cfg, ds: ImageSet, teacher: TeacherOutputs, watch: torch.Tensor) -> None:
@@ -185,6 +187,7 @@ def record_teacher(record: RunRecord, cfg, ds: ImageSet, teacher: TeacherOutputs
     t_logits = teacher.test_logits
     record.update(teacher_run=rel(cfg.teacher), teacher_model=teacher.meta["model"],
                   teacher_init=teacher.meta.get("init"), teacher_image_size=int(teacher.meta["image_size"]),
+                  teacher_precision=teacher.precision,
                   teacher_run_test_acc=teacher.meta.get("run_test_acc"),
                   teacher_test_acc=A.accuracy(t_logits, ds.test_y),
                   teacher_eval_acc=A.accuracy(t_logits[watch], ds.test_y[watch]))
@@ -201,8 +204,8 @@ class StudentTraining:
     student: Net
     distiller: Distiller
     teacher: Optional[TeacherOutputs]
-    views: list[AugmentParams]
-    diff_views: Optional[list[DiffAugParams]]
+    views: Views[AugmentParams]
+    diff_views: Optional[Views[DiffAugParams]]
     watch: torch.Tensor  # the test images evaluated after each epoch
     # train accuracy on real and on synthetic images, over the epoch so far: [correct, seen] each
     by_source: dict[str, list[int]] = field(default_factory=lambda: {"real": [0, 0], "synthetic": [0, 0]})

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from dapt.core.devices import check_precision, resolve_device
+from dapt.core.errors import DaptError
 from dapt.core.ranks import local_rank, world_size
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -45,6 +46,31 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":  # CUDA only: page-locked memory is what makes the copy asynchronous
         return x.pin_memory().to(device, non_blocking=True)
     return x.to(device)
+
+
+def teacher_dtype(teacher_amp: str, device: torch.device) -> torch.dtype:
+    """The precision of a frozen teacher's forward passes (``teacher_amp``) on ``device``. ``auto`` picks what
+    the device computes natively, the fastest there (benchmarks/results/teacher_precision.md): bf16 on CUDA
+    that has it and on CPUs with AVX512-BF16 or AMX,
+    fp16 on older CUDA and mps, float32 elsewhere. A teacher needs no loss scaling, only its outputs."""
+    if teacher_amp == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "mps":
+            return torch.float16
+        if device.type == "cpu" and _cpu_has_native_bf16():
+            return torch.bfloat16
+        return torch.float32
+    if teacher_amp == "fp16" and device.type == "cpu":
+        raise DaptError("teacher_amp: fp16 on the CPU has no native half-precision kernels and runs many times "
+                        "slower than float32; use teacher_amp: auto or bf16 on the CPU, or off")
+    return AMP_DTYPES.get(teacher_amp, torch.float32)
+
+
+def _cpu_has_native_bf16() -> bool:
+    # torch.cpu's probes are private and may move between versions: without them, float32 is the safe answer
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
 
 
 @dataclass
