@@ -1,0 +1,124 @@
+"""What a study's teacher costs: one teacher and S students on the same images and epochs, trained three
+ways one after the other in one process, through dapt's own distill stage.
+
+    .venv/bin/python benchmarks/study_speed.py                  # S = 4 on 2 quiet CPU cores (benchmarks/results/study_speed.md)
+    .venv/bin/python benchmarks/study_speed.py --students kd crd --epochs 30
+    .venv/bin/python benchmarks/study_speed.py --device cuda --image-size 224 --train-subset 5000 --epochs 4
+
+1. alone: the S students with distiller ``none`` and no teacher at all: what the students cost by
+   themselves, the floor any distillation pays.
+2. shared: the S distillers with dapt's defaults: ``teacher_cache: on``, a fresh augmented view every
+   epoch (``cache_views: null``), the teacher's forward in ``teacher_amp: auto``. The first student builds
+   the cache (in its time: the teacher on every view of every image, and on the test set), with features
+   too when one of the S reads them, as ``dapt run`` tells it (``cache_features``); the others read it.
+3. live: the same S distillers with ``teacher_cache: off``: the teacher's forward at every step, the
+   reference code's loop, on the same views and in the same precision.
+
+Each configuration is validated like a params file, recorded by a ``RunRecord`` in a temporary folder and
+trained by ``dapt.stages.distill.distill`` (``distill_speed.run_stage``), so what is timed is what a study
+runs. Cost model per image and epoch, with a student step s and a teacher forward t: alone = S·s,
+live = S·(s + t), shared ≈ S·s + t (one teacher pass for all S), so live/alone = 1 + t/s whatever S, and
+shared/alone = 1 + t/(S·s): the cache's win grows with the students that share a teacher.
+The last line: ``study_speed: S=<n> shared/alone=<x> live/alone=<y> acc_shared=<mean> acc_live=<mean>``.
+Ratios measured in one invocation are the result; on a loaded machine every time moves.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # distill_speed, beside this file
+
+from distill_speed import EVALUATION, copy_teacher, run_stage  # noqa: E402
+
+from dapt.core.errors import DaptError  # noqa: E402
+from dapt.data import DATASETS  # noqa: E402
+from dapt.distillers import DISTILLERS, needs_features, needs_teacher  # noqa: E402
+from dapt.models import MODELS  # noqa: E402
+from dapt.pipeline import config  # noqa: E402
+from dapt.training.loop import load_data  # noqa: E402
+
+STUDENTS = ["kd", "crd", "srrl", "align_uniform"]
+WAYS = ("alone", "shared", "live")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="fashion_mnist", choices=DATASETS.names())
+    parser.add_argument("--train-subset", type=int, default=800, help="training images (default 800)")
+    parser.add_argument("--image-size", type=int, default=32, help="the students' image size (default 32)")
+    parser.add_argument("--epochs", type=int, default=15, help="epochs of every student (default 15)")
+    parser.add_argument("--student", default="mobilenet_v2", choices=MODELS.names())
+    parser.add_argument("--students", nargs="+", default=STUDENTS, metavar="DISTILLER",
+                        choices=[d for d in DISTILLERS.names() if needs_teacher(d)],
+                        help=f"the distillers of the S students (default: {' '.join(STUDENTS)})")
+    parser.add_argument("--teacher", type=Path, default=None, help="a finished teacher run folder to use instead "
+                                                                   "of training one")
+    parser.add_argument("--teacher-model", default="resnet50", choices=MODELS.names())
+    parser.add_argument("--teacher-epochs", type=int, default=10, help="epochs of the teacher trained here (default 10)")
+    parser.add_argument("--device", default=None, help="the runs' `device` (default: the stages' default)")
+    return parser.parse_args(argv)
+
+
+def ways(args: argparse.Namespace, teacher: str) -> dict[str, dict[str, dict]]:
+    """way -> student name -> its distill values."""
+    data = {"dataset": args.dataset, "train_subset": args.train_subset, "image_size": args.image_size, "seed": 0,
+            **EVALUATION, **({"device": args.device} if args.device else {})}
+    student = {**data, "student": args.student, "epochs": args.epochs}
+    features = any(needs_features(d) for d in args.students)  # what `dapt run` would inject
+    return {
+        "alone": {f"none_{i}": {**student, "distiller": "none"} for i in range(len(args.students))},
+        "shared": {d: {**student, "distiller": d, "teacher": teacher, "cache_features": features}
+                   for d in args.students},
+        "live": {d: {**student, "distiller": d, "teacher": teacher, "teacher_cache": "off"} for d in args.students},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so the temporary folder is removed
+    with tempfile.TemporaryDirectory(prefix="dapt-study-speed-") as tmp:
+        work = Path(tmp)
+        teacher_dir = work / "teacher"
+        plan = ways(args, teacher_dir.as_posix())
+        try:
+            for way, runs in plan.items():  # every mistake before any training
+                for name, values in runs.items():
+                    config.validate(config.DistillConfig, values, where=f"benchmark run {way}/{name}")
+            ds = load_data(config.validate(config.DistillConfig, plan["alone"]["none_0"], where="benchmark data"))
+            print(f"{ds.name}: {len(ds.train_y):,} training images, {ds.image_size} px; S = {len(args.students)} "
+                  f"{args.student} students ({', '.join(args.students)}), {args.epochs} epochs each")
+            if args.teacher:
+                metrics = copy_teacher(args.teacher, teacher_dir)
+                print(f"teacher {args.teacher.as_posix()}: test_acc {metrics.get('test_acc', float('nan')):.4f}")
+            else:
+                values = {k: v for k, v in plan["alone"]["none_0"].items() if k not in ("student", "distiller")}
+                wall, _, metrics = run_stage("teacher", {**values, "model": args.teacher_model, "init": "fr",
+                                                         "epochs": args.teacher_epochs}, teacher_dir, ds)
+                print(f"teacher {args.teacher_model} (fr, {args.teacher_epochs} epochs, {wall:.0f} s, not timed): "
+                      f"test_acc {metrics['test_acc']:.4f}")
+            results: dict[str, dict[str, tuple[float, float, dict]]] = {}
+            for way, runs in plan.items():
+                results[way] = {name: run_stage("distill", values, work / way / name, ds) for name, values in runs.items()}
+        except DaptError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    totals, accuracy = {}, {}
+    for way in WAYS:
+        for name, (wall, cpu, metrics) in results[way].items():
+            print(f"{way:<7} {name:<14} {wall:8.1f} s  cpu {cpu:8.1f} s  test_acc {metrics['test_acc']:.4f}")
+        totals[way] = sum(wall for wall, _, _ in results[way].values())
+        accuracy[way] = sum(m["test_acc"] for _, _, m in results[way].values()) / len(results[way])
+    images = len(ds.train_y) * args.epochs * len(args.students)
+    print("  ".join(f"{way} {totals[way]:.1f} s ({images / totals[way]:.0f} img/s)" for way in WAYS))
+    print(f"study_speed: S={len(args.students)} shared/alone={totals['shared'] / totals['alone']:.2f} "
+          f"live/alone={totals['live'] / totals['alone']:.2f} acc_shared={accuracy['shared']:.4f} "
+          f"acc_live={accuracy['live']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
