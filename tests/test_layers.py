@@ -198,7 +198,8 @@ def test_no_private_name_crosses_a_module():
 
 
 # A stage notebook drives one stage module; the only stage-to-stage imports are generate's generators.
-GENERATORS = {("dapt.stages.generate", "dapt.stages.ddpm"), ("dapt.stages.generate", "dapt.stages.stable_diffusion")}
+GENERATORS = {("dapt.stages.generate", "dapt.stages.ddpm"), ("dapt.stages.generate", "dapt.stages.stable_diffusion"),
+              ("dapt.stages.generate", "dapt.stages.holdout")}
 
 
 def test_no_stage_imports_another_but_generate_its_generators():

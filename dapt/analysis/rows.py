@@ -120,6 +120,8 @@ def collect_generated(study_dir: str | Path) -> list[dict[str, Any]]:
         subset = params.get("train_subset")
         data = (f"{subset:,} real images" if isinstance(subset, int) else "all real images") \
             if generator == "ddpm" else "class-name prompts"
+        if generator == "holdout":  # an ideal generator: real images outside the students' subset
+            data = f"real images outside the {subset:,}-image subset" if isinstance(subset, int) else "real images"
         rows.append({"run": folder.name, "stage": "generate", "status": metrics.get("status"),
                      "generator": generator, "data": data, "n_images": metrics.get("n_images"),
                      "teacher_run": Path(metrics["teacher_run"]).name if metrics.get("teacher_run") else None,

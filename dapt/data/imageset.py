@@ -38,6 +38,9 @@ class ImageSet:
     test_y: torch.Tensor  # int64 [M]
     image_size: int
     n_synthetic: int = 0  # the last n_synthetic training images are generated ones (dapt.data.synthetic)
+    # int64 [n_real]: each real training image's index in the dataset's whole training split (load_dataset
+    # sets it; None when unknown), so a set drawn outside a subset (generator holdout) can be checked against it
+    train_index: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -155,8 +158,8 @@ def load_dataset(
     images = loader(root, image_size, download, Path(cache_dir) if cache_dir is not None else root / "cache")
     if train_subset is not None and train_subset < len(images.train_y):
         keep = stratified_subset(images.train_y, train_subset, seed)
-        images = replace(images, train_x=images.train_x[keep], train_y=images.train_y[keep])
-    return images
+        return replace(images, train_x=images.train_x[keep], train_y=images.train_y[keep], train_index=keep)
+    return replace(images, train_index=torch.arange(len(images.train_y)))
 
 
 def to_float(x_uint8: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,9 @@ Distillation on real + synthetic images (Farhat & Chen 2024, "Step 2b") draws a 
 sample of it, 1x or 2x the size of the real training set, and appends it to the real images.
 Decoded images are cached beside the index (``images/decoded-<digest>-<size>px.pt``), keyed by
 the index's bytes and the working size: a re-run of the generator rewrites the index and with it
-the key.
+the key. A ``holdout`` run's images are real training images outside a training subset, each entry
+naming its ``train_index`` in the training split; ``check_outside_subset`` refuses a run whose own
+training images include any of them.
 """
 from __future__ import annotations
 
@@ -47,6 +49,8 @@ class SyntheticSet:
     generator: str
     x: torch.Tensor  # uint8 [N, 3, S, S]
     y: torch.Tensor  # int64 [N]
+    train_index: torch.Tensor | None = None  # int64 [N], generator holdout: each image's index in the training split
+    settings: dict | None = None  # the index's generator settings
 
 
 def _fix(folder: Path) -> str:
@@ -129,6 +133,12 @@ def load_synthetic(folder: str | Path, dataset: str, classes: list[str], size: i
     folder = Path(folder)
     index = read_index(folder, dataset, classes)
     labels = torch.tensor([e["label"] for e in index["images"]], dtype=torch.int64)
+    extra = {"settings": index.get("settings")}
+    if index.get("generator") == "holdout":
+        if not all(isinstance(e.get("train_index"), int) for e in index["images"]):
+            raise DaptError(f"{(folder / 'images' / 'index.json').as_posix()} is a holdout set whose entries lack "
+                            f"their train_index; re-run the generate run {folder.as_posix()} with --force")
+        extra["train_index"] = torch.tensor([e["train_index"] for e in index["images"]], dtype=torch.int64)
     digest = hashlib.sha256((folder / "images" / "index.json").read_bytes()).hexdigest()[:16]
     cache = folder / "images" / f"decoded-{digest}-{size}px.pt"
     if cache.is_file():
@@ -138,13 +148,33 @@ def load_synthetic(folder: str | Path, dataset: str, classes: list[str], size: i
             blob = None  # unreadable: decoded again below
         if (isinstance(blob, dict) and blob.get("format") == _DECODED_FORMAT and torch.equal(blob["y"], labels)
                 and blob["x"].shape == (len(labels), 3, size, size) and blob["x"].dtype == torch.uint8):
-            return SyntheticSet(folder, str(index.get("generator")), blob["x"], labels)
+            return SyntheticSet(folder, str(index.get("generator")), blob["x"], labels, **extra)
     x = resize_uint8(decode_images(folder, index), size)
     try:
         atomic_save({"format": _DECODED_FORMAT, "x": x, "y": labels}, cache)
     except OSError as err:  # a read-only run folder: decode again next time
         print(f"synthetic images: not cached ({err})")
-    return SyntheticSet(folder, str(index.get("generator")), x, labels)
+    return SyntheticSet(folder, str(index.get("generator")), x, labels, **extra)
+
+
+def check_outside_subset(synthetic: SyntheticSet, ds: ImageSet) -> None:
+    """Refuse, in one line, a ``holdout`` set holding any of ``ds``'s own real training images: the student
+    would see them twice and the set would not be held out. Other generators pass unchecked."""
+    if synthetic.train_index is None:
+        return
+    where = synthetic.folder.as_posix()
+    settings = synthetic.settings or {}
+    theirs = f"train_subset {settings.get('train_subset')} and subset_seed {settings.get('subset_seed')}"
+    if ds.train_index is None:
+        raise DaptError(f"synthetic run {where} holds real training images outside a training subset, but this run's "
+                        f"training images do not say which they are (load them with dapt.data.imageset.load_dataset)")
+    overlap = int(torch.isin(synthetic.train_index, ds.train_index[:ds.n_real]).sum())
+    if overlap:
+        raise DaptError(f"synthetic run {where} holds real training images outside the subset of {theirs}, but "
+                        f"{overlap} of its {len(synthetic.y)} images are among this run's {ds.n_real} training images; "
+                        f"draw that subset here: set train_subset {settings.get('train_subset')} and subset_seed "
+                        f"{settings.get('subset_seed')} on this run (or seed {settings.get('subset_seed')} with "
+                        f"subset_seed null)")
 
 
 def sample_synthetic(synthetic: SyntheticSet, real_labels: torch.Tensor, synset_size: str, seed: int,

@@ -186,8 +186,11 @@ class GenerateConfig(TrackingSettings):
     image_size: int = param(32, "size of the generated images in pixels (square)", rule=AT_LEAST_ONE)
     seed: int = param(0, "random seed: the ddpm's training, and every image's own seed (from seed, class, number)")
     generator: str = param("ddpm", "ddpm: a small class-conditional diffusion model trained here on the dataset "
-                                   "(offline, CPU); stable_diffusion: text-to-image from `model`",
-                           choices=("ddpm", "stable_diffusion"))
+                                   "(offline, CPU); stable_diffusion: text-to-image from `model`; holdout: an ideal "
+                                   "generator, real training images outside the train_subset this run draws with its "
+                                   "seed (a distill run on them must hold that subset: the same train_subset and "
+                                   "subset_seed, or seed, equal to this seed; it refuses an overlap)",
+                           choices=("ddpm", "stable_diffusion", "holdout"))
     images_per_class: int = param(600, "images per class; a re-run keeps the ones it has and adds the missing ones",
                                   rule=AT_LEAST_ONE)
     batch_size: Optional[int] = param(None, "images generated per batch (null: 250 for ddpm, 4 for stable_diffusion, "
@@ -240,7 +243,7 @@ class GenerateConfig(TrackingSettings):
             if self.ddpm_patch > 1 and self.image_size // self.ddpm_patch < 4:
                 raise DaptError(f"ddpm_patch {self.ddpm_patch} leaves the UNet images smaller than 4 px at "
                                 f"image_size {self.image_size}; lower ddpm_patch")
-        else:
+        elif self.generator == "stable_diffusion":
             check_weights_reachable(self.model)
 
 

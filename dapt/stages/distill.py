@@ -25,7 +25,7 @@ from dapt.training.checkpoint import load_teacher
 from dapt.data.imageset import ImageSet
 from dapt.data.augment import AugmentParams, Views, make_views
 from dapt.data.diffaug import DiffAugParams, make_diffaug_views, view_pixels
-from dapt.data.synthetic import load_synthetic, sample_synthetic, with_synthetic
+from dapt.data.synthetic import check_outside_subset, load_synthetic, sample_synthetic, with_synthetic
 from dapt.training.device import Placement, device_of, teacher_dtype
 from dapt.distillers import needs_features
 from dapt.distillers.base import Distiller, build_distiller
@@ -60,6 +60,7 @@ def training_set(cfg, ds: ImageSet) -> ImageSet:
     if not cfg.synthetic or ds.n_synthetic:
         return ds
     generated = load_synthetic(cfg.synthetic, ds.name, ds.classes, ds.image_size)
+    check_outside_subset(generated, ds)  # generator holdout: none of its real images may be in this run's subset
     keep = sample_synthetic(generated, ds.train_y, cfg.synset_size or "1x", cfg.seed, ds.classes)
     return with_synthetic(ds, generated.x[keep], generated.y[keep])
 

@@ -6,7 +6,9 @@ folder, each PNG written to a temp name and renamed (a PNG that exists is comple
 label and i, so a continued run records the seeds a single run would have) and its prompt. A re-run
 with the same generator settings keeps the images it has and adds only the missing ones; with other
 settings the old set no longer describes the run and is replaced. Generators: ``ddpm``
-(``dapt.stages.ddpm``, trained here) and ``stable_diffusion`` (``dapt.stages.stable_diffusion``).
+(``dapt.stages.ddpm``, trained here), ``stable_diffusion`` (``dapt.stages.stable_diffusion``) and
+``holdout`` (``dapt.stages.holdout``: real training images outside the run's ``train_subset``, an ideal
+generator; each entry also records its ``train_index`` in the training split).
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from dapt.stages import ddpm as D
+from dapt.stages import holdout as H
 from dapt.stages import stable_diffusion as SD
 from dapt.training.agreement import accuracy, per_class_accuracy
-from dapt.data.imageset import ImageSet
+from dapt.data.imageset import ImageSet, load_dataset
 from dapt.data.synthetic import FORMAT, class_folder, decode_images
 from dapt.training.checkpoint import load_teacher
 from dapt.training.device import Placement
@@ -34,7 +37,7 @@ from dapt.core.files import atomic_path, atomic_write_json, read_json, rel
 from dapt.core.tracking import Tracker
 from dapt.training.loop import predict
 
-DEFAULT_BATCH = {"ddpm": 250, "stable_diffusion": 4}
+DEFAULT_BATCH = {"ddpm": 250, "stable_diffusion": 4, "holdout": 1000}
 
 
 def image_seed(seed: int, label: int, i: int) -> int:
@@ -51,6 +54,9 @@ def generator_settings(cfg, ddpm_settings: D.DdpmSettings | None) -> dict:
     """Everything that decides the pixels of an image besides its seed and class."""
     if cfg.generator == "ddpm":
         return {**ddpm_settings.as_dict(), "guidance": cfg.ddpm_guidance, "sample_steps": cfg.ddpm_sample_steps}
+    if cfg.generator == "holdout":  # the excluded subset (train_subset drawn with seed) and the draw's seed
+        return {"train_subset": cfg.train_subset, "subset_seed": cfg.seed, "seed": cfg.seed,
+                "image_size": cfg.image_size}
     return {"model": cfg.model, "prompt_template": cfg.prompt_template, "negative_prompt": cfg.negative_prompt,
             "guidance_scale": cfg.guidance_scale, "num_inference_steps": cfg.num_inference_steps,
             "image_size": cfg.image_size, "seed": cfg.seed, "amp": cfg.amp}
@@ -98,6 +104,10 @@ def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generat
               "image_size": cfg.image_size, "settings": generator_settings(cfg, model.settings if model else None)}
     index = read_json(images / "index.json")
     kept = _kept(index, header, images, cfg.images_per_class, ds.num_classes)
+    real = _holdout(cfg, ds, record) if cfg.generator == "holdout" else None  # (training split, drawn indices)
+    if real is not None and any(e.get("train_index") != int(real[1][label][i])
+                                for label, per in enumerate(kept) for i, e in enumerate(per)):
+        kept = [[] for _ in kept]  # drawn otherwise (not by this code): the whole set is drawn again
     if index and not any(kept):  # made by other settings: that set does not belong to this run any more
         shutil.rmtree(images)
     todo = [(label, i) for label in range(ds.num_classes) for i in range(len(kept[label]), cfg.images_per_class)]
@@ -109,7 +119,9 @@ def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generat
         labels = [label for label, _ in chunk]
         seeds = [image_seed(cfg.seed, label, i) for label, i in chunk]
         prompts = [SD.prompt_for(cfg.prompt_template, ds.classes[label]) for label in labels]
-        if model is not None:
+        if real is not None:
+            pictures = [H.picture(real[0][int(real[1][label][i])]) for label, i in chunk]
+        elif model is not None:
             pixels = D.sample(model, labels, seeds, steps=cfg.ddpm_sample_steps, guidance=cfg.ddpm_guidance,
                               num_classes=ds.num_classes)
             pictures = [Image.fromarray(p[0].numpy(), "L") if p.shape[0] == 1 else
@@ -120,7 +132,9 @@ def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generat
         for (label, i), seed, prompt, picture in zip(chunk, seeds, prompts, pictures):
             file = f"{class_folder(label, ds.classes[label])}/{i:05d}.png"
             write_png(picture, images / file)
-            kept[label].append({"file": file, "label": label, "seed": seed, "prompt": prompt if pipe else None})
+            kept[label].append({"file": file, "label": label, "seed": seed if real is None else None,
+                                "prompt": prompt if pipe else None,
+                                **({"train_index": int(real[1][label][i])} if real is not None else {})})
         atomic_write_json(images / "index.json", {**header, "images": [e for per in kept for e in per]})
         bar.update(len(chunk))
     bar.close()
@@ -132,6 +146,20 @@ def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generat
     record.update(classes=list(ds.classes), n_images=len(entries), images_added=len(todo),
                   generator=cfg.generator, image_size=cfg.image_size)
     return Generated(x, y, entries, len(todo), model)
+
+
+def _holdout(cfg, ds: ImageSet, record: RunRecord) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The whole training split's images and, per class, the training-split indices ``holdout`` draws: outside
+    the subset this run loaded (``train_subset`` with ``seed``), ``images_per_class`` each, or one error line."""
+    full = load_dataset(cfg.dataset, cfg.image_size, data_root=cfg.data_root, download=cfg.download)
+    chosen = H.draw(full.train_y, cfg.train_subset, cfg.seed, cfg.images_per_class, ds.classes, cfg.dataset)
+    subset = H.subset_of(full.train_y, cfg.train_subset, cfg.seed)
+    if ds.train_index is not None and not torch.equal(ds.train_index, subset):
+        raise DaptError(f"generator holdout: the run's training images are not the train_subset {cfg.train_subset} "
+                        f"drawn with seed {cfg.seed}; load them with dapt.training.loop.load_data(cfg)")
+    record.update(holdout={"n_train": len(full.train_y), "excluded_subset": {
+        "train_subset": cfg.train_subset, "subset_seed": cfg.seed, "n_images": len(subset)}})
+    return full.train_x, chosen
 
 
 def judge(cfg, ds: ImageSet, gen: Generated, record: RunRecord) -> torch.Tensor | None:
