@@ -1,7 +1,7 @@
 """What distillation costs over training from scratch: three runs of dapt's distill stage on the same
 images, student and teacher, timed in one process.
 
-    .venv/bin/python benchmarks/distill_speed.py                    # 9 min on 2 quiet cores (measured)
+    .venv/bin/python benchmarks/distill_speed.py --views 8         # 9 min on 2 quiet cores (measured)
     .venv/bin/python benchmarks/distill_speed.py --teacher runs/fashion_quick/lite2_ft --epochs 30
     .venv/bin/python benchmarks/distill_speed.py --device cuda --image-size 224 --train-subset 10000
 
@@ -17,16 +17,16 @@ params file (``dapt.pipeline.config.validate``), recorded by a ``RunRecord`` in 
    agreement on the test set, as the studies' ``none`` runs do, so all three runs evaluate alike.
 2. live: ``kd`` with ``teacher_cache: off`` and one fresh view per epoch (``cache_views = epochs``): the
    teacher's forward pass at every step, the reference code's loop. Same pixels as scratch.
-3. cached: ``kd`` with ``teacher_cache: on`` and the stage's default ``cache_views`` (or ``--views``);
-   the cache build (the teacher on K views of every training image, and on the test set) is in its time.
+3. cached: ``kd`` with ``teacher_cache: on`` and the stage's default ``cache_views`` (a fresh view every
+   epoch), or ``--views K`` replayed; the cache build (the teacher on K views of every training image, and
+   on the test set) is in its time. One student alone gains from the cache only by replaying views; a
+   study's students share one cache (``benchmarks/study_speed.py``).
 
 Cost model, per training image and epoch: a student step ``s``, a teacher forward ``t``, a cached-target
 read ``c``; measured as CPU time of one thread at 32 px: s = 2.0 ms (MobileNetV2), t = 1.27 s (ResNet-50),
-c = 0.001 s. Then live/scratch ≈ 1 + t/s ≈ 2.3 and cached/scratch ≈ 1 + K·t/(E·s) + c/s: the cache
-amortises once the epochs E are many times the views K, whatever the number of images. The defaults
-(800 images, 120 epochs, the stage's default K = min(E, 8) = 8 views) give 1 + 8 × 1.27/120 ≈ 1.085,
-before the evaluation all three runs share dilutes both ratios; many epochs of few images keep the
-benchmark short while K/E is that of a long run (the paper's 250 epochs: 1 + 8 × 1.27/250 ≈ 1.04).
+c = 0.001 s. Then live/scratch ≈ 1 + t/s ≈ 2.3 and cached/scratch ≈ 1 + K·t/(E·s) + c/s: for one
+student the cache amortises only when the epochs E are many times the views K (``--views 8`` at 120
+epochs: 1 + 8 × 1.27/120 ≈ 1.085), and replaying K < E views costs accuracy (docs/performance.md).
 The evaluation is kept small (``EVALUATION``: every 20th epoch, on 200 test images) so that it does
 not dominate epochs of 6 steps in any of the three runs.
 Ratios, not absolute times, are the result; on a loaded machine both move, so compare ratios measured

@@ -8,13 +8,15 @@ ways one after the other in one process, through dapt's own distill stage.
 1. alone: the S students with distiller ``none`` and no teacher at all: what the students cost by
    themselves, the floor any distillation pays.
 2. shared: the S distillers with dapt's defaults: ``teacher_cache: on``, a fresh augmented view every
-   epoch (``cache_views: null``), the teacher's forward in ``teacher_amp: auto``. The first student builds
-   the cache (in its time: the teacher on every view of every image, and on the test set), with features
-   too when one of the S reads them, as ``dapt run`` tells it (``cache_features``); the others read it.
+   epoch (``cache_views: null``), the teacher's forward in ``teacher_amp: auto``. First the teacher pass
+   that the first student's run would make, timed on its own (the teacher on every view of every image,
+   with features when one of the S reads them, as ``dapt run`` tells it: ``cache_features``; and on the
+   test set), then the S students, who all read it.
 3. live: the same S distillers with ``teacher_cache: off``: the teacher's forward at every step, the
    reference code's loop, on the same views and in the same precision.
 
-Each configuration is validated like a params file, recorded by a ``RunRecord`` in a temporary folder and
+The ways take turns student by student (alone, shared, live, then the next student), so a drift of the
+machine's speed moves all three alike. Each configuration is validated like a params file, recorded by a ``RunRecord`` in a temporary folder and
 trained by ``dapt.stages.distill.distill`` (``distill_speed.run_stage``), so what is timed is what a study
 runs. Cost model per image and epoch, with a student step s and a teacher forward t: alone = S·s,
 live = S·(s + t), shared ≈ S·s + t (one teacher pass for all S), so live/alone = 1 + t/s whatever S, and
@@ -28,6 +30,7 @@ import argparse
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # distill_speed, beside this file
@@ -39,6 +42,8 @@ from dapt.data import DATASETS  # noqa: E402
 from dapt.distillers import DISTILLERS, needs_features, needs_teacher  # noqa: E402
 from dapt.models import MODELS  # noqa: E402
 from dapt.pipeline import config  # noqa: E402
+from dapt.stages.distill import placed_teacher, teacher_outputs, training_views  # noqa: E402
+from dapt.training.device import Placement  # noqa: E402
 from dapt.training.loop import load_data  # noqa: E402
 
 STUDENTS = ["kd", "crd", "srrl", "align_uniform"]
@@ -59,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                                    "of training one")
     parser.add_argument("--teacher-model", default="resnet50", choices=MODELS.names())
     parser.add_argument("--teacher-epochs", type=int, default=10, help="epochs of the teacher trained here (default 10)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per student and way: accuracies are averaged "
+                                                             "over them, times summed; each seed draws its own "
+                                                             "views, so its own teacher pass (default 1)")
     parser.add_argument("--device", default=None, help="the runs' `device` (default: the stages' default)")
     return parser.parse_args(argv)
 
@@ -69,12 +77,26 @@ def ways(args: argparse.Namespace, teacher: str) -> dict[str, dict[str, dict]]:
             **EVALUATION, **({"device": args.device} if args.device else {})}
     student = {**data, "student": args.student, "epochs": args.epochs}
     features = any(needs_features(d) for d in args.students)  # what `dapt run` would inject
+    seeds = range(args.seeds)
     return {
-        "alone": {f"none_{i}": {**student, "distiller": "none"} for i in range(len(args.students))},
-        "shared": {d: {**student, "distiller": d, "teacher": teacher, "cache_features": features}
-                   for d in args.students},
-        "live": {d: {**student, "distiller": d, "teacher": teacher, "teacher_cache": "off"} for d in args.students},
+        "alone": {f"none_{i}_s{seed}": {**student, "distiller": "none", "seed": seed}
+                  for i in range(len(args.students)) for seed in seeds},
+        "shared": {f"{d}_s{seed}": {**student, "distiller": d, "teacher": teacher, "cache_features": features,
+                                    "seed": seed} for d in args.students for seed in seeds},
+        "live": {f"{d}_s{seed}": {**student, "distiller": d, "teacher": teacher, "teacher_cache": "off", "seed": seed}
+                 for d in args.students for seed in seeds},
     }
+
+
+def teacher_pass(values: dict, ds) -> float:
+    """Seconds of what the first shared student's run computes of its teacher (``stages.distill``'s own steps):
+    the test-set outputs and the targets on every view, written to the teacher run's cache."""
+    cfg = config.validate(config.DistillConfig, values, where="benchmark teacher pass")
+    wall = time.perf_counter()
+    teacher, meta = placed_teacher(cfg, ds, Placement.of(cfg))  # on the device and in the memory format of a run
+    views, diff_views = training_views(cfg, len(ds.train_y))
+    teacher_outputs(cfg, ds, teacher, meta, views, diff_views, needs_targets=True)
+    return time.perf_counter() - wall
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,32 +110,45 @@ def main(argv: list[str] | None = None) -> int:
             for way, runs in plan.items():  # every mistake before any training
                 for name, values in runs.items():
                     config.validate(config.DistillConfig, values, where=f"benchmark run {way}/{name}")
-            ds = load_data(config.validate(config.DistillConfig, plan["alone"]["none_0"], where="benchmark data"))
+            first = next(iter(plan["alone"].values()))
+            ds = load_data(config.validate(config.DistillConfig, first, where="benchmark data"))
             print(f"{ds.name}: {len(ds.train_y):,} training images, {ds.image_size} px; S = {len(args.students)} "
                   f"{args.student} students ({', '.join(args.students)}), {args.epochs} epochs each")
             if args.teacher:
                 metrics = copy_teacher(args.teacher, teacher_dir)
                 print(f"teacher {args.teacher.as_posix()}: test_acc {metrics.get('test_acc', float('nan')):.4f}")
             else:
-                values = {k: v for k, v in plan["alone"]["none_0"].items() if k not in ("student", "distiller")}
+                values = {k: v for k, v in first.items() if k not in ("student", "distiller")}
                 wall, _, metrics = run_stage("teacher", {**values, "model": args.teacher_model, "init": "fr",
                                                          "epochs": args.teacher_epochs}, teacher_dir, ds)
                 print(f"teacher {args.teacher_model} (fr, {args.teacher_epochs} epochs, {wall:.0f} s, not timed): "
                       f"test_acc {metrics['test_acc']:.4f}")
-            results: dict[str, dict[str, tuple[float, float, dict]]] = {}
-            for way, runs in plan.items():
-                results[way] = {name: run_stage("distill", values, work / way / name, ds) for name, values in runs.items()}
+            # the ways take turns, student by student, so that a machine whose speed drifts during the
+            # benchmark (other tenants, clocks) moves all three alike
+            results: dict[str, dict[str, tuple[float, float, dict]]] = {way: {} for way in WAYS}
+            # a seed draws its own views, so each seed's students share a teacher pass of their own
+            seconds = sum(teacher_pass(values, ds) for values in list(plan["shared"].values())[:args.seeds])
+            results["shared"]["teacher pass"] = (seconds, seconds, {})
+            for turn in zip(*(plan[way].items() for way in WAYS)):
+                for way, (name, values) in zip(WAYS, turn):
+                    results[way][name] = run_stage("distill", values, work / way / name, ds)
         except DaptError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     totals, accuracy = {}, {}
     for way in WAYS:
         for name, (wall, cpu, metrics) in results[way].items():
-            print(f"{way:<7} {name:<14} {wall:8.1f} s  cpu {cpu:8.1f} s  test_acc {metrics['test_acc']:.4f}")
+            acc = f"test_acc {metrics['test_acc']:.4f}" if metrics else "(the cache every shared student reads)"
+            print(f"{way:<7} {name:<18} {wall:8.1f} s  cpu {cpu:8.1f} s  {acc}")
         totals[way] = sum(wall for wall, _, _ in results[way].values())
-        accuracy[way] = sum(m["test_acc"] for _, _, m in results[way].values()) / len(results[way])
-    images = len(ds.train_y) * args.epochs * len(args.students)
+        students = [m["test_acc"] for _, _, m in results[way].values() if m]
+        accuracy[way] = sum(students) / len(students)
+    images = len(ds.train_y) * args.epochs * len(args.students) * args.seeds
     print("  ".join(f"{way} {totals[way]:.1f} s ({images / totals[way]:.0f} img/s)" for way in WAYS))
+    teacher = results["shared"]["teacher pass"][0]
+    students = (totals["shared"] - teacher) / totals["alone"]
+    print(f"shared = the teacher pass {teacher / totals['alone']:.2f} + the students {students:.2f} (their "
+          f"distillers' own losses, the agreement metrics), in units of alone")
     print(f"study_speed: S={len(args.students)} shared/alone={totals['shared'] / totals['alone']:.2f} "
           f"live/alone={totals['live'] / totals['alone']:.2f} acc_shared={accuracy['shared']:.4f} "
           f"acc_live={accuracy['live']:.4f}")

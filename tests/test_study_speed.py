@@ -30,18 +30,20 @@ def test_the_benchmark_trains_every_student_three_ways_with_one_shared_cache(tmp
                        "--students", "kd", "crd", "--teacher-model", "resnet18", "--teacher-epochs", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert LAST.fullmatch(lines[-1]), lines[-1]
-    runs = [tuple(line.split()[:2]) for line in lines if re.match(r"(alone|shared|live) +\S+ +[0-9.]+ s  cpu", line)]
-    assert runs == [("alone", "none_0"), ("alone", "none_1"), ("shared", "kd"), ("shared", "crd"), ("live", "kd"),
-                    ("live", "crd")]
+    runs = [m.groups() for m in (re.match(r"(alone|shared|live) +(.+?) +[0-9.]+ s  cpu", line) for line in lines) if m]
+    assert runs == [("alone", "none_0_s0"), ("alone", "none_1_s0"), ("shared", "teacher pass"), ("shared", "kd_s0"),
+                    ("shared", "crd_s0"), ("live", "kd_s0"), ("live", "crd_s0")]  # printed by way
     built = [line for line in lines if re.match(r"teacher targets: (reusing|\d+ of)", line)]
-    assert len(built) == 2 and "2 of 2 views" in built[0] and "(logits + features)" in built[0]
-    assert built[1].startswith("teacher targets: reusing 2 views")  # crd reads what kd's run built
+    assert len(built) == 3 and "2 of 2 views" in built[0] and "(logits + features)" in built[0]
+    assert all(line.startswith("teacher targets: reusing 2 views") for line in built[1:])  # the students read it
+    assert re.fullmatch(r"shared = the teacher pass \d\.\d\d \+ the students \d\.\d\d \(.*\), in units of alone",
+                        lines[-2])
     assert not list(tmp_path.glob("dapt-study-speed-*"))
 
 
 def test_a_bad_setting_is_one_line_before_any_training(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert load_benchmark().main(["--dataset", "digits", "--image-size", "0"]) == 2
-    assert capsys.readouterr().err.startswith("error: benchmark run alone/none_0: image_size")
+    assert capsys.readouterr().err.startswith("error: benchmark run alone/none_0_s0: image_size")
     with pytest.raises(SystemExit):
         load_benchmark().main(["--students", "none"])  # none learns without a teacher: not a student here
