@@ -772,29 +772,4 @@ def test_dapt_list_shows_dkd_and_dist(capsys):
         assert DISTILLERS.summary(name) in lines[name]
 
 
-TINY_LOGIT_STUDY = """
-study: tiny_logit
-defaults: {dataset: digits, image_size: 16, train_subset: 200, epochs: 1, batch_size: 50}
-runs:
-  - {stage: teacher, name: teacher, model: resnet18, init: fr, optimizer: sgd, lr: 0.05}
-  - {stage: distill, name: "{distiller}", student: mobilenet_v2, teacher: teacher, grid: {distiller: [dkd, dist]}}
-"""
-
-
-@pytest.mark.slow
-def test_a_tiny_study_distils_with_dkd_and_dist_through_papermill(tmp_path):
-    import json
-
-    from projects import new_project, working_in
-    from dapt.cli import main
-
-    root = new_project(tmp_path, {"tiny_logit": TINY_LOGIT_STUDY})
-    for _ in working_in(root):
-        assert main(["run", "params/tiny_logit.yaml", "--quiet"]) == 0
-    for name, terms in (("dkd", {"ce": 1.0, "tckd": 1.0, "nckd": 8.0}),
-                        ("dist", {"ce": 1.0, "inter": 2.0, "intra": 2.0})):
-        metrics = json.loads((root / "runs/tiny_logit" / name / "metrics.json").read_text())
-        assert metrics["status"] == "done", (name, metrics.get("error"))
-        assert metrics["distiller"] == name and metrics["weights"] == terms
-        assert all(math.isfinite(metrics["history"][0][f"loss_{term}"]) for term in terms), name
-        assert isinstance(metrics["agreement"], float)
+# dkd and dist through papermill: tests/test_holdout.py's study distils with both

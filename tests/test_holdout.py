@@ -8,6 +8,7 @@ study executed through papermill: teacher, holdout set judged by it, a distill r
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -166,13 +167,16 @@ runs:
   - {stage: teacher, name: teacher, model: resnet18, init: fr, optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 50}
   - {stage: generate, name: holdout, generator: holdout, teacher: teacher, images_per_class: 10}
   # seed 1 draws its own subset unless subset_seed names the generate run's seed
-  - {stage: distill, name: kd_holdout, student: mobilenet_v2, teacher: teacher, distiller: kd, seed: 1,
+  - {stage: distill, name: dkd_holdout, student: mobilenet_v2, teacher: teacher, distiller: dkd, seed: 1,
      subset_seed: 0, train_subset: 100, batch_size: 50, epochs: 1, synthetic: holdout, synset_size: 1x}
+  # the same teacher serves the DIST student too (one papermill study for both tests' subjects)
+  - {stage: distill, name: dist, student: mobilenet_v2, teacher: teacher, distiller: dist, train_subset: 200,
+     batch_size: 50, epochs: 1}
 """
 
 
 @pytest.mark.slow
-def test_a_study_distils_on_a_holdout_set_through_papermill(tmp_path, monkeypatch):
+def test_a_study_distils_with_dkd_on_a_holdout_set_and_with_dist_through_papermill(tmp_path, monkeypatch):
     from dapt.cli import main
 
     shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
@@ -191,6 +195,13 @@ def test_a_study_distils_on_a_holdout_set_through_papermill(tmp_path, monkeypatc
     subset = D.load_dataset("digits", 16, train_subset=300, seed=0).train_index
     assert len(set(drawn.tolist())) == 100 and not torch.isin(drawn, subset).any()
     assert (folder / "figures" / "samples.png").is_file() and (folder / "figures" / "teacher_per_class.png").is_file()
-    student = json.loads((tmp_path / "runs/holdout/kd_holdout/metrics.json").read_text())
+    student = json.loads((tmp_path / "runs/holdout/dkd_holdout/metrics.json").read_text())
     assert student["status"] == "done" and (student["n_real"], student["n_synthetic"]) == (100, 100)
+    for name, terms in (("dkd_holdout", {"ce": 1.0, "tckd": 1.0, "nckd": 8.0}),
+                        ("dist", {"ce": 1.0, "inter": 2.0, "intra": 2.0})):
+        metrics = json.loads((tmp_path / "runs/holdout" / name / "metrics.json").read_text())
+        assert metrics["status"] == "done", (name, metrics.get("error"))
+        assert metrics["distiller"] == name.split("_")[0] and metrics["weights"] == terms
+        assert all(math.isfinite(metrics["history"][0][f"loss_{term}"]) for term in terms), name
+        assert isinstance(metrics["agreement"], float)
     assert student["synthetic_run"] == "runs/holdout/holdout"

@@ -316,7 +316,8 @@ def test_notebooks_receive_only_what_the_study_sets(executed):
     cells = json.loads((root / "runs/tiny/crd/notebook.ipynb").read_text())["cells"]
     [injected] = [c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])]
     keys = {line.split(" = ")[0] for line in "".join(injected["source"]).splitlines() if " = " in line}
+    # cache_features: dapt run's own, as run_dir: crd reads its teacher's features, so its cache stores them
     assert keys == {"dataset", "image_size", "train_subset", "epochs", "batch_size", "student", "teacher",
-                    "distiller", "crd_k", "run_dir"}
+                    "distiller", "crd_k", "run_dir", "cache_features"}
     recorded = yaml.safe_load((root / "runs/tiny/crd/params.yaml").read_text())
     assert recorded["kd_T"] == 4.0 and recorded["teacher"] == "runs/tiny/teacher"  # params.yaml keeps them all
