@@ -76,26 +76,28 @@ class _DuplicateKey(yaml.constructor.ConstructorError):
     """A key given twice in one mapping."""
 
 
-class _PlainLoader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader, except that a key given twice in one mapping is an error: YAML would keep
-    the last value silently, and ``{epochs: 1, epochs: 5}`` is a mistake, never a choice."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+def _check_unique_keys(node: yaml.Node | None) -> None:
+    """Raise ``_DuplicateKey`` for a key given twice in one mapping of ``node``'s tree: YAML would keep the last
+    value silently, and ``{epochs: 1, epochs: 5}`` is a mistake, never a choice. Merge keys (``<<: *defaults``)
+    may be overridden key by key."""
+    if isinstance(node, yaml.MappingNode):
         seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden key by key
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) or key is None:
-                if key in seen:
-                    raise _DuplicateKey(None, None, f"key {key!r} is given twice", key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep)
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise _DuplicateKey(None, None, f"key {key_node.value!r} is given twice", key_node.start_mark)
+                seen.add(key_node.value)
+            _check_unique_keys(value_node)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_unique_keys(item)
 
 
 def plain_yaml(text: str) -> Any:
-    """``text`` read as plain YAML values (no tags building objects, no key given twice)."""
-    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader
+    """``text`` read as plain YAML values by ``yaml.safe_load`` (no tags building objects), after its node
+    tree, composed by the safe loader without constructing anything, is checked for keys given twice."""
+    _check_unique_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+    return yaml.safe_load(text)
 
 
 def _one_line(text: object) -> str:
