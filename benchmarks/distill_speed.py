@@ -81,21 +81,26 @@ def copy_teacher(source: Path, folder: Path) -> dict:
     return metrics
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_run_arguments(parser: argparse.ArgumentParser, epochs: int) -> None:
+    """The data, student, teacher and device flags this benchmark shares with ``study_speed.py``."""
     parser.add_argument("--dataset", default="fashion_mnist", choices=DATASETS.names())
     parser.add_argument("--train-subset", type=int, default=800, help="training images (default 800)")
-    parser.add_argument("--image-size", type=int, default=32, help="the student's image size (default 32)")
-    parser.add_argument("--epochs", type=int, default=120, help="epochs of each student run (default 120)")
+    parser.add_argument("--image-size", type=int, default=32, help="the students' image size (default 32)")
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs of each student run (default {epochs})")
     parser.add_argument("--student", default="mobilenet_v2", choices=MODELS.names())
-    parser.add_argument("--distiller", default="kd", choices=[d for d in DISTILLERS.names() if d != "none"])
-    parser.add_argument("--views", type=int, default=None,
-                        help="cache_views of the cached run (default: the distill stage's default)")
     parser.add_argument("--teacher", type=Path, default=None, help="a finished teacher run folder to use instead "
                                                                    "of training one")
     parser.add_argument("--teacher-model", default="resnet50", choices=MODELS.names())
     parser.add_argument("--teacher-epochs", type=int, default=10, help="epochs of the teacher trained here (default 10)")
     parser.add_argument("--device", default=None, help="the runs' `device` (default: the stages' default)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(parser, epochs=120)
+    parser.add_argument("--distiller", default="kd", choices=[d for d in DISTILLERS.names() if d != "none"])
+    parser.add_argument("--views", type=int, default=None,
+                        help="cache_views of the cached run (default: the distill stage's default)")
     return parser.parse_args(argv)
 
 

@@ -35,12 +35,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # distill_speed, beside this file
 
-from distill_speed import EVALUATION, copy_teacher, run_stage  # noqa: E402
+from distill_speed import EVALUATION, add_run_arguments, copy_teacher, run_stage  # noqa: E402
 
 from dapt.core.errors import DaptError  # noqa: E402
-from dapt.data import DATASETS  # noqa: E402
 from dapt.distillers import DISTILLERS, needs_features, needs_teacher  # noqa: E402
-from dapt.models import MODELS  # noqa: E402
 from dapt.pipeline import config  # noqa: E402
 from dapt.stages.distill import placed_teacher, teacher_outputs, training_views  # noqa: E402
 from dapt.training.device import Placement  # noqa: E402
@@ -52,22 +50,13 @@ WAYS = ("alone", "shared", "live")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="fashion_mnist", choices=DATASETS.names())
-    parser.add_argument("--train-subset", type=int, default=800, help="training images (default 800)")
-    parser.add_argument("--image-size", type=int, default=32, help="the students' image size (default 32)")
-    parser.add_argument("--epochs", type=int, default=15, help="epochs of every student (default 15)")
-    parser.add_argument("--student", default="mobilenet_v2", choices=MODELS.names())
+    add_run_arguments(parser, epochs=15)
     parser.add_argument("--students", nargs="+", default=STUDENTS, metavar="DISTILLER",
                         choices=[d for d in DISTILLERS.names() if needs_teacher(d)],
                         help=f"the distillers of the S students (default: {' '.join(STUDENTS)})")
-    parser.add_argument("--teacher", type=Path, default=None, help="a finished teacher run folder to use instead "
-                                                                   "of training one")
-    parser.add_argument("--teacher-model", default="resnet50", choices=MODELS.names())
-    parser.add_argument("--teacher-epochs", type=int, default=10, help="epochs of the teacher trained here (default 10)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per student and way: accuracies are averaged "
                                                              "over them, times summed; each seed draws its own "
                                                              "views, so its own teacher pass (default 1)")
-    parser.add_argument("--device", default=None, help="the runs' `device` (default: the stages' default)")
     return parser.parse_args(argv)
 
 

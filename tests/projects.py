@@ -2,8 +2,10 @@
 and (``working_in``) the environment a `dapt run` from that folder sees."""
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import textwrap
+from types import ModuleType
 from pathlib import Path
 from typing import Iterator
 
@@ -32,3 +34,11 @@ def working_in(root: Path, wandb_mode: str | None = "disabled") -> Iterator[pyte
     patch.chdir(root)
     yield patch
     patch.undo()
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as a fresh module, so a test calls its ``main`` in this process."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

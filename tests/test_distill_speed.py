@@ -2,28 +2,19 @@
 three runs, their lines and the exact last line, and nothing left behind in the temporary folder."""
 from __future__ import annotations
 
-import importlib.util
 import re
 import tempfile
-from pathlib import Path
 
 import pytest
+from projects import load_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "distill_speed.py"
 LAST = re.compile(r"ratio cached/scratch=\d+\.\d\d live/scratch=\d+\.\d\d acc_cached=[01]\.\d{4} acc_live=[01]\.\d{4}")
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("distill_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_the_benchmark_times_three_real_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    bench = load_benchmark()
+    bench = load_benchmark("distill_speed")
     assert bench.main(["--dataset", "digits", "--train-subset", "300", "--image-size", "16", "--epochs", "2",
                        "--views", "1", "--teacher-model", "resnet18", "--teacher-epochs", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -37,7 +28,7 @@ def test_the_benchmark_times_three_real_runs(tmp_path, monkeypatch, capsys):
 
 def test_a_bad_setting_is_one_line_before_any_training(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    bench = load_benchmark()
+    bench = load_benchmark("distill_speed")
     assert bench.main(["--dataset", "digits", "--epochs", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "epochs=0 must be >= 1" in err

@@ -27,7 +27,6 @@ from dapt.stages import generate, holdout
 from dapt.stages.distill import training_set
 from dapt.training import loop as train
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -176,16 +175,13 @@ runs:
 
 
 @pytest.mark.slow
-def test_a_study_distils_with_dkd_on_a_holdout_set_and_with_dist_through_papermill(tmp_path, monkeypatch):
+def test_a_study_distils_with_dkd_on_a_holdout_set_and_with_dist_through_papermill(tmp_path):
+    from projects import new_project, working_in
     from dapt.cli import main
 
-    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
-    (tmp_path / "params").mkdir()
-    (tmp_path / "params" / "holdout.yaml").write_text(STUDY)
-    monkeypatch.setenv("DAPT_ROOT", str(tmp_path))
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    monkeypatch.chdir(tmp_path)
-    assert main(["run", "params/holdout.yaml", "--quiet"]) == 0
+    new_project(tmp_path, {"holdout": STUDY})
+    for _ in working_in(tmp_path):
+        assert main(["run", "params/holdout.yaml", "--quiet"]) == 0
     folder = tmp_path / "runs" / "holdout" / "holdout"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["status"] == "done" and metrics["generator"] == "holdout" and metrics["n_images"] == 100

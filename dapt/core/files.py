@@ -54,7 +54,8 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def _writer_alive(pid: int) -> bool:
+def pid_runs(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (another user's process counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -71,7 +72,7 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     removed = []
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         pid = tmp.name[len(path.name) + 2:].split(".")[0]
-        if pid.isdigit() and not _writer_alive(int(pid)):
+        if pid.isdigit() and not pid_runs(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed

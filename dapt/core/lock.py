@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dapt.core.errors import DaptError
+from dapt.core.files import pid_runs
 
 LOCK_NAME = "run.lock"
 HEARTBEAT_S = 20.0
@@ -77,16 +78,6 @@ def _pid_start(pid: int) -> str:
         return ""
 
 
-def _pid_runs(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def lock_path(folder: str | os.PathLike) -> Path:
     return Path(folder) / LOCK_NAME
 
@@ -114,7 +105,7 @@ def _fs_now(folder: Path) -> float:
 def _alive(holder: Holder, path: Path) -> bool:
     """Whether the process that wrote the lock at ``path`` still holds it (see the module's rules)."""
     if holder.host == socket.gethostname() and holder.boot == _boot_id():
-        if not _pid_runs(holder.pid):
+        if not pid_runs(holder.pid):
             return False
         return not holder.pid_start or _pid_start(holder.pid) == holder.pid_start
     try:

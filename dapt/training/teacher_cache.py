@@ -149,7 +149,7 @@ def feature_rows(f: torch.Tensor) -> np.ndarray:
                         "teacher run is broken (check its test accuracy; retrain it with a lower lr)")
     scale = f.abs().amax(dim=1, keepdim=True) / 127
     codes = torch.where(scale > 0, f / scale.clamp_min(torch.finfo(torch.float32).tiny), 0).round().clamp(-127, 127)
-    scale_bytes = scale.numpy().astype(np.float32).view(np.int8)  # [n, 4]
+    scale_bytes = scale.numpy().view(np.int8)  # [n, 4]: the float32 scale as bytes
     return np.concatenate([codes.to(torch.int8).numpy(), scale_bytes], axis=1)
 
 
