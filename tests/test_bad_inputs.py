@@ -69,7 +69,7 @@ CASES = [
     ("distiller knob out of range", DISTILL + ", distiller: none, crd_momentum: 1.0}", "crd_momentum=1.0 must be in [0, 1)"),
     ("synset_size without synthetic", DISTILL + ", distiller: none, synset_size: 2x}",
      "synset_size 2x needs synthetic images: set synthetic to a generate run"),
-    ("synset_size outside its choices", DISTILL + ", distiller: none, synset_size: 3x}", "synset_size: '3x' is not one of: 1x, 2x"),
+    ("synset_size outside its choices", DISTILL + ", distiller: none, synset_size: 3x}", "synset_size: '3x' is not one of: 1x, 2x, 5x, 10x"),
     ("synthetic naming a teacher run", DISTILL + ", distiller: none, synthetic: runs/other/fashion}",
      "synthetic 'runs/other/fashion' is a teacher run, not a generate run"),
     ("synthetic images of another dataset", DISTILL + ", distiller: none, synthetic: runs/other/generated_fashion}",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dapt.data import SYNSET_SIZES
 from dapt.pipeline.study import load_study
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
@@ -31,7 +32,7 @@ def test_the_results_study_repeats_every_student_over_three_seeds_on_one_subset(
         assert cfg.cache_views == cfg.epochs, spec.name  # a fresh view per epoch, as a live teacher gives
         assert cfg.image_size == 48, spec.name
         # every student takes the steps of 30 epochs over its real images: a synthetic one, fewer epochs over more
-        images = cfg.train_subset * (1 + {"1x": 1, "2x": 2}[cfg.synset_size] if cfg.synthetic else 1)
+        images = cfg.train_subset * (1 + SYNSET_SIZES[cfg.synset_size] if cfg.synthetic else 1)
         steps, real_only_steps = cfg.epochs * (images // cfg.batch_size), 30 * (cfg.train_subset // cfg.batch_size)
         assert abs(steps - real_only_steps) <= 0.05 * real_only_steps, (spec.name, steps, real_only_steps)
 

@@ -49,6 +49,10 @@ SPLIT_SIZES = {"fashion_mnist": (60_000, 10_000), "digits": (1_437, 360), "cifar
                "cifar100": (50_000, 10_000), "dtd": (3_760, 1_880), "caltech101": (3_030, 5_050),
                "mit_indoor": (5_360, 1_340), "cub_2011": (5_994, 5_794)}
 
+# synset_size -> synthetic images per real training image of each class; 5x and 10x let a study ask how many
+# generated images it takes (with generator holdout: how far real-quality images go at equal steps)
+SYNSET_SIZES = {"1x": 1, "2x": 2, "5x": 5, "10x": 10}
+
 
 def check_available(name: str, data_root: str | Path, download: bool) -> None:
     """Raise ``DatasetMissingError`` (naming the fix) when dataset ``name`` is not on disk under ``data_root``;

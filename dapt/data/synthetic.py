@@ -4,7 +4,7 @@ A finished generate run ``runs/<study>/<run>/`` holds ``images/index.json`` (for
 classes, generator, image_size, settings, and one entry ``{file, label, seed, prompt}`` per image)
 and the PNGs it lists, ``images/<class folder>/<i>.png``. The set is exactly the index's entries.
 Distillation on real + synthetic images (Farhat & Chen 2024, "Step 2b") draws a class-balanced
-sample of it, 1x or 2x the size of the real training set, and appends it to the real images.
+sample of it, 1x to 10x the size of the real training set (``synset_size``), and appends it to the real images.
 Decoded images are cached beside the index (``images/decoded-<digest>-<size>px.pt``), keyed by
 the index's bytes and the working size: a re-run of the generator rewrites the index and with it
 the key. A ``holdout`` run's images are real training images outside a training subset, each entry
@@ -29,10 +29,10 @@ from tqdm import tqdm
 from dapt.core.torch_files import atomic_save, safe_load
 from dapt.core.errors import CorruptImageError, DaptError
 from dapt.core.files import read_json
+from dapt.data import SYNSET_SIZES
 from dapt.data.imageset import ImageSet, resize_uint8, sample_per_class
 
 FORMAT = "dapt-synthetic-v1"
-SYNSET_FACTORS = {"1x": 1, "2x": 2}
 _DECODED_FORMAT = "dapt-synthetic-decoded-v1"  # bump when decoding changes: old caches are then ignored
 
 
@@ -180,9 +180,9 @@ def check_outside_subset(synthetic: SyntheticSet, ds: ImageSet) -> None:
 def sample_synthetic(synthetic: SyntheticSet, real_labels: torch.Tensor, synset_size: str, seed: int,
                      classes: list[str]) -> torch.Tensor:
     """Indices of a seeded sample of ``synthetic`` with ``factor × n_c`` images of each class ``c``
-    that has ``n_c`` real training images (``synset_size`` 1x or 2x): as large as the real set, or
-    twice, and balanced like it."""
-    factor = SYNSET_FACTORS[synset_size]
+    that has ``n_c`` real training images (``synset_size``: the factor, ``SYNSET_SIZES``), balanced like the
+    real set."""
+    factor = SYNSET_SIZES[synset_size]
     quota = {c: factor * int(n) for c, n in enumerate(torch.bincount(real_labels, minlength=len(classes)).tolist())}
     have = torch.bincount(synthetic.y, minlength=len(classes)).tolist()
     short = [c for c, k in quota.items() if have[c] < k]

@@ -24,7 +24,7 @@ from dapt.core.fields import (AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, ch
                               reference, study_wide)
 from dapt.core.hub import check_weights_reachable
 from dapt.core.tracking import TrackingSettings
-from dapt.data import DATASETS
+from dapt.data import DATASETS, SYNSET_SIZES
 from dapt.distillers import DISTILLERS, DistillerSettings, needs_teacher
 from dapt.models import MODELS, check_image_size
 
@@ -149,8 +149,9 @@ class DistillConfig(DistillerSettings, TrainConfig):
         "generate run of this study, or a run folder: a class-balanced sample of its images joins the real "
         "training images", "generate")
     synset_size: Optional[str] = param(
-        None, "synthetic images per real training image, per class: 1x or 2x (null = 1x when synthetic is set)",
-        choices=("1x", "2x"))
+        None, "synthetic images per real training image, per class: 1x, 2x, 5x or 10x (null = 1x when synthetic "
+              "is set); the generate run needs images_per_class of at least the factor times the real images of "
+              "the largest class", choices=tuple(SYNSET_SIZES))
     diffaug: str = param("none", "DiffAugment (Zhao & Bilen 2021) after crop/flip, on what student and teacher see: "
                                  "none, S (one of its six transforms per image) or M (all six)",
                          choices=("none", "S", "M"))

@@ -2,7 +2,7 @@
 
 Every dataset lives in memory as uint8 [N, 3, S, S] at the run's ``image_size`` S (``dapt.data.imageset``):
 the whole training split is decoded at S before a ``train_subset`` is drawn from it, then the test split,
-then the subset itself and, for a student on synthetic images, their sample (1x or 2x the subset). Training
+then the subset itself and, for a student on synthetic images, their sample (1x to 10x the subset). Training
 adds a float32 batch. That much a run holds at least, whatever its model: more than the machine's memory
 (or a container's limit) can never run, and is said before any run starts. On an explicit ``device: cuda``
 the float32 batch must fit the GPU too. Model weights and activations come on top, and are not estimated.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from dapt.core.devices import device_memory
 from dapt.core.errors import DaptError
 from dapt.core.machine import memory_bytes, size_text
-from dapt.data import SPLIT_SIZES
+from dapt.data import SPLIT_SIZES, SYNSET_SIZES
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def footprint(cfg) -> Footprint | None:
     images = n_train + n_test + (subset if subset < n_train else 0)
     synthetic = getattr(cfg, "synthetic", None)
     if synthetic:
-        images += subset * (2 if getattr(cfg, "synset_size", None) == "2x" else 1)
+        images += subset * SYNSET_SIZES[getattr(cfg, "synset_size", None) or "1x"]
     batch = min(getattr(cfg, "ddpm_batch_size", None) if cfg.__class__.__name__ == "GenerateConfig"
                 else cfg.batch_size, subset) * 4  # float32
     what = f"{n_train:,} training + {n_test:,} test images" + (f", a subset of {subset:,}" if subset < n_train else "")

@@ -7,7 +7,7 @@ end the full agreement metrics (split agreement, KL, ECE of both, CKA) on all te
 ``metrics.json``.
 
 With ``synthetic`` (a generate run) the training set is the real images followed by a class-balanced
-sample of the generated ones (``synset_size`` 1x or 2x the real set); with ``diffaug`` every view
+sample of the generated ones (``synset_size`` 1x to 10x the real set); with ``diffaug`` every view
 is DiffAugmented after its crop/flip. Either way the student and the teacher see the same pixels,
 and every per-image structure (views, teacher cache, CRD memory banks) has one row per image.
 """
