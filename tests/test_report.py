@@ -420,3 +420,59 @@ def test_the_committed_fashion_paper_report_states_the_summarys_prose():
     recorded = json.loads((PAPER / "report" / "metrics.json").read_text(encoding="utf-8"))
     assert recorded["verdict"] == render.prose(Summary.read(PAPER)), \
         "re-execute the report: dapt run params/fashion_paper.yaml --only report --force"
+
+
+def seeded(row: dict, accs: tuple[float, ...], **params) -> list[dict]:
+    """``row`` once per seed, named ``<run>_s<seed>``, with the params that make its seeds one configuration."""
+    return [{**row, "run": f"{row['run']}_s{seed}", "test_acc": acc, "params": {**params, "seed": seed}}
+            for seed, acc in enumerate(accs)]
+
+
+def ideal_study(ideal_10x: tuple[float, ...]) -> Summary:
+    """A Lite0 pre-trained at 82%, kd students on 600 real images alone (77%), + 1x DDPM images (76%), + 1x
+    ideal images (80%), + 10x ideal images (``ideal_10x``), at 30/15/3 epochs of batches of 64."""
+    def student(run, accs, synthetic=None, factor=0, epochs=30):
+        row = {**student_row(run, "lite0", "kd", None, epochs=epochs, train_subset=600), "batch_size": 64,
+               "teacher_run": "lite2_ft"}
+        if synthetic:
+            row.update(n_real=600, n_synthetic=600 * factor, synset_size=f"{factor}x", synthetic_run=synthetic)
+        return seeded(row, accs, student="lite0", distiller="kd", synthetic=synthetic, factor=factor, epochs=epochs)
+    pretrained = seeded(teacher_row("lite0_ft", "lite0", None) | {"train_subset": 600}, (0.819, 0.82, 0.821),
+                        model="lite0", init="ft")
+    rows = [*pretrained, *student("kd", (0.769, 0.77, 0.771)), *student("kd_ddpm1x", (0.759, 0.76, 0.761), "ddpm", 1, 15),
+            *student("kd_ideal1x", (0.799, 0.80, 0.801), "ideal", 1, 15),
+            *student("kd_ideal10x", ideal_10x, "ideal", 10, 3)]
+    generated = [{"run": "ddpm", "stage": "generate", "generator": "ddpm"},
+                 {"run": "ideal", "stage": "generate", "generator": "holdout"}]
+    return summarise(rows, generated)
+
+
+def test_generated_images_are_compared_with_as_many_ideal_ones_and_the_question_is_answered():
+    summary = ideal_study((0.789, 0.79, 0.791))
+    [shortfall] = [c for c in summary.comparisons if c.claim == "ideal images"]
+    assert (shortfall.a, shortfall.b, round(shortfall.welch.gap_pt, 2), shortfall.welch.direction) == (
+        "kd_ddpm1x_s{0,1,2}", "kd_ideal1x_s{0,1,2}", -4.0, "lower")
+    lines = render.ideal_lines(summary)
+    assert lines == [
+        "Ideal images vs pre-training, lite0: with 10x ideal images, the distilled random-init student scores "
+        "−3.00 points against the pre-trained, fine-tuned lite0_ft_s{0,1,2} (lower beyond seed noise): so at this "
+        "budget even an ideal generator does not let distillation reach pre-training.",
+        "Generated vs ideal images, lite0: the generated images score −4.00 points against as many ideal ones at "
+        "as many steps (lower beyond seed noise); over the real images alone, generated ones add, against ideal "
+        "ones, kd: −1.00 against +3.00 points."]
+    assert all(line in render.prose(summary) for line in lines)
+    assert "| ideal images | lite0 | kd_ddpm1x_s{0,1,2}: 76.00 ± 0.10 (n=3) | kd_ideal1x_s{0,1,2}" in \
+        render.claims_table(summary.comparisons)
+
+
+@pytest.mark.parametrize("ideal_10x, answer", [
+    ((0.829, 0.83, 0.831), "lets a distilled random-init student beat the pre-trained one"),
+    ((0.80, 0.82, 0.84), "level with the pre-trained one as far as these seeds can tell")])
+def test_the_ideal_answer_follows_the_verdict(ideal_10x, answer):
+    assert answer in render.ideal_lines(ideal_study(ideal_10x))[0]
+
+
+def test_a_study_without_ideal_images_has_no_ideal_lines():
+    rows = [teacher_row("lite0_ft", "lite0", 0.80), student_row("l_kd", "lite0", "kd", 0.72),
+            synthetic_row("l_kd_1x", "kd", 0.73, 6000, 6000)]
+    assert render.ideal_lines(summarise(rows, [{"run": "ddpm", "stage": "generate", "generator": "ddpm"}])) == []

@@ -4,7 +4,8 @@ against the seed spread.
 The claims (Farhat & Chen 2024): a random-init student distilled from a pre-trained, fine-tuned teacher
 against the same student with no teacher (``none``) and against the same architecture pre-trained and
 fine-tuned (the headline); the teacher's init (ft, lp, fr) for one distiller; real images against
-real + synthetic ones. Each comparison is A − B on the configurations' test accuracies (all test images),
+real + synthetic ones; and generated images against ideal ones (``generator: holdout``: real images the
+training subset left out) in the same number and steps, which tells the generator's part from the idea's. Each comparison is A − B on the configurations' test accuracies (all test images),
 judged by Welch's t test (Welch 1947): with means :math:`\\bar a, \\bar b`, sample variances
 :math:`s_a^2, s_b^2` and seeds :math:`n_a, n_b`,
 :math:`t = (\\bar a - \\bar b) / \\sqrt{s_a^2/n_a + s_b^2/n_b}` with the Welch–Satterthwaite degrees of freedom
@@ -25,7 +26,8 @@ from dapt.analysis.rows import is_synthetic, real_images, setting, synthetic_gai
 
 ALPHA = 0.05
 INIT_ORDER = ("ft", "lp", "fr")
-CLAIMS = ("no teacher", "pre-training", "teacher init", "synthetic", "synthetic vs same steps")
+CLAIMS = ("no teacher", "pre-training", "teacher init", "synthetic", "synthetic vs same steps", "ideal images")
+IDEAL = "holdout"  # the generator whose images are real ones: what a perfect generator would draw
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,13 @@ def _without_teacher(config: dict[str, Any]) -> tuple:
     return key[0], tuple(item for item in key[1] if item[0] != "teacher")
 
 
+def _same_but_images(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two synthetic configurations differ at most in whose images they add: the same setting,
+    distiller, teacher, number of added images per real one, epochs and DiffAugment."""
+    return all(a.get(k) == b.get(k) for k in ("distiller", "teacher_run", "synset_size", "epochs", "diffaug")) \
+        and setting(a) == setting(b)
+
+
 def comparisons(configs: list[dict[str, Any]]) -> list[Comparison]:
     """Every comparison the study's configurations allow, in the order of ``CLAIMS`` per student."""
     distill = [c for c in configs if c.get("stage") == "distill"]
@@ -143,6 +152,12 @@ def comparisons(configs: list[dict[str, Any]]) -> list[Comparison]:
                          same_steps=gain["same_steps"], diffaug=(mine, theirs) if mine != theirs else None))
         if "same_steps_run" in gain:
             out.append(_pair("synthetic vs same steps", group_label(syn, several), syn, named[gain["same_steps_run"]]))
+    for generated in distill:
+        if not _done(generated) or not is_synthetic(generated) or generated.get("generator") in (None, IDEAL):
+            continue
+        ideal = [c for c in distill if _done(c) and c.get("generator") == IDEAL and _same_but_images(c, generated)]
+        if ideal:
+            out.append(_pair("ideal images", group_label(generated, several), generated, ideal[-1]))
     order = {claim: i for i, claim in enumerate(CLAIMS)}
     groups = list(dict.fromkeys(c.group for c in out))
     return sorted(out, key=lambda c: (groups.index(c.group), order[c.claim]))

@@ -6,10 +6,10 @@ from collections import Counter
 from typing import Any, Optional
 
 from dapt.analysis.budget import PLATEAU_POINTS
-from dapt.analysis.compare import ALPHA, Comparison
+from dapt.analysis.compare import ALPHA, IDEAL, Comparison
 from dapt.analysis.configurations import METRICS
 from dapt.analysis.margin import TeacherMargin
-from dapt.analysis.rows import COLUMNS, cell, markdown_table
+from dapt.analysis.rows import COLUMNS, cell, markdown_table, real_images
 from dapt.analysis.summary import Summary
 
 SEED_NOISE_RULE = (f"**Seed-noise rule**: a gap is beyond seed noise when Welch's two-sided t test on the seeds' "
@@ -20,7 +20,8 @@ PLATEAU_RULE = (f"**Plateau rule**: a configuration whose evaluation accuracy (s
                 f"comparing it tests the budget, not the claim.")
 CLAIM_TITLES = {"no teacher": "distilled vs no teacher", "pre-training": "distilled vs pre-trained, fine-tuned",
                 "teacher init": "one teacher init vs another (ft, lp, fr)", "synthetic": "real + synthetic vs real only",
-                "synthetic vs same steps": "real + synthetic vs real only at as many steps"}
+                "synthetic vs same steps": "real + synthetic vs real only at as many steps",
+                "ideal images": "generated vs ideal images (as many, at as many steps)"}
 UNTESTED_REASONS = {"no teacher": "no `none` baseline of the same setting and epochs",
                     "pre-training": "no pre-trained, fine-tuned run of that architecture on those images"}
 VERDICTS = {"higher": "higher beyond seed noise", "lower": "lower beyond seed noise", "within": "within seed noise",
@@ -147,6 +148,58 @@ def claim_sentences(summary: Summary) -> list[str]:
     return [claim_sentence(comps) for comps in by_claim.values()]
 
 
+def _gap_span(comps: list[Comparison]) -> str:
+    gaps = sorted(c.welch.gap_pt for c in comps)
+    return points(gaps[0]) if len(gaps) == 1 else f"{points(gaps[0])} to {points(gaps[-1])}"
+
+
+def _factor(config: dict[str, Any]) -> int:
+    """Added images per real one, as trained on (``synset_size`` as recorded)."""
+    return round(int(config.get("n_synthetic") or 0) / (real_images(config) or 1))
+
+
+def ideal_lines(summary: Summary) -> list[str]:
+    """What a study with ideal images (``generator: holdout``) asks of them, per student group: do the students
+    on the most ideal images reach the pre-trained, fine-tuned model, and how far do generated images fall
+    short of as many ideal ones (each beside what both add over the real images alone)."""
+    configs = {c["run"]: c for c in summary.configurations}
+    lines = []
+    reach: dict[str, list[Comparison]] = {}
+    for c in summary.comparisons:
+        if c.claim == "pre-training" and configs[c.a].get("generator") == IDEAL:
+            reach.setdefault(c.group, []).append(c)
+    for group, comps in reach.items():
+        most = max(_factor(configs[c.a]) for c in comps)
+        top = [c for c in comps if _factor(configs[c.a]) == most]
+        directions = Counter(c.welch.direction for c in top)
+        who = f"the {len(top)} distilled random-init students score" if len(top) > 1 else \
+            "the distilled random-init student scores"
+        head = (f"Ideal images vs pre-training, {group}: with {most}x ideal images, {who} {_gap_span(top)} points "
+                f"against the pre-trained, fine-tuned {top[0].b} ({_verdicts(top)})")
+        if directions["higher"]:
+            tail = ("so at this budget an ideal generator lets a distilled random-init student beat the "
+                    "pre-trained one")
+        elif directions["lower"] == len(top):
+            tail = "so at this budget even an ideal generator does not let distillation reach pre-training"
+        else:
+            tail = ("so at this budget an ideal generator brings a distilled random-init student level with the "
+                    "pre-trained one as far as these seeds can tell (within seed noise is not evidence of equality)")
+        lines.append(f"{head}: {tail}.")
+    gains = {c.a: c.welch.gap_pt for c in summary.comparisons if c.claim == "synthetic"}
+    shortfall: dict[str, list[Comparison]] = {}
+    for c in summary.comparisons:
+        if c.claim == "ideal images":
+            shortfall.setdefault(c.group, []).append(c)
+    for group, comps in shortfall.items():
+        added = "; ".join(f"{configs[c.a].get('distiller')}: {points(gains[c.a])} against {points(gains[c.b])}"
+                          for c in comps if c.a in gains and c.b in gains)
+        lines.append(f"Generated vs ideal images, {group}: the generated images score {_gap_span(comps)} points "
+                     f"against as many ideal ones at as many steps ({_verdicts(comps)})"
+                     + (f"; over the real images alone, generated ones add, against ideal ones, {added} points"
+                        if added else "") + ".")
+    return lines
+
+
 def _span(values: list[int]) -> str:
     low, high = min(values), max(values)
     return f"{low:,}" if low == high else f"{low:,}–{high:,}"
@@ -222,7 +275,7 @@ def prose(summary: Summary) -> list[str]:
     """Every sentence the report writes outside its tables: one per claim, then the budget lines."""
     if not summary.students:
         return ["No student run in this study yet, so there is nothing to conclude."]
-    return claim_sentences(summary) + budget_lines(summary)
+    return claim_sentences(summary) + ideal_lines(summary) + budget_lines(summary)
 
 
 def bullets(lines: list[str]) -> str:

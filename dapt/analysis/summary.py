@@ -40,6 +40,7 @@ class Summary:
     @classmethod
     def of(cls, rows: list[dict[str, Any]], generated: list[dict[str, Any]] = (), *,
            paper_epochs: Optional[int] = None, short_budget_epochs: Optional[int] = None) -> Summary:
+        rows = with_generators(rows, generated)
         configs = configurations(rows)
         comps = comparisons(configs)
         return cls(rows=list(rows), generated=list(generated), configurations=configs, comparisons=comps,
@@ -99,6 +100,13 @@ class Summary:
             "budget": {**dataclasses.asdict(self.budget), "kind": self.budget.kind},
             "untested": [list(item) for item in self.untested], "missing": self.missing,
         }
+
+
+def with_generators(rows: list[dict[str, Any]], generated: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows, each student on generated images also carrying ``generator``: that of the study's generate run
+    whose images it adds (None when the run is not one of the study's)."""
+    by_run = {g["run"]: g.get("generator") for g in generated}
+    return [dict(r, generator=by_run.get(r["synthetic_run"])) if r.get("synthetic_run") else r for r in rows]
 
 
 def _report_params(folder: str | Path) -> dict[str, Any]:
