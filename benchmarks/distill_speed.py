@@ -19,7 +19,7 @@ params file (``dapt.pipeline.config.validate``), recorded by a ``RunRecord`` in 
    teacher's forward pass at every step, the reference code's loop. Same pixels as scratch.
 3. cached: ``kd`` with ``teacher_cache: on`` and the stage's default ``cache_views`` (a fresh view every
    epoch), or ``--views K`` replayed; the cache build (the teacher on K views of every training image, and
-   on the test set) is in its time. One student alone gains from the cache only by replaying views; a
+   on the validation and test images) is in its time. One student alone gains from the cache only by replaying views; a
    study's students share one cache (``benchmarks/study_speed.py``).
 
 Cost model, per training image and epoch: a student step ``s``, a teacher forward ``t``, a cached-target
@@ -27,7 +27,7 @@ read ``c``; measured as CPU time of one thread at 32 px: s = 2.0 ms (MobileNetV2
 c = 0.001 s. Then live/scratch ≈ 1 + t/s ≈ 2.3 and cached/scratch ≈ 1 + K·t/(E·s) + c/s: for one
 student the cache amortises only when the epochs E are many times the views K (``--views 8`` at 120
 epochs: 1 + 8 × 1.27/120 ≈ 1.085), and replaying K < E views costs accuracy (docs/performance.md).
-The evaluation is kept small (``EVALUATION``: every 20th epoch, on 200 test images) so that it does
+The evaluation is kept small (``EVALUATION``: every 20th epoch, on 200 validation images) so that it does
 not dominate epochs of 6 steps in any of the three runs.
 Ratios, not absolute times, are the result; on a loaded machine both move, so compare ratios measured
 in one invocation only.

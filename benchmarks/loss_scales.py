@@ -16,8 +16,9 @@ Fashion-MNIST, 6,000 images at 32 px, 4 cached views, AdamW lr 2e-3, cosine, bat
 2. a training run of ``--epochs`` with the same data order, initialisation, optimizer, schedule
    and precise-BN evaluation as ``dapt run`` (its ``none`` and ``srrl`` reproduce the committed
    ``runs/fashion_quick/mnv2_*`` accuracies), logging each term per step and the same gradient
-   norms every ``--every`` steps; it prints each epoch's eval accuracy and the final accuracy on
-   all 10,000 test images.
+   norms every ``--every`` steps; it prints each epoch's accuracy on the run's validation images
+   (logs saved before there was a validation set hold ``eval_acc``, on 1,000 test images) and the
+   final accuracy on all 10,000 test images.
 
 Accuracy does not depend on the machine's load; the wall times printed do.
 """
@@ -42,8 +43,8 @@ from dapt.models.nets import create_model
 from dapt.training.optim import build_optimizer, build_scheduler
 from dapt.training.checkpoint import load_teacher
 from dapt.training.teacher_cache import TeacherTargets, file_digest
-from dapt.training.loop import (batches, calibration_images, epoch_generator, eval_index, load_data, predict,
-                        prepare, recalibrate_batchnorm)
+from dapt.training.loop import (batches, calibration_images, epoch_generator, load_data, predict, prepare,
+                                recalibrate_batchnorm)
 from dapt.training import agreement as A
 
 STUDY = dict(student="mobilenet_v2", dataset="fashion_mnist", train_subset=6000, image_size=32, eval_subset=1000,
@@ -112,7 +113,6 @@ def train(cfg, ds, every: int, clip: float | None, stop_after: int | None = None
     optimizer = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.weight_decay)
     steps = max(1, len(ds.train_y) // cfg.batch_size)
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps, cfg.epochs, cfg.step_size, cfg.step_gamma)
-    watch = eval_index(ds.test_y, cfg.eval_subset, len(ds.train_y))
     log: dict = {"steps": [], "epochs": []}
     start = time.perf_counter()
     for epoch in range(min(cfg.epochs, stop_after or cfg.epochs)):
@@ -138,9 +138,9 @@ def train(cfg, ds, every: int, clip: float | None, stop_after: int | None = None
             optimizer.step()
             scheduler.step()
         recalibrate_batchnorm(student, calibration_images(cfg, ds, epoch), cfg.batch_size, True)
-        logits, _ = predict(student, ds.test_x[watch])
-        log["epochs"].append({"epoch": epoch + 1, "eval_acc": A.accuracy(logits, ds.test_y[watch])})
-        print(f"  {cfg.distiller} epoch {epoch + 1}: eval acc {log['epochs'][-1]['eval_acc']:.4f}, "
+        logits, _ = predict(student, ds.val_x)
+        log["epochs"].append({"epoch": epoch + 1, "val_acc": A.accuracy(logits, ds.val_y)})
+        print(f"  {cfg.distiller} epoch {epoch + 1}: val acc {log['epochs'][-1]['val_acc']:.4f}, "
               f"last logged step {log['steps'][-1]}", flush=True)
     if len(log["epochs"]) == cfg.epochs:
         logits, _ = predict(student, ds.test_x)
@@ -156,7 +156,7 @@ def table(paths: list[str]) -> None:
     agreement of the teacher head's argmax on the connected features with the teacher's), and
     its accuracies."""
     print("| run | settings | at init: term = value (grad / CE grad, cos with CE) | 2nd half: grad / CE grad "
-          "(srrl head agreement) | eval acc by epoch | test acc |")
+          "(srrl head agreement) | val acc by epoch (older logs: test subset) | test acc |")
     print("|---|---|---|---|---|---|")
     for path in paths:
         for name, entry in json.loads(Path(path).read_text()).items():
@@ -171,7 +171,7 @@ def table(paths: list[str]) -> None:
                                for k in ("kd", "embed", "srrl") if late and "grad_" + k in late[0])
             if late and "head_agreement" in late[0]:
                 during += f" ({median([r['head_agreement'] for r in late]):.2f})"
-            accs = ", ".join(f"{e['eval_acc']:.3f}" for e in log.get("epochs", []))
+            accs = ", ".join(f"{e.get('val_acc', e.get('eval_acc')):.3f}" for e in log.get("epochs", []))
             settings = ", ".join(f"{k}={v}" for k, v in entry["settings"].items()) or "defaults"
             test = f"{log['test_acc']:.4f}" if "test_acc" in log else "-"
             print(f"| {name} | {settings} | ce = {p['loss_ce']:.3g}; {terms or '-'} | {during or '-'} | {accs} | {test} |")
@@ -204,8 +204,8 @@ def main() -> None:
         print(f"{name} at init: " + ", ".join(f"{k} {v:.4g}" for k, v in entry["probe"].items()), flush=True)
         if not args.no_train:
             entry["train"] = log = train(cfg, ds, args.every, args.clip, args.stop_after)
-            print(f"{name}: test acc {log.get('test_acc', float('nan')):.4f}, eval acc by epoch "
-                  f"{[e['eval_acc'] for e in log['epochs']]} ({log['wall_s']:.0f} s, shared machine)", flush=True)
+            print(f"{name}: test acc {log.get('test_acc', float('nan')):.4f}, val acc by epoch "
+                  f"{[e['val_acc'] for e in log['epochs']]} ({log['wall_s']:.0f} s, shared machine)", flush=True)
         report[name] = entry
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))

@@ -335,7 +335,7 @@ def test_corrupt_resume_checkpoint_says_to_start_afresh(tmp_path):
     record = runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg), resume=True)
     (tmp_path / "t" / "last.pt").write_bytes(b"PK\x03\x04 half a zip")
     with pytest.raises(DaptError, match="last.pt is corrupt or not a PyTorch file .*run it again without resume"):
-        train_teacher(cfg, load_dataset("digits", 8, train_subset=100), record)
+        train_teacher(cfg, load_dataset("digits", 8, train_subset=100, validation=100), record)
 
 
 def test_teacher_given_as_an_absolute_path_out_of_runs(project, capsys):
@@ -383,6 +383,24 @@ def test_dataset_missing_from_disk_names_the_fix(tmp_path):
 
     with pytest.raises(DatasetMissingError, match="cifar10 not found: expected the folder .*set download: true"):
         load_dataset("cifar10", 32, data_root=tmp_path)
+
+
+@pytest.mark.parametrize("train_subset, eval_subset, fragment", [
+    (300, 2000, "eval_subset=2000 asks for more validation images than the 1,137 training images of digits outside "
+                "the train_subset of 300; set eval_subset to at most 1,137, auto or null (all of them)"),
+    (300, 5, "eval_subset=5 is fewer than the 10 classes: the validation set needs one image of each; set "
+             "eval_subset to at least 10, or auto"),
+    (None, 1430, "eval_subset=1430 asks for more validation images than can be held out of training: train_subset "
+                 "leaves no training image of digits outside it, so the validation set is split off its 1,437 "
+                 "images, and at most 1,427 leave every class one; set eval_subset lower, or auto (10%)"),
+])
+def test_eval_subset_that_the_training_split_cannot_hold(train_subset, eval_subset, fragment):
+    """The validation images come from the training split: a size it cannot give is one line naming the fix."""
+    from dapt.data.imageset import load_dataset
+
+    with pytest.raises(DaptError) as caught:
+        load_dataset("digits", 8, train_subset=train_subset, validation=eval_subset)
+    assert str(caught.value) == fragment
 
 
 def test_teacher_run_whose_checkpoint_is_gone(tmp_path):

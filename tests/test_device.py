@@ -28,7 +28,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a ma
 
 @pytest.fixture(scope="module")
 def digits():
-    return D.load_dataset("digits", 16, train_subset=300, seed=0)
+    return D.load_dataset("digits", 16, train_subset=300, seed=0, validation=100)
 
 
 def test_auto_is_cuda_when_present_else_the_cpu():

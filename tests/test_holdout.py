@@ -44,7 +44,7 @@ def test_the_draw_is_balanced_seeded_and_outside_the_subset_a_run_trains_on(full
     distill = config.validate(config.DistillConfig, {"dataset": "digits", "image_size": 8, "train_subset": 300,
                                                      "seed": 4, "subset_seed": 0, "distiller": "none"})
     subset = train.load_data(distill).train_index
-    assert len(subset) == 300 and torch.equal(subset, holdout.subset_of(full.train_y, 300, 0))
+    assert len(subset) == 300 and torch.equal(subset, D.subset_of(full.train_y, 300, 0))
     assert not torch.isin(drawn, subset).any()
     # seeded: the same seed draws the same images, another seed others; more images keep the first ones
     assert all(torch.equal(a, b) for a, b in zip(chosen, holdout.draw(full.train_y, 300, 0, 20, full.classes)))
@@ -58,7 +58,7 @@ def test_the_draw_is_balanced_seeded_and_outside_the_subset_a_run_trains_on(full
 def test_the_draw_refuses_a_class_with_too_few_images_outside_the_subset(full):
     counts = torch.bincount(full.train_y).tolist()
     assert counts == [142, 146, 142, 146, 145, 145, 145, 143, 139, 144]  # digits' training split: 1,437 images
-    outside = [n - q for n, q in zip(counts, torch.bincount(full.train_y[holdout.subset_of(full.train_y, 300, 0)]))]
+    outside = [n - q for n, q in zip(counts, torch.bincount(full.train_y[D.subset_of(full.train_y, 300, 0)]))]
     assert min(outside) == 110
     holdout.draw(full.train_y, 300, 0, 110, full.classes, "digits")  # the most that fits
     with pytest.raises(DaptError, match=r"^generator holdout: class '8' of digits has 110 training images outside "
@@ -135,12 +135,26 @@ def distill_cfg(synthetic: Path, **values):
                                                   "distiller": "none", "synthetic": str(synthetic), **values})
 
 
-def test_a_distill_run_on_the_holdout_must_train_on_the_subset_it_excludes(holdout_run):
+def test_a_distill_run_on_the_holdout_must_train_on_the_subset_it_excludes(holdout_run, tmp_path):
     folder, _, _ = holdout_run
-    # seed 3 with subset_seed 0: the subset the holdout excludes, so the sample joins the real images
-    cfg = distill_cfg(folder, seed=3, subset_seed=0, train_subset=30)
+    # seed 3 with subset_seed 0 and the generate run's train_subset: the subset the holdout excludes, so the
+    # sample joins the real images, and the validation images (the back of the orders whose front the holdout
+    # took) are none of them
+    small, _ = run_generate(tmp_path / "small", **{**HOLDOUT, "train_subset": 30})
+    cfg = distill_cfg(tmp_path / "small", seed=3, subset_seed=0, train_subset=30)
     mixed = training_set(cfg, train.load_data(cfg))
-    assert (mixed.n_real, mixed.n_synthetic) == (30, 30)
+    assert (mixed.n_real, mixed.n_synthetic) == (30, 30) and len(mixed.val_y) == 1000
+    drawn = torch.tensor([e["train_index"] for e in small.entries])
+    assert not torch.isin(drawn, mixed.val_index).any() and not torch.isin(drawn, mixed.train_index).any()
+    # a subset inside the excluded one (30 of the 300 drawn with seed 0): outside it too, but its validation
+    # images are the back of other orders, which hold some of the held-out images: refused in one line
+    cfg = distill_cfg(folder, seed=3, subset_seed=0, train_subset=30)
+    with pytest.raises(DaptError, match=r"^synthetic run .*run holds \d+ of this run's 1,000 validation images "
+                                        r"\(eval_subset auto\): its images and the validation set are disjoint when "
+                                        r"this run trains on the subset it excludes \(train_subset 300, subset seed "
+                                        r"0; here 30 and 0\) and both fit in each class outside it; train on that "
+                                        r"subset, or lower eval_subset or that run's images_per_class$"):
+        training_set(cfg, train.load_data(cfg))
     # seed 3 alone draws another subset, which holds some of the held-out images: refused in one line
     cfg = distill_cfg(folder, seed=3)
     with pytest.raises(DaptError, match=r"^synthetic run .*run holds real training images outside the subset of "
@@ -164,7 +178,8 @@ study: holdout
 defaults: {dataset: digits, image_size: 16, train_subset: 300, seed: 0}
 runs:
   - {stage: teacher, name: teacher, model: resnet18, init: fr, optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 50}
-  - {stage: generate, name: holdout, generator: holdout, teacher: teacher, images_per_class: 10}
+  # the students' subset: their validation images are then the back of the orders whose front it takes
+  - {stage: generate, name: holdout, generator: holdout, teacher: teacher, images_per_class: 10, train_subset: 100}
   # seed 1 draws its own subset unless subset_seed names the generate run's seed
   - {stage: distill, name: dkd_holdout, student: mobilenet_v2, teacher: teacher, distiller: dkd, seed: 1,
      subset_seed: 0, train_subset: 100, batch_size: 50, epochs: 1, synthetic: holdout, synset_size: 1x}
@@ -188,8 +203,9 @@ def test_a_study_distils_with_dkd_on_a_holdout_set_and_with_dist_through_papermi
     assert 0 <= metrics["teacher_acc_on_synthetic"] <= 1 and metrics["teacher_run"] == "runs/holdout/teacher"
     index = json.loads((folder / "images" / "index.json").read_text())
     drawn = torch.tensor([e["train_index"] for e in index["images"]])
-    subset = D.load_dataset("digits", 16, train_subset=300, seed=0).train_index
-    assert len(set(drawn.tolist())) == 100 and not torch.isin(drawn, subset).any()
+    subset = D.load_dataset("digits", 16, train_subset=100, seed=0, validation="auto")
+    assert len(set(drawn.tolist())) == 100 and not torch.isin(drawn, subset.train_index).any()
+    assert not torch.isin(drawn, subset.val_index).any()
     assert (folder / "figures" / "samples.png").is_file() and (folder / "figures" / "teacher_per_class.png").is_file()
     student = json.loads((tmp_path / "runs/holdout/dkd_holdout/metrics.json").read_text())
     assert student["status"] == "done" and (student["n_real"], student["n_synthetic"]) == (100, 100)

@@ -166,7 +166,7 @@ def cfg_for(kind, folder, **values):
 
 @pytest.fixture(scope="module")
 def digits():
-    return D.load_dataset("digits", 16, train_subset=300, seed=0)
+    return D.load_dataset("digits", 16, train_subset=300, seed=0, validation=100)
 
 
 @pytest.fixture(scope="module")

@@ -72,11 +72,12 @@ def test_every_run_is_done_with_its_records(executed):
 def test_distill_records_agreement_and_figures(executed):
     root, _ = executed
     metrics = json.loads((root / "runs/tiny/crd/metrics.json").read_text())
-    for key in ("teacher_test_acc", "agreement", "kl", "ece", "teacher_ece", "cka"):
+    for key in ("teacher_test_acc", "teacher_val_acc", "agreement", "kl", "ece", "teacher_ece", "cka"):
         assert isinstance(metrics[key], float), key
     assert metrics["teacher_run"] == "runs/tiny/teacher"
     assert metrics["weights"] == {"ce": 1.0, "embed": 1.0, "kd": 1.0}  # crd's own terms
-    assert all("agreement" in h and "kl" in h for h in metrics["history"])
+    # every epoch on the validation images, the test set once at the end
+    assert all({"val_acc", "val_agreement", "val_kl"} <= set(h) and "test_acc" not in h for h in metrics["history"])
     figures = {p.name for p in (root / "runs/tiny/crd/figures").iterdir()}
     assert figures == {"curves.png", "per_class_agreement.png", "prediction_matrix.png", "reliability.png"}
     assert shown_images(root / "runs/tiny/crd/notebook.ipynb") == 4

@@ -40,40 +40,64 @@ def legend_texts(legend) -> list[str]:
     return [text.get_text() for text in legend.get_texts()]
 
 
-def teacher_metrics(eval_images: int = 10000, **extra) -> dict:
-    history = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 0.3 * e, "test_acc": 0.25 * e, "lr": 0.1}
+OUTSIDE = "training images outside train_subset"
+VALIDATION = f"validation (1,000 {OUTSIDE})"
+
+
+def teacher_metrics(**extra) -> dict:
+    history = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 0.3 * e, "val_acc": 0.25 * e, "lr": 0.1}
                for e in (1, 2, 3)]
-    return {"status": "done", "stage": "teacher", "history": history, "eval_images": eval_images,
+    return {"status": "done", "stage": "teacher", "history": history, "val_images": 1000, "val_source": OUTSIDE,
             "test_images": 10000, "test_acc": 0.711, "image_size": 48, **extra}
 
 
 def distill_metrics(**extra) -> dict:
-    history = [{"epoch": e, "train_loss": 1.0, "train_acc": 0.5, "test_acc": 0.6, "lr": 0.1,
-                "agreement": 0.7 + 0.05 * e, "kl": 0.3 / e, "loss_ce": 0.5, "loss_kd": 0.5} for e in (1, 2)]
-    history[0]["kl"] = None  # a metric that was not computed must not break the plot
-    return {"status": "done", "stage": "distill", "history": history, "eval_images": 1000, "test_images": 10000,
-            "image_size": 32, "teacher_image_size": 48, "test_acc": 0.62, "agreement": 0.812,
-            "teacher_eval_acc": 0.842, "teacher_test_acc": 0.8508, "teacher_run_test_acc": 0.8659, **extra}
+    history = [{"epoch": e, "train_loss": 1.0, "train_acc": 0.5, "val_acc": 0.6, "lr": 0.1,
+                "val_agreement": 0.7 + 0.05 * e, "val_kl": 0.3 / e, "loss_ce": 0.5, "loss_kd": 0.5} for e in (1, 2)]
+    history[0]["val_kl"] = None  # a metric that was not computed must not break the plot
+    return {"status": "done", "stage": "distill", "history": history, "val_images": 1000, "val_source": OUTSIDE,
+            "test_images": 10000, "image_size": 32, "teacher_image_size": 48, "test_acc": 0.62, "agreement": 0.812,
+            "teacher_val_acc": 0.842, "teacher_test_acc": 0.8508, "teacher_run_test_acc": 0.8659, **extra}
+
+
+def older(metrics: dict, eval_images: int) -> dict:
+    """``metrics`` as recorded before the validation set: the epochs evaluated on ``eval_images`` test images."""
+    names = {"val_acc": "test_acc", "val_agreement": "agreement", "val_kl": "kl", "teacher_val_acc": "teacher_eval_acc"}
+    history = [{names.get(k, k): v for k, v in entry.items()} for entry in metrics["history"]]
+    kept = {names.get(k, k): v for k, v in metrics.items() if k not in ("val_images", "val_source")}
+    return {**kept, "history": history, "eval_images": eval_images}
 
 
 def stars(ax) -> list:
     return [line for line in ax.lines if line.get_marker() == "*"]
 
 
-def test_training_curves_on_all_test_images_says_so_and_needs_no_final_marker(close_after):
-    fig = plots.training_curves(teacher_metrics(eval_images=10000))
+def test_training_curves_on_validation_images_say_so_and_mark_the_final_test_accuracy(close_after):
+    fig = plots.training_curves(teacher_metrics())
     close_after(fig)
     render(fig)
     loss_ax, acc_ax = fig.axes
     assert len(fig.axes) == 2 and len(loss_ax.lines) == 1
-    assert legend_texts(acc_ax.get_legend()) == ["train (augmented batches, epoch mean)", "test (all 10,000 images)"]
+    assert legend_texts(acc_ax.get_legend()) == ["train (augmented batches, epoch mean)", VALIDATION,
+                                                 "final, all 10,000 test images: 71.1%"]
     assert acc_ax.lines[1].get_ydata().tolist() == pytest.approx([25, 50, 75])  # shown in %
-    assert stars(acc_ax) == []  # the last point already is the all-images accuracy
+    [star] = stars(acc_ax)
+    assert star.get_xydata().tolist() == [[3, pytest.approx(71.1)]]  # at the last epoch
     assert "%" in acc_ax.get_ylabel() and "48 px" in acc_ax.get_title()
 
 
-def test_training_curves_on_a_subset_marks_the_final_all_images_accuracy(close_after):
-    fig = plots.training_curves(teacher_metrics(eval_images=1000))
+def test_training_curves_of_an_older_run_on_all_test_images_say_so_and_need_no_final_marker(close_after):
+    fig = plots.training_curves(older(teacher_metrics(), eval_images=10000))
+    close_after(fig)
+    render(fig)
+    acc_ax = fig.axes[1]
+    assert legend_texts(acc_ax.get_legend()) == ["train (augmented batches, epoch mean)", "test (all 10,000 images)"]
+    assert acc_ax.lines[1].get_ydata().tolist() == pytest.approx([25, 50, 75])
+    assert stars(acc_ax) == []  # the last point already is the all-images accuracy
+
+
+def test_training_curves_of_an_older_run_on_a_test_subset_mark_the_final_all_images_accuracy(close_after):
+    fig = plots.training_curves(older(teacher_metrics(), eval_images=1000))
     close_after(fig)
     render(fig)
     acc_ax = fig.axes[1]
@@ -81,7 +105,7 @@ def test_training_curves_on_a_subset_marks_the_final_all_images_accuracy(close_a
     assert "test (1,000 of 10,000 images)" in texts
     assert "final, all 10,000 test images: 71.1%" in texts
     [star] = stars(acc_ax)
-    assert star.get_xydata().tolist() == [[3, pytest.approx(71.1)]]  # at the last epoch
+    assert star.get_xydata().tolist() == [[3, pytest.approx(71.1)]]
 
 
 def test_training_curves_distill_run_labels_teacher_line_and_fidelity_images(close_after):
@@ -91,27 +115,39 @@ def test_training_curves_distill_run_labels_teacher_line_and_fidelity_images(clo
     assert len(fig.axes) == 4  # loss, accuracy, agreement, and KL on a twin axis
     acc_ax, agree_ax, kl_ax = fig.axes[1], fig.axes[2], fig.axes[3]
     [teacher_line] = [line for line in acc_ax.lines if line.get_linestyle() == "--"]
-    assert teacher_line.get_ydata()[0] == pytest.approx(84.2)  # teacher_eval_acc, not teacher_test_acc
-    assert teacher_line.get_label() == "teacher on the same 1,000 of 10,000 images, resized to 48 px: 84.2%"
+    assert teacher_line.get_ydata()[0] == pytest.approx(84.2)  # teacher_val_acc, not teacher_test_acc
+    assert teacher_line.get_label() == f"teacher, {VALIDATION}, resized to 48 px: 84.2%"
     assert "final, all 10,000 test images: 62.0%" in legend_texts(acc_ax.get_legend())
-    assert "1,000 of 10,000 images" in agree_ax.get_title()
     assert agree_ax.lines[0].get_ydata().tolist() == pytest.approx([75, 80])
     [agreement_star] = stars(agree_ax)
     assert agreement_star.get_ydata()[0] == pytest.approx(81.2)
     assert kl_ax.lines[0].get_xydata().tolist() == [[2, pytest.approx(0.15)]]  # epoch 1 has no kl: not drawn
-    assert legend_texts(agree_ax.get_legend()) == ["top-1 agreement", "final, all 10,000 test images: 81.2%",
-                                                   "KL(teacher ‖ student)"]
+    assert legend_texts(agree_ax.get_legend()) == [f"top-1 agreement, {VALIDATION}",
+                                                   "final, all 10,000 test images: 81.2%",
+                                                   f"KL(teacher ‖ student), {VALIDATION}"]
+
+
+def test_training_curves_of_an_older_distill_run_read_its_test_subset_keys(close_after):
+    fig = plots.training_curves(older(distill_metrics(), eval_images=1000))
+    close_after(fig)
+    render(fig)
+    acc_ax, agree_ax, kl_ax = fig.axes[1], fig.axes[2], fig.axes[3]
+    [teacher_line] = [line for line in acc_ax.lines if line.get_linestyle() == "--"]
+    assert teacher_line.get_label() == "teacher, test (1,000 of 10,000 images), resized to 48 px: 84.2%"
+    assert agree_ax.lines[0].get_ydata().tolist() == pytest.approx([75, 80])
+    assert kl_ax.lines[0].get_xydata().tolist() == [[2, pytest.approx(0.15)]]
+    assert legend_texts(agree_ax.get_legend())[0] == "top-1 agreement, test (1,000 of 10,000 images)"
 
 
 def test_training_curves_teacher_at_the_students_size_is_not_called_resized(close_after):
     fig = plots.training_curves(distill_metrics(teacher_image_size=32))
     close_after(fig)
     [teacher_line] = [line for line in fig.axes[1].lines if line.get_linestyle() == "--"]
-    assert teacher_line.get_label() == "teacher on the same 1,000 of 10,000 images: 84.2%"
+    assert teacher_line.get_label() == f"teacher, {VALIDATION}: 84.2%"
 
 
-def test_training_curves_of_an_older_run_take_the_teacher_from_the_history(close_after):
-    metrics = distill_metrics()
+def test_training_curves_of_the_oldest_runs_take_the_teacher_from_the_history(close_after):
+    metrics = older(distill_metrics(), eval_images=1000)
     del metrics["teacher_eval_acc"]
     for entry in metrics["history"]:
         entry["teacher_test_acc"] = 0.83
@@ -121,23 +157,24 @@ def test_training_curves_of_an_older_run_take_the_teacher_from_the_history(close
     assert teacher_line.get_ydata()[0] == pytest.approx(83)
 
 
-@pytest.mark.parametrize("eval_subset, label", [(1000, "test (a 1,000-image subset)"), (None, "test (all images)")])
-def test_training_curves_of_a_run_in_progress_read_the_eval_subset_parameter(close_after, eval_subset, label):
-    metrics = {"status": "running", "stage": "teacher", "params": {"eval_subset": eval_subset, "image_size": 32},
-               "history": teacher_metrics()["history"][:1]}
+def test_training_curves_of_a_run_in_progress_have_no_final_mark_yet(close_after):
+    metrics = {**teacher_metrics(), "status": "running", "history": teacher_metrics()["history"][:1]}
+    del metrics["test_acc"]
     fig = plots.training_curves(metrics)
     close_after(fig)
     render(fig)
     acc_ax = fig.axes[1]
-    assert legend_texts(acc_ax.get_legend())[1] == label
-    assert stars(acc_ax) == []  # no final accuracy yet
+    assert legend_texts(acc_ax.get_legend())[1] == VALIDATION
+    assert stars(acc_ax) == []
 
 
-def test_training_curves_without_any_image_counts_still_plot(close_after):
-    fig = plots.training_curves({"history": teacher_metrics()["history"]})
+@pytest.mark.parametrize("metrics, label", [(teacher_metrics(), "validation images"),
+                                            (older(teacher_metrics(), 1000), "test images")])
+def test_training_curves_without_any_image_counts_still_plot(close_after, metrics, label):
+    fig = plots.training_curves({"history": metrics["history"]})
     close_after(fig)
     render(fig)
-    assert legend_texts(fig.axes[1].get_legend())[1] == "test"
+    assert legend_texts(fig.axes[1].get_legend())[1] == label
 
 
 @pytest.mark.parametrize("metrics", [{}, {"status": "running", "history": []}])

@@ -15,6 +15,7 @@ from dapt.analysis.summary import Summary
 REPO = Path(__file__).resolve().parents[1]
 
 PARAMS = {"image_size": 32, "epochs": 3, "train_subset": 6000, "eval_subset": 1000}
+OUTSIDE = "training images outside train_subset"
 
 
 def write_run(study, name: str, metrics: dict) -> None:
@@ -30,14 +31,14 @@ def study(tmp_path):
         "status": "done", "stage": "teacher", "history": [],
         "params": {"model": "efficientnet_lite2", "init": "ft", "image_size": 48, "epochs": 3,
                    "train_subset": 6000, "eval_subset": 1000},
-        "test_acc": 0.8659, "best_eval_acc": 0.857, "best_epoch": 3, "eval_images": 1000, "test_images": 10000,
-        "wall_time_s": 126.25, "model": "efficientnet_lite2", "init": "ft", "image_size": 48})
+        "test_acc": 0.8659, "best_val_acc": 0.857, "best_epoch": 3, "val_images": 1000, "val_source": OUTSIDE,
+        "test_images": 10000, "wall_time_s": 126.25, "model": "efficientnet_lite2", "init": "ft", "image_size": 48})
     student = {"status": "done", "stage": "distill", "history": [], "image_size": 32,
-               "test_acc": 0.7312, "best_eval_acc": 0.74, "best_epoch": 4, "eval_images": 1000,
+               "test_acc": 0.7312, "best_val_acc": 0.74, "best_epoch": 4, "val_images": 1000, "val_source": OUTSIDE,
                "test_images": 10000, "wall_time_s": 101.0, "ece": 0.0649,
                "teacher_run": "runs/study/lite2_ft", "teacher_model": "efficientnet_lite2", "teacher_init": "ft",
                "teacher_image_size": 48, "teacher_run_test_acc": 0.8659, "teacher_test_acc": 0.8508,
-               "teacher_eval_acc": 0.842, "agreement": 0.7525, "agreement_teacher_right": 0.8,
+               "teacher_val_acc": 0.842, "agreement": 0.7525, "agreement_teacher_right": 0.8,
                "agreement_teacher_wrong": 0.4, "kl": 0.465, "teacher_ece": 0.0257, "cka": 0.758}
     write_run(tmp_path, "mnv2_kd", {**student, "student": "mobilenet_v2", "distiller": "kd",
                                     "params": {**PARAMS, "epochs": 4, "student": "mobilenet_v2", "distiller": "kd"}})
@@ -48,7 +49,8 @@ def study(tmp_path):
     write_run(tmp_path, "mnv2_none", {
         "status": "done", "stage": "distill", "history": [], "image_size": 32, "student": "mobilenet_v2",
         "distiller": "none", "params": {**PARAMS, "student": "mobilenet_v2", "distiller": "none"},
-        "test_acc": 0.70, "eval_images": 1000, "test_images": 10000, "wall_time_s": 50.0, "ece": 0.02})
+        "test_acc": 0.70, "val_images": 1000, "val_source": OUTSIDE, "test_images": 10000, "wall_time_s": 50.0,
+        "ece": 0.02})
     write_run(tmp_path, "mnv2_crd", {"status": "running", "stage": "distill", "history": [],
                                      "params": {**PARAMS, "image_size": 40, "student": "mobilenet_v2",
                                                 "distiller": "crd", "teacher": "runs/study/lite2_ft"}})
@@ -68,15 +70,44 @@ def test_collect_reads_the_new_keys(study):
     teacher = runs["lite2_ft"]
     assert (teacher["stage"], teacher["model"], teacher["init"], teacher["image_size"]) == \
         ("teacher", "efficientnet_lite2", "ft", 48)
-    assert teacher["test_acc"] == 0.8659 and teacher["best_eval_acc"] == 0.857 and teacher["eval_images"] == 1000
+    assert teacher["test_acc"] == 0.8659 and teacher["best_val_acc"] == 0.857 and teacher["val_images"] == 1000
+    assert teacher["val_source"] == OUTSIDE and teacher["best_eval_acc"] is None and teacher["eval_images"] is None
     kd = runs["mnv2_kd"]
     assert kd["teacher_run"] == "lite2_ft"  # the folder name, not the repo-relative path
-    assert (kd["teacher_test_acc"], kd["teacher_run_test_acc"], kd["teacher_eval_acc"]) == (0.8508, 0.8659, 0.842)
+    assert (kd["teacher_test_acc"], kd["teacher_run_test_acc"], kd["teacher_val_acc"]) == (0.8508, 0.8659, 0.842)
     assert (kd["image_size"], kd["teacher_image_size"], kd["epochs"], kd["train_subset"]) == (32, 48, 4, 6000)
     assert (kd["agreement"], kd["kl"], kd["cka"], kd["ece"]) == (0.7525, 0.465, 0.758, 0.0649)
     assert "best_test_acc" not in kd
     alone = runs["mnv2_none"]
     assert alone["teacher_run"] is None and alone["teacher_test_acc"] is None and alone["agreement"] is None
+
+
+def test_runs_recorded_before_the_validation_set_are_read_and_labelled_as_on_test_images(tmp_path):
+    """runs/ keeps records whose epochs were evaluated on a test subset: test_acc per epoch, eval_images,
+    best_eval_acc, teacher_eval_acc. They are read as they are; their curves say test, new ones validation."""
+    from dapt.analysis.budget import plateau
+    from dapt.analysis.configurations import configurations
+    from dapt.analysis.curves import per_epoch_images
+
+    for name, key, extra in (("older", "test_acc", {"eval_images": 1000, "best_eval_acc": 0.65,
+                                                    "teacher_eval_acc": 0.8}),
+                             ("newer", "val_acc", {"val_images": 1000, "val_source": OUTSIDE, "best_val_acc": 0.65,
+                                                   "teacher_val_acc": 0.8})):
+        history = [{"epoch": e, "train_acc": 0.5, key: 0.5 + 0.05 * e} for e in (1, 2, 3)]  # still rising
+        write_run(tmp_path, name, {"status": "done", "stage": "distill", "history": history, "test_acc": 0.6,
+                                   "test_images": 10000, "student": "mobilenet_v2", "distiller": "kd",
+                                   "params": {**PARAMS, "student": "mobilenet_v2", "distiller": "kd", "lr": name},
+                                   **extra})
+    configs = {c["run"]: c for c in configurations(report.collect(tmp_path))}
+    older, newer = configs["older"], configs["newer"]
+    assert (older["best_eval_acc"], older["teacher_eval_acc"], older["best_val_acc"]) == (0.65, 0.8, None)
+    assert (newer["best_val_acc"], newer["teacher_val_acc"], newer["best_eval_acc"]) == (0.65, 0.8, None)
+    assert per_epoch_images(older) == "test (1,000 of 10,000 images)"
+    assert per_epoch_images(newer) == "validation (1,000 training images outside train_subset)"
+    for config, on in ((older, "test"), (newer, "validation")):
+        verdict = plateau(config["history"])
+        assert (verdict.on, verdict.status, verdict.last_acc) == (on, "still improving", pytest.approx(0.65))
+    assert "| validation |" in render.plateau_table(Summary.read(tmp_path))
 
 
 def test_collect_keeps_a_run_in_progress_with_what_its_params_say(study):
@@ -261,22 +292,29 @@ def test_summary_reads_the_settings_its_report_run_recorded(study):
     assert Summary.read(study, paper_epochs=3, short_budget_epochs=2).budget.kind == "paper"
 
 
-def test_run_summary_labels_each_teacher_accuracy_with_its_images_and_size():
+VALIDATION_RECORD = {"teacher_val_acc": 0.842, "val_images": 1000, "val_source": "training images outside train_subset",
+                     "best_val_acc": 0.99}
+OLDER_RECORD = {"teacher_eval_acc": 0.842, "eval_images": 1000, "best_eval_acc": 0.99}  # before the validation set
+
+
+@pytest.mark.parametrize("per_epoch, images", [
+    (VALIDATION_RECORD, "validation (1,000 training images outside train_subset)"),
+    (OLDER_RECORD, "test (1,000 of 10,000 images)"),
+])
+def test_run_summary_labels_each_teacher_accuracy_with_its_images_and_size(per_epoch, images):
     metrics = {"stage": "distill", "test_acc": 0.7312, "image_size": 32, "teacher_image_size": 48,
                "teacher_run": "runs/study/lite2_ft", "teacher_run_test_acc": 0.8659, "teacher_test_acc": 0.8508,
-               "teacher_eval_acc": 0.842, "eval_images": 1000, "test_images": 10000, "agreement": 0.7525,
-               "kl": 0.465, "best_eval_acc": 0.99}
+               "test_images": 10000, "agreement": 0.7525, "kl": 0.465, **per_epoch}
     lines = report.run_summary(metrics).splitlines()
     assert lines == [
         " 73.12%  student test accuracy (all 10,000 test images, 32 px)",
         " 86.59%  teacher lite2_ft, its own run (all 10,000 test images, 48 px)",
         " 85.08%  teacher on this run's test inputs (all 10,000 test images, 32 px resized to 48 px): "
         "what agreement is measured against",
-        " 84.20%  teacher on the per-epoch evaluation images (1,000 of 10,000 test images, 32 px resized to 48 px): "
-        "the curves' dashed line",
+        f" 84.20%  teacher on the per-epoch images: {images}, 32 px resized to 48 px; the curves' dashed line",
         " 75.25%  top-1 agreement with the teacher (all 10,000 test images)",
         "  0.465  KL(teacher ‖ student) in nats (all 10,000 test images)",
-    ]  # the subset's best accuracy (99%) is not put beside the all-images numbers
+    ]  # the best per-epoch accuracy (99%) is not put beside the all-images numbers
 
 
 def test_run_summary_of_a_run_without_teacher_or_results():

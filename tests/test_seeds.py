@@ -24,7 +24,7 @@ BASE = {"dataset": "digits", "image_size": 32, "epochs": 3, "train_subset": 600,
 
 
 def curve(*accs: float) -> list[dict]:
-    return [{"epoch": i + 1, "test_acc": a, "train_acc": a - 0.05} for i, a in enumerate(accs)]
+    return [{"epoch": i + 1, "val_acc": a, "train_acc": a - 0.05} for i, a in enumerate(accs)]
 
 
 def write_run(study: Path, name: str, stage: str, acc: float | None, history: list[dict] | None = None,
@@ -36,7 +36,8 @@ def write_run(study: Path, name: str, stage: str, acc: float | None, history: li
     params = {**BASE, "run_dir": f"runs/{study.name}/{name}", **params}
     metrics = {"status": "done" if acc is not None else "failed", "stage": stage, "params": params,
                "history": history if history is not None else curve(0.5, 0.6, acc or 0.6),
-               "test_acc": acc, "test_images": 1000, "eval_images": 100, "image_size": params["image_size"]}
+               "test_acc": acc, "test_images": 1000, "val_images": 100, "val_source": "training images outside "
+               "train_subset", "image_size": params["image_size"]}
     if stage == "teacher":
         metrics.update(model=params["model"], init=params["init"])
     else:
@@ -85,7 +86,7 @@ def test_configurations_give_mean_and_sample_std_over_seeds(study):
     assert kd["agreement"] == pytest.approx(np.mean(KD) + 0.01)
     # the seed-mean curve: epoch 3 is the mean of the seeds' last accuracies
     assert [h["epoch"] for h in kd["history"]] == [1, 2, 3]
-    assert kd["history"][2]["test_acc"] == pytest.approx(np.mean(KD))
+    assert kd["history"][2]["val_acc"] == pytest.approx(np.mean(KD))
     cell = render.value_cell(kd, "test_acc")
     assert cell == f"{100 * np.mean(KD):.2f} ± {100 * np.std(KD, ddof=1):.2f} (n=3)" == "72.50 ± 1.50 (n=3)"
     table = render.configuration_table(list(configs.values()))
@@ -164,12 +165,12 @@ def test_plateau_rule_on_hand_made_histories():
 
 def test_plateau_rule_counts_epochs_not_evaluations():
     # eval_every 10 over 30 epochs: the last third is epochs 20-30, so the gain is a_30 - a_20, not a tenth of it
-    sparse = [{"epoch": e, "test_acc": a} for e, a in ((10, 0.62), (20, 0.70), (30, 0.74))]
+    sparse = [{"epoch": e, "val_acc": a} for e, a in ((10, 0.62), (20, 0.70), (30, 0.74))]
     got = budget.plateau(sparse)
     assert (got.from_epoch, got.epochs) == (20, 30)
     assert got.gain_pt == pytest.approx(4.0) and got.status == "still improving"
     # evaluated every 4th epoch of 30: k = 10, the evaluations at epochs 20, 24, 28 and 30 carry the line
-    every4 = [{"epoch": e, "test_acc": 0.5 + 0.0005 * e} for e in (4, 8, 12, 16, 20, 24, 28, 30)]
+    every4 = [{"epoch": e, "val_acc": 0.5 + 0.0005 * e} for e in (4, 8, 12, 16, 20, 24, 28, 30)]
     got = budget.plateau(every4)
     assert got.from_epoch == 20 and got.gain_pt == pytest.approx(0.5) and got.status == "plateaued"
 
@@ -220,7 +221,8 @@ def test_plateaus_from_the_histories(tmp_path):
         student(long, f"kd{seed}", "kd", 0.70, seed, history=flat)
     summary = Summary.read(long)
     assert summary.still_improving() == [] and summary.judged_students() == ["kd{0,1}"]
-    assert "| kd{0,1} | 2 | 6 | 4 | 69.50 | 70.00 | +0.50 | 5 | 65.00 | plateaued |" in render.plateau_table(summary)
+    assert "| kd{0,1} | 2 | 6 | 4 | validation | 69.50 | 70.00 | +0.50 | 5 | 65.00 | plateaued |" in \
+        render.plateau_table(summary)
 
 
 def test_teacher_init_comparisons_hold_the_student_fixed(tmp_path):
@@ -268,6 +270,8 @@ def test_figures_show_every_seed_and_a_panel_per_student(study):
     titles = [ax.get_title() for ax in curves.axes if ax.get_title()]
     assert titles == ["student mobilenet_v2", "teacher-stage runs"]
     assert len(curves.axes[0].get_lines()) == 3  # kd, none, crd: one mean line each
+    assert curves.axes[0].get_ylabel() == "validation accuracy (%)"
+    assert "on validation (100 training images outside train_subset)" in curves.texts[0].get_text()
 
 
 REPORT_ONLY = """

@@ -26,7 +26,7 @@ from dapt.models.nets import create_model
 
 @pytest.fixture(scope="module")
 def digits():
-    return D.load_dataset("digits", 16, train_subset=100, seed=0)
+    return D.load_dataset("digits", 16, train_subset=100, seed=0, validation=100)
 
 
 def write_generate_run(folder: Path, per_class: int, *, dataset: str = "digits", classes=None, size: int = 8,
@@ -151,7 +151,7 @@ def test_distill_with_crd_on_real_and_synthetic_images(tmp_path, digits, capsys)
         "model": "resnet18", "num_classes": 10, "classes": digits.classes, "dataset": "digits", "image_size": 16})
     (teacher_dir / "metrics.json").write_text(json.dumps({"stage": "teacher", "status": "done", "test_acc": 0.1}))
     generated = write_generate_run(tmp_path / "gen", 10)
-    real = D.load_dataset("digits", 16, train_subset=50, seed=0)
+    real = D.load_dataset("digits", 16, train_subset=50, seed=0, validation=50)
 
     def run(name: str, **values):
         cfg = config.validate(config.DistillConfig, {

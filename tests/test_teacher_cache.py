@@ -248,7 +248,7 @@ def trained_teacher(tmp_path_factory):
     cfg = config.validate(config.TeacherConfig, {
         "dataset": "digits", "image_size": 16, "train_subset": 300, "batch_size": 50, "precise_bn": None,
         "device": "cpu", "model": "resnet18", "init": "fr", "epochs": 3, "lr": 3e-3, "run_dir": str(folder)})
-    ds = load_dataset("digits", 16, train_subset=300, seed=0)
+    ds = load_dataset("digits", 16, train_subset=300, seed=0, validation=100)
     record = records.RunRecord.start(folder, "teacher", config.as_dict(cfg))
     train_teacher(cfg, ds, record)
     record.finish()

@@ -15,11 +15,13 @@ from dapt.stages.distill import distill
 from dapt.stages.teacher import build_teacher, train_teacher
 from dapt.training.checkpoint import load_teacher
 from dapt.core.errors import DaptError
+from dapt.training import agreement as A
+from dapt.training.loop import predict
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return D.load_dataset("digits", 16, train_subset=200, seed=0)
+    return D.load_dataset("digits", 16, train_subset=200, seed=0, validation=100)
 
 
 def teacher_cfg(tmp_path, **values):
@@ -134,6 +136,19 @@ def test_resume_refuses_a_checkpoint_of_another_epoch_length(tmp_path, digits):
         train_teacher(other, digits, record)
 
 
+def test_resume_refuses_a_checkpoint_whose_epochs_were_evaluated_on_test_images(tmp_path, digits):
+    first = teacher_cfg(tmp_path)
+    train_teacher(first, digits, runs.RunRecord.start(first.run_dir, "teacher", config.as_dict(first)))
+    last = tmp_path / "teacher" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state["history"] = [{("test_acc" if k == "val_acc" else k): v for k, v in h.items()} for h in state["history"]]
+    torch.save(state, last)  # as written before the validation set: its best is a test accuracy
+    other = teacher_cfg(tmp_path, epochs=2, resume=True)
+    record = runs.RunRecord.start(other.run_dir, "teacher", config.as_dict(other), resume=True)
+    with pytest.raises(DaptError, match="written when the evaluated epochs read test images, .*without resume"):
+        train_teacher(other, digits, record)
+
+
 def test_distill_checks_the_teacher_and_leaves_it_untouched(tmp_path, digits):
     cfg = teacher_cfg(tmp_path)
     record = runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg))
@@ -164,7 +179,9 @@ def test_distill_checks_the_teacher_and_leaves_it_untouched(tmp_path, digits):
     metrics = drecord.metrics
     assert 0.0 <= metrics["agreement"] <= 1.0 and metrics["cka"] is not None
     assert metrics["teacher_run_test_acc"] == pytest.approx(record.metrics["test_acc"], rel=1e-5)
-    assert metrics["teacher_image_size"] == 16 and metrics["eval_images"] == metrics["test_images"]
+    assert metrics["teacher_image_size"] == 16 and metrics["val_images"] == 100
+    assert metrics["teacher_val_acc"] == pytest.approx(A.accuracy(predict(teacher, digits.val_x)[0], digits.val_y))
+    assert all({"val_acc", "val_agreement", "val_kl"} <= set(h) and "test_acc" not in h for h in metrics["history"])
 
     model_file.unlink()  # a fresh clone holds the report of a teacher run, not its checkpoint
     with pytest.raises(DaptError, match="no model.pt .*train it first"):
@@ -206,28 +223,17 @@ def test_eval_every_evaluates_every_nth_epoch_and_the_last_and_picks_best_among_
     metrics = json.loads((tmp_path / "teacher" / "metrics.json").read_text())
     history = metrics["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
-    assert [h["epoch"] for h in history if "test_acc" in h] == [2, 4, 5]
-    assert all("train_loss" in h for h in history)
-    evaluated = {h["epoch"]: h["test_acc"] for h in history if "test_acc" in h}
-    assert metrics["best_epoch"] in evaluated and metrics["best_eval_acc"] == max(evaluated.values())
-    assert metrics["eval_images"] == 100 and metrics["test_images"] == len(digits.test_y)
-    from dapt.training import agreement as A
-    from dapt.training.loop import predict
+    assert [h["epoch"] for h in history if "val_acc" in h] == [2, 4, 5]
+    assert all("train_loss" in h and "test_acc" not in h for h in history)
+    evaluated = {h["epoch"]: h["val_acc"] for h in history if "val_acc" in h}
+    assert metrics["best_epoch"] in evaluated and metrics["best_val_acc"] == max(evaluated.values())
+    assert metrics["val_images"] == 100 and metrics["test_images"] == len(digits.test_y)
     logits, _ = predict(model, digits.test_x, channels_last=cfg.channels_last)
     assert metrics["test_acc"] == pytest.approx(A.accuracy(logits, digits.test_y), abs=1e-6)  # final: all images
 
 
-def test_eval_subset_auto_scales_with_the_training_set():
-    from dapt.training.loop import eval_size
-
-    assert eval_size("auto", 10_000, 600) == 1000  # the floor: a standard error near 1.3 points
-    assert eval_size("auto", 10_000, 6000) == 6000  # as many as the training images: <= 1/3 of an epoch
-    assert eval_size("auto", 10_000, 50_000) == 10_000 and eval_size("auto", 300, 50) == 300
-    assert eval_size(None, 10_000, 600) == 10_000 and eval_size(500, 10_000, 600) == 500
-
-
 @pytest.mark.parametrize("values, message", [
-    ({"eval_subset": "half"}, "eval_subset='half' must be a whole number of test images (at least 1), auto"),
+    ({"eval_subset": "half"}, "eval_subset='half' must be a whole number of validation images (at least 1), auto"),
     ({"eval_subset": 0}, "eval_subset=0 must be a whole number"),
     ({"eval_subset": True}, "eval_subset must be an integer or a string or null, got True"),
     ({"eval_every": 0}, "eval_every=0 must be"),

@@ -1,21 +1,24 @@
 """What a study's epoch budget can show: was each configuration trained to a plateau, and how do the
 students' epochs stand against a short budget and the paper's setting (both parameters of the report stage)?
 
-The **plateau rule**, on the per-epoch history in ``metrics.json`` (accuracy on the evaluation images,
-averaged over the configuration's seeds): with :math:`E` the last evaluated epoch and
-:math:`k = \\lceil E/3 \\rceil` epochs (the last third), the gain is :math:`g = k\\,\\hat\\beta`, :math:`\\hat\\beta` the
-least-squares slope of accuracy per epoch over the evaluated epochs from :math:`E-k` to :math:`E` (at least the
-last two; with every epoch evaluated and :math:`k \\le 2` exactly :math:`a_E - a_{E-k}`; for long runs the fit
-averages out the evaluation images' epoch-to-epoch noise; with ``eval_every`` > 1 the slope is per epoch, not
-per evaluation); the configuration **plateaued** when :math:`g <` ``PLATEAU_POINTS``, and was **still
-improving** otherwise; below two epochs there is no curve to judge. A comparison between configurations still
-improving tests how fast they learn within the budget, not where they end.
+The **plateau rule**, on the per-epoch history in ``metrics.json`` (accuracy on the validation images; on a
+test subset in runs recorded before them: ``curves``), averaged over the configuration's seeds: with :math:`E`
+the last evaluated epoch and :math:`k = \\lceil E/3 \\rceil` epochs (the last third), the gain is
+:math:`g = k\\,\\hat\\beta`, :math:`\\hat\\beta` the least-squares slope of accuracy per epoch over the evaluated
+epochs from :math:`E-k` to :math:`E` (at least the last two; with every epoch evaluated and :math:`k \\le 2`
+exactly :math:`a_E - a_{E-k}`; for long runs the fit averages out the per-epoch images' epoch-to-epoch noise;
+with ``eval_every`` > 1 the slope is per epoch, not per evaluation); the configuration **plateaued** when
+:math:`g <` ``PLATEAU_POINTS``, and was **still improving** otherwise; below two epochs there is no curve to
+judge. A comparison between configurations still improving tests how fast they learn within the budget, not
+where they end.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Any, Optional
+
+from dapt.analysis.curves import curve as per_epoch_curve, on_test_images
 
 PLATEAU_POINTS = 1.0
 
@@ -24,7 +27,8 @@ PLATEAU_POINTS = 1.0
 class Plateau:
     """The plateau rule on one (seed-mean) history: ``status`` plateaued / still improving / unknown (fewer
     than two epochs with an accuracy), the epochs compared and their accuracies, the gain in points, the best
-    epoch and the last training accuracy."""
+    epoch, the last training accuracy, and which images the accuracies are on (``on``: validation, or test for
+    a run recorded before the validation set)."""
 
     status: str
     epochs: Optional[int] = None
@@ -34,13 +38,15 @@ class Plateau:
     gain_pt: Optional[float] = None
     best_epoch: Optional[int] = None
     train_acc: Optional[float] = None
+    on: str = "validation"
 
 
 def plateau(history: list[dict[str, Any]]) -> Plateau:
-    curve = [(h["epoch"], float(h["test_acc"])) for h in history if isinstance(h.get("test_acc"), (int, float))]
+    curve = per_epoch_curve(history)
+    on = "test" if on_test_images(history) else "validation"
     train = [float(h["train_acc"]) for h in history if isinstance(h.get("train_acc"), (int, float))]
     if len(curve) < 2:
-        return Plateau("unknown", epochs=curve[-1][0] if curve else None)
+        return Plateau("unknown", epochs=curve[-1][0] if curve else None, on=on)
     end_epoch, end = curve[-1]
     k = math.ceil(end_epoch / 3)
     window = [point for point in curve if point[0] >= end_epoch - k]
@@ -49,7 +55,8 @@ def plateau(history: list[dict[str, Any]]) -> Plateau:
     gain = 100 * k * _slope(window)
     return Plateau("plateaued" if gain < PLATEAU_POINTS else "still improving", epochs=end_epoch,
                    from_epoch=start_epoch, from_acc=start, last_acc=end, gain_pt=gain,
-                   best_epoch=max(curve, key=lambda point: point[1])[0], train_acc=train[-1] if train else None)
+                   best_epoch=max(curve, key=lambda point: point[1])[0], train_acc=train[-1] if train else None,
+                   on=on)
 
 
 def _slope(points: list[tuple[int, float]]) -> float:

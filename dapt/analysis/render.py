@@ -15,7 +15,8 @@ from dapt.analysis.summary import Summary
 SEED_NOISE_RULE = (f"**Seed-noise rule**: a gap is beyond seed noise when Welch's two-sided t test on the seeds' "
                    f"test accuracies gives p < {ALPHA} (each comparison on its own); a gap within it is not evidence "
                    f"of equality; with one seed on a side the spread is unknown.")
-PLATEAU_RULE = (f"**Plateau rule**: a configuration whose evaluation accuracy (seed mean, least-squares line over "
+PLATEAU_RULE = (f"**Plateau rule**: a configuration whose per-epoch accuracy on its validation images (in runs "
+                f"recorded before them, a test subset; seed mean, least-squares line over "
                 f"the last third of its epochs) still rose by {PLATEAU_POINTS:.0f} point or more had not converged: "
                 f"comparing it tests the budget, not the claim.")
 CLAIM_TITLES = {"no teacher": "distilled vs no teacher", "pre-training": "distilled vs pre-trained, fine-tuned",
@@ -94,7 +95,8 @@ def claims_table(comps: list[Comparison]) -> str:
 
 
 PLATEAU_COLUMNS = [("run", "configuration"), ("n", "seeds"), ("epochs", "epochs"), ("from_epoch", "from epoch"),
-                   ("from_acc", "eval acc % at that epoch"), ("last_acc", "eval acc % at the last epoch"),
+                   ("on", "per-epoch images"), ("from_acc", "acc % at that epoch"),
+                   ("last_acc", "acc % at the last epoch"),
                    ("gain_pt", "gain since (points, least-squares)"), ("best_epoch", "best epoch"),
                    ("train_acc", "train acc % at the last epoch"), ("status", "verdict")]
 

@@ -3,13 +3,16 @@
 Every accuracy in a row is the run's final accuracy on all test images at the run's own image size
 (``image_size``, the "px" column). A teacher appears twice, each time labelled: in its own row (its own
 run, its own size) and, in the rows of its students, as ``teacher_test_acc`` (the teacher on the
-students' test images resized to its size: what agreement is measured against).
+students' test images resized to its size: what agreement is measured against). The per-epoch numbers are
+on other images (``curves.per_epoch_images``: the validation images, or a test subset in older runs) and are
+labelled as such wherever they appear.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from dapt.analysis.curves import per_epoch_images
 from dapt.core.files import read_json
 
 COLUMNS = [
@@ -19,8 +22,8 @@ COLUMNS = [
     ("kl", "KL(t‖s)"), ("ece", "ECE %"), ("cka", "CKA"), ("epochs", "epochs"), ("wall_time_s", "time s"),
     ("status", "status"),
 ]
-_PERCENT = {"teacher_acc_on_synthetic", "test_acc", "teacher_test_acc", "teacher_run_test_acc", "teacher_eval_acc", "best_eval_acc",
-            "agreement", "ece"}
+_PERCENT = {"teacher_acc_on_synthetic", "test_acc", "teacher_test_acc", "teacher_run_test_acc", "teacher_val_acc",
+            "best_val_acc", "teacher_eval_acc", "best_eval_acc", "agreement", "ece"}
 INIT_LABELS = {"fr": "from scratch", "lp": "ImageNet, linear probe", "ft": "ImageNet, fine-tuned"}
 
 
@@ -63,7 +66,9 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
     """One row per run folder of ``study_dir`` (teachers first, then students), from its metrics.json.
 
     Rows of runs still in progress carry what is known (their params); missing values are None. Each
-    row also keeps its run's ``params``, per-epoch ``history`` and ``folder`` (for ``configurations``).
+    row also keeps its run's ``params``, per-epoch ``history`` and ``folder`` (for ``configurations``), and what
+    its per-epoch numbers are on: ``val_images`` and ``val_source``, or in a run recorded before the validation
+    set ``eval_images`` of the test set (with ``best_eval_acc`` for ``best_val_acc``).
     ``epochs``, ``train_subset`` and ``batch_size`` are copied from the params only when the params have them.
     """
     rows = []
@@ -74,10 +79,10 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
         params = metrics.get("params") or {}
         row = {"run": folder.name, "stage": metrics["stage"], "status": metrics.get("status"),
                "folder": folder.as_posix(), "params": params, "history": metrics.get("history") or [],
-               "test_acc": metrics.get("test_acc"), "best_eval_acc": metrics.get("best_eval_acc"),
-               "best_epoch": metrics.get("best_epoch"), "eval_images": metrics.get("eval_images"),
-               "test_images": metrics.get("test_images"), "wall_time_s": metrics.get("wall_time_s"),
-               "ece": metrics.get("ece"), "image_size": metrics.get("image_size", params.get("image_size"))}
+               **{key: metrics.get(key) for key in ("test_acc", "best_val_acc", "best_eval_acc", "best_epoch",
+                                                     "val_images", "val_source", "eval_images", "test_images",
+                                                     "wall_time_s", "ece")},
+               "image_size": metrics.get("image_size", params.get("image_size"))}
         row.update({key: params[key] for key in ("epochs", "train_subset", "batch_size") if key in params})
         if metrics["stage"] == "teacher":
             init = metrics.get("init", params.get("init"))
@@ -92,7 +97,8 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
                        teacher=_teacher_cell(metrics, teacher_run, distiller),
                        **{k: metrics.get(k) for k in (
                            "teacher_model", "teacher_init", "teacher_image_size", "teacher_run_test_acc",
-                           "teacher_test_acc", "teacher_eval_acc", "agreement", "agreement_teacher_right",
+                           "teacher_test_acc", "teacher_val_acc", "teacher_eval_acc", "agreement",
+                           "agreement_teacher_right",
                            "agreement_teacher_wrong", "kl", "cka", "teacher_ece", "n_real", "n_synthetic",
                            "synset_size")},
                        diffaug=metrics.get("diffaug", params.get("diffaug")),
@@ -213,7 +219,8 @@ def run_summary(metrics: dict[str, Any]) -> str:
     """The final numbers of one run, one per line, each saying which images and image size it is on.
 
     Read from the run's ``metrics.json`` dict; numbers not (yet) recorded are left out. The best
-    per-epoch accuracy is not listed: it is on the evaluation images and not comparable with these.
+    per-epoch accuracy is not listed: it is on the validation images and not comparable with these; the
+    teacher's accuracy on those images is, as the reference line of the per-epoch curves.
     """
     total = metrics.get("test_images")
     everything = f"all {int(total):,} test images" if isinstance(total, (int, float)) else "all test images"
@@ -221,9 +228,7 @@ def run_summary(metrics: dict[str, Any]) -> str:
     px = f", {size} px" if size is not None else ""
     resized = (f", {size} px resized to {t_size} px" if size is not None and t_size is not None and t_size != size
                else px)
-    evaluated = metrics.get("eval_images")
-    subset = (f"{int(evaluated):,} of {int(total):,} test images"
-              if isinstance(evaluated, (int, float)) and isinstance(total, (int, float)) else "evaluation images")
+    per_epoch = per_epoch_images(metrics)
     teacher = Path(str(metrics["teacher_run"])).name if metrics.get("teacher_run") else "teacher"
     t_own = f", {t_size} px" if t_size is not None else ""
     who = "student" if metrics.get("stage") == "distill" else "model"
@@ -232,8 +237,8 @@ def run_summary(metrics: dict[str, Any]) -> str:
         (f"teacher {teacher}, its own run ({everything}{t_own})", metrics.get("teacher_run_test_acc"), "%"),
         (f"teacher on this run's test inputs ({everything}{resized}): what agreement is measured against",
          metrics.get("teacher_test_acc"), "%"),
-        (f"teacher on the per-epoch evaluation images ({subset}{resized}): the curves' dashed line",
-         metrics.get("teacher_eval_acc"), "%"),
+        (f"teacher on the per-epoch images: {per_epoch}{resized}; the curves' dashed line",
+         metrics.get("teacher_val_acc", metrics.get("teacher_eval_acc")), "%"),
         (f"top-1 agreement with the teacher ({everything})", metrics.get("agreement"), "%"),
         ("  on the images the teacher gets right", metrics.get("agreement_teacher_right"), "%"),
         ("  on the images the teacher gets wrong", metrics.get("agreement_teacher_wrong"), "%"),

@@ -2,12 +2,14 @@
 and input normalisation.
 
 Every dataset ends as ``ImageSet``: uint8 [N, 3, S, S] at the working image size ``S``, so the
-training loop never waits on PIL. On-disk formats live in ``formats``, decoded folder datasets
+training loop never waits on PIL. A training run's ``ImageSet`` also holds its validation images,
+drawn from the training split and never from the test set (``validation_index``). On-disk formats live in ``formats``, decoded folder datasets
 in ``imagecache``, augmented views and their replay in ``augment``. The loaders here are the
 implementations the catalog ``dapt.data.DATASETS`` declares (``load_<name>``).
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -41,6 +43,14 @@ class ImageSet:
     # int64 [n_real]: each real training image's index in the dataset's whole training split (load_dataset
     # sets it; None when unknown), so a set drawn outside a subset (generator holdout) can be checked against it
     train_index: torch.Tensor | None = None
+    # The validation images (load_dataset with ``validation``; None without): what every per-epoch number,
+    # best.pt and every selection read, so the test set is read once, by the final evaluation. uint8 / int64
+    # like train_x / train_y; val_index holds their indices in the training split, val_source where they come
+    # from (VALIDATION_OUTSIDE or VALIDATION_SPLIT).
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    val_index: torch.Tensor | None = None
+    val_source: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -112,6 +122,19 @@ load_mit_indoor = partial(_folder_set, "mit_indoor", formats.mit_indoor_index)
 load_cub_2011 = partial(_folder_set, "cub_2011", formats.cub_index)
 
 
+def proportional_quotas(counts: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` split over classes of sizes ``counts`` (each at least 1) in proportion to them: largest-remainder
+    quotas, then every class gets at least one (taken from the largest quota); ``len(counts) <= n <= sum``."""
+    exact = counts.double() * n / int(counts.sum())
+    quota = exact.floor().long()
+    remainder_order = torch.argsort(exact - quota, descending=True, stable=True)
+    quota[remainder_order[: n - int(quota.sum())]] += 1
+    while (quota == 0).any():
+        quota[torch.argmax(quota)] -= 1
+        quota[torch.nonzero(quota == 0)[0]] += 1
+    return quota
+
+
 def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Sorted indices of ``n`` samples drawn per class in proportion to the class sizes.
 
@@ -124,14 +147,15 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
         raise DaptError(f"train_subset={n} is smaller than the {len(present)} classes; set it to at least {len(present)}, or null for all")
     if n >= len(labels):
         return torch.arange(len(labels))
-    exact = counts.double() * n / len(labels)
-    quota = exact.floor().long()
-    remainder_order = torch.argsort(exact - quota, descending=True, stable=True)
-    quota[remainder_order[: n - int(quota.sum())]] += 1
-    while (quota == 0).any():
-        quota[torch.argmax(quota)] -= 1
-        quota[torch.nonzero(quota == 0)[0]] += 1
+    quota = proportional_quotas(counts, n)
     return sample_per_class(labels, dict(zip(present.tolist(), quota.tolist())), seed)
+
+
+def subset_of(labels: torch.Tensor, train_subset: int | None, seed: int) -> torch.Tensor:
+    """Sorted training-split indices of the subset ``load_dataset(train_subset=..., seed=...)`` keeps."""
+    if train_subset is None or train_subset >= len(labels):
+        return torch.arange(len(labels))
+    return stratified_subset(labels, train_subset, seed)
 
 
 def sample_per_class(labels: torch.Tensor, quota: dict[int, int], seed: int) -> torch.Tensor:
@@ -145,21 +169,119 @@ def sample_per_class(labels: torch.Tensor, quota: dict[int, int], seed: int) -> 
     return torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.int64)
 
 
+def class_seed(seed: int, label: int) -> int:
+    """The seed of class ``label``'s order of the images outside a subset (``outside_order``): a 32-bit hash
+    of (subset seed, label). The "holdout/" prefix keeps the draws generate runs made before it moved here."""
+    return int.from_bytes(hashlib.sha256(f"holdout/{seed}/{label}".encode()).digest()[:4], "little")
+
+
+def outside_order(labels: torch.Tensor, subset: torch.Tensor, seed: int, num_classes: int) -> list[torch.Tensor]:
+    """Per class ``c``, the training-split indices of class ``c``'s images outside ``subset``, in the order of
+    a permutation seeded by ``class_seed(seed, c)``. Generator holdout takes its images from the front of
+    each class's order, the validation set (``validation_index``) from its back: for the same subset and
+    seed the two never share an image while they fit in the class."""
+    outside = torch.ones(len(labels), dtype=torch.bool)
+    outside[subset] = False
+    members = [torch.nonzero((labels == c) & outside).flatten() for c in range(num_classes)]
+    return [m[torch.randperm(len(m), generator=torch.Generator().manual_seed(class_seed(seed, c)))]
+            for c, m in enumerate(members)]
+
+
+VALIDATION_OUTSIDE = "training images outside train_subset"
+VALIDATION_SPLIT = "training images held out of training, stratified"  # each source reads after a count
+VALIDATION_FLOOR = 1000  # eval_subset auto: at least this many validation images where the pool holds them
+SPLIT_SHARE = 0.1  # eval_subset auto or null without images outside the subset: this share of the training images
+
+
+def validation_size(eval_subset: int | str | None, pool: int, n_train: int) -> int:
+    """How many validation images ``eval_subset`` asks for from ``pool`` training images outside the subset of
+    ``n_train``: the int itself, all of them for None, and for ``"auto"`` ``min(pool, max(1000, n_train))``.
+    Why auto: evaluating m images costs m forward passes, an epoch about 3·n_train (forward + backward), so
+    m <= n_train keeps evaluation under about a third of the epoch; below 1,000 images an accuracy's standard
+    error (sqrt(p(1-p)/m), 1.3 points at p = 0.8) would hide the curve's trend."""
+    if eval_subset == "auto":
+        return min(pool, max(VALIDATION_FLOOR, n_train))
+    return pool if eval_subset is None else int(eval_subset)
+
+
+def validation_index(labels: torch.Tensor, subset: torch.Tensor, eval_subset: int | str | None, seed: int,
+                     classes: list[str], dataset: str = "the dataset") -> tuple[torch.Tensor, str]:
+    """The validation images of a run that trains on ``subset`` (training-split indices) drawn with ``seed``:
+    sorted training-split indices and where they come from, or one ``DaptError`` line.
+
+    When the subset leaves training images outside it (``VALIDATION_OUTSIDE``): ``validation_size`` of them,
+    per class in proportion to the classes' outside images (``proportional_quotas``), the last ones of each
+    class's ``outside_order``. The training images stay as they are. When it leaves none
+    (``VALIDATION_SPLIT``): a stratified split of the subset itself, ``eval_subset`` images or for auto and
+    null 10% (at least one per class), which the caller removes from the training images; each class keeps
+    at least one training image.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    order = outside_order(labels, subset, seed, len(classes))
+    pool = torch.tensor([len(o) for o in order])
+    if int(pool.sum()):
+        present = torch.nonzero(pool).flatten()
+        size = validation_size(eval_subset, int(pool.sum()), len(subset))
+        _check_validation_size(size, int(pool.sum()), len(present),
+                               f"eval_subset={size} asks for more validation images than the {int(pool.sum()):,} "
+                               f"training images of {dataset} outside the train_subset of {len(subset):,}; set "
+                               f"eval_subset to at most {int(pool.sum()):,}, auto or null (all of them)")
+        quota = proportional_quotas(pool[present], size)
+        chosen = [order[c][len(order[c]) - k:] for c, k in zip(present.tolist(), quota.tolist())]
+        return torch.cat(chosen).sort().values, VALIDATION_OUTSIDE
+    counts = torch.bincount(labels[subset], minlength=len(classes))
+    present = torch.nonzero(counts).flatten()
+    size = max(len(present), round(SPLIT_SHARE * len(subset))) if eval_subset in (None, "auto") else int(eval_subset)
+    where = (f"train_subset leaves no training image of {dataset} outside it, so the validation set is split off "
+             f"its {len(subset):,} images")
+    most = len(subset) - len(present)  # every class keeps a training image
+    _check_validation_size(size, most, len(present), f"eval_subset={size} asks for more validation images than "
+                           f"can be held out of training: {where}, and at most {most:,} leave every class one; set "
+                           f"eval_subset lower, or auto (10%)")
+    quota = proportional_quotas(counts[present], size)
+    bare = [c for c, k, n in zip(present.tolist(), quota.tolist(), counts[present].tolist()) if k >= n]
+    if bare:
+        raise DaptError(f"eval_subset={size} would hold out every training image of class {classes[bare[0]]!r} "
+                        f"({int(counts[bare[0]]):,}): {where}, in proportion to the classes; set eval_subset lower, "
+                        f"or train_subset below the training split so the validation images come from outside it")
+    chosen = sample_per_class(labels[subset], dict(zip(present.tolist(), quota.tolist())), seed)
+    return subset[chosen], VALIDATION_SPLIT
+
+
+def _check_validation_size(size: int, most: int, num_classes: int, too_many: str) -> None:
+    """One ``DaptError`` line when a validation set of ``size`` images has fewer than one image per class, or
+    more than ``most`` (the message ``too_many``)."""
+    if size < num_classes:
+        raise DaptError(f"eval_subset={size} is fewer than the {num_classes} classes: the validation set needs one "
+                        f"image of each; set eval_subset to at least {num_classes}, or auto")
+    if size > most:
+        raise DaptError(too_many)
+
+
 def load_dataset(
     name: str, image_size: int, *, data_root: str | Path = "data", train_subset: int | None = None,
     seed: int = 0, download: bool = False, cache_dir: str | Path | None = None,
+    validation: int | str | None | bool = False,
 ) -> ImageSet:
     """Load a registered dataset at ``image_size``; ``train_subset`` draws a stratified, seeded subset
-    of the training set (the test set is never subsetted)."""
+    of the training set (the test set is never subsetted). ``validation``, a training run's ``eval_subset``
+    (an int, ``"auto"`` or None), also draws its validation images with the same seed
+    (``validation_index``); False, the default, draws none (a generate run, a look at the data)."""
     loader = DATASETS.get(name)
     if not isinstance(image_size, int) or image_size < 1:
         raise DaptError(f"image_size={image_size!r} is not a positive integer; set image_size to e.g. 32")
     root = Path(data_root)
     images = loader(root, image_size, download, Path(cache_dir) if cache_dir is not None else root / "cache")
-    if train_subset is not None and train_subset < len(images.train_y):
-        keep = stratified_subset(images.train_y, train_subset, seed)
-        return replace(images, train_x=images.train_x[keep], train_y=images.train_y[keep], train_index=keep)
-    return replace(images, train_index=torch.arange(len(images.train_y)))
+    keep = subset_of(images.train_y, train_subset, seed)
+    if validation is not False:
+        val, source = validation_index(images.train_y, keep, validation, seed, images.classes, name)
+        if source == VALIDATION_SPLIT:
+            keep = keep[~torch.isin(keep, val)]
+        images = replace(images, val_x=images.train_x[val], val_y=images.train_y[val], val_index=val,
+                         val_source=source)
+    if len(keep) == len(images.train_y):
+        return replace(images, train_index=keep)
+    return replace(images, train_x=images.train_x[keep], train_y=images.train_y[keep], train_index=keep)
 
 
 def to_float(x_uint8: torch.Tensor) -> torch.Tensor:

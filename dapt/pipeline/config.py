@@ -57,13 +57,17 @@ class TrainConfig(TrackingSettings):
     train_subset: Optional[int] = param(6000, "stratified subset of the training set (null = all)", rule=AT_LEAST_ONE)
     image_size: int = param(32, "working image size in pixels (images are square)", rule=AT_LEAST_ONE)
     eval_subset: Union[int, str, None] = param(
-        "auto", "per-epoch evaluation on a fixed stratified subset of the test set of this size; null = all test "
-                "images; auto = min(test images, max(1000, training images)): evaluating costs at most about a "
-                "third of a training epoch (a forward pass against forward + backward on every training image), "
-                "and 1,000 images keep its standard error near 1.3 points. The final evaluation always uses all "
-                "test images")
+        "auto", "validation images, which the per-epoch curves, best.pt and best_val_acc read; the test set is read "
+                "once, by the last epoch's model. Drawn per class, stratified and seeded by the subset seed, from "
+                "the training images outside train_subset (the last of each class's order; generator holdout "
+                "takes the first): this many; null = all of them; auto = min(those, max(1000, training images)). "
+                "When train_subset leaves none outside, a stratified split of the training images, which then "
+                "train without them: this many; auto and null = 10%. Why auto: images outside the subset cost "
+                "the training nothing and keep the test set unread until the end; 1,000 keep an accuracy's "
+                "standard error near 1.3 points, and no more than the training images keep evaluating under "
+                "about a third of an epoch (a forward pass against forward + backward)")
     eval_every: int = param(1, "evaluate after every N-th epoch (and always after the last); best.pt and "
-                               "best_eval_acc only consider evaluated epochs", rule=AT_LEAST_ONE)
+                               "best_val_acc only consider evaluated epochs", rule=AT_LEAST_ONE)
     epochs: int = param(4, "training epochs", rule=AT_LEAST_ONE)
     batch_size: int = param(128, "training batch size", rule=AT_LEAST_ONE)
     optimizer: str = param("adamw", "adamw, or sgd (momentum 0.9)", choices=("sgd", "adamw"))
@@ -99,8 +103,8 @@ class TrainConfig(TrackingSettings):
         subset = self.eval_subset
         if not (subset is None or subset == "auto" or (isinstance(subset, int) and not isinstance(subset, bool)
                                                         and subset >= 1)):
-            raise DaptError(f"eval_subset={subset!r} must be a whole number of test images (at least 1), auto "
-                            f"(scaled with the training set) or null (all test images)")
+            raise DaptError(f"eval_subset={subset!r} must be a whole number of validation images (at least 1), auto "
+                            f"(scaled with the training set) or null (every training image outside train_subset)")
 
 
 @dataclass

@@ -13,31 +13,20 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from dapt.analysis.curves import on_test_images, per_epoch_images, per_epoch_key
 from dapt.core.errors import DaptError
 from dapt.plots.common import PANEL_SIZE, as_count, as_number, as_percent, note_figure
 
-def _eval_images(metrics: dict) -> tuple[str, bool]:
-    """Which test images the per-epoch numbers of a run are on, and whether that is a subset.
 
-    ``("all 10,000 images", False)``, ``("1,000 of 10,000 images", True)``; a run still in progress
-    (``eval_images`` not yet written) is read from its ``eval_subset`` parameter.
-    """
+def _per_epoch_images(metrics: dict) -> tuple[str, bool]:
+    """Which images the per-epoch numbers of a run are on (``curves.per_epoch_images``), and whether the final
+    numbers on all test images need their own mark: always beside a validation curve, and beside an older
+    run's test curve when that was on a subset of the test images."""
+    images = per_epoch_images(metrics)
+    if not on_test_images(metrics.get("history") or []):
+        return images, True
     evaluated, total = as_count(metrics.get("eval_images")), as_count(metrics.get("test_images"))
-    if evaluated is not None and total is not None:
-        if evaluated >= total:
-            return f"all {total:,} images", False
-        return f"{evaluated:,} of {total:,} images", True
-    if evaluated is not None:
-        return f"{evaluated:,} images", False
-    params = metrics.get("params") or {}
-    if params.get("eval_subset") == "auto":
-        return "a subset scaled with the training set", True
-    if "eval_subset" in params:
-        subset = as_count(params["eval_subset"])
-        if subset is None:
-            return "all images", False
-        return f"a {subset:,}-image subset", True
-    return "", False
+    return images, evaluated is not None and total is not None and evaluated < total
 
 
 def _final_label(metrics: dict, value: float) -> str:
@@ -50,16 +39,18 @@ def _final_label(metrics: dict, value: float) -> str:
 def training_curves(metrics: dict) -> Figure:
     """Loss and accuracy over epochs of one run, from its whole ``metrics.json`` dict.
 
-    Every accuracy says which images it is on: the per-epoch test curve is on the run's
-    evaluation images (all test images, or the ``eval_subset``), and when that is a subset the final
-    accuracy on all test images is marked with a star at the last epoch. Distill runs add the teacher's
-    accuracy on the same evaluation images (``teacher_eval_acc``) and a panel of agreement and KL.
+    Every accuracy says which images it is on: the per-epoch curve is on the run's validation images
+    (in a run recorded before the validation set, on its test subset: ``dapt.analysis.curves``), and the
+    final accuracy on all test images is marked with a star at the last epoch (not needed beside an older
+    run's curve on all test images). Distill runs add the teacher's accuracy on the per-epoch images
+    (``teacher_val_acc``, older ``teacher_eval_acc``) and a panel of agreement and KL.
     Works for a run in progress: an empty history gives a note figure, missing keys are skipped.
     """
     history = list(metrics.get("history") or [])
     if not history:
         return note_figure("Training curves", "no epoch finished yet")
-    distill = (any(entry.get("agreement") is not None for entry in history)
+    agreement_key, kl_key, acc_key = (per_epoch_key(history, key) for key in ("val_agreement", "val_kl", "val_acc"))
+    distill = (any(entry.get(agreement_key) is not None for entry in history)
                or metrics.get("agreement") is not None)
     n_panels = 3 if distill else 2
     fig = Figure(figsize=(PANEL_SIZE[0] * n_panels, PANEL_SIZE[1] + 1.0), layout="constrained")
@@ -74,42 +65,41 @@ def training_curves(metrics: dict) -> Figure:
         values = series(key)
         return np.array(epochs)[~np.isnan(values)], values[~np.isnan(values)]
 
-    images, on_subset = _eval_images(metrics)
+    images, mark_final = _per_epoch_images(metrics)
     size = as_count(metrics.get("image_size", (metrics.get("params") or {}).get("image_size")))
     loss_ax, acc_ax = axes[0], axes[1]
     loss_ax.plot(epochs, series("train_loss"), marker="o", label="train loss")
     loss_ax.set(title="Training loss", xlabel="epoch", ylabel="loss")
     acc_ax.plot(epochs, 100 * series("train_acc"), marker="o", label="train (augmented batches, epoch mean)")
-    test_epochs, test_acc = evaluated("test_acc")
-    acc_ax.plot(test_epochs, 100 * test_acc, marker="o", label=f"test ({images})" if images else "test")
+    curve_epochs, curve_acc = evaluated(acc_key)
+    acc_ax.plot(curve_epochs, 100 * curve_acc, marker="o", label=images)
     final = metrics.get("test_acc")
-    if on_subset and final is not None:
+    if mark_final and final is not None:
         acc_ax.plot([epochs[-1]], [100 * as_number(final)], marker="*", markersize=14, linestyle="none",
                     color="tab:orange", markeredgecolor="black", label=_final_label(metrics, final))
-    teacher = metrics.get("teacher_eval_acc")
-    if teacher is None:  # metrics.json of an older run: the teacher's per-epoch accuracy on the same images
+    teacher = metrics.get("teacher_val_acc", metrics.get("teacher_eval_acc"))
+    if teacher is None:  # metrics.json of the oldest runs: the teacher's per-epoch accuracy on the same images
         old = series("teacher_test_acc")
         teacher = old[~np.isnan(old)][-1] if not np.isnan(old).all() else None
     if teacher is not None:
         t_size = as_count(metrics.get("teacher_image_size"))
         resized = f", resized to {t_size} px" if t_size is not None and t_size != size else ""
-        same = f"the same {images}" if images else "the same images"
         acc_ax.axhline(100 * as_number(teacher), color="black", linestyle="--",
-                       label=f"teacher on {same}{resized}: {100 * as_number(teacher):.1f}%")
+                       label=f"teacher, {images}{resized}: {100 * as_number(teacher):.1f}%")
     acc_ax.set(title=f"Accuracy ({size} px)" if size else "Accuracy", xlabel="epoch", ylabel="accuracy (%)")
     acc_ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8)
     if distill:
         agree_ax = axes[2]
-        agree_epochs, agreement = evaluated("agreement")
-        agree_ax.plot(agree_epochs, 100 * agreement, marker="o", color="tab:green", label="top-1 agreement")
-        if on_subset and metrics.get("agreement") is not None:
+        agree_epochs, agreement = evaluated(agreement_key)
+        agree_ax.plot(agree_epochs, 100 * agreement, marker="o", color="tab:green",
+                      label=f"top-1 agreement, {images}")
+        if mark_final and metrics.get("agreement") is not None:
             agree_ax.plot([epochs[-1]], [100 * as_number(metrics["agreement"])], marker="*", markersize=14,
                           linestyle="none", color="tab:green", markeredgecolor="black",
                           label=_final_label(metrics, metrics["agreement"]))
-        agree_ax.set(title=f"Fidelity to the teacher (test, {images})" if images else "Fidelity to the teacher",
-                     xlabel="epoch", ylabel="agreement (%)")
+        agree_ax.set(title="Fidelity to the teacher", xlabel="epoch", ylabel="agreement (%)")
         kl_ax = agree_ax.twinx()
-        kl_ax.plot(*evaluated("kl"), marker="s", color="tab:red", label="KL(teacher ‖ student)")
+        kl_ax.plot(*evaluated(kl_key), marker="s", color="tab:red", label=f"KL(teacher ‖ student), {images}")
         kl_ax.set_ylabel("KL (nats)")
         handles = agree_ax.get_legend_handles_labels()[0] + kl_ax.get_legend_handles_labels()[0]
         agree_ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8)

@@ -1,5 +1,6 @@
 """Figures of a study's configurations (``dapt.analysis.configurations``): each seed's test accuracy
-around the mean ± std, and the per-epoch accuracy curves that show whether each configuration
+around the mean ± std, and the per-epoch accuracy curves (on the validation images, or on a test subset in
+runs recorded before the validation set: ``dapt.analysis.curves``) that show whether each configuration
 reached a plateau (``dapt.analysis.budget``).
 
 Like ``dapt.plots.run``, every function returns a ``matplotlib.figure.Figure`` built without pyplot;
@@ -14,7 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from dapt.analysis.budget import plateau
-from dapt.plots.common import as_count, evaluated_images, note_figure, student_colours
+from dapt.analysis.curves import curve, on_test_images, per_epoch_images
+from dapt.plots.common import evaluated_images, note_figure, student_colours
 
 
 def _ordered(configs: list[dict]) -> list[dict]:
@@ -64,19 +66,28 @@ def seed_spread(configs: list[dict]) -> Figure:
 
 
 def _curve(history: list[dict]) -> tuple[list[int], list[float]]:
-    points = [(h["epoch"], 100 * float(h["test_acc"])) for h in history if isinstance(h.get("test_acc"), (int, float))]
-    return [p[0] for p in points], [p[1] for p in points]
+    points = curve(history)
+    return [p[0] for p in points], [100 * p[1] for p in points]
 
 
-def _eval_images(configs: list[dict]) -> str:
-    counts = {as_count(c.get("eval_images")) for c in configs} - {None}
-    return f"{counts.pop():,} test images" if len(counts) == 1 else "the evaluation images"
+def _per_epoch_set(configs: list[dict]) -> str:
+    """"validation", "test" (runs recorded before the validation set) or both, for an axis label."""
+    kinds = {"test" if on_test_images(c.get("history") or []) else "validation" for c in configs}
+    return kinds.pop() if len(kinds) == 1 else "validation or (older runs) test"
+
+
+def _per_epoch_title(configs: list[dict]) -> str:
+    """The per-epoch images of every configuration when they agree, e.g. "validation (1,000 training images
+    outside train_subset)", else which sets they are."""
+    labels = {per_epoch_images(c) for c in configs}
+    return labels.pop() if len(labels) == 1 else f"{_per_epoch_set(configs)} images"
 
 
 def accuracy_curves(configs: list[dict]) -> Figure:
-    """Accuracy on the evaluation images per epoch, one panel per student architecture (teacher-stage runs
-    in a last panel): each configuration's mean over its seeds as a line, the seeds' min–max as a band,
-    its plateau verdict (``dapt.analysis.budget``) in the legend."""
+    """Accuracy on the per-epoch images (validation; a test subset in older runs) per epoch, one panel per student
+    architecture (teacher-stage runs in a last panel): each configuration's mean over its seeds as a line, the
+    seeds' min–max as a band, its plateau verdict (``dapt.analysis.budget``) in the legend; the axis and the
+    title say which images."""
     shown = [c for c in _ordered(configs) if len(_curve(c.get("history") or [])[0]) >= 1]
     if not shown:
         return note_figure("Accuracy per epoch", "no configuration has a per-epoch history yet")
@@ -100,11 +111,12 @@ def accuracy_curves(configs: list[dict]) -> Figure:
                 high = [max(s.get(e, math.nan) for s in seeds) for e in epochs]
                 ax.fill_between(epochs, low, high, color=colour, alpha=0.15, linewidth=0)
         ax.set(title=f"student {panel}" if panel != "teacher-stage runs" else panel, xlabel="epoch",
-               ylabel=f"accuracy on {_eval_images(mine)} (%)")
+               ylabel=f"{_per_epoch_set(mine)} accuracy (%)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     for ax in axes[len(panels):]:
         ax.set_axis_off()
-    fig.suptitle("Accuracy per epoch: mean over seeds (band: min–max of the seeds; dashed: no teacher)")
+    fig.suptitle(f"Accuracy per epoch on {_per_epoch_title(shown)}: mean over seeds (band: min–max of the seeds; "
+                 f"dashed: no teacher)")
     return fig

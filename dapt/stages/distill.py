@@ -1,10 +1,10 @@
 """The distill stage (``notebooks/distill.ipynb``): a random-init student learns from a frozen teacher.
 
 The teacher is the finished teacher run named by ``cfg.teacher`` (checked against the dataset and
-classes); it sees the student's augmented view resized to the size it was trained at. Every epoch
-the student is evaluated on the eval images together with its agreement with the teacher; at the
-end the full agreement metrics (split agreement, KL, ECE of both, CKA) on all test images go into
-``metrics.json``.
+classes); it sees the student's augmented view resized to the size it was trained at. Every evaluated
+epoch the student is measured on the run's validation images (``val_acc``, ``val_agreement`` and
+``val_kl`` with the teacher), never on the test set; at the end the full agreement metrics (split
+agreement, KL, ECE of both, CKA) on all test images go into ``metrics.json``.
 
 With ``synthetic`` (a generate run) the training set is the real images followed by a class-balanced
 sample of the generated ones (``synset_size`` 1x to 10x the real set); with ``diffaug`` every view
@@ -25,15 +25,17 @@ from dapt.training.checkpoint import load_teacher
 from dapt.data.imageset import ImageSet
 from dapt.data.augment import AugmentParams, Views, make_views
 from dapt.data.diffaug import DiffAugParams, make_diffaug_views, view_pixels
-from dapt.data.synthetic import check_outside_subset, load_synthetic, sample_synthetic, with_synthetic
+from dapt.data.synthetic import (SyntheticSet, check_outside_subset, load_synthetic, sample_synthetic,
+                                  with_synthetic)
 from dapt.training.device import Placement, device_of, teacher_dtype
 from dapt.distillers import needs_features
 from dapt.distillers.base import Distiller, build_distiller
 from dapt.models.nets import Net, create_model
+from dapt.core.errors import DaptError
 from dapt.core.records import RunRecord
 from dapt.core.files import rel
-from dapt.training.teacher_cache import TeacherTargets, file_digest, outputs_on_test_set
-from dapt.training.loop import Trainee, eval_index, model_meta, predict, prepare, train
+from dapt.training.teacher_cache import TeacherTargets, file_digest, outputs_on_images
+from dapt.training.loop import Trainee, model_meta, predict, prepare, train
 
 
 def view_count(cache_views: int | None, epochs: int) -> int:
@@ -61,8 +63,28 @@ def training_set(cfg, ds: ImageSet) -> ImageSet:
         return ds
     generated = load_synthetic(cfg.synthetic, ds.name, ds.classes, ds.image_size)
     check_outside_subset(generated, ds)  # generator holdout: none of its real images may be in this run's subset
+    check_outside_validation(generated, ds, cfg)
     keep = sample_synthetic(generated, ds.train_y, cfg.synset_size or "1x", cfg.seed, ds.classes)
     return with_synthetic(ds, generated.x[keep], generated.y[keep])
+
+
+def check_outside_validation(synthetic: SyntheticSet, ds: ImageSet, cfg) -> None:
+    """Refuse, in one line, a ``holdout`` set holding any of ``ds``'s validation images: the student would be
+    trained on the images that choose its best epoch. Holdout takes each class's first images outside the
+    subset, the validation set its last ones (``dapt.data.imageset.outside_order``), so on the subset the
+    generate run excluded they meet only when the two do not fit in a class together."""
+    if synthetic.train_index is None or ds.val_index is None:
+        return
+    overlap = int(torch.isin(synthetic.train_index, ds.val_index).sum())
+    if overlap:
+        settings = synthetic.settings or {}
+        subset_seed = cfg.seed if cfg.subset_seed is None else cfg.subset_seed
+        raise DaptError(f"synthetic run {synthetic.folder.as_posix()} holds {overlap} of this run's "
+                        f"{len(ds.val_y):,} validation images (eval_subset {cfg.eval_subset}): its images and the "
+                        f"validation set are disjoint when this run trains on the subset it excludes (train_subset "
+                        f"{settings.get('train_subset')}, subset seed {settings.get('subset_seed')}; here "
+                        f"{cfg.train_subset} and {subset_seed}) and both fit in each class outside it; train on that "
+                        f"subset, or lower eval_subset or that run's images_per_class")
 
 
 def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
@@ -80,12 +102,11 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
         student = build_student(cfg, ds, place)
         distiller = distiller_for(cfg, ds, student, teacher, place)
         views, diff_views = training_views(cfg, len(ds.train_y))
-        watch = eval_index(ds.test_y, cfg.eval_subset, len(ds.train_y))
         outputs = None
         if teacher is not None:
             outputs = teacher_outputs(cfg, ds, teacher, teacher_meta, views, diff_views, distiller.needs_teacher)
-            record_teacher(record, cfg, ds, outputs, watch)
-        training = StudentTraining(cfg, ds, place, student, distiller, outputs, views, diff_views, watch)
+            record_teacher(record, cfg, ds, outputs)
+        training = StudentTraining(cfg, ds, place, student, distiller, outputs, views, diff_views)
         return training.trainee()
 
     train(cfg, ds, record, build)
@@ -154,23 +175,27 @@ class TeacherOutputs:
     meta: dict  # its model file's meta and its run's own test accuracy (``load_teacher``)
     test_logits: torch.Tensor  # on all test images, at the teacher's own image size
     test_features: torch.Tensor
+    val_logits: torch.Tensor  # on the run's validation images, at the teacher's own image size
     targets: Optional[TeacherTargets]  # per training image and view; None when the distiller needs none
     precision: str  # of the teacher's forward for the targets: float32, bfloat16 or float16
 
 
 def teacher_outputs(cfg, ds: ImageSet, teacher: Net, meta: dict, views: Views[AugmentParams],
                     diff_views: Optional[Views[DiffAugParams]], needs_targets: bool) -> TeacherOutputs:
-    """The teacher's outputs on all test images (float32), which every epoch compares the student with, and,
-    when the distiller learns from the teacher, its targets on exactly the student's training views, in
-    ``teacher_amp``'s precision: logits, and features when the distiller reads them. With ``teacher_cache:
-    on`` both are read from the teacher run's ``cache/`` (written there first if missing, with features also
-    when ``cache_features``), keyed by the teacher's weights, the dataset, the image size and each view, so the
-    students of one teacher share them; off, the test outputs are computed here and the targets live."""
+    """The teacher's outputs (float32) on the validation images, which every evaluated epoch compares the student
+    with, and on all test images, which the final numbers do; and, when the distiller learns from the teacher, its
+    targets on exactly the student's training views, in ``teacher_amp``'s precision: logits, and features when
+    the distiller reads them. With ``teacher_cache: on`` all are read from the teacher run's ``cache/`` (written
+    there first if missing, with features also when ``cache_features``), keyed by the teacher's weights, the
+    dataset, the image size and the images or each view, so the students of one teacher share them; off, the
+    validation and test outputs are computed here and the targets live."""
     size = int(meta["image_size"])
     cache_dir = Path(cfg.teacher) / "cache" if cfg.teacher_cache == "on" else None
     key = (file_digest(Path(cfg.teacher) / "model.pt"), ds.name, cfg.image_size) if cache_dir else ()
-    test_logits, test_features = outputs_on_test_set(teacher, ds.test_x, size, cache_dir=cache_dir, key_parts=key,
-                                                     channels_last=cfg.channels_last)
+    test_logits, test_features = outputs_on_images(teacher, ds.test_x, size, part="test", cache_dir=cache_dir,
+                                                   key_parts=key, channels_last=cfg.channels_last)
+    val_logits, _ = outputs_on_images(teacher, ds.val_x, size, part="validation", cache_dir=cache_dir,
+                                      key_parts=key, channels_last=cfg.channels_last)
     targets, dtype = None, teacher_dtype(cfg.teacher_amp, device_of(teacher))
     if needs_targets:
         # the views (drawn from the seed) are part of the key, so the seed itself need not be
@@ -178,20 +203,20 @@ def teacher_outputs(cfg, ds: ImageSet, teacher: Net, meta: dict, views: Views[Au
                                  channels_last=cfg.channels_last, diff_views=diff_views,
                                  features=needs_features(cfg.distiller), store_features=cfg.cache_features,
                                  dtype=dtype)
-    return TeacherOutputs(meta, test_logits, test_features, targets, str(dtype).removeprefix("torch."))
+    return TeacherOutputs(meta, test_logits, test_features, val_logits, targets, str(dtype).removeprefix("torch."))
 
 
-def record_teacher(record: RunRecord, cfg, ds: ImageSet, teacher: TeacherOutputs, watch: torch.Tensor) -> None:
+def record_teacher(record: RunRecord, cfg, ds: ImageSet, teacher: TeacherOutputs) -> None:
     """The teacher in the run's record: its run, model, init and image size, its run's own test accuracy,
-    and its accuracy on this run's test images, all and the per-epoch evaluation's (``watch``), which
-    the student's curves are read against."""
+    its accuracy on this run's test images (``teacher_test_acc``) and on its validation images
+    (``teacher_val_acc``), which the student's per-epoch curves are read against."""
     t_logits = teacher.test_logits
     record.update(teacher_run=rel(cfg.teacher), teacher_model=teacher.meta["model"],
                   teacher_init=teacher.meta.get("init"), teacher_image_size=int(teacher.meta["image_size"]),
                   teacher_precision=teacher.precision,
                   teacher_run_test_acc=teacher.meta.get("run_test_acc"),
                   teacher_test_acc=A.accuracy(t_logits, ds.test_y),
-                  teacher_eval_acc=A.accuracy(t_logits[watch], ds.test_y[watch]))
+                  teacher_val_acc=A.accuracy(teacher.val_logits, ds.val_y))
 
 
 @dataclass
@@ -207,7 +232,6 @@ class StudentTraining:
     teacher: Optional[TeacherOutputs]
     views: Views[AugmentParams]
     diff_views: Optional[Views[DiffAugParams]]
-    watch: torch.Tensor  # the test images evaluated after each epoch
     # train accuracy on real and on synthetic images, over the epoch so far: [correct, seen] each
     by_source: dict[str, list[int]] = field(default_factory=lambda: {"real": [0, 0], "synthetic": [0, 0]})
     student_logits: Optional[torch.Tensor] = None  # on all test images, after the last epoch
@@ -256,17 +280,17 @@ class StudentTraining:
         return loss, s_logits, parts
 
     def evaluate(self) -> dict:
-        """After an evaluated epoch, on the ``watch`` images: accuracy, and agreement and KL with the teacher."""
-        ds, watch = self.ds, self.watch
-        s_logits, _ = predict(self.student, ds.test_x[watch], channels_last=self.cfg.channels_last)
-        entry = {"test_acc": A.accuracy(s_logits, ds.test_y[watch])}
+        """After an evaluated epoch, on the validation images: accuracy, and agreement and KL with the teacher."""
+        ds = self.ds
+        s_logits, _ = predict(self.student, ds.val_x, channels_last=self.cfg.channels_last)
+        entry = {"val_acc": A.accuracy(s_logits, ds.val_y)}
         if ds.n_synthetic:
             for source, counts in self.by_source.items():
                 right, seen = distributed.sum_across({"right": counts[0], "seen": counts[1]}).values()
                 entry[f"train_acc_{source}"] = right / max(1, seen)
         if self.teacher is not None:
-            t_logits = self.teacher.test_logits[watch]
-            entry.update(agreement=A.top1_agreement(t_logits, s_logits), kl=A.predictive_kl(t_logits, s_logits))
+            t_logits = self.teacher.val_logits
+            entry.update(val_agreement=A.top1_agreement(t_logits, s_logits), val_kl=A.predictive_kl(t_logits, s_logits))
         return entry
 
     def final(self) -> dict:

@@ -27,7 +27,7 @@ from dapt.stages import ddpm as D
 from dapt.stages import holdout as H
 from dapt.stages import stable_diffusion as SD
 from dapt.training.agreement import accuracy, per_class_accuracy
-from dapt.data.imageset import ImageSet, load_dataset
+from dapt.data.imageset import ImageSet, load_dataset, subset_of
 from dapt.data.synthetic import FORMAT, class_folder, decode_images
 from dapt.training.checkpoint import load_teacher
 from dapt.training.device import Placement
@@ -153,7 +153,7 @@ def _holdout(cfg, ds: ImageSet, record: RunRecord) -> tuple[torch.Tensor, list[t
     the subset this run loaded (``train_subset`` with ``seed``), ``images_per_class`` each, or one error line."""
     full = load_dataset(cfg.dataset, cfg.image_size, data_root=cfg.data_root, download=cfg.download)
     chosen = H.draw(full.train_y, cfg.train_subset, cfg.seed, cfg.images_per_class, ds.classes, cfg.dataset)
-    subset = H.subset_of(full.train_y, cfg.train_subset, cfg.seed)
+    subset = subset_of(full.train_y, cfg.train_subset, cfg.seed)
     if ds.train_index is not None and not torch.equal(ds.train_index, subset):
         raise DaptError(f"generator holdout: the run's training images are not the train_subset {cfg.train_subset} "
                         f"drawn with seed {cfg.seed}; load them with dapt.training.loop.load_data(cfg)")

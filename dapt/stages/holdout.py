@@ -13,32 +13,20 @@ run has no ``subset_seed``). A teacher or distill run holds the same subset when
 is equal and its subset seed (``subset_seed``, or ``seed`` when that is null) equals that ``seed``.
 
 Which images: per class, a permutation of the class's images outside the subset, seeded by
-(``seed``, class), whose first ``images_per_class`` are taken; a larger ``images_per_class`` keeps
-the images drawn before and adds the next ones. Each index entry records its image's index in the
+(``seed``, class) (``dapt.data.imageset.outside_order``), whose first ``images_per_class`` are taken; a
+larger ``images_per_class`` keeps the images drawn before and adds the next ones. A training run on the
+same subset draws its validation images from the back of the same orders, so they are not among these
+while both fit in a class (a distill run refuses an overlap). Each index entry records its image's index in the
 training split (``train_index``), so the draw is auditable and a distill run can check it holds
 none of them (``dapt.data.synthetic.check_outside_subset``).
 """
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from PIL import Image
 
 from dapt.core.errors import DaptError
-from dapt.data.imageset import stratified_subset
-
-
-def subset_of(labels: torch.Tensor, train_subset: int | None, seed: int) -> torch.Tensor:
-    """Sorted training-split indices of the subset ``load_dataset(train_subset=..., seed=...)`` keeps."""
-    if train_subset is None or train_subset >= len(labels):
-        return torch.arange(len(labels))
-    return stratified_subset(labels, train_subset, seed)
-
-
-def class_seed(seed: int, label: int) -> int:
-    """The seed of class ``label``'s draw: a 32-bit hash of (run seed, label)."""
-    return int.from_bytes(hashlib.sha256(f"holdout/{seed}/{label}".encode()).digest()[:4], "little")
+from dapt.data.imageset import outside_order, subset_of
 
 
 def draw(labels: torch.Tensor, train_subset: int | None, seed: int, per_class: int, classes: list[str],
@@ -51,9 +39,7 @@ def draw(labels: torch.Tensor, train_subset: int | None, seed: int, per_class: i
         raise DaptError(f"generator holdout draws training images outside train_subset, but train_subset "
                         f"{train_subset} holds all {len(labels):,} training images of {dataset}; set train_subset "
                         f"below {len(labels):,} (the subset the teacher and distill runs train on)")
-    outside = torch.ones(len(labels), dtype=torch.bool)
-    outside[subset] = False
-    members = [torch.nonzero((labels == c) & outside).flatten() for c in range(len(classes))]
+    members = outside_order(labels, subset, seed, len(classes))
     counts = [len(m) for m in members]
     short = [c for c, n in enumerate(counts) if n < per_class]
     if short:
@@ -63,8 +49,7 @@ def draw(labels: torch.Tensor, train_subset: int | None, seed: int, per_class: i
                         f"outside the train_subset of {train_subset:,} ({total:,} in the training split, "
                         f"{total - counts[c]:,} in the subset), fewer than images_per_class {per_class:,}; set "
                         f"images_per_class to at most {min(counts):,} (the fewest of any class) or lower train_subset")
-    return [m[torch.randperm(len(m), generator=torch.Generator().manual_seed(class_seed(seed, c)))[:per_class]]
-            for c, m in enumerate(members)]
+    return [m[:per_class] for m in members]
 
 
 def picture(image: torch.Tensor) -> Image.Image:

@@ -16,7 +16,7 @@ from dapt.data.augment import augment
 from dapt.training.device import Placement
 from dapt.models.nets import Net, create_model
 from dapt.core.records import RunRecord
-from dapt.training.loop import Trainee, eval_index, model_meta, predict, prepare, train
+from dapt.training.loop import Trainee, model_meta, predict, prepare, train
 
 
 def build_teacher(cfg, num_classes: int) -> Net:
@@ -30,7 +30,8 @@ def build_teacher(cfg, num_classes: int) -> Net:
 
 
 def train_teacher(cfg, ds: ImageSet, record: RunRecord) -> Net:
-    """Train a teacher as ``cfg`` says; writes ``model.pt`` (last epoch), ``best.pt`` and ``metrics.json``."""
+    """Train a teacher as ``cfg`` says; writes ``model.pt`` (last epoch), ``best.pt`` (best validation accuracy)
+    and ``metrics.json``."""
 
     place = Placement.of(cfg)
 
@@ -57,11 +58,9 @@ def train_teacher(cfg, ds: ImageSet, record: RunRecord) -> Net:
             # the loss in float32 also under autocast (.float() of float32 logits is the tensor itself)
             return F.cross_entropy(logits.float(), place.to_device(ds.train_y[index])), logits, {}
 
-        watch = eval_index(ds.test_y, cfg.eval_subset, len(ds.train_y))
-
         def evaluate() -> dict:
-            logits, _ = predict(model, ds.test_x[watch], channels_last=cfg.channels_last)
-            return {"test_acc": A.accuracy(logits, ds.test_y[watch])}
+            logits, _ = predict(model, ds.val_x, channels_last=cfg.channels_last)
+            return {"val_acc": A.accuracy(logits, ds.val_y)}
 
         def final() -> dict:
             logits, _ = predict(model, ds.test_x, channels_last=cfg.channels_last)

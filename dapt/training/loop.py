@@ -2,11 +2,12 @@
 record → fit → save → final evaluation.
 
 A stage (``teacher``, ``distill``) only says what it trains, as a ``Trainee``: the model, its
-parameter groups, one training step, the per-epoch evaluation and the final one. Data stay uint8
-tensors in memory; each batch is augmented on tensors, turned into floats in [0, 1] and handed
-to the model, which normalises it itself. Every epoch appends to the run's ``metrics.json`` and
-writes ``last.pt`` (with ``checkpoint_every``, every N steps too), so ``resume: true`` continues where a
-run stopped, also in the middle of an epoch.
+parameter groups, one training step, the per-epoch evaluation (on the validation images: it
+chooses ``best.pt``) and the final one (on all test images, the only time the test set is read).
+Data stay uint8 tensors in memory; each batch is augmented on tensors, turned into floats in
+[0, 1] and handed to the model, which normalises it itself. Every epoch appends to the run's
+``metrics.json`` and writes ``last.pt`` (with ``checkpoint_every``, every N steps too), so
+``resume: true`` continues where a run stopped, also in the middle of an epoch.
 """
 from __future__ import annotations
 
@@ -34,11 +35,14 @@ from dapt.core.tracking import Tracker
 
 
 def load_data(cfg) -> D.ImageSet:
-    """The run's dataset at its working size, with its seeded stratified training subset."""
-    # a generate run has no subset_seed: its one seed draws the subset its ddpm learns from
+    """The run's dataset at its working size, with its seeded stratified training subset and, for a training
+    run, its validation images (``eval_subset``), drawn with the same seed."""
+    # a generate run has no subset_seed: its one seed draws the subset its ddpm learns from; nor
+    # eval_subset: it selects no classifier, so it keeps every training image and draws no validation set
     subset_seed = getattr(cfg, "subset_seed", None)
     return D.load_dataset(cfg.dataset, cfg.image_size, data_root=cfg.data_root, train_subset=cfg.train_subset,
-                          seed=cfg.seed if subset_seed is None else subset_seed, download=cfg.download)
+                          seed=cfg.seed if subset_seed is None else subset_seed, download=cfg.download,
+                          validation=getattr(cfg, "eval_subset", False))
 
 
 def model_meta(cfg, ds: D.ImageSet, model: Net, **extra) -> dict:
@@ -97,25 +101,6 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.T
     return [order[i * batch_size:(i + 1) * batch_size] for i in range(count)]
 
 
-def eval_size(eval_subset: int | str | None, n_test: int, n_train: int) -> int:
-    """How many test images the per-epoch evaluation uses: ``eval_subset``, all for None, and for
-    ``"auto"`` ``min(n_test, max(1000, n_train))``. Why: evaluating m images costs m forward passes, an
-    epoch about 3·n_train (forward + backward), so m <= n_train keeps evaluation under about a third of
-    the epoch; below 1,000 images an accuracy's standard error (sqrt(p(1-p)/m), 1.3 points at p = 0.8)
-    would hide the curve's trend."""
-    if eval_subset == "auto":
-        return min(n_test, max(1000, n_train))
-    return n_test if eval_subset is None else min(n_test, int(eval_subset))
-
-
-def eval_index(test_y: torch.Tensor, eval_subset: int | str | None, n_train: int) -> torch.Tensor:
-    """The test images evaluated after each epoch: a fixed stratified subset, or all of them."""
-    size = eval_size(eval_subset, len(test_y), n_train)
-    if size >= len(test_y):
-        return torch.arange(len(test_y))
-    return D.stratified_subset(test_y, size, seed=0)
-
-
 def evaluates_after(epoch: int, cfg) -> bool:
     """Whether the 1-based ``epoch`` ends with an evaluation: every ``eval_every``-th, and the last."""
     return epoch % cfg.eval_every == 0 or epoch == cfg.epochs
@@ -160,14 +145,15 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
 class Trainee:
     """What a stage trains, in the terms the skeleton needs."""
 
-    model: Net  # saved as model.pt (last epoch) and best.pt (best per-epoch evaluation)
+    model: Net  # saved as model.pt (last epoch) and best.pt (best validation accuracy of the evaluated epochs)
     meta: dict  # saved beside the weights: architecture, classes, dataset, image size, ...
     param_groups: list[dict]
     modules: dict[str, nn.Module]  # name -> module whose state last.pt keeps for resume
     set_train_mode: Callable[[], None]
     # (batch indices, epoch, augmentation generator) -> (loss, logits, weighted loss parts)
     step: Callable[[torch.Tensor, int, torch.Generator], tuple[torch.Tensor, torch.Tensor, dict]]
-    evaluate: Callable[[], dict]  # after each evaluated epoch (eval_every), on the eval images: at least test_acc
+    # after each evaluated epoch (eval_every), on the validation images, never the test set: at least val_acc
+    evaluate: Callable[[], dict]
     final: Callable[[], dict]  # after the last epoch, on all test images: the run's final numbers
     # device, autocast and loss scaling of the steps; the stage moves its modules to place.device
     place: Placement = field(default_factory=Placement)
@@ -176,10 +162,15 @@ class Trainee:
 def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) -> Trainee:
     """Seed, build the trainee, train it for ``cfg.epochs`` and record everything in ``record``.
 
-    The run stays ``running`` until the notebook calls ``record.finish()`` after its figures;
-    an exception marks it ``failed`` (``interrupted`` on Ctrl-C) and is re-raised.
+    ``ds`` holds the run's validation images (``load_data``): the evaluated epochs read them, the test set is
+    read once, by ``trainee.final()`` on the last epoch's model. The run stays ``running`` until the
+    notebook calls ``record.finish()`` after its figures; an exception marks it ``failed`` (``interrupted``
+    on Ctrl-C) and is re-raised.
     """
     with record.recording():
+        if ds.val_y is None:
+            raise DaptError(f"the {ds.name} images of this run hold no validation set, which the evaluated epochs "
+                            f"and best.pt read; load them with dapt.training.loop.load_data(cfg)")
         distributed.check_batch_size(cfg.batch_size)
         torch.manual_seed(cfg.seed)
         trainee = build()
@@ -188,8 +179,7 @@ def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) 
         optimizer = build_optimizer(cfg.optimizer, trainee.param_groups, cfg.lr, cfg.weight_decay)
         steps = max(1, len(ds.train_y) // cfg.batch_size)
         scheduler = build_scheduler(cfg.scheduler, optimizer, steps, cfg.epochs, cfg.step_size, cfg.step_gamma)
-        record.update(eval_images=eval_size(cfg.eval_subset, len(ds.test_y), len(ds.train_y)),
-                      test_images=len(ds.test_y))
+        record.update(val_images=len(ds.val_y), val_source=ds.val_source, test_images=len(ds.test_y))
         _fit(cfg, record, trainee, optimizer, scheduler, ds, record.tracker)  # the record finishes the tracker
         if distributed.is_main():
             save_model(record.path("model.pt"), trainee.model, trainee.meta)
@@ -214,6 +204,9 @@ def _resume_state(last_path, trainee: Trainee, optimizer, scheduler, record: Run
     if int(state.get("steps_per_epoch", steps)) != steps:
         raise DaptError(f"{last_path.as_posix()} was written with {state['steps_per_epoch']} steps per epoch, this run "
                         f"has {steps}: its data or batch size changed; run it again without resume")
+    if any("test_acc" in entry for entry in state["history"]):
+        raise DaptError(f"{last_path.as_posix()} was written when the evaluated epochs read test images, this run "
+                        f"reads validation images; run it again without resume")
     for name, module in trainee.modules.items():
         module.load_state_dict(state["modules"][name])
     optimizer.load_state_dict(state["optimizer"])
@@ -296,11 +289,11 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
                 recalibrate_batchnorm(trainee.model, calibration_images(cfg, ds, epoch), cfg.batch_size,
                                       cfg.channels_last)
             entry.update(trainee.evaluate())
-            if entry["test_acc"] > best:
-                best, best_epoch = entry["test_acc"], epoch + 1
+            if entry["val_acc"] > best:
+                best, best_epoch = entry["val_acc"], epoch + 1
                 if distributed.is_main():
                     save_model(record.path("best.pt"), trainee.model, trainee.meta)
-            record.metrics.update(best_eval_acc=best, best_epoch=best_epoch)
+            record.metrics.update(best_val_acc=best, best_epoch=best_epoch)
         record.log_epoch(entry)  # one write of metrics.json per epoch
         tracker.log(entry, step=epoch + 1)
         bar.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.items()

@@ -16,7 +16,10 @@ weights, the data, the teacher's image size and precision and that view's draws:
   D codes, then the scale), written only when a student of the study needs features (crd, srrl,
   align_uniform; ``cache_features``). A feature is off by at most half a step, max|row| / 254.
 
-Each file is a ``HEADER_BYTES`` JSON header (format, key, part, shape) then the raw rows, written chunk
+The teacher's outputs on the fixed images students are compared on, the test set and a run's validation
+images, are one ``.pt`` each (``outputs_on_images``): ``test-<key>.pt``, ``validation-<key>.pt``.
+
+Each training-target file is a ``HEADER_BYTES`` JSON header (format, key, part, shape) then the raw rows, written chunk
 by chunk to a temp file that is fsynced and renamed into place when complete, and read back
 memory-mapped: a batch is a gather of ``B`` rows of its epoch's view, which the page cache serves at
 memory speed. A killed build keeps every view it finished. Peak memory of a build is one chunk of
@@ -50,7 +53,7 @@ from dapt.core.files import atomic_path
 from dapt.training.loop import inference_batch, predict, prepare
 
 CACHE_FORMAT = "dapt-teacher-targets-v3"  # the memory-mapped training targets, one file per view and part
-TEST_FORMAT = "dapt-teacher-targets-v1"  # the test-set outputs (a .pt; its name keeps the keys of earlier caches)
+TEST_FORMAT = "dapt-teacher-targets-v1"  # the outputs on fixed images (a .pt; its name keeps earlier caches' keys)
 HEADER_BYTES = 4096  # the JSON header, padded; the rows start here (page-aligned for the memory map)
 
 
@@ -89,18 +92,20 @@ def _write_cache(path: Path, logits: torch.Tensor, features: torch.Tensor) -> No
         atomic_save({"format": TEST_FORMAT, "logits": logits, "features": features}, path)
 
 
-def outputs_on_test_set(teacher: Net, test_x: torch.Tensor, size: int, *, cache_dir: Path | None,
-                        key_parts: tuple, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's logits and features on the test set (float32), cached like the training targets:
-    every student of a study is compared with the same teacher predictions, computed once."""
+def outputs_on_images(teacher: Net, images: torch.Tensor, size: int, *, part: str, cache_dir: Path | None,
+                      key_parts: tuple, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's logits and features (float32) on fixed uint8 ``images``, ``part`` saying which ("test":
+    the test set, "validation": a run's validation images), cached like the training targets and keyed by
+    the images' pixels: every student of a study is compared with the same teacher predictions, computed
+    once."""
     if cache_dir is None:
-        return predict(teacher, test_x, size=size, channels_last=channels_last, features=True)
-    path = Path(cache_dir) / f"test-{_digest(TEST_FORMAT, 'test', *map(str, key_parts), str(size), test_x)}.pt"
+        return predict(teacher, images, size=size, channels_last=channels_last, features=True)
+    path = Path(cache_dir) / f"{part}-{_digest(TEST_FORMAT, part, *map(str, key_parts), str(size), images)}.pt"
     with distributed.main_first():
         blob = _read_cache(path)
         if blob is not None:
             return blob["logits"], blob["features"]
-        logits, features = predict(teacher, test_x, size=size, channels_last=channels_last, features=True)
+        logits, features = predict(teacher, images, size=size, channels_last=channels_last, features=True)
         _write_cache(path, logits, features)
     return logits, features
 
