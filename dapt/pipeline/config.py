@@ -178,7 +178,8 @@ class DistillConfig(DistillerSettings, TrainConfig):
 
 @dataclass
 class GenerateConfig(TrackingSettings):
-    """Generate: a synthetic image set per class, by a DDPM trained here or by Stable Diffusion."""
+    """Generate: a synthetic image set per class, by a DDPM trained here, by Stable Diffusion, or (holdout) real
+    training images outside the subset, as an ideal generator would draw them."""
 
     outputs: ClassVar[tuple[str, ...]] = ("images/index.json",)
 
@@ -186,10 +187,12 @@ class GenerateConfig(TrackingSettings):
                                           "its training images train the ddpm", choices=DATASETS.names)
     data_root: str = param("data", "folder holding downloaded / user-provided datasets and their caches")
     download: bool = param(False, "let torchvision download a missing dataset")
-    train_subset: Optional[int] = param(6000, "ddpm: stratified subset of the training set it learns from (null = all)",
+    train_subset: Optional[int] = param(6000, "ddpm: stratified subset of the training set it learns from; holdout: the "
+                                              "subset whose images it leaves out (null = all)",
                                         rule=AT_LEAST_ONE)
     image_size: int = param(32, "size of the generated images in pixels (square)", rule=AT_LEAST_ONE)
-    seed: int = param(0, "random seed: the ddpm's training, and every image's own seed (from seed, class, number)")
+    seed: int = param(0, "random seed: the ddpm's training, and every image's own seed (from seed, class, "
+                         "number); with ddpm and holdout also the train_subset's draw")
     generator: str = param("ddpm", "ddpm: a small class-conditional diffusion model trained here on the dataset "
                                    "(offline, CPU); stable_diffusion: text-to-image from `model`; holdout: an ideal "
                                    "generator, real training images outside the train_subset this run draws with its "
