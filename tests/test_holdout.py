@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 from dataclasses import replace
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from dapt.data import imageset as D
 from dapt.data.synthetic import check_outside_subset, load_synthetic
 from dapt.pipeline import config
 from dapt.stages import generate, holdout
-from dapt.stages.distill import training_set
+from dapt.stages.distill import training_set, warn_if_the_teacher_may_know_them
 from dapt.training import loop as train
 
 
@@ -172,6 +173,23 @@ def test_a_distill_run_on_the_holdout_must_train_on_the_subset_it_excludes(holdo
         check_outside_subset(synthetic, unknown)
     check_outside_subset(replace(synthetic, train_index=None), unknown)
 
+
+
+def test_a_teacher_trained_on_another_subset_than_the_student_is_warned_of(holdout_run, tmp_path, capsys):
+    folder, _, _ = holdout_run
+    synthetic = load_synthetic(folder, "digits", [str(d) for d in range(10)], 8)
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "metrics.json").write_text(json.dumps({"params": {"dataset": "digits", "train_subset": 300, "seed": 0}}))
+    student = dict(teacher=str(teacher), dataset="digits", train_subset=300, subset_seed=None, seed=0)
+    warn_if_the_teacher_may_know_them(synthetic, SimpleNamespace(**student))  # the subset the holdout excludes
+    warn_if_the_teacher_may_know_them(synthetic, SimpleNamespace(**{**student, "seed": 2, "subset_seed": 0}))
+    assert capsys.readouterr().err == ""
+    warn_if_the_teacher_may_know_them(synthetic, SimpleNamespace(**{**student, "train_subset": 100}))
+    warning = capsys.readouterr().err
+    assert warning.startswith(f"warning: teacher {teacher.as_posix()} trained on train_subset 300 drawn with seed 0, "
+                              f"this run on 100 with 0: it may have trained on some of the held-out images")
+    assert warning.count("\n") == 1
 
 STUDY = """
 study: holdout

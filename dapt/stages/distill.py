@@ -13,6 +13,7 @@ and every per-image structure (views, teacher cache, CRD memory banks) has one r
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -33,7 +34,7 @@ from dapt.distillers.base import Distiller, build_distiller
 from dapt.models.nets import Net, create_model
 from dapt.core.errors import DaptError
 from dapt.core.records import RunRecord
-from dapt.core.files import rel
+from dapt.core.files import read_json, rel
 from dapt.training.teacher_cache import TeacherTargets, file_digest, outputs_on_images
 from dapt.training.loop import Trainee, model_meta, predict, prepare, train
 
@@ -64,8 +65,31 @@ def training_set(cfg, ds: ImageSet) -> ImageSet:
     generated = load_synthetic(cfg.synthetic, ds.name, ds.classes, ds.image_size)
     check_outside_subset(generated, ds)  # generator holdout: none of its real images may be in this run's subset
     check_outside_validation(generated, ds, cfg)
+    warn_if_the_teacher_may_know_them(generated, cfg)
     keep = sample_synthetic(generated, ds.train_y, cfg.synset_size or "1x", cfg.seed, ds.classes)
     return with_synthetic(ds, generated.x[keep], generated.y[keep])
+
+
+def warn_if_the_teacher_may_know_them(synthetic: SyntheticSet, cfg) -> None:
+    """Print one warning when a ``holdout`` set may hold images the teacher trained on: the teacher run's
+    training subset (its recorded ``train_subset`` and subset seed) is not this run's, whose images the set
+    is known to avoid. Its targets on them would then be a teacher's on its own training images, not on
+    unseen ones, as an ideal generator's images would be. Not an error: a study may mean it."""
+    if synthetic.train_index is None or not cfg.teacher:
+        return
+    params = (read_json(Path(cfg.teacher) / "metrics.json") or {}).get("params") or {}
+
+    def subset(p) -> tuple:
+        seed = p.get("subset_seed") if p.get("subset_seed") is not None else p.get("seed", 0)
+        return p.get("dataset"), p.get("train_subset"), seed
+
+    theirs, mine = subset(params), subset({"dataset": cfg.dataset, "train_subset": cfg.train_subset,
+                                           "subset_seed": cfg.subset_seed, "seed": cfg.seed})
+    if theirs != mine:
+        print(f"warning: teacher {rel(cfg.teacher)} trained on train_subset {theirs[1]} drawn with seed {theirs[2]}, "
+              f"this run on {mine[1]} with {mine[2]}: it may have trained on some of the held-out images of "
+              f"{rel(synthetic.folder)}, so they are not new to it as an ideal generator's would be; train the "
+              f"teacher on this run's subset for that control", file=sys.stderr)
 
 
 def check_outside_validation(synthetic: SyntheticSet, ds: ImageSet, cfg) -> None:
