@@ -53,7 +53,7 @@ def test_offline_wandb_files_hold_name_group_config_summary_figures_and_notebook
     for key in ("test_acc", "agreement", "kl", "ece", "cka", "teacher_test_acc"):  # the final full-test numbers
         assert kd["summary"][key] == pytest.approx(record[key], rel=1e-5), key
     epochs = [row for row in kd["history"] if "train_loss" in row]
-    assert [row["epoch"] for row in epochs] == [1, 2] and all("agreement" in row for row in epochs)
+    assert [row["epoch"] for row in epochs] == [1, 2] and all("val_agreement" in row for row in epochs)
     figures = {Path(f).name.split("_")[0] for f in kd["files"] if f.startswith("media/images/figures/")}
     assert figures == {"curves", "per", "prediction", "reliability"}
     assert kd["artifacts"] == [{"name": "notebook-tiny-kd", "type": "notebook", "files": ["notebook.ipynb"]}]

@@ -19,6 +19,7 @@ import pytest
 
 from dapt.cli import main
 from dapt.core import lock as run_lock
+from dapt.core.files import pid_runs
 from projects import REPO, new_project, working_in
 
 TEACHER = """
@@ -98,6 +99,20 @@ def test_a_live_holder_keeps_its_run_and_a_release_frees_it(tmp_path):
 def test_a_pid_reused_by_another_process_does_not_hold_the_lock(tmp_path):
     write_lock(tmp_path / "run", pid=os.getppid(), pid_start="1")  # a running pid, started at another time
     assert run_lock.holder(tmp_path / "run") is None
+
+
+def test_a_killed_holder_not_yet_reaped_does_not_hold_the_lock(tmp_path):
+    # a zombie: the child has exited and this process, its parent, has not waited for it yet (as a Ray worker
+    # killed by force is, until its raylet reaps it); its lock must not keep the run from being marked
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        time.sleep(0.05)
+    try:
+        assert not pid_runs(child.pid) and pid_runs(os.getpid())
+        write_lock(tmp_path / "run", pid=child.pid, pid_start="")  # no start time: the pid alone decides
+        assert run_lock.holder(tmp_path / "run") is None
+    finally:
+        child.wait()
 
 
 def test_another_hosts_lock_is_held_while_its_heartbeat_is_fresh(tmp_path):

@@ -5,8 +5,8 @@ The claims (Farhat & Chen 2024): a random-init student distilled from a pre-trai
 against the same student with no teacher (``none``) and against the same architecture pre-trained and
 fine-tuned (the headline); the teacher's init (ft, lp, fr) for one distiller; real images against
 real + synthetic ones; and generated images against ideal ones (``generator: holdout``: real images the
-training subset left out) in the same number and steps, which tells the generator's part from the idea's. Each comparison is A − B on the configurations' test accuracies (all test images),
-judged by Welch's t test (Welch 1947): with means :math:`\\bar a, \\bar b`, sample variances
+training subset left out) in the same number and steps, which tells the generator's part from the idea's.
+Each comparison is A − B on the configurations' test accuracies (all test images), judged by Welch's t test (Welch 1947): with means :math:`\\bar a, \\bar b`, sample variances
 :math:`s_a^2, s_b^2` and seeds :math:`n_a, n_b`,
 :math:`t = (\\bar a - \\bar b) / \\sqrt{s_a^2/n_a + s_b^2/n_b}` with the Welch–Satterthwaite degrees of freedom
 :math:`\\nu = (s_a^2/n_a + s_b^2/n_b)^2 / \\big(\\frac{(s_a^2/n_a)^2}{n_a-1} + \\frac{(s_b^2/n_b)^2}{n_b-1}\\big)`,

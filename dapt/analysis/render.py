@@ -124,11 +124,15 @@ def _verdicts(comps: list[Comparison]) -> str:
     return ", ".join(f"{counts[d]} {VERDICTS[d]}" for d in VERDICTS if counts[d])
 
 
+def _gap_span(comps: list[Comparison]) -> str:
+    """The comparisons' gaps as ``−2.00`` (one) or ``−4.39 to +0.68`` (their range)."""
+    gaps = sorted(c.welch.gap_pt for c in comps)
+    return points(gaps[0]) if len(gaps) == 1 else f"{points(gaps[0])} to {points(gaps[-1])}"
+
+
 def claim_sentence(comps: list[Comparison]) -> str:
     """One sentence for the comparisons of one claim in one student group: verdicts and the gaps' range."""
     first = comps[0]
-    gaps = sorted(c.welch.gap_pt for c in comps)
-    span = points(gaps[0]) if len(gaps) == 1 else f"{points(gaps[0])} to {points(gaps[-1])}"
     notes = []
     if comps and all(c.same_steps for c in comps):
         notes.append("at as many training steps")
@@ -139,7 +143,7 @@ def claim_sentence(comps: list[Comparison]) -> str:
     if any(c.diffaug for c in comps):
         notes.append("with another DiffAugment than real only")
     extra = "".join(f", {note}" for note in notes)
-    return f"{first.group}, {CLAIM_TITLES[first.claim]}: {_verdicts(comps)}, {span} points{extra}."
+    return f"{first.group}, {CLAIM_TITLES[first.claim]}: {_verdicts(comps)}, {_gap_span(comps)} points{extra}."
 
 
 def claim_sentences(summary: Summary) -> list[str]:
@@ -148,11 +152,6 @@ def claim_sentences(summary: Summary) -> list[str]:
     for c in summary.comparisons:
         by_claim.setdefault((c.group, c.claim), []).append(c)
     return [claim_sentence(comps) for comps in by_claim.values()]
-
-
-def _gap_span(comps: list[Comparison]) -> str:
-    gaps = sorted(c.welch.gap_pt for c in comps)
-    return points(gaps[0]) if len(gaps) == 1 else f"{points(gaps[0])} to {points(gaps[-1])}"
 
 
 def _factor(config: dict[str, Any]) -> int:
@@ -274,7 +273,8 @@ def budget_lines(summary: Summary) -> list[str]:
 
 
 def prose(summary: Summary) -> list[str]:
-    """Every sentence the report writes outside its tables: one per claim, then the budget lines."""
+    """Every sentence the report writes outside its tables: one per claim, the ideal-images answers when the study
+    has ideal images, then the budget lines."""
     if not summary.students:
         return ["No student run in this study yet, so there is nothing to conclude."]
     return claim_sentences(summary) + ideal_lines(summary) + budget_lines(summary)

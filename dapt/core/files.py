@@ -55,14 +55,19 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
 
 
 def pid_runs(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (another user's process counts)."""
+    """Whether process ``pid`` runs on this machine (another user's process counts). A zombie does not: a
+    killed process its parent has not reaped yet (a Ray worker cancelled by force) holds nothing any more."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
         return True
-    return True
+    try:  # Linux: the state follows the parenthesised command name, which may itself hold ") "
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
