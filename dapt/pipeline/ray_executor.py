@@ -21,6 +21,7 @@ import platform
 import signal
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from dapt.pipeline.study import RunSpec
 
 # A cancelled run has this long to stop its kernel and record itself; then its worker is killed.
 CANCEL_GRACE_S = 30.0
+KILL_RELEASE_S = 15.0  # how long a task killed by force may take to let go of its run's lock
 # The driver's wandb settings (mode, API key, ...) reach the runs; WANDB_SERVICE is this process's own.
 _FORWARDED_PREFIX = "WANDB_"
 
@@ -195,10 +197,19 @@ def _cancel(schedule: Schedule, in_flight: dict) -> None:
     _, stuck = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=CANCEL_GRACE_S)
     for ref in stuck:
         ray.cancel(ref, force=True)
+    _await_release([in_flight[ref] for ref in stuck], KILL_RELEASE_S)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     for spec in in_flight.values():
         _mark_unless_held(spec, "interrupted")  # also for a killed task, which could not record itself
         schedule.interrupted(spec.name)
+
+
+def _await_release(specs: list[RunSpec], timeout: float) -> None:
+    """Wait, at most ``timeout`` seconds, until no live process holds these runs: ``ray.cancel(force=True)``
+    only asks for the kill, and a worker still dying would otherwise keep its run from being marked."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(run_lock.holder(spec.folder) is not None for spec in specs):
+        time.sleep(0.2)
 
 
 def _mark_unless_held(spec: RunSpec, status: str, reason: str | None = None) -> None:
