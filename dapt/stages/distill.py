@@ -36,7 +36,7 @@ from dapt.core.errors import DaptError
 from dapt.core.records import RunRecord
 from dapt.core.files import read_json, rel
 from dapt.training.teacher_cache import TeacherTargets, file_digest, outputs_on_images
-from dapt.training.loop import Trainee, model_meta, predict, prepare, train
+from dapt.training.loop import Trainee, model_meta, predict, prepare, subset_seed, train
 
 
 def view_count(cache_views: int | None, epochs: int) -> int:
@@ -78,13 +78,9 @@ def warn_if_the_teacher_may_know_them(synthetic: SyntheticSet, cfg) -> None:
     if synthetic.train_index is None or not cfg.teacher:
         return
     params = (read_json(Path(cfg.teacher) / "metrics.json") or {}).get("params") or {}
-
-    def subset(p) -> tuple:
-        seed = p.get("subset_seed") if p.get("subset_seed") is not None else p.get("seed", 0)
-        return p.get("dataset"), p.get("train_subset"), seed
-
-    theirs, mine = subset(params), subset({"dataset": cfg.dataset, "train_subset": cfg.train_subset,
-                                           "subset_seed": cfg.subset_seed, "seed": cfg.seed})
+    theirs = (params.get("dataset"), params.get("train_subset"),
+              subset_seed(params.get("seed", 0), params.get("subset_seed")))
+    mine = (cfg.dataset, cfg.train_subset, subset_seed(cfg.seed, cfg.subset_seed))
     if theirs != mine:
         print(f"warning: teacher {rel(cfg.teacher)} trained on train_subset {theirs[1]} drawn with seed {theirs[2]}, "
               f"this run on {mine[1]} with {mine[2]}: it may have trained on some of the held-out images of "
@@ -102,13 +98,12 @@ def check_outside_validation(synthetic: SyntheticSet, ds: ImageSet, cfg) -> None
     overlap = int(torch.isin(synthetic.train_index, ds.val_index).sum())
     if overlap:
         settings = synthetic.settings or {}
-        subset_seed = cfg.seed if cfg.subset_seed is None else cfg.subset_seed
         raise DaptError(f"synthetic run {synthetic.folder.as_posix()} holds {overlap} of this run's "
                         f"{len(ds.val_y):,} validation images (eval_subset {cfg.eval_subset}): its images and the "
                         f"validation set are disjoint when this run trains on the subset it excludes (train_subset "
                         f"{settings.get('train_subset')}, subset seed {settings.get('subset_seed')}; here "
-                        f"{cfg.train_subset} and {subset_seed}) and both fit in each class outside it; train on that "
-                        f"subset, or lower eval_subset or that run's images_per_class")
+                        f"{cfg.train_subset} and {subset_seed(cfg.seed, cfg.subset_seed)}) and both fit in each "
+                        f"class outside it; train on that subset, or lower eval_subset or that run's images_per_class")
 
 
 def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:

@@ -34,14 +34,18 @@ from dapt.core.records import RunRecord
 from dapt.core.tracking import Tracker
 
 
+def subset_seed(seed: int, subset_seed: int | None) -> int:
+    """The seed a run's training subset is drawn with: ``subset_seed``, or the run's ``seed`` when it is null."""
+    return seed if subset_seed is None else subset_seed
+
+
 def load_data(cfg) -> D.ImageSet:
     """The run's dataset at its working size, with its seeded stratified training subset and, for a training
     run, its validation images (``eval_subset``), drawn with the same seed."""
     # a generate run has no subset_seed: its one seed draws the subset its ddpm learns from; nor
     # eval_subset: it selects no classifier, so it keeps every training image and draws no validation set
-    subset_seed = getattr(cfg, "subset_seed", None)
     return D.load_dataset(cfg.dataset, cfg.image_size, data_root=cfg.data_root, train_subset=cfg.train_subset,
-                          seed=cfg.seed if subset_seed is None else subset_seed, download=cfg.download,
+                          seed=subset_seed(cfg.seed, getattr(cfg, "subset_seed", None)), download=cfg.download,
                           validation=getattr(cfg, "eval_subset", False))
 
 
