@@ -62,7 +62,7 @@ def _digest(*parts: bytes | str | torch.Tensor) -> str:
     h = hashlib.sha256()
     for part in parts:
         if isinstance(part, torch.Tensor):
-            part = part.contiguous().numpy().tobytes()
+            part = part.cpu().contiguous().numpy().tobytes()
         h.update(part.encode() if isinstance(part, str) else part)
         h.update(b"\0")
     return h.hexdigest()[:16]
@@ -143,7 +143,7 @@ def logit_rows(z: torch.Tensor) -> np.ndarray:
         raise DaptError("the teacher's outputs on the training images overflow the fp16 teacher cache (beyond "
                         "±65504, or not numbers): the teacher run is broken (check its test accuracy; retrain it "
                         "with a lower lr)")
-    return rows.numpy()
+    return rows.cpu().numpy()
 
 
 def feature_rows(f: torch.Tensor) -> np.ndarray:
@@ -154,8 +154,8 @@ def feature_rows(f: torch.Tensor) -> np.ndarray:
                         "teacher run is broken (check its test accuracy; retrain it with a lower lr)")
     scale = f.abs().amax(dim=1, keepdim=True) / 127
     codes = torch.where(scale > 0, f / scale.clamp_min(torch.finfo(torch.float32).tiny), 0).round().clamp(-127, 127)
-    scale_bytes = scale.numpy().view(np.int8)  # [n, 4]: the float32 scale as bytes
-    return np.concatenate([codes.to(torch.int8).numpy(), scale_bytes], axis=1)
+    scale_bytes = scale.cpu().numpy().view(np.int8)  # [n, 4]: the float32 scale as bytes
+    return np.concatenate([codes.to(torch.int8).cpu().numpy(), scale_bytes], axis=1)
 
 
 def dequantize(rows: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -233,7 +233,7 @@ class TeacherTargets:
         caller's ``key_parts``, the teacher's size and precision, the images), then that view's draws."""
         shared = hashlib.sha256()
         for part in (CACHE_FORMAT, *map(str, key_parts), str(self.size), str(self.dtype), self.train_x):
-            shared.update(part.contiguous().numpy().tobytes() if isinstance(part, torch.Tensor) else part.encode())
+            shared.update(part.cpu().contiguous().numpy().tobytes() if isinstance(part, torch.Tensor) else part.encode())
             shared.update(b"\0")
         keys = []
         for v in range(len(self.views)):
@@ -241,7 +241,7 @@ class TeacherTargets:
             draws = [crop.offset_y, crop.offset_x, crop.flip.long()]
             draws += self.diff_views[v].key_tensors() if self.diff_views else []
             for t in draws:
-                h.update(t.contiguous().numpy().tobytes())
+                h.update(t.cpu().contiguous().numpy().tobytes())
                 h.update(b"\0")
             keys.append(h.hexdigest()[:16])
         return keys
