@@ -96,6 +96,25 @@ def test_report_table_lists_every_run(executed):
     assert (root / "runs/tiny/report/figures/accuracy.png").is_file()
 
 
+def test_every_record_and_notebook_says_which_code_libraries_device_and_precision_made_it(executed):
+    from dapt.core import provenance
+
+    root, _ = executed
+    commit, dirty = provenance.code_version()
+    # crd's teacher computes its targets in teacher_amp auto's precision: bfloat16 on a CPU with AVX512-BF16
+    crd_teacher = json.loads((root / "runs/tiny/crd/metrics.json").read_text())["teacher_precision"]
+    precisions = {"teacher": {"teacher": "float32"}, "crd": {"student": "float32", "teacher": crd_teacher},
+                  "scratch": {"student": "float32"}, "report": {}}
+    for name, precision in precisions.items():
+        folder = root / "runs/tiny" / name
+        record = json.loads((folder / "metrics.json").read_text())["provenance"]
+        assert (record["commit"], record["dirty"]) == (commit, dirty) and len(commit) == 40
+        assert record["torch"] == provenance.library_version("torch") and record["python"].count(".") == 2
+        assert (record["device"], record["device_name"]) == ("cpu", provenance.cpu_model())
+        assert record["precision"] == precision, name
+        assert json.loads((folder / "notebook.ipynb").read_text())["metadata"]["dapt"]["provenance"] == record
+
+
 def test_executed_notebooks_record_repo_relative_paths_only(executed):
     root, _ = executed
     for notebook in (root / "runs" / "tiny").glob("*/notebook.ipynb"):
@@ -235,7 +254,7 @@ def start_killable(project: Path, *args: str) -> subprocess.Popen:
 
 def comparable(metrics_file: Path) -> dict:
     record = json.loads(metrics_file.read_text())
-    for key in ("wall_time_s", "params"):
+    for key in ("wall_time_s", "params", "provenance"):  # provenance: the date each execution started
         record.pop(key)
     return record
 
