@@ -74,6 +74,8 @@ CASES = [
      "synthetic 'runs/other/fashion' is a teacher run, not a generate run"),
     ("synthetic images of another dataset", DISTILL + ", distiller: none, synthetic: runs/other/generated_fashion}",
      "synthetic 'runs/other/generated_fashion' was trained on fashion_mnist, this run uses digits"),
+    ("description that is no text", "study: x\ndescription: {rule: a}\nruns: [" + TEACHER + "}]",
+     "description must be text"),
     ("no images asked for", GENERATE + ", images_per_class: 0}", "images_per_class=0 must be >= 1"),
     ("unknown generator", GENERATE + ", generator: gan}", "generator: 'gan' is not one of: ddpm, stable_diffusion"),
     ("prompt template with another field", GENERATE + ", prompt_template: 'a {label}'}",

@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow  # each test executes notebooks in fresh kernels
 
 TINY = """
 study: tiny
+description: |
+  Does a crd student of a scratch teacher beat the scratch student? Rule: the gap beyond seed noise.
 defaults: {dataset: digits, image_size: 16, train_subset: 300, epochs: 2, batch_size: 50}
 runs:
   - {stage: teacher, name: teacher, model: resnet18, init: fr, optimizer: sgd, lr: 0.05}
@@ -113,6 +115,16 @@ def test_every_record_and_notebook_says_which_code_libraries_device_and_precisio
         assert (record["device"], record["device_name"]) == ("cpu", provenance.cpu_model())
         assert record["precision"] == precision, name
         assert json.loads((folder / "notebook.ipynb").read_text())["metadata"]["dapt"]["provenance"] == record
+
+
+def test_the_report_opens_with_the_study_description(executed):
+    root, _ = executed
+    cells = json.loads((root / "runs/tiny/report/notebook.ipynb").read_text())["cells"]
+    shown = [out["data"]["text/markdown"] for cell in cells for out in cell.get("outputs", [])
+             if "text/markdown" in out.get("data", {})]
+    assert "".join(shown[0]).startswith("Does a crd student of a scratch teacher beat the scratch student?")
+    recorded = yaml.safe_load((root / "runs/tiny/report/params.yaml").read_text())
+    assert recorded["study_description"].endswith("Rule: the gap beyond seed noise.")
 
 
 def test_executed_notebooks_record_repo_relative_paths_only(executed):

@@ -28,8 +28,10 @@ from dapt.core.tracking import Tracker, for_run
 RUNS_DIR = "runs"
 STATUSES = ("running", "done", "failed", "interrupted")
 # Params that change how a run is executed or logged, never what it computes: a finished run with other values
-# is the same run, and runs that differ only in these (and the seed) form one configuration.
-BOOKKEEPING = ("resume", "wandb", "wandb_project", "wandb_entity", "checkpoint_every", "device", "cache_features")
+# is the same run, and runs that differ only in these (and the seed) form one configuration. A report's
+# study_description (the study file's description, which `dapt run` hands it) changes its opening text, not a number.
+BOOKKEEPING = ("resume", "wandb", "wandb_project", "wandb_entity", "checkpoint_every", "device", "cache_features",
+               "study_description")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # File systems hold names of 255 bytes; the temp files beside a run's records add about 40 to its name's files.
 MAX_NAME = 200

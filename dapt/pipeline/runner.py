@@ -129,7 +129,9 @@ def dry_run(study: Study, force: bool = False, only: list[str] | None = None,
             will_run.add(spec.name)
             action = "run"
         echo(f"  {spec.name:<{width}} {spec.stage:<9} {state.status:<12} {action}")
-        values = ", ".join(f"{key}={value!r}" for key, value in spec.injected.items() if key != "run_dir")
+        # run_dir and a report's study_description come from the file's layout and text, not from its values
+        values = ", ".join(f"{key}={value!r}" for key, value in spec.injected.items()
+                           if key not in ("run_dir", "study_description"))
         echo(f"  {'':<{width}} {values or '(stage defaults)'}")
 
 

@@ -180,6 +180,18 @@ def _entries(data: Any, path: Path) -> tuple[str, dict, list[dict]]:
     return str(data.get("study") or path.stem), defaults, [dict(r) for r in runs]
 
 
+def _description(data: Any, where: str) -> str:
+    """A study file's ``description`` (the question and the rule that decides it), which its report opens
+    with; "" for a single-run file or a study without one."""
+    if not isinstance(data, dict) or "runs" not in data or data.get("description") is None:
+        return ""
+    text = data["description"]
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: description must be text (the study's question and the rule that decides "
+                          f"it), got a {type(text).__name__}")
+    return text.strip()
+
+
 def study_defaults(path: str | Path) -> tuple[str, dict]:
     """The study name and ``defaults`` of a params file, unvalidated (what a new run of it starts from)."""
     name, defaults, _ = _entries(_read(Path(path)), Path(path))
@@ -279,7 +291,9 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
     """
     path = Path(path)
     where = rel(path)
-    study_name, defaults, raw_runs = _entries(_read(path), path)
+    data = _read(path)
+    study_name, defaults, raw_runs = _entries(data, path)
+    description = _description(data, where)
     raw_runs = [*raw_runs, *(dict(run) for run in extra_runs)]
     _check_name(study_name, "study name", where)
     settable = settable_keys()
@@ -338,6 +352,8 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
                 _check_finished_run(label, key, str(target), wanted, dataset, stage_of)
         set_keys = list(values)
         values["run_dir"] = run_dir(study_name, name).as_posix()
+        if "study_description" in fields and description:
+            values["study_description"] = description
         specs.append(RunSpec(name, stage, config.validate(cls, values, label), refs, set_keys,
                              stage in config.COLLECTS_STUDY))
         if check_data:
