@@ -95,18 +95,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from dapt.core import lock as run_lock
     from dapt.core.files import read_json
+    from dapt.core.provenance import study_line
     from dapt.pipeline.runner import name_width, run_state
     from dapt.pipeline.study import load_study
 
     study = load_study(args.file, check_data=False)  # the state of runs needs no dataset
     print(f"study {study.name} ({study.source})")
     width = name_width(study.runs)
-    print(f"  {'run':<{width}} {'stage':<9} {'status':<12} {'test_acc':>8} {'time_s':>8}  note")
+    print(f"  {'run':<{width}} {'stage':<9} {'status':<12} {'test acc %':>10} {'time_s':>8}  note")
+    recorded = []  # the provenance of every run that has a record (None: recorded before provenance)
     for spec in study.runs:
         state = run_state(spec)
-        metrics = read_json(spec.folder / "metrics.json") or {}
+        metrics = read_json(spec.folder / "metrics.json")
+        if isinstance(metrics, dict):
+            recorded.append(metrics.get("provenance") if isinstance(metrics.get("provenance"), dict) else None)
+        metrics = metrics if isinstance(metrics, dict) else {}
         acc = metrics.get("test_acc")
-        acc_text = f"{acc:.4f}" if isinstance(acc, (int, float)) else "-"
+        acc_text = f"{100 * acc:.2f}" if isinstance(acc, (int, float)) and not isinstance(acc, bool) else "-"
         wall = metrics.get("wall_time_s")
         wall_text = f"{wall:.0f}" if isinstance(wall, (int, float)) else "-"
         note = "" if state.status == "new" or state.same_params else f"params differ: {', '.join(state.changed)}"
@@ -115,7 +120,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             note = f"executing: {holder.describe()}"
         elif state.status == "running":  # nobody holds it: its process was killed before it could record that
             note = "its process is gone; dapt run --resume continues it"
-        print(f"  {spec.name:<{width}} {spec.stage:<9} {state.status:<12} {acc_text:>8} {wall_text:>8}  {note}")
+        print(f"  {spec.name:<{width}} {spec.stage:<9} {state.status:<12} {acc_text:>10} {wall_text:>8}  {note}")
+    print(f"  {study_line(recorded)}")  # which code, torch and device recorded the runs: alike or not
     return 0
 
 
@@ -243,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     status = sub.add_parser("status", help="show the state of each run of a params file",
-                            description="Show status, test accuracy and wall time of each run of FILE.")
+                            description="Show status, test accuracy (%) and wall time of each run of FILE, and "
+                                        "one line on the code, torch and device that recorded them.")
     status.add_argument("file", help="params file")
     status.set_defaults(func=_cmd_status)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ from dapt.core.errors import DaptError
 TEACHER = "{stage: teacher, name: t, model: resnet18, init: fr, dataset: digits"
 DISTILL = "{stage: distill, name: s, student: mobilenet_v2, dataset: digits"
 GENERATE = "{stage: generate, name: g, dataset: digits"
+# a study whose teacher and generate run work on fashion_mnist, for a run of digits to name
+MIXED = ("study: x\nruns:\n  - " + TEACHER.replace("digits", "fashion_mnist") + "}\n  - "
+         + GENERATE.replace("digits", "fashion_mnist") + "}\n")
 
 # (case, params file text, what the one error line must say)
 CASES = [
@@ -74,6 +78,14 @@ CASES = [
      "synthetic 'runs/other/fashion' is a teacher run, not a generate run"),
     ("synthetic images of another dataset", DISTILL + ", distiller: none, synthetic: runs/other/generated_fashion}",
      "synthetic 'runs/other/generated_fashion' was trained on fashion_mnist, this run uses digits"),
+    ("teacher of this study on another dataset", MIXED + "  - " + DISTILL + ", teacher: t, distiller: kd}",
+     "params/bad.yaml: run 's' uses digits, but its teacher 't' is trained on fashion_mnist; set the same dataset"),
+    ("synthetic set of this study of another dataset", MIXED + "  - " + DISTILL + ", synthetic: g, distiller: none}",
+     "run 's' uses digits, but its synthetic 'g' generated its images from fashion_mnist"),
+    ("generate judged by a teacher of another dataset", MIXED + "  - " + GENERATE.replace("name: g", "name: g2")
+     + ", teacher: t}", "run 'g2' uses digits, but its teacher 't' is trained on fashion_mnist"),
+    ("description that is no text", "study: x\ndescription: {rule: a}\nruns: [" + TEACHER + "}]",
+     "description must be text"),
     ("no images asked for", GENERATE + ", images_per_class: 0}", "images_per_class=0 must be >= 1"),
     ("unknown generator", GENERATE + ", generator: gan}", "generator: 'gan' is not one of: ddpm, stable_diffusion"),
     ("prompt template with another field", GENERATE + ", prompt_template: 'a {label}'}",
@@ -153,6 +165,23 @@ def test_bad_params_file_gets_one_line_and_writes_nothing(project, capsys, case,
     err = refused(project, capsys, ["run", "params/bad.yaml"])
     assert fragment in err
     assert not (project / "pwned").exists()
+
+
+def test_a_student_of_a_teacher_of_this_study_on_another_dataset_is_refused_by_a_dry_run(project, capsys):
+    """Until references inside a study were checked, the student's notebook failed only after
+    its teacher had trained; now the study's validation refuses it, so a dry run catches it too."""
+    (project / "params" / "mixed.yaml").write_text(textwrap.dedent("""
+        study: mixed
+        defaults: {train_subset: 300, image_size: 16, epochs: 1}
+        runs:
+          - {stage: teacher, name: lite2_ft, model: resnet18, init: fr, dataset: fashion_mnist}
+          - {stage: distill, name: kd, student: mobilenet_v2, teacher: lite2_ft, distiller: kd, dataset: digits}
+          - {stage: report, name: report}
+    """))
+    err = refused(project, capsys, ["run", "params/mixed.yaml", "--dry-run"])
+    assert err == ("dapt: error: params/mixed.yaml: run 'kd' uses digits, but its teacher 'lite2_ft' is trained on "
+                   "fashion_mnist; set the same dataset on both runs, or name a teacher run of digits\n")
+    assert capsys.readouterr().out == "" and not (project / "runs/mixed").exists()
 
 
 def test_stable_diffusion_offline_without_weights_names_the_fix(project, capsys, monkeypatch, tmp_path_factory):

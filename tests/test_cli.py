@@ -109,3 +109,28 @@ def test_report_refuses_what_is_not_a_study_in_one_line(capsys, monkeypatch):
     with pytest.raises(SystemExit) as done:
         main(["report", "runs/fashion_quick", "--markdown", "--html"])
     assert done.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_status_shows_accuracy_in_percent_and_one_provenance_line(tmp_path, capsys, monkeypatch):
+    import json
+
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params/s.yaml").write_text(
+        "study: s\ndefaults: {dataset: digits}\nruns:\n  - {stage: teacher, name: t, model: resnet18, init: fr}\n"
+        "  - {stage: distill, name: old, distiller: none}\n  - {stage: distill, name: new, distiller: none, seed: 1}\n")
+    known = {"commit": "36f5de0" + "0" * 33, "dirty": False, "torch": "2.14.1", "device": "cpu",
+             "device_name": "AMD EPYC", "precision": {"teacher": "float32"}}
+    for name, acc, record in (("t", 0.83171, {"provenance": known}), ("old", 0.5, {})):
+        (tmp_path / "runs/s" / name).mkdir(parents=True)
+        (tmp_path / "runs/s" / name / "metrics.json").write_text(json.dumps({"status": "done", "test_acc": acc,
+                                                                             "wall_time_s": 12.0, **record}))
+    monkeypatch.setenv("DAPT_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert main(["status", "params/s.yaml"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[3:6] == ["test", "acc", "%"]
+    assert lines[2].split()[:4] == ["t", "teacher", "report-only", "83.17"] and lines[3].split()[3] == "50.00"
+    assert lines[4].split()[:4] == ["new", "distill", "new", "-"]
+    # the run not yet recorded is not counted; the one recorded before provenance is
+    assert lines[5] == "  provenance: 1 run at 36f5de0; 1 run recorded before provenance (unknown); torch 2.14.1; " \
+                       "cpu (AMD EPYC)"

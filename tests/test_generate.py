@@ -69,6 +69,16 @@ def test_ddpm_writes_the_set_and_its_index(first):
     assert metrics["ddpm"]["reused"] is False
 
 
+def test_a_generate_run_records_the_device_and_precision_it_computed_in(first):
+    from dapt.core import provenance
+
+    _, _, metrics = first
+    record = metrics["provenance"]
+    assert (record["device"], record["device_name"]) == ("cpu", provenance.cpu_model())
+    assert record["precision"] == {"generator": "float32"}  # the ddpm trained with amp off; no teacher judged it
+    assert record["commit"] == provenance.code_version()[0]
+
+
 def test_an_image_depends_on_its_seed_not_its_batch(first):
     folder, result, _ = first
     entries = index_of(folder)["images"]

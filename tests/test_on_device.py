@@ -186,6 +186,11 @@ def test_a_teacher_trains_on_the_device(teacher_run, device):
     assert metrics["status"] == "done" and torch.device(metrics["device"]).type == device.type
     assert all(math.isfinite(e["train_loss"]) for e in metrics["history"])
     assert all(p.dtype == torch.float32 for p in model.parameters())
+    # its provenance names the device (the GPU's own name on CUDA) and the autocast type it trained in
+    record = metrics["provenance"]
+    assert torch.device(record["device"]).type == device.type and record["precision"] == {"teacher": "bfloat16"}
+    if device.type == "cuda":
+        assert record["device_name"] == torch.cuda.get_device_name(torch.device(record["device"]))
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
@@ -206,6 +211,8 @@ def test_a_student_distils_on_the_device_from_the_cached_and_the_live_teacher(te
     metrics = files.read_json(tmp_path / cache / "metrics.json")
     assert metrics["status"] == "done" and torch.device(metrics["device"]).type == device.type
     assert metrics["teacher_precision"] == str(teacher_dtype("auto", device)).removeprefix("torch.")
+    assert metrics["provenance"]["precision"] == {"teacher": metrics["teacher_precision"],
+                                                  "student": {"bf16": "bfloat16", "fp16": "float16"}[amp]}
     assert all(math.isfinite(e["train_loss"]) and math.isfinite(e["loss_kd"]) for e in metrics["history"])
     assert result.student_logits.dtype == torch.float32 and result.student_logits.device.type == "cpu"
     assert 0.0 <= metrics["test_acc"] <= 1.0

@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow  # each test executes notebooks in fresh kernels
 
 TINY = """
 study: tiny
+description: |
+  Does a crd student of a scratch teacher beat the scratch student? Rule: the gap beyond seed noise.
 defaults: {dataset: digits, image_size: 16, train_subset: 300, epochs: 2, batch_size: 50}
 runs:
   - {stage: teacher, name: teacher, model: resnet18, init: fr, optimizer: sgd, lr: 0.05}
@@ -94,6 +96,35 @@ def test_report_table_lists_every_run(executed):
         assert f"| {name} |" in outputs
     assert shown_images(root / "runs/tiny/report/notebook.ipynb") == 4  # seed spread, curves, accuracy, agreement
     assert (root / "runs/tiny/report/figures/accuracy.png").is_file()
+
+
+def test_every_record_and_notebook_says_which_code_libraries_device_and_precision_made_it(executed):
+    from dapt.core import provenance
+
+    root, _ = executed
+    commit, dirty = provenance.code_version()
+    # crd's teacher computes its targets in teacher_amp auto's precision: bfloat16 on a CPU with AVX512-BF16
+    crd_teacher = json.loads((root / "runs/tiny/crd/metrics.json").read_text())["teacher_precision"]
+    precisions = {"teacher": {"teacher": "float32"}, "crd": {"student": "float32", "teacher": crd_teacher},
+                  "scratch": {"student": "float32"}, "report": {}}
+    for name, precision in precisions.items():
+        folder = root / "runs/tiny" / name
+        record = json.loads((folder / "metrics.json").read_text())["provenance"]
+        assert (record["commit"], record["dirty"]) == (commit, dirty) and len(commit) == 40
+        assert record["torch"] == provenance.library_version("torch") and record["python"].count(".") == 2
+        assert (record["device"], record["device_name"]) == ("cpu", provenance.cpu_model())
+        assert record["precision"] == precision, name
+        assert json.loads((folder / "notebook.ipynb").read_text())["metadata"]["dapt"]["provenance"] == record
+
+
+def test_the_report_opens_with_the_study_description(executed):
+    root, _ = executed
+    cells = json.loads((root / "runs/tiny/report/notebook.ipynb").read_text())["cells"]
+    shown = [out["data"]["text/markdown"] for cell in cells for out in cell.get("outputs", [])
+             if "text/markdown" in out.get("data", {})]
+    assert "".join(shown[0]).startswith("Does a crd student of a scratch teacher beat the scratch student?")
+    recorded = yaml.safe_load((root / "runs/tiny/report/params.yaml").read_text())
+    assert recorded["study_description"].endswith("Rule: the gap beyond seed noise.")
 
 
 def test_executed_notebooks_record_repo_relative_paths_only(executed):
@@ -235,7 +266,7 @@ def start_killable(project: Path, *args: str) -> subprocess.Popen:
 
 def comparable(metrics_file: Path) -> dict:
     record = json.loads(metrics_file.read_text())
-    for key in ("wall_time_s", "params"):
+    for key in ("wall_time_s", "params", "provenance"):  # provenance: the date each execution started
         record.pop(key)
     return record
 

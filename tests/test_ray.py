@@ -128,6 +128,7 @@ def comparable(folder: Path) -> dict:
     """A run's metrics.json without what differs between two executions of the same run."""
     record = json.loads((folder / "metrics.json").read_text())
     record.pop("wall_time_s")
+    record.pop("provenance")  # the date each execution started
     record["params"].pop("run_dir")
     return record
 

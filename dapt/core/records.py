@@ -3,6 +3,10 @@
 A run lives in ``runs/<study>/<run>/`` and holds ``notebook.ipynb`` (the executed report),
 ``params.yaml`` (resolved parameters), ``metrics.json`` (the machine-readable record),
 ``figures/`` and git-ignored checkpoints. Every path recorded in a run is repo-relative.
+
+``metrics.json`` carries from the start the run's ``provenance`` (``dapt.core.provenance``: the code, the
+libraries, the device and the date), so a run that fails says which code failed; the training code
+completes its device and resolved precisions once it knows them (``RunRecord.complete_provenance``).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 
+from dapt.core import provenance
 from dapt.core.ranks import is_main
 from dapt.core.errors import DaptError
 from dapt.core.files import atomic_write_json, atomic_write_yaml, read_json, tidy
@@ -23,8 +28,10 @@ from dapt.core.tracking import Tracker, for_run
 RUNS_DIR = "runs"
 STATUSES = ("running", "done", "failed", "interrupted")
 # Params that change how a run is executed or logged, never what it computes: a finished run with other values
-# is the same run, and runs that differ only in these (and the seed) form one configuration.
-BOOKKEEPING = ("resume", "wandb", "wandb_project", "wandb_entity", "checkpoint_every", "device", "cache_features")
+# is the same run, and runs that differ only in these (and the seed) form one configuration. A report's
+# study_description (the study file's description, which `dapt run` hands it) changes its opening text, not a number.
+BOOKKEEPING = ("resume", "wandb", "wandb_project", "wandb_entity", "checkpoint_every", "device", "cache_features",
+               "study_description")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # File systems hold names of 255 bytes; the temp files beside a run's records add about 40 to its name's files.
 MAX_NAME = 200
@@ -62,19 +69,27 @@ class RunRecord:
         self.writes = True
 
     @classmethod
-    def start(cls, folder: str | os.PathLike, stage: str, params: Mapping[str, Any], resume: bool = False) -> "RunRecord":
-        """Create the run folder, write ``params.yaml`` and a ``running`` ``metrics.json``.
+    def start(cls, folder: str | os.PathLike, stage: str, params: Mapping[str, Any], resume: bool = False,
+              device: str = "cpu", device_name: str | None = None) -> "RunRecord":
+        """Create the run folder, write ``params.yaml`` and a ``running`` ``metrics.json`` with the run's
+        ``provenance`` on ``device`` (``device_name``: the GPU's; default the CPU model).
 
-        With ``resume`` the history of an earlier attempt is kept (the trainer replays it from its checkpoint).
-        In a run of several processes (``dapt.core.distributed``) only rank 0's record writes anything.
+        With ``resume`` the history of an earlier attempt is kept (the trainer replays it from its checkpoint),
+        and its provenance's code and date under ``provenance.earlier_attempts``. In a run of several processes
+        (``dapt.core.distributed``) only rank 0's record writes anything.
         """
         record = cls(folder, stage, params)
+        record.metrics["provenance"] = provenance.collect(device, device_name)
         record.writes = is_main()
         if not record.writes:
             return record
         record.folder.mkdir(parents=True, exist_ok=True)
         (record.folder / "figures").mkdir(exist_ok=True)
         previous = read_json(record.folder / "metrics.json") if resume else None
+        earlier = (previous or {}).get("provenance")
+        if isinstance(earlier, Mapping):  # the code of a resumed run's first epochs may not be this code
+            record.metrics["provenance"]["earlier_attempts"] = [
+                *earlier.get("earlier_attempts", []), {k: earlier.get(k) for k in ("commit", "dirty", "date")}]
         if not resume:  # outputs cached from an earlier model of this run would be stale, and a
             # resume checkpoint of an earlier attempt must not be picked up if this one is killed early
             shutil.rmtree(record.folder / "cache", ignore_errors=True)
@@ -91,6 +106,17 @@ class RunRecord:
 
     def update(self, **values: Any) -> None:
         self.metrics.update(values)
+        self.save()
+
+    def complete_provenance(self, device: str | None = None, device_name: str | None = None,
+                            **precision: str | None) -> None:
+        """Complete the run's provenance once the training code knows it: the ``device`` it computes on and its
+        name (the GPU's, or the CPU model), and the resolved precision of each role (``student``,
+        ``teacher``, ``generator``: ``float32``, ``bfloat16``, ``float16``)."""
+        record = self.metrics.setdefault("provenance", provenance.collect())
+        if device is not None:
+            record.update(device=device, device_name=device_name or provenance.cpu_model())
+        record.setdefault("precision", {}).update({role: value for role, value in precision.items() if value})
         self.save()
 
     def log_epoch(self, entry: Mapping[str, Any]) -> None:
@@ -142,6 +168,8 @@ def mark_status(folder: str | os.PathLike, status: str, error: str | None = None
     path = Path(folder) / "metrics.json"
     metrics = read_json(path) or {"history": []}
     metrics["status"] = status
+    if not isinstance(metrics.get("provenance"), Mapping):  # the notebook stopped before its record started
+        metrics["provenance"] = provenance.collect(provenance.UNKNOWN, provenance.UNKNOWN)
     if error:
         metrics["error"] = error
     atomic_write_json(path, metrics)

@@ -33,9 +33,10 @@ DEVICE_HELP = ("where the run computes: auto (CUDA when present, else the CPU), 
 AMP_CHOICES = ("off", "bf16", "fp16")
 AMP_HELP = ("mixed precision of training: off (float32), bf16 (autocast to bfloat16; CPU and CUDA) or fp16 "
             "(autocast to float16 with loss scaling; CUDA and mps only)")
-# set by `dapt run`, never by a params file: the run's folder (runs/<study>/<run>), and for a distill run
-# whether its teacher's cache stores features (another student of that teacher in the study reads them)
-INJECTED = ("run_dir", "cache_features")
+# set by `dapt run`, never by a params file: the run's folder (runs/<study>/<run>), for a distill run
+# whether its teacher's cache stores features (another student of that teacher in the study reads them), and
+# for a report the study's own description (its params file's `description`), which the report opens with
+INJECTED = ("run_dir", "cache_features", "study_description")
 TEACHER_AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 
 
@@ -265,6 +266,9 @@ class ReportConfig(TrackingSettings):
                               rule=AT_LEAST_ONE)
     short_budget_epochs: int = param(50, "students trained fewer epochs than this are on a short budget, which "
                                          "ranks methods at that budget rather than at convergence", rule=AT_LEAST_ONE)
+    study_description: str = param("", "set by `dapt run`: the study's description (its params file's "
+                                       "`description`: the question and the rule that decides it), which the "
+                                       "report opens with; empty for a report run by hand")
     run_dir: str = param("runs/interactive/report", "where the report is recorded (set by `dapt run`)")
 
 

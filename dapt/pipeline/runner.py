@@ -3,7 +3,8 @@
 The runner never imports training code: it decides which runs to execute (skipping those
 already done with identical parameters, refusing to replace finished ones unless forced),
 executes the notebooks with the repository as working directory and repo-relative paths, and
-records ``failed`` / ``interrupted`` when a notebook stops outside the trainer's control.
+records ``failed`` / ``interrupted`` when a notebook stops outside the trainer's control. Each executed
+notebook carries its run's provenance (read from its ``metrics.json``) in its metadata.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) every process runs this runner: they agree on the plan before
 anything runs, execute the training stages (``DDP_STAGES``) together, one process group per run, and
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -28,7 +30,7 @@ from dapt.core import lock as run_lock
 from dapt.core.errors import DaptError
 from dapt.core.ranks import DDP_STAGES, is_main, world_size
 from dapt.core.records import BOOKKEEPING, RUNS_DIR, mark_status
-from dapt.core.files import read_json, read_yaml, repo_root
+from dapt.core.files import atomic_write_text, read_json, read_yaml, repo_root
 from dapt.pipeline.footprint import check_fits
 from dapt.pipeline.schedule import Outcome, Schedule
 from dapt.pipeline.study import RunSpec, Study
@@ -127,7 +129,9 @@ def dry_run(study: Study, force: bool = False, only: list[str] | None = None,
             will_run.add(spec.name)
             action = "run"
         echo(f"  {spec.name:<{width}} {spec.stage:<9} {state.status:<12} {action}")
-        values = ", ".join(f"{key}={value!r}" for key, value in spec.injected.items() if key != "run_dir")
+        # run_dir and a report's study_description come from the file's layout and text, not from its values
+        values = ", ".join(f"{key}={value!r}" for key, value in spec.injected.items()
+                           if key not in ("run_dir", "study_description"))
         echo(f"  {'':<{width}} {values or '(stage defaults)'}")
 
 
@@ -211,6 +215,27 @@ def execute(spec: RunSpec, log_output: bool = True, folder: Path | None = None) 
         report_mode=False,
         kernel_manager_class=_kernel_manager(folder / "kernel.log"),
     )
+
+
+def stamp_provenance(folder: Path) -> None:
+    """Copy the run's ``provenance`` from its ``metrics.json`` into its executed notebook's metadata
+    (``metadata.dapt.provenance``), so the report a reader opens says which code, libraries, device and
+    precisions made it. papermill writes the notebook until the kernel ends, so this comes after; a run
+    whose record or notebook is missing or unreadable is left as it is."""
+    notebook = folder / "notebook.ipynb"
+    record = (read_json(folder / "metrics.json") or {}).get("provenance")
+    if not isinstance(record, dict) or not notebook.is_file():
+        return
+    try:
+        content = json.loads(notebook.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(content, dict):
+        return
+    content.setdefault("metadata", {}).setdefault("dapt", {})["provenance"] = record
+    # as nbformat writes a notebook (papermill's own writer): sorted keys, one-space indent, UTF-8
+    with contextlib.suppress(OSError):  # a read-only folder keeps the notebook papermill wrote
+        atomic_write_text(notebook, json.dumps(content, sort_keys=True, indent=1, ensure_ascii=False) + "\n")
 
 
 def _execute_on_this_rank(spec: RunSpec, log_output: bool) -> None:
@@ -307,6 +332,7 @@ def _run_locked(spec: RunSpec, log_output: bool) -> Outcome:
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         if is_main():
             mark_status(spec.folder, "interrupted")
+            stamp_provenance(spec.folder)
         raise
     except Exception as err:  # papermill's execution error carries the cell's exception
         error = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
@@ -314,7 +340,10 @@ def _run_locked(spec: RunSpec, log_output: bool) -> Outcome:
     if reason:
         if is_main():
             mark_status(spec.folder, "failed", reason)
+            stamp_provenance(spec.folder)
         return Outcome("failed", time.time() - started, reason)
+    if is_main():
+        stamp_provenance(spec.folder)
     metrics = (read_json(spec.folder / "metrics.json") or {}) if is_main() else {}
     reason = "" if status == "done" else str(metrics.get("error", "the notebook ended without recording its run done"))
     acc = metrics.get("test_acc")

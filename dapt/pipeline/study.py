@@ -180,6 +180,18 @@ def _entries(data: Any, path: Path) -> tuple[str, dict, list[dict]]:
     return str(data.get("study") or path.stem), defaults, [dict(r) for r in runs]
 
 
+def _description(data: Any, where: str) -> str:
+    """A study file's ``description`` (the question and the rule that decides it), which its report opens
+    with; "" for a single-run file or a study without one."""
+    if not isinstance(data, dict) or "runs" not in data or data.get("description") is None:
+        return ""
+    text = data["description"]
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: description must be text (the study's question and the rule that decides "
+                          f"it), got a {type(text).__name__}")
+    return text.strip()
+
+
 def study_defaults(path: str | Path) -> tuple[str, dict]:
     """The study name and ``defaults`` of a params file, unvalidated (what a new run of it starts from)."""
     name, defaults, _ = _entries(_read(Path(path)), Path(path))
@@ -279,7 +291,9 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
     """
     path = Path(path)
     where = rel(path)
-    study_name, defaults, raw_runs = _entries(_read(path), path)
+    data = _read(path)
+    study_name, defaults, raw_runs = _entries(data, path)
+    description = _description(data, where)
     raw_runs = [*raw_runs, *(dict(run) for run in extra_runs)]
     _check_name(study_name, "study name", where)
     settable = settable_keys()
@@ -308,7 +322,7 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
     stage_of = {str(e["name"]): e["stage"] for e in entries}
 
     specs: list[RunSpec] = []
-    data_checked: dict = {}
+    inside: list[tuple[RunSpec, str, str]] = []  # (run, key, the run of this study it names)
     for entry in entries:
         name, stage = str(entry.pop("name")), entry.pop("stage")
         label = f"{where}: run {name!r}"
@@ -323,7 +337,7 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
         values = config.from_defaults(cls, defaults)
         values.update(entry)
         values.update({k: v for k, v in overrides.items() if k in fields})
-        refs = []
+        refs, named = [], []
         for key, wanted in _reference_fields(cls).items():
             target = values.get(key)
             if target is None:
@@ -332,21 +346,42 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
                 if stage_of[target] != wanted:
                     raise ConfigError(f"{label}: {key} {target!r} is a {stage_of[target]} run, not a {wanted} run")
                 refs.append(target)
+                named.append((key, str(target)))
                 values[key] = run_dir(study_name, target).as_posix()
             else:
                 dataset = values.get("dataset", next(f.default for f in dataclasses.fields(cls) if f.name == "dataset"))
                 _check_finished_run(label, key, str(target), wanted, dataset, stage_of)
         set_keys = list(values)
         values["run_dir"] = run_dir(study_name, name).as_posix()
+        if "study_description" in fields and description:
+            values["study_description"] = description
         specs.append(RunSpec(name, stage, config.validate(cls, values, label), refs, set_keys,
                              stage in config.COLLECTS_STUDY))
-        if check_data:
-            _check_data(specs[-1], label, data_checked)
+        inside += [(specs[-1], key, target) for key, target in named]
+    _check_datasets_agree(inside, {spec.name: spec for spec in specs}, where)
+    if check_data:
+        data_checked: dict = {}
+        for spec in specs:
+            _check_data(spec, f"{where}: run {spec.name!r}", data_checked)
     for spec in specs:
         if spec.collects:
             spec.refs = [other.name for other in specs if not other.collects]
     share_teacher_features(specs)
     return Study(study_name, where, _order(specs, where))
+
+
+def _check_datasets_agree(inside: list[tuple[RunSpec, str, str]], by_name: dict[str, RunSpec], where: str) -> None:
+    """A run that names another run of the study (a student its teacher or synthetic set, a generate run the
+    teacher that classifies its images) works on that run's dataset: its classes are the model's outputs, its
+    images the set's. Otherwise the notebook would fail after the named run had trained, so it is refused now,
+    in one line naming both runs and both datasets. (Image sizes may differ: a teacher sees the student's view
+    resized to its own size, and synthetic images are resized to the student's, always with 3 channels.)"""
+    for spec, key, target in inside:
+        mine, theirs = getattr(spec.cfg, "dataset", None), getattr(by_name[target].cfg, "dataset", None)
+        if mine is not None and theirs is not None and mine != theirs:
+            made = "generated its images from" if by_name[target].stage == "generate" else "is trained on"
+            raise ConfigError(f"{where}: run {spec.name!r} uses {mine}, but its {key} {target!r} {made} {theirs}; "
+                              f"set the same dataset on both runs, or name a {by_name[target].stage} run of {mine}")
 
 
 def share_teacher_features(specs: list[RunSpec]) -> None:

@@ -236,6 +236,7 @@ def record_teacher(record: RunRecord, cfg, ds: ImageSet, teacher: TeacherOutputs
                   teacher_run_test_acc=teacher.meta.get("run_test_acc"),
                   teacher_test_acc=A.accuracy(t_logits, ds.test_y),
                   teacher_val_acc=A.accuracy(teacher.val_logits, ds.val_y))
+    record.complete_provenance(teacher=teacher.precision)
 
 
 @dataclass

@@ -96,6 +96,10 @@ def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generat
     images = record.path("images")
     place = Placement.of(cfg)
     record.update(device=str(place.device))
+    # ddpm trains under amp's autocast (and samples in float32), stable_diffusion holds its weights in amp's
+    # type; holdout copies real images and computes nothing
+    record.complete_provenance(**place.describe(), **({} if cfg.generator == "holdout" else
+                                                       {"generator": place.precision}))
     model = D.load_or_train(cfg, ds, record.path("ddpm"), tracker, place) if cfg.generator == "ddpm" else None
     if model is not None:
         record.update(ddpm={"reused": model.reused, "train_time_s": model.train_time_s,
@@ -170,6 +174,7 @@ def judge(cfg, ds: ImageSet, gen: Generated, record: RunRecord) -> torch.Tensor 
         teacher, meta = load_teacher(cfg.teacher, ds)
         logits, _ = predict(teacher.to(Placement.of(cfg).device), gen.images, size=int(meta["image_size"]))
         per_class = per_class_accuracy(logits, gen.labels, ds.num_classes).tolist()
+        record.complete_provenance(teacher="float32")  # predict: the frozen teacher's float32 forward
         record.update(teacher_run=rel(cfg.teacher), teacher_model=meta["model"],
                       teacher_run_test_acc=meta.get("run_test_acc"),
                       teacher_acc_on_synthetic=accuracy(logits, gen.labels),

@@ -55,6 +55,21 @@ def _fail_on_cell_error(record: RunRecord) -> None:
     shell.events.register("post_run_cell", after_cell)
 
 
+def _device(cfg) -> dict[str, str]:
+    """The device a run of ``cfg`` will compute on, for the provenance its record opens with: a stage without
+    ``device`` (the report) computes on the CPU; a device this machine lacks is recorded as asked, and the
+    stage itself then fails with the reason."""
+    if not hasattr(cfg, "device"):
+        return {}
+    from dapt.training.device import device_name, run_device  # torch: only for the stages that compute with it
+
+    try:
+        device = run_device(cfg.device)
+    except DaptError:
+        return {"device": cfg.device, "device_name": "unknown"}
+    return {"device": str(device), "device_name": device_name(device)}
+
+
 def start(stage: str, namespace: Mapping[str, Any]) -> tuple[Any, RunRecord]:
     """Validate the notebook's parameters (its ``globals()``) for ``stage`` and start its run record.
 
@@ -69,6 +84,7 @@ def start(stage: str, namespace: Mapping[str, Any]) -> tuple[Any, RunRecord]:
         from dapt.core.devices import resolve_device
 
         distributed.init(resolve_device(cfg.device))  # gloo on the CPU; nccl and cuda:LOCAL_RANK on CUDA
-    record = RunRecord.start(cfg.run_dir, stage, config.as_dict(cfg), resume=getattr(cfg, "resume", False))
+    record = RunRecord.start(cfg.run_dir, stage, config.as_dict(cfg), resume=getattr(cfg, "resume", False),
+                             **_device(cfg))
     _fail_on_cell_error(record)
     return cfg, record

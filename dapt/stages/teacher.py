@@ -69,6 +69,7 @@ def train_teacher(cfg, ds: ImageSet, record: RunRecord) -> Net:
                     "num_classes": ds.num_classes, "classes": list(ds.classes)}
 
         meta = model_meta(cfg, ds, model, init=cfg.init, stage="teacher")
-        return Trainee(model, meta, groups, {"model": model}, set_train_mode, step, evaluate, final, place)
+        return Trainee(model, meta, groups, {"model": model}, set_train_mode, step, evaluate, final, place,
+                       role="teacher")
 
     return train(cfg, ds, record, build).model.eval()

@@ -27,9 +27,33 @@ from torch import nn
 
 from dapt.core.devices import check_precision, resolve_device
 from dapt.core.errors import DaptError
+from dapt.core.provenance import cpu_model
 from dapt.core.ranks import local_rank, world_size
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def run_device(name: str) -> torch.device:
+    """The device a run asking for ``device: name`` computes on: ``resolve_device``, and under torchrun each
+    process's own GPU (``cuda:LOCAL_RANK``)."""
+    device = resolve_device(name)
+    if device.type == "cuda" and world_size() > 1:
+        device = torch.device("cuda", local_rank())
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """What a run's provenance calls ``device``: the GPU's name on CUDA, the CPU model on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple GPU (mps) of {cpu_model()}"
+    return cpu_model()
+
+
+def dtype_name(dtype: Optional[torch.dtype]) -> str:
+    """``float32``, ``bfloat16`` or ``float16``: a precision as the provenance records it (None: float32)."""
+    return str(dtype or torch.float32).removeprefix("torch.")
 
 
 def device_of(module: nn.Module) -> torch.device:
@@ -91,11 +115,18 @@ class Placement:
     def of(cls, cfg) -> "Placement":
         """The placement a stage config asks for (``compile`` only where the stage has it)."""
         compile = bool(getattr(cfg, "compile", False))
-        device = resolve_device(cfg.device)
+        device = run_device(cfg.device)  # under torchrun: one GPU per process, cuda:LOCAL_RANK
         check_precision(cfg.device, device.type, cfg.amp, compile)
-        if device.type == "cuda" and world_size() > 1:  # under torchrun: one GPU per process, cuda:LOCAL_RANK
-            device = torch.device("cuda", local_rank())
         return cls(device, cfg.amp, compile)
+
+    @property
+    def precision(self) -> str:
+        """What the steps compute in under ``autocast``: ``float32`` (amp off), ``bfloat16`` or ``float16``."""
+        return dtype_name(self.dtype)
+
+    def describe(self) -> dict[str, str]:
+        """The device as a run's provenance records it (``RunRecord.complete_provenance``'s arguments)."""
+        return {"device": str(self.device), "device_name": device_name(self.device)}
 
     def autocast(self):
         """The context the forward pass and loss run in: autocast to ``amp``'s type, or nothing."""

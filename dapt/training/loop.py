@@ -161,6 +161,8 @@ class Trainee:
     final: Callable[[], dict]  # after the last epoch, on all test images: the run's final numbers
     # device, autocast and loss scaling of the steps; the stage moves its modules to place.device
     place: Placement = field(default_factory=Placement)
+    # what the trained model is to the study, the key of its precision in the run's provenance
+    role: str = "student"
 
 
 def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) -> Trainee:
@@ -180,6 +182,7 @@ def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) 
         trainee = build()
         trainee.place.compile_model(trainee.model)
         record.update(device=str(trainee.place.device))
+        record.complete_provenance(**trainee.place.describe(), **{trainee.role: trainee.place.precision})
         optimizer = build_optimizer(cfg.optimizer, trainee.param_groups, cfg.lr, cfg.weight_decay)
         steps = max(1, len(ds.train_y) // cfg.batch_size)
         scheduler = build_scheduler(cfg.scheduler, optimizer, steps, cfg.epochs, cfg.step_size, cfg.step_gamma)
