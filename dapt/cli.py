@@ -41,6 +41,12 @@ but for their seed, each metric the mean ± sample std over the seeds, n the see
 can and cannot show. --runs adds the table of every run; --markdown prints instead the results block
 the docs embed between their results markers; --html renders every executed notebook of the study to
 runs/<study>/html/<run>.html with an index.html linking them.
+
+--csv DIR writes the configurations and claims tables with every column the analysis computes (means,
+stds, gaps, Welch's t, df and raw p, and whatever else it records) to DIR/configurations.csv and
+DIR/claims.csv, one row per configuration and per comparison, for a paper's own plots; --json DIR writes
+DIR/summary.json: both lists, values as they are, and the rest of the summary (plateaus, teacher margins,
+budget). DIR is created if needed and may be the same for both; these print no report.
 """
 
 
@@ -155,15 +161,49 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from dapt.core.records import RUNS_DIR
     from dapt.core.files import use_repo_root
 
+    exports = _export_folders(args)
     name, source = _study_of(args.study)
     use_repo_root()
     folder = Path(RUNS_DIR) / name
+    if exports:
+        return _export(name, folder, exports)
     if args.markdown:
         print(block(folder.as_posix()))
     elif args.html:
         print(f"study {name}: open {write_html(name, source, no_input=args.no_input).as_posix()}")
     else:
         print(study_text(folder, with_runs=args.runs) if folder.is_dir() else f"study {name}: no runs yet")
+    return 0
+
+
+def _export_folders(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """(kind, absolute folder) of ``dapt report --csv DIR`` and ``--json DIR``, each checked and resolved where
+    the command was typed, before the report moves to the repository root: not an existing file."""
+    from pathlib import Path
+
+    from dapt.analysis.export import target
+
+    given = [(kind, where) for kind, where in (("csv", args.csv), ("json", args.json)) if where]
+    if given and (args.markdown or args.html or args.runs):
+        raise DaptError("--csv and --json write files and print no report: give them without --markdown, --html "
+                        "and --runs")
+    return [(kind, target(Path(where)).resolve()) for kind, where in given]
+
+
+def _export(name: str, folder: Path, exports: list[tuple[str, Path]]) -> int:
+    """Write the study's tables into each (kind, folder) of ``_export_folders`` and say where."""
+    from dapt.analysis import export
+    from dapt.analysis.summary import Summary
+    from dapt.core.files import rel
+
+    if not folder.is_dir():
+        raise DaptError(f"study {name}: no runs yet, so no tables to write (run the study first)")
+    summary = Summary.read(folder)
+    written = []
+    for kind, where in exports:
+        written += export.write_csv(summary, where) if kind == "csv" else [export.write_json(summary, name, where)]
+    print(f"study {name}: {len(summary.configurations)} configurations, {len(summary.comparisons)} claims written "
+          f"to {', '.join(rel(path) for path in written)}")
     return 0
 
 
@@ -267,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     shown.add_argument("--html", action="store_true", help="render the executed notebooks and an index to HTML")
     shown.add_argument("--runs", action="store_true", help="also print the table of every run (each seed its own row)")
     rep.add_argument("--no-input", action="store_true", help="with --html: leave the code cells out")
+    rep.add_argument("--csv", metavar="DIR", help="write DIR/configurations.csv and DIR/claims.csv (every column the "
+                                                  "analysis computes) instead of printing the report")
+    rep.add_argument("--json", metavar="DIR", help="write DIR/summary.json (both tables and the rest of the summary) "
+                                                   "instead of printing the report")
     rep.set_defaults(func=_cmd_report)
 
     lister = sub.add_parser("list", help="list stages, datasets, models, distillers, projectors",

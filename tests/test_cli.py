@@ -27,6 +27,7 @@ def test_help_gives_each_command_its_explanation(capsys):
     out = capsys.readouterr().out
     assert "a params file (params/x.yaml: its runs in runs/x/) or a study folder (runs/x)" in " ".join(out.split())
     assert "print the results block the docs embed" in out and "also print the table of every run" in out
+    assert "write DIR/configurations.csv and DIR/claims.csv" in out and "write DIR/summary.json" in out
 
 
 def test_list_shows_every_registered_name(capsys):
