@@ -124,17 +124,16 @@ def claims_table(comps: list[Comparison]) -> str:
     return "\n\n".join([markdown_table(shown, columns), *_mixed_footnotes(comps)])
 
 
-def _quoted(labels: set[str]) -> str:
-    return " and ".join(f"“{label}”" for label in sorted(labels))
-
-
 def _mixed_footnotes(comps: list[Comparison]) -> list[str]:
-    """One footnote per set of code versions and precisions that marked comparisons mix."""
-    mixes = Counter((frozenset(c.codes_a + c.codes_b), frozenset(c.precisions_a + c.precisions_b))
-                    for c in comps if c.mixed_provenance)
-    return [f"{MIXED} {count} comparison{'s' * (count != 1)} of runs recorded by code {_quoted(codes)} at precisions "
-            f"{_quoted(precisions)}: counted in the Holm family, left out of the sentences."
-            for (codes, precisions), count in mixes.items()]
+    """Under the claims table, what recorded each side of each marked comparison (a side's precision labels
+    apart by " / ": a label holds commas)."""
+    marked = [c for c in comps if c.mixed_provenance]
+    if not marked:
+        return []
+    return [f"{MIXED} Runs recorded by more than one code version or precision (counted in the Holm family, left "
+            f"out of the sentences):\n" + bullets([
+                f"{c.a} − {c.b}: code {', '.join(c.codes_a)} against {', '.join(c.codes_b)}; precision "
+                f"{' / '.join(c.precisions_a)} against {' / '.join(c.precisions_b)}" for c in marked])]
 
 
 PLATEAU_COLUMNS = [("run", "configuration"), ("n", "seeds"), ("epochs", "epochs"), ("from_epoch", "from epoch"),
@@ -392,29 +391,22 @@ def budget_lines(summary: Summary) -> list[str]:
     return lines
 
 
-def _counted(counts: Counter) -> str:
-    """``9e54553 ×40; unknown ×6`` (``; `` apart: a precision label holds commas)."""
-    return "; ".join(f"{label} ×{n}" for label, n in counts.most_common())
-
-
 def provenance_lines(summary: Summary) -> list[str]:
     """Who recorded the study's runs: how many code versions and precisions, how many runs predate provenance
     records (``unknown``), and the libraries and devices (``dapt.core.provenance.study_line``)."""
     if not summary.rows:
         return []
-    codes = Counter(r.get("code") or UNKNOWN for r in summary.rows)
-    precisions = Counter(r.get("precision") or UNKNOWN for r in summary.rows)
-    before = codes[UNKNOWN]
+    before = sum((r.get("code") or UNKNOWN) == UNKNOWN for r in summary.rows)
     if before == len(summary.rows):
         return [f"Provenance: {'all ' * (before > 1)}{before} run{'s' * (before != 1)} predate provenance records, "
                 f"so like with like cannot be checked."]
-    versions = len(codes) - (UNKNOWN in codes)
-    kinds = len(precisions) - (UNKNOWN in precisions)
-    known = f"{versions} code version{'s' * (versions != 1)} and {kinds} precision{'s' * (kinds != 1)}"
-    earlier = f", {before} before provenance records (unknown)" if before else ""
-    return [f"Provenance: {known} recorded the {len(summary.rows)} runs{earlier}: code {_counted(codes)}; "
-            f"precision {_counted(precisions)}.",
-            study_line(r.get("provenance") for r in summary.rows).replace("provenance: ", "Recorded by: ", 1) + "."]
+    versions = len({r["code"] for r in summary.rows if (r.get("code") or UNKNOWN) != UNKNOWN})
+    precisions = sorted({value for r in summary.rows for value in (r.get("model_precision"), r.get("teacher_precision"))
+                         if value and value != UNKNOWN})
+    counted = (f"{versions} code version{'s' * (versions != 1)} and {len(precisions)} "
+               f"precision{'s' * (len(precisions) != 1)}" + (f" ({', '.join(precisions)})" if precisions else ""))
+    who = study_line(r.get("provenance") for r in summary.rows).removeprefix("provenance: ")
+    return [f"Provenance: {counted} recorded the {len(summary.rows)} runs: {who}."]
 
 
 def prose(summary: Summary) -> list[str]:
