@@ -331,6 +331,19 @@ def test_headroom_of_per_seed_teachers_is_welchs_interval():
     assert f"95% interval {render.interval(h.low_pt, h.high_pt)})" in render.headroom_line(h)
 
 
+def test_headroom_between_runs_recorded_unalike_is_marked():
+    teachers = seeded("big", "teacher", [0.9, 0.9, 0.9], student="big", model="big", init="ft", code="bbbbbbb",
+                      model_precision="float32")
+    rows = with_teacher(students("m", {"kd": [0.74, 0.75, 0.77]}, pretrained=[0.80, 0.81, 0.795]), "big",
+                        [0.86, 0.84, 0.85], per_seed=True)
+    rows = [dict(r, code="aaaaaaa", model_precision="float32") for r in rows]
+    [h] = summarise(teachers + rows).headroom
+    assert h.mixed_provenance and render.headroom_line(h).endswith(
+        "† (the teacher's and the pre-trained runs recorded by other code or precisions)")
+    [alike] = summarise([dict(r, code="bbbbbbb") for r in teachers] + [dict(r, code="bbbbbbb") for r in rows]).headroom
+    assert not alike.mixed_provenance and "†" not in render.headroom_line(alike)
+
+
 def test_headroom_without_pretrained_seeds_or_spread():
     one = with_teacher(students("m", {"kd": [0.74, 0.75]}, pretrained=[0.80]), "big", [0.83, 0.83])
     [h] = summarise(one).headroom
@@ -392,6 +405,10 @@ def test_the_plateau_line_counts_every_student_and_names_those_it_cannot_judge()
                        "once_more_s{0,1}; gaps of those still improving may change with more epochs.")
     # the last epoch's training accuracy, judged or not
     assert "| once_s{0,1} | 2 | 3 | – | validation | – | – | – | – | 90.00 | unknown |" in render.plateau_table(summary)
+    unjudged = summarise(rows[4:])
+    assert render.budget_lines(unjudged)[2] == ("Plateau: none of the 2 student configurations can be judged (one "
+                                                "evaluated epoch): once_s{0,1}, once_more_s{0,1}; convergence is "
+                                                "unknown.")
 
 
 def test_the_record_has_every_new_column_flat():

@@ -14,7 +14,9 @@ with a 95% interval:
 - the pre-trained model one run: no interval.
 
 The lead bounds the claim; it is not the claim: whether a student passes pre-training is its own
-comparison (``compare``), and this module never restates it.
+comparison (``compare``), and this module never restates it. Like a comparison, a lead between runs recorded
+by more than one code version or precision is ``mixed_provenance`` (``compare.mixed_provenance``; only when
+the teacher is one of the study's runs, whose record the report reads).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from dapt.analysis.compare import Comparison, t_interval, welch
+from dapt.analysis.compare import Comparison, mixed_provenance, t_interval, welch
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class Headroom:
     (``teacher_on`` = "students"; "own run" when only its own run's is recorded; None when neither is),
     ``pretrained`` over ``pretrained_n`` seeds at ``pretrained_acc``; ``lead_pt`` = T − P̄ in points with its
     95% interval (``low_pt``, ``high_pt``) by ``interval`` ("one-sample t", "Welch"; None without one);
-    ``student``: that teacher's best student (highest mean), whose record gave T."""
+    ``student``: that teacher's best student (highest mean), whose record gave T; ``mixed_provenance``: the
+    teacher's and the pre-trained runs recorded unalike."""
 
     group: str
     teacher: Optional[str]
@@ -48,14 +51,15 @@ class Headroom:
     low_pt: Optional[float] = None
     high_pt: Optional[float] = None
     interval: Optional[str] = None
+    mixed_provenance: bool = False
 
 
-def _teacher(student: dict[str, Any], configs: list[dict[str, Any]]) -> tuple[Optional[str], int]:
-    """The configuration label of the student's teacher run (``t_seed{0,1,2}`` for per-seed teachers) and its
-    number of runs (1 for a teacher outside the study)."""
+def _teacher(student: dict[str, Any], configs: list[dict[str, Any]]) -> tuple[Optional[str], Optional[dict]]:
+    """The label of the student's teacher (its configuration's, ``t_seed{0,1,2}`` for per-seed teachers) and
+    that configuration (None for a teacher outside the study: its run's name)."""
     name = student.get("teacher_run")
     owner = next((c for c in configs if name and name in c.get("runs", ())), None)
-    return (owner["run"], len(owner["runs"])) if owner else (name, 1)
+    return (owner["run"] if owner else name), owner
 
 
 def lead(teacher_values: list[float], teacher_n: int,
@@ -84,12 +88,14 @@ def headroom(comps: list[Comparison], configs: list[dict[str, Any]]) -> list[Hea
     out = []
     for (group, teacher, pretrained), comparison in best.items():
         student, reference = named[comparison.a], named[pretrained]
-        teacher_n = _teacher(student, configs)[1]
+        owner = _teacher(student, configs)[1]
+        teacher_n = len(owner["runs"]) if owner else 1
         values, on = student.get("teacher_test_acc_values"), "students"
         if not values:
             values, on = student.get("teacher_run_test_acc_values"), "own run"
         common = dict(group=group, teacher=teacher, teacher_n=teacher_n, pretrained=pretrained,
-                      pretrained_acc=reference["test_acc"], pretrained_n=reference["n"], student=comparison.a)
+                      pretrained_acc=reference["test_acc"], pretrained_n=reference["n"], student=comparison.a,
+                      mixed_provenance=bool(owner) and mixed_provenance(owner, reference))
         if not values:
             out.append(Headroom(teacher_acc=None, teacher_on=None, **common))
             continue

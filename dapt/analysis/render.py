@@ -177,8 +177,12 @@ def _verdicts(comps: list[Comparison]) -> str:
 
 def _gap_span(comps: list[Comparison]) -> str:
     """The comparisons' gaps as ``−2.00`` (one) or ``−4.39 to +0.68`` (their range)."""
-    gaps = sorted(c.welch.gap_pt for c in comps)
-    return points(gaps[0]) if len(gaps) == 1 else f"{points(gaps[0])} to {points(gaps[-1])}"
+    return _points_span([c.welch.gap_pt for c in comps])
+
+
+def _points_span(values: list[float]) -> str:
+    """Values in points as ``−2.00`` (one) or ``−4.39 to +0.68`` (their range)."""
+    return points(values[0]) if len(values) == 1 else interval(min(values), max(values))
 
 
 def claim_sentence(comps: list[Comparison]) -> str:
@@ -304,8 +308,10 @@ def headroom_line(h: Headroom) -> str:
         spread = f"95% interval {interval(h.low_pt, h.high_pt)}, pre-trained seeds only: one teacher run"
     bound = ("a student that at best matches its teacher passes the pre-trained model by at most that"
              if h.lead_pt > 0 else "a student that at best matches its teacher does not pass the pre-trained model")
+    mark = f" {MIXED} (the teacher's and the pre-trained runs recorded by other code or precisions)" \
+        if h.mixed_provenance else ""
     return (f"{head}: teacher {h.teacher} scores {100 * h.teacher_acc:.2f}% {where}, {points(h.lead_pt)} points "
-            f"against the pre-trained {h.pretrained} ({spread}); {bound}.")
+            f"against the pre-trained {h.pretrained} ({spread}); {bound}.{mark}")
 
 
 def _span(values: list[int]) -> str:
@@ -354,12 +360,11 @@ def _plateau_line(summary: Summary) -> str:
     after = f" Teacher-stage runs still improving: {', '.join(teachers)}." if teachers else ""
     configurations = f"student configuration{'s' * (total != 1)}"
     if not judged:
-        return (f"Plateau: {'none of the ' if total > 1 else 'the '}{total if total > 1 else ''}"
-                f"{' ' if total > 1 else ''}{configurations} can be judged ({_not_judged(summary, unjudged)}), so "
-                f"convergence is unknown." + after)
+        who = f"none of the {total} {configurations} can" if total > 1 else f"the {configurations} cannot"
+        return (f"Plateau: {who} be judged ({_not_judged(summary, unjudged)}): {', '.join(unjudged)}; convergence "
+                f"is unknown." + after)
     if rising:
-        gains = sorted(summary.plateaus[run].gain_pt for run in rising)
-        span = points(gains[0]) if len(gains) == 1 else f"{points(gains[0])} to {points(gains[-1])}"
+        span = _points_span([summary.plateaus[run].gain_pt for run in rising])
         state = f"still improving at their last epoch ({span} points over the last third)"
         count = len(rising)
     else:
