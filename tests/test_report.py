@@ -202,7 +202,8 @@ def test_headroom_is_the_teachers_lead_over_the_pretrained_model():
             distilled("l_kd", "kd", 0.72, 0.85), distilled("l_crd", "crd", 0.75, 0.85)]
     [h] = summarise(rows).headroom
     # T = 85 on the students' images (not the teacher's own 87), P = 80 (one run: no interval)
-    assert (h.student, h.pretrained, h.teacher, h.teacher_on, h.teacher_n) == ("l_crd", "lite0_ft", "big", "students", 1)
+    assert (h.student, h.pretrained, h.teacher, h.teacher_on, h.teacher_n) == ("l_crd", "lite0_ft", "big", "students",
+                                                                               1)
     assert h.lead_pt == pytest.approx(5.0) and (h.low_pt, h.high_pt, h.interval) == (None, None, None)
     line = render.headroom_line(h)
     assert line == ("Headroom, lite0: teacher big scores 85.00% on the students' test images, +5.00 points against "
@@ -221,7 +222,8 @@ def test_headroom_ahead_level_or_behind(teacher, lead, bound):
 
 
 def test_headroom_falls_back_to_the_teachers_own_run():
-    [h] = summarise([teacher_row("lite0_ft", "lite0", 0.80), distilled("l_kd", "kd", 0.74, None, own_acc=0.86)]).headroom
+    rows = [teacher_row("lite0_ft", "lite0", 0.80), distilled("l_kd", "kd", 0.74, None, own_acc=0.86)]
+    [h] = summarise(rows).headroom
     assert (h.teacher_on, h.teacher_acc, h.lead_pt) == ("own run", 0.86, pytest.approx(6.0))
     assert "scores 86.00% in its own run" in render.headroom_line(h)
 

@@ -123,7 +123,8 @@ def test_the_verdict_is_holms_not_the_raw_p():
     raw = [c.welch.p for c in comps.values()]
     assert [c.welch.p_holm for c in comps.values()] == pytest.approx(holm_by_step_down(raw))
     assert {c.welch.family for c in comps.values()} == {4} and kd.p_holm >= compare.ALPHA
-    assert kd.verdict == "within" and render.verdict_text(kd) == f"no gap larger than {kd.mde_pt:.1f} points (these seeds)"
+    assert kd.verdict == "within"
+    assert render.verdict_text(kd) == f"no gap larger than {kd.mde_pt:.1f} points (these seeds)"
     [sentence] = render.claim_sentences(summarise(rows))
     assert sentence.endswith(f"all 4 with no gap larger than {max(c.welch.mde_pt for c in comps.values()):.1f} "
                              f"points (these seeds).") and "beyond" not in sentence
@@ -372,9 +373,9 @@ def test_answers_are_at_most_five_headline_first_with_interval_and_holm_p():
     best = next(c for c in summary.comparisons if (c.claim, c.a) == ("pre-training", "a_kd_s{0,1,2}"))
     w = best.welch
     holm = "Holm p < 0.001" if w.p_holm < 0.001 else f"Holm p = {w.p_holm:.3f}"
-    assert lines[0] == (f"a, best distilled student vs pre-trained, fine-tuned: a_kd_s{{0,1,2}} {render.points(w.gap_pt)} "
-                        f"points against a_ft_s{{0,1,2}} (95% interval {render.interval(w.ci_low_pt, w.ci_high_pt)}; "
-                        f"{holm}): {render.verdict_text(w)}.")
+    assert lines[0] == (f"a, best distilled student vs pre-trained, fine-tuned: a_kd_s{{0,1,2}} "
+                        f"{render.points(w.gap_pt)} points against a_ft_s{{0,1,2}} (95% interval "
+                        f"{render.interval(w.ci_low_pt, w.ci_high_pt)}; {holm}): {render.verdict_text(w)}.")
     assert render.verdict(summary).startswith(render.bullets(lines))
 
 
@@ -404,7 +405,8 @@ def test_the_plateau_line_counts_every_student_and_names_those_it_cannot_judge()
                        "over the last third), 1 plateaued, 2 not judged (one evaluated epoch): once_s{0,1}, "
                        "once_more_s{0,1}; gaps of those still improving may change with more epochs.")
     # the last epoch's training accuracy, judged or not
-    assert "| once_s{0,1} | 2 | 3 | – | validation | – | – | – | – | 90.00 | unknown |" in render.plateau_table(summary)
+    assert "| once_s{0,1} | 2 | 3 | – | validation | – | – | – | – | 90.00 | unknown |" in \
+        render.plateau_table(summary)
     unjudged = summarise(rows[4:])
     assert render.budget_lines(unjudged)[2] == ("Plateau: none of the 2 student configurations can be judged (one "
                                                 "evaluated epoch): once_s{0,1}, once_more_s{0,1}; convergence is "

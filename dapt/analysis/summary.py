@@ -3,8 +3,9 @@ results blocks all show (``render`` turns it into tables and short sentences).
 
 ``Summary.read(folder)`` collects the run rows and generated sets, groups the runs over seeds, makes every
 comparison (``compare``: each judged among all of them), judges each configuration's plateau and the students'
-budget (``budget``) and gives each teacher's lead over the pre-trained model (``headroom``). The budget's settings (the paper's epochs, a short budget's) are the report
-stage's parameters: the notebook passes its own; elsewhere they are read from the study's recorded report run.
+budget (``budget``) and gives each teacher's lead over the pre-trained model (``headroom``). The budget's
+settings (the paper's epochs, a short budget's) are the report stage's parameters: the notebook passes its own;
+elsewhere they are read from the study's recorded report run.
 """
 from __future__ import annotations
 
