@@ -1,6 +1,6 @@
-"""Seeds: runs grouped into configurations (mean ± sample std), the seed-noise rule (Welch's t test),
-the plateau rule and the teacher margin, each checked against independently computed values, and the
-figures and the report notebook built from them."""
+"""Seeds: runs grouped into configurations (mean ± sample std), the seed-noise rule (Welch's t test; its
+interval, Holm and detectable gap are tests/test_stats.py's), the plateau rule and the teacher's headroom,
+each checked against independently computed values, and the figures and the report notebook built from them."""
 from __future__ import annotations
 
 import json
@@ -192,10 +192,15 @@ def test_comparisons_agree_with_scipy_on_the_aggregated_numbers(study):
     pretraining = comps["pre-training", "kd_seed{0,1,2}"]
     assert pretraining.b == "mnv2_ft_seed{0,1,2}" and pretraining.welch.direction == "lower"
     assert pretraining.welch.p == pytest.approx(stats.ttest_ind(KD, [0.80, 0.81, 0.79], equal_var=False).pvalue)
+    # judged among the study's four comparisons: kd vs none is the third smallest p, so Holm doubles it
+    ranked = sorted(c.welch.p for c in summary.comparisons)
+    assert ranked.index(kd.welch.p) == 2 and kd.welch.p_holm == pytest.approx(max(4 * ranked[0], 3 * ranked[1],
+                                                                                  2 * ranked[2]))
     # the claims table carries the same numbers
+    low, high = (100 * v for v in kd_vs_none.confidence_interval())
     assert (f"| no teacher | mobilenet_v2 | kd_seed{{0,1,2}}: 72.50 ± 1.50 (n=3) | none_seed{{0,1,2}}: 65.50 ± 0.50 "
-            f"(n=3) | +7.00 | {kd_vs_none.pvalue:.3f} | higher beyond seed noise |") in \
-        render.claims_table(summary.comparisons)
+            f"(n=3) | +7.00 | {render.points(low)} to {render.points(high)} | {kd_vs_none.pvalue:.3f} | "
+            f"{kd.welch.p_holm:.3f} | higher beyond seed noise |") in render.claims_table(summary.comparisons)
 
 
 def test_one_seed_never_claims_a_finding(tmp_path):
@@ -242,8 +247,9 @@ def test_teacher_init_comparisons_hold_the_student_fixed(tmp_path):
     assert comps[0].welch.gap_pt == pytest.approx(3.5)
 
 
-def test_teacher_margin_over_seeds_of_per_seed_teachers(tmp_path):
-    """m and g from the seed means, the teacher named by its configuration, m − g judged like the pre-training gap."""
+def test_headroom_over_seeds_of_per_seed_teachers(tmp_path):
+    """The teacher's lead from the seed means, the teacher named by its configuration, with Welch's interval
+    between the per-seed teachers and the pre-trained seeds."""
     root = tmp_path / "margin"
     on_students = [0.88, 0.86, 0.87]  # each seed's teacher on its student's test images
     pretrained = [0.80, 0.81, 0.79]
@@ -254,11 +260,15 @@ def test_teacher_margin_over_seeds_of_per_seed_teachers(tmp_path):
             write_run(root, f"{distiller}_seed{seed}", "distill", accs[seed], seed=seed, student="mobilenet_v2",
                       distiller=distiller, teacher=f"runs/margin/t_seed{seed}",
                       extra={"teacher_test_acc": on_students[seed], "teacher_run_test_acc": 0.90})
-    [m] = Summary.read(root).margins
-    assert (m.comparison.a, m.teacher, m.comparison.b) == ("kd_seed{0,1,2}", "t_seed{0,1,2}", "mnv2_ft_seed{0,1,2}")
-    # T = 87.00, P = 80.00, S = mean(KD) = 72.50: m = 7.00, g = 14.50, m − g = −7.50 = S − P
-    assert m.margin_pt == pytest.approx(7.0) and m.gap_pt == pytest.approx(14.5) and m.holds is False
-    assert m.comparison.welch.p == pytest.approx(stats.ttest_ind(KD, pretrained, equal_var=False).pvalue)
+    [h] = Summary.read(root).headroom
+    assert (h.student, h.teacher, h.teacher_n, h.pretrained) == ("kd_seed{0,1,2}", "t_seed{0,1,2}", 3,
+                                                                 "mnv2_ft_seed{0,1,2}")
+    # T = 87.00 (each seed's teacher on its student's images), P = 80.00: a lead of 7 points
+    assert (h.teacher_acc, h.lead_pt, h.interval) == (pytest.approx(0.87), pytest.approx(7.0), "Welch")
+    low, high = stats.ttest_ind(on_students, pretrained, equal_var=False).confidence_interval()
+    assert (h.low_pt, h.high_pt) == (pytest.approx(100 * low), pytest.approx(100 * high))
+    assert f"+7.00 points against the pre-trained mnv2_ft_seed{{0,1,2}} (95% interval " \
+           f"{render.interval(h.low_pt, h.high_pt)})" in render.headroom_line(h)
 
 
 def test_figures_show_every_seed_and_a_panel_per_student(study):
@@ -306,9 +316,9 @@ def test_report_notebook_over_a_two_seed_study(tmp_path, monkeypatch):
     outputs = json.dumps([c.get("outputs", []) for c in json.loads((folder / "notebook.ipynb").read_text())["cells"]],
                          ensure_ascii=False)
     assert "72.50 ± 2.12 (n=2)" in outputs and "Seed-noise rule" in outputs and "Plateau rule" in outputs
-    [kept] = metrics["teacher_margins"]  # T = 88, P = 70, S = 72.5: m = 18 ≥ g = 15.5
-    assert kept["student_run"] == "kd_s{0,1}" and kept["holds"] is True
-    assert (kept["margin_pt"], kept["gap_pt"]) == (pytest.approx(18.0), pytest.approx(15.5))
+    [lead] = metrics["headroom"]  # T = 88 on the students' images, P = 70 over one run: no interval
+    assert (lead["student"], lead["teacher"], lead["pretrained"]) == ("kd_s{0,1}", "teacher", "mnv2_ft")
+    assert lead["lead_pt"] == pytest.approx(18.0) and lead["interval"] is None
     assert (metrics["budget"]["paper_epochs"], metrics["budget"]["short_epochs"]) == (250, 50)
     assert metrics["verdict"] and all(line in outputs for line in metrics["verdict"])
     assert {"seed_spread.png", "accuracy_curves.png"} <= {p.name for p in (folder / "figures").iterdir()}

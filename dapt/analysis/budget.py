@@ -27,8 +27,8 @@ PLATEAU_POINTS = 1.0
 class Plateau:
     """The plateau rule on one (seed-mean) history: ``status`` plateaued / still improving / unknown (fewer
     than two epochs with an accuracy), the epochs compared and their accuracies, the gain in points, the best
-    epoch, the last training accuracy, and which images the accuracies are on (``on``: validation, or test for
-    a run recorded before the validation set)."""
+    epoch, the training accuracy of the history's last epoch, which images the accuracies are on (``on``:
+    validation, or test for a run recorded before the validation set), and how many epochs were evaluated."""
 
     status: str
     epochs: Optional[int] = None
@@ -39,14 +39,17 @@ class Plateau:
     best_epoch: Optional[int] = None
     train_acc: Optional[float] = None
     on: str = "validation"
+    evaluations: int = 0
 
 
 def plateau(history: list[dict[str, Any]]) -> Plateau:
     curve = per_epoch_curve(history)
     on = "test" if on_test_images(history) else "validation"
-    train = [float(h["train_acc"]) for h in history if isinstance(h.get("train_acc"), (int, float))]
+    last = history[-1].get("train_acc") if history else None
+    train_acc = float(last) if isinstance(last, (int, float)) else None  # the last epoch's, not an earlier one's
     if len(curve) < 2:
-        return Plateau("unknown", epochs=curve[-1][0] if curve else None, on=on)
+        return Plateau("unknown", epochs=curve[-1][0] if curve else None, train_acc=train_acc, on=on,
+                       evaluations=len(curve))
     end_epoch, end = curve[-1]
     k = math.ceil(end_epoch / 3)
     window = [point for point in curve if point[0] >= end_epoch - k]
@@ -55,8 +58,8 @@ def plateau(history: list[dict[str, Any]]) -> Plateau:
     gain = 100 * k * _slope(window)
     return Plateau("plateaued" if gain < PLATEAU_POINTS else "still improving", epochs=end_epoch,
                    from_epoch=start_epoch, from_acc=start, last_acc=end, gain_pt=gain,
-                   best_epoch=max(curve, key=lambda point: point[1])[0], train_acc=train[-1] if train else None,
-                   on=on)
+                   best_epoch=max(curve, key=lambda point: point[1])[0], train_acc=train_acc, on=on,
+                   evaluations=len(curve))
 
 
 def _slope(points: list[tuple[int, float]]) -> float:

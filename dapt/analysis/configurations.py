@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from dapt.core.provenance import UNKNOWN
 from dapt.core.records import BOOKKEEPING
 
 IGNORED = ("seed", "run_dir", "data_root", "download", *BOOKKEEPING)
@@ -130,7 +131,9 @@ def configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ``METRICS`` key holds the mean over the members that have it, with ``<key>_std`` (sample standard
     deviation, None at n < 2) and ``<key>_values``; ``n`` is the number of test accuracies;
     ``missing`` the members without one; ``history`` the seed-mean per-epoch curve; ``histories`` each
-    member's own.
+    member's own; ``codes``, ``precisions``, ``model_precisions`` and ``teacher_precisions`` the distinct
+    labels of what recorded its members (``rows``; sorted; a row without them reads ``unknown``, and one without
+    teacher outputs adds no teacher precision).
     """
     keys = configuration_keys(rows)
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -140,7 +143,7 @@ def configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key, members in groups.items():
         members = sorted(members, key=lambda r: (_seed(r) is None, str(_seed(r)), r["run"]))
         names = [m["run"] for m in members]
-        row = {k: v for k, v in members[0].items() if k not in ("params", "history", "folder")}
+        row = {k: v for k, v in members[0].items() if k not in ("params", "history", "folder", "provenance")}
         row.update(run=label(names), runs=names, seeds=[_seed(m) for m in members], key=key,
                    status=_status(members), history=_mean_history(members),
                    histories={m["run"]: m.get("history") or [] for m in members},
@@ -150,5 +153,8 @@ def configurations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[metric], row[f"{metric}_std"] = mean_std(values)
             row[f"{metric}_values"] = values
         row["n"] = len(row["test_acc_values"])
+        for labels, key in (("codes", "code"), ("precisions", "precision"), ("model_precisions", "model_precision")):
+            row[labels] = sorted({m.get(key) or UNKNOWN for m in members})
+        row["teacher_precisions"] = sorted({m["teacher_precision"] for m in members if m.get("teacher_precision")})
         out.append(row)
     return out

@@ -1,20 +1,30 @@
-"""A ``Summary`` as Markdown: its tables, one short sentence per claim, and a few lines on what the
-budget can and cannot show. Every number here is the summary's; nothing is computed but its wording."""
+"""A ``Summary`` as Markdown: its tables, a few answers for the top of a report, one short sentence per claim,
+and a few lines on what the budget, the teacher and the runs' provenance can and cannot show. Every number here
+is the summary's; nothing is computed but its wording.
+
+A gap within seed noise is never written as no effect: it reads "no gap larger than X points (these seeds)",
+X the gap these seeds detect with 80% power at the level that bounds the verdict rule (``compare``).
+Comparisons of runs recorded by other code or precisions (``Comparison.mixed_provenance``) are marked † in
+the claims table and left out of every sentence, which says how many it left out."""
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any, Optional
 
 from dapt.analysis.budget import PLATEAU_POINTS
-from dapt.analysis.compare import ALPHA, IDEAL, Comparison
+from dapt.analysis.compare import ALPHA, IDEAL, POWER, Comparison, Welch
 from dapt.analysis.configurations import METRICS
-from dapt.analysis.margin import TeacherMargin
+from dapt.analysis.headroom import Headroom
 from dapt.analysis.rows import COLUMNS, cell, markdown_table, real_images
 from dapt.analysis.summary import Summary
+from dapt.core.provenance import UNKNOWN, study_line
 
-SEED_NOISE_RULE = (f"**Seed-noise rule**: a gap is beyond seed noise when Welch's two-sided t test on the seeds' "
-                   f"test accuracies gives p < {ALPHA} (each comparison on its own); a gap within it is not evidence "
-                   f"of equality; with one seed on a side the spread is unknown.")
+MIXED = "†"  # marks a comparison of runs recorded by more than one code version or precision
+SEED_NOISE_RULE = (f"**Seed-noise rule**: a gap A − B, with its 95% interval (Welch–Satterthwaite), is beyond seed "
+                   f"noise when Welch's p, Holm-adjusted over the study's m comparisons with a p, is below {ALPHA}; "
+                   f"otherwise it reads \"no gap larger than X points\": X is the gap these seeds detect with "
+                   f"{POWER:.0%} power at level {ALPHA}/m, which bounds Holm's. Not judged: one seed on a side. "
+                   f"{MIXED}: runs of other code or precisions, left out of the sentences.")
 PLATEAU_RULE = (f"**Plateau rule**: a configuration whose per-epoch accuracy on its validation images (in runs "
                 f"recorded before them, a test subset; seed mean, least-squares line over "
                 f"the last third of its epochs) still rose by {PLATEAU_POINTS:.0f} point or more had not converged: "
@@ -25,8 +35,8 @@ CLAIM_TITLES = {"no teacher": "distilled vs no teacher", "pre-training": "distil
                 "ideal images": "generated vs ideal images (as many, at as many steps)"}
 UNTESTED_REASONS = {"no teacher": "no `none` baseline of the same setting and epochs",
                     "pre-training": "no pre-trained, fine-tuned run of that architecture on those images"}
-VERDICTS = {"higher": "higher beyond seed noise", "lower": "lower beyond seed noise", "within": "within seed noise",
-            "unknown": "not judged (one seed)"}  # by Welch.direction
+VERDICTS = {"higher": "higher beyond seed noise", "lower": "lower beyond seed noise",
+            "unknown": "not judged (one seed)"}  # by Welch.direction; "within" reads as its detectable gap
 
 
 def points(value: float) -> str:
@@ -41,6 +51,23 @@ def accuracy(mean: float, std: Optional[float], n: int) -> str:
 
 def p_value(p: Optional[float]) -> str:
     return "–" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def interval(low: Optional[float], high: Optional[float]) -> str:
+    """An interval in points, ``−6.91 to −2.87``; ``–`` without one."""
+    return "–" if low is None else f"{points(low)} to {points(high)}"
+
+
+def undetected(mde_pt: float) -> str:
+    """What a gap within seed noise says: its detectable gap ``mde_pt``, the true gap these seeds would find
+    beyond noise 4 times in 5 (``compare``), never that there is none."""
+    return f"no gap larger than {mde_pt:.1f} points (these seeds)"
+
+
+def verdict_text(w: Welch) -> str:
+    """``lower beyond seed noise``, ``no gap larger than 12.3 points (these seeds)`` or ``not judged (one
+    seed)``."""
+    return undetected(w.mde_pt) if w.direction == "within" else VERDICTS[w.direction]
 
 
 # ---- tables ----------------------------------------------------------------------------------------
@@ -79,19 +106,34 @@ def configuration_table(configs: list[dict[str, Any]], columns: list[tuple[str, 
     return markdown_table(shown, columns)
 
 
-CLAIM_COLUMNS = [("claim", "claim"), ("group", "student"), ("a", "A: test acc %"), ("b", "B: test acc %"),
-                 ("gap", "A − B (points)"), ("p", "Welch p"), ("verdict", "verdict")]
-
-
 def claims_table(comps: list[Comparison]) -> str:
-    """One row per comparison: A and B with their accuracies, the gap, Welch's p and the verdict."""
+    """One row per comparison: A and B with their accuracies, the gap and its 95% interval, Welch's raw and
+    Holm-adjusted p and the verdict; a comparison of runs recorded by other code or precisions is marked, and
+    a footnote under the table names what recorded them."""
     if not comps:
         return "No two configurations of this study make one of the comparisons."
-    shown = [{"claim": c.claim, "group": c.group, "gap": points(c.welch.gap_pt), "p": p_value(c.welch.p),
-              "a": f"{c.a}: {accuracy(c.welch.mean_a, c.welch.std_a, c.welch.n_a)}",
+    family = max((c.welch.family or 0 for c in comps), default=0)
+    columns = [("claim", "claim"), ("group", "student"), ("a", "A: test acc %"), ("b", "B: test acc %"),
+               ("gap", "A − B (points)"), ("ci", "95% interval"), ("p", "Welch p"),
+               ("p_holm", f"Holm p (over {family})"), ("verdict", "verdict")]
+    shown = [{"claim": c.claim, "group": c.group, "gap": points(c.welch.gap_pt),
+              "ci": interval(c.welch.ci_low_pt, c.welch.ci_high_pt), "p": p_value(c.welch.p),
+              "p_holm": p_value(c.welch.p_holm), "a": f"{c.a}: {accuracy(c.welch.mean_a, c.welch.std_a, c.welch.n_a)}",
               "b": f"{c.b}: {accuracy(c.welch.mean_b, c.welch.std_b, c.welch.n_b)}",
-              "verdict": VERDICTS[c.welch.direction]} for c in comps]
-    return markdown_table(shown, CLAIM_COLUMNS)
+              "verdict": verdict_text(c.welch) + (f" {MIXED}" if c.mixed_provenance else "")} for c in comps]
+    return "\n\n".join([markdown_table(shown, columns), *_mixed_footnotes(comps)])
+
+
+def _mixed_footnotes(comps: list[Comparison]) -> list[str]:
+    """Under the claims table, what recorded each side of each marked comparison (a side's precision labels
+    apart by " / ": a label holds commas)."""
+    marked = [c for c in comps if c.mixed_provenance]
+    if not marked:
+        return []
+    return [f"{MIXED} Runs recorded by more than one code version or precision (counted in the Holm family, left "
+            f"out of the sentences):\n" + bullets([
+                f"{c.a} − {c.b}: code {', '.join(c.codes_a)} against {', '.join(c.codes_b)}; precision "
+                f"{' / '.join(c.precisions_a)} against {' / '.join(c.precisions_b)}" for c in marked])]
 
 
 PLATEAU_COLUMNS = [("run", "configuration"), ("n", "seeds"), ("epochs", "epochs"), ("from_epoch", "from epoch"),
@@ -111,27 +153,40 @@ def plateau_table(summary: Summary) -> str:
 
 # ---- sentences ---------------------------------------------------------------------------------------
 
+def _alike(comps: list[Comparison]) -> list[Comparison]:
+    """The comparisons a sentence may state: those of runs recorded alike."""
+    return [c for c in comps if not c.mixed_provenance]
+
+
 def _verdicts(comps: list[Comparison]) -> str:
-    """``all 4 lower beyond seed noise``, ``both within seed noise``, ``1 higher beyond seed noise, 2 within
-    seed noise``."""
+    """``all 4 lower beyond seed noise``, ``both with no gap larger than 9.1 points (these seeds)``, ``1 higher
+    beyond seed noise, 2 with no gap larger than 12.0 points (these seeds)``: for several within noise, the
+    largest of their detectable gaps, which bounds each."""
     counts = Counter(c.welch.direction for c in comps)
+    within = max((c.welch.mde_pt for c in comps if c.welch.direction == "within"), default=None)
+    phrases = {**VERDICTS, "within": None if within is None else undetected(within)}
     if len(counts) == 1:
         [direction] = counts
-        if direction == "unknown":
-            return VERDICTS[direction]
-        every = {1: "", 2: "both "}.get(len(comps), f"all {len(comps)} ")
-        return every + VERDICTS[direction]
-    return ", ".join(f"{counts[d]} {VERDICTS[d]}" for d in VERDICTS if counts[d])
+        if direction == "unknown" or len(comps) == 1:
+            return phrases[direction]
+        every = "both" if len(comps) == 2 else f"all {len(comps)}"
+        return f"{every} {'with ' * (direction == 'within')}{phrases[direction]}"
+    return ", ".join(f"{counts[d]} {'with ' * (d == 'within')}{phrases[d]}"
+                     for d in ("higher", "lower", "within", "unknown") if counts[d])
 
 
 def _gap_span(comps: list[Comparison]) -> str:
     """The comparisons' gaps as ``−2.00`` (one) or ``−4.39 to +0.68`` (their range)."""
-    gaps = sorted(c.welch.gap_pt for c in comps)
-    return points(gaps[0]) if len(gaps) == 1 else f"{points(gaps[0])} to {points(gaps[-1])}"
+    return _points_span([c.welch.gap_pt for c in comps])
+
+
+def _points_span(values: list[float]) -> str:
+    """Values in points as ``−2.00`` (one) or ``−4.39 to +0.68`` (their range)."""
+    return points(values[0]) if len(values) == 1 else interval(min(values), max(values))
 
 
 def claim_sentence(comps: list[Comparison]) -> str:
-    """One sentence for the comparisons of one claim in one student group: verdicts and the gaps' range."""
+    """One sentence for the comparisons of one claim in one student group: the gaps' range and the verdicts."""
     first = comps[0]
     notes = []
     if comps and all(c.same_steps for c in comps):
@@ -143,15 +198,51 @@ def claim_sentence(comps: list[Comparison]) -> str:
     if any(c.diffaug for c in comps):
         notes.append("with another DiffAugment than real only")
     extra = "".join(f", {note}" for note in notes)
-    return f"{first.group}, {CLAIM_TITLES[first.claim]}: {_verdicts(comps)}, {_gap_span(comps)} points{extra}."
+    return f"{first.group}, {CLAIM_TITLES[first.claim]}: {_gap_span(comps)} points{extra}; {_verdicts(comps)}."
 
 
 def claim_sentences(summary: Summary) -> list[str]:
-    """One sentence per claim and student group, in the claims table's order."""
+    """One sentence per claim and student group, in the claims table's order, over the comparisons of runs
+    recorded alike; then how many comparisons were left out for mixing code versions or precisions."""
     by_claim: dict[tuple[str, str], list[Comparison]] = {}
-    for c in summary.comparisons:
+    for c in _alike(summary.comparisons):
         by_claim.setdefault((c.group, c.claim), []).append(c)
-    return [claim_sentence(comps) for comps in by_claim.values()]
+    left_out = len(summary.comparisons) - sum(map(len, by_claim.values()))
+    return [claim_sentence(comps) for comps in by_claim.values()] + (
+        [f"Left out of these sentences: {left_out} comparison{'s' * (left_out != 1)} of runs recorded by more than "
+         f"one code version or precision ({MIXED} in the claims table)."] if left_out else [])
+
+
+ANSWERS = (("pre-training", "best distilled student vs pre-trained, fine-tuned"),
+           ("no teacher", "best distilled student vs no teacher"),
+           ("ideal images", "best student on generated images vs as many ideal ones"),
+           ("synthetic", "best student on real + synthetic images vs real only"),
+           ("teacher init", "best student's teacher init vs another"),
+           ("synthetic vs same steps", "best student on real + synthetic images vs real only at as many steps"))
+MAX_ANSWERS = 5
+
+
+def answer(c: Comparison, title: str) -> str:
+    """One comparison as an answer: the gap, its interval, the Holm-adjusted p and the verdict."""
+    w = c.welch
+    holm = f"Holm p {p_value(w.p_holm)}" if w.p_holm < 0.001 else f"Holm p = {p_value(w.p_holm)}"
+    return (f"{c.group}, {title}: {c.a} {points(w.gap_pt)} points against {c.b} "
+            f"(95% interval {interval(w.ci_low_pt, w.ci_high_pt)}; {holm}): {verdict_text(w)}.")
+
+
+def answers(summary: Summary) -> list[str]:
+    """At most ``MAX_ANSWERS`` bullets for the top of a report, the headline first: per claim of ``ANSWERS``
+    and student group, the comparison of its best A (highest mean), among those judged (a p) of runs recorded
+    alike."""
+    judged = [c for c in _alike(summary.comparisons) if c.welch.p is not None]
+    out = []
+    for claim, title in ANSWERS:
+        best: dict[str, Comparison] = {}
+        for c in judged:
+            if c.claim == claim and (c.group not in best or c.welch.mean_a > best[c.group].welch.mean_a):
+                best[c.group] = c
+        out += [answer(c, title) for c in best.values()]
+    return out[:MAX_ANSWERS]
 
 
 def _factor(config: dict[str, Any]) -> int:
@@ -162,11 +253,13 @@ def _factor(config: dict[str, Any]) -> int:
 def ideal_lines(summary: Summary) -> list[str]:
     """What a study with ideal images (``generator: holdout``) asks of them, per student group: do the students
     on the most ideal images reach the pre-trained, fine-tuned model, and how far do generated images fall
-    short of as many ideal ones (each beside what both add over the real images alone)."""
+    short of as many ideal ones (each beside what both add over the real images alone); over the comparisons
+    of runs recorded alike."""
     configs = {c["run"]: c for c in summary.configurations}
+    alike = _alike(summary.comparisons)
     lines = []
     reach: dict[str, list[Comparison]] = {}
-    for c in summary.comparisons:
+    for c in alike:
         if c.claim == "pre-training" and configs[c.a].get("generator") == IDEAL:
             reach.setdefault(c.group, []).append(c)
     for group, comps in reach.items():
@@ -176,29 +269,49 @@ def ideal_lines(summary: Summary) -> list[str]:
         who = f"the {len(top)} distilled random-init students score" if len(top) > 1 else \
             "the distilled random-init student scores"
         head = (f"Ideal images vs pre-training, {group}: with {most}x ideal images, {who} {_gap_span(top)} points "
-                f"against the pre-trained, fine-tuned {top[0].b} ({_verdicts(top)})")
+                f"against the pre-trained, fine-tuned {top[0].b}; {_verdicts(top)}")
         if directions["higher"]:
             tail = ("so at this budget an ideal generator lets a distilled random-init student beat the "
                     "pre-trained one")
         elif directions["lower"] == len(top):
             tail = "so at this budget even an ideal generator does not let distillation reach pre-training"
         else:
-            tail = ("so at this budget an ideal generator brings a distilled random-init student level with the "
-                    "pre-trained one as far as these seeds can tell (within seed noise is not evidence of equality)")
-        lines.append(f"{head}: {tail}.")
-    gains = {c.a: c.welch.gap_pt for c in summary.comparisons if c.claim == "synthetic"}
+            tail = ("so these seeds cannot tell whether at this budget an ideal generator lets distillation reach "
+                    "pre-training")
+        lines.append(f"{head}, {tail}.")
+    gains = {c.a: c.welch.gap_pt for c in alike if c.claim == "synthetic"}
     shortfall: dict[str, list[Comparison]] = {}
-    for c in summary.comparisons:
+    for c in alike:
         if c.claim == "ideal images":
             shortfall.setdefault(c.group, []).append(c)
     for group, comps in shortfall.items():
         added = "; ".join(f"{configs[c.a].get('distiller')}: {points(gains[c.a])} against {points(gains[c.b])}"
                           for c in comps if c.a in gains and c.b in gains)
         lines.append(f"Generated vs ideal images, {group}: the generated images score {_gap_span(comps)} points "
-                     f"against as many ideal ones at as many steps ({_verdicts(comps)})"
+                     f"against as many ideal ones at as many steps; {_verdicts(comps)}"
                      + (f"; over the real images alone, generated ones add, against ideal ones, {added} points"
                         if added else "") + ".")
     return lines
+
+
+def headroom_line(h: Headroom) -> str:
+    """The teacher's lead over the pre-trained model, and what it bounds."""
+    head = f"Headroom, {h.group}"
+    if h.teacher_acc is None:
+        return f"{head}: the teacher's accuracy is not recorded, so its lead over the pre-trained model is unknown."
+    where = "on the students' test images" if h.teacher_on == "students" else "in its own run"
+    if h.interval is None:
+        spread = "no interval: one pre-trained run"
+    elif h.interval == "Welch":
+        spread = f"95% interval {interval(h.low_pt, h.high_pt)}"
+    else:  # the teacher's own seed spread is unknown: the interval holds the pre-trained side's only
+        spread = f"95% interval {interval(h.low_pt, h.high_pt)}, pre-trained seeds only: one teacher run"
+    bound = ("a student that at best matches its teacher passes the pre-trained model by at most that"
+             if h.lead_pt > 0 else "a student that at best matches its teacher does not pass the pre-trained model")
+    mark = f" {MIXED} (the teacher's and the pre-trained runs recorded by other code or precisions)" \
+        if h.mixed_provenance else ""
+    return (f"{head}: teacher {h.teacher} scores {100 * h.teacher_acc:.2f}% {where}, {points(h.lead_pt)} points "
+            f"against the pre-trained {h.pretrained} ({spread}); {bound}.{mark}")
 
 
 def _span(values: list[int]) -> str:
@@ -230,38 +343,49 @@ def _budget_line(summary: Summary) -> str:
     }[b.kind]
 
 
+def _not_judged(summary: Summary, runs: list[str]) -> str:
+    """Why the plateau rule could not judge these configurations: the evaluated epochs their curves hold."""
+    evaluations = {summary.plateaus[run].evaluations for run in runs}
+    return {frozenset({1}): "one evaluated epoch", frozenset({0}): "no evaluated epoch"}.get(
+        frozenset(evaluations), "fewer than two evaluated epochs")
+
+
 def _plateau_line(summary: Summary) -> str:
-    judged, rising = summary.judged_students(), summary.still_improving()
+    """Every student configuration counted: those still improving (or plateaued), and those not judged, named."""
+    total = len(summary.students)
+    rising = summary.still_improving()
+    judged = summary.judged_students()
+    unjudged = [c["run"] for c in summary.students if c["run"] not in judged]
     teachers = summary.still_improving("teacher")
     after = f" Teacher-stage runs still improving: {', '.join(teachers)}." if teachers else ""
+    configurations = f"student configuration{'s' * (total != 1)}"
     if not judged:
-        return "Plateau: no student configuration has two or more epochs of history, so convergence is unknown." + after
-    if not rising:
-        return (f"Plateau: all {len(judged)} student configurations with a curve had plateaued, so the budget does "
-                f"not limit their comparisons." + after)
-    gains = sorted(summary.plateaus[run].gain_pt for run in rising)
-    span = points(gains[0]) if len(gains) == 1 else f"{points(gains[0])} to {points(gains[-1])}"
-    share = f"all {len(judged)}" if len(rising) == len(judged) else f"{len(rising)} of {len(judged)}"
-    return (f"Plateau: {share} student configurations were still improving at their last epoch "
-            f"({span} points over the last third), so their gaps may change with more epochs." + after)
+        who = f"none of the {total} {configurations} can" if total > 1 else f"the {configurations} cannot"
+        return (f"Plateau: {who} be judged ({_not_judged(summary, unjudged)}): {', '.join(unjudged)}; convergence "
+                f"is unknown." + after)
+    if rising:
+        span = _points_span([summary.plateaus[run].gain_pt for run in rising])
+        state = f"still improving at their last epoch ({span} points over the last third)"
+        count = len(rising)
+    else:
+        state, count = "plateaued", len(judged)
+    share = f"all {total}" if count == total else f"{count} of {total}"
+    flat = len(judged) - len(rising)
+    others = f", {flat} plateaued" if rising and flat else ""
+    others += f", {len(unjudged)} not judged ({_not_judged(summary, unjudged)}): {', '.join(unjudged)}" \
+        if unjudged else ""
+    consequence = ("gaps of those still improving may change with more epochs" if rising
+                   else "the budget does not limit the comparisons of those judged")
+    return f"Plateau: {share} {configurations} {state}{others}; {consequence}." + after
 
 
-def margin_line(m: TeacherMargin) -> str:
-    """The teacher margin the pre-training claim needs (m ≥ g), and whether this setting has it."""
-    head = f"Teacher margin, {m.group}"
-    if m.teacher_acc is None:
-        return f"{head}: the teacher's accuracy is not recorded, so m and g are unknown."
-    where = "on the students' test images" if m.teacher_on == "students" else "in its own run"
-    text = (f"{head}: teacher {m.teacher} scores {100 * m.teacher_acc:.2f}% {where}, m = {points(m.margin_pt)} points "
-            f"above the pre-trained model and g = {points(m.gap_pt)} above the best student ({m.comparison.a}); "
-            f"the claim needs m ≥ g: {'met' if m.holds else 'not met'}")
-    return text + ("." if m.holds or m.margin_pt > 0 else ", the teacher not even ahead of the pre-trained model.")
+def headroom_lines(summary: Summary) -> list[str]:
+    return [headroom_line(h) for h in summary.headroom]
 
 
 def budget_lines(summary: Summary) -> list[str]:
     """What the study's budget and setting can and cannot show."""
     lines = [_accuracies_line(summary), _budget_line(summary), _plateau_line(summary)]
-    lines += [margin_line(m) for m in summary.margins]
     untested: dict[str, list[str]] = {}
     for group, claim in summary.untested:
         untested.setdefault(claim, []).append(group)
@@ -272,12 +396,31 @@ def budget_lines(summary: Summary) -> list[str]:
     return lines
 
 
+def provenance_lines(summary: Summary) -> list[str]:
+    """Who recorded the study's runs: how many code versions and precisions, how many runs predate provenance
+    records (``unknown``), and the libraries and devices (``dapt.core.provenance.study_line``)."""
+    if not summary.rows:
+        return []
+    before = sum((r.get("code") or UNKNOWN) == UNKNOWN for r in summary.rows)
+    if before == len(summary.rows):
+        return [f"Provenance: {'all ' * (before > 1)}{before} run{'s' * (before != 1)} predate provenance records, "
+                f"so like with like cannot be checked."]
+    versions = len({r["code"] for r in summary.rows if (r.get("code") or UNKNOWN) != UNKNOWN})
+    precisions = sorted({value for r in summary.rows for value in (r.get("model_precision"), r.get("teacher_precision"))
+                         if value and value != UNKNOWN})
+    counted = (f"{versions} code version{'s' * (versions != 1)} and {len(precisions)} "
+               f"precision{'s' * (len(precisions) != 1)}" + (f" ({', '.join(precisions)})" if precisions else ""))
+    who = study_line(r.get("provenance") for r in summary.rows).removeprefix("provenance: ")
+    return [f"Provenance: {counted} recorded the {len(summary.rows)} runs: {who}."]
+
+
 def prose(summary: Summary) -> list[str]:
-    """Every sentence the report writes outside its tables: one per claim, the ideal-images answers when the study
-    has ideal images, then the budget lines."""
+    """Every sentence the report writes outside its tables and answers: one per claim, the ideal-images answers
+    when the study has ideal images, the teacher's headroom, the budget lines, then the runs' provenance."""
     if not summary.students:
         return ["No student run in this study yet, so there is nothing to conclude."]
-    return claim_sentences(summary) + ideal_lines(summary) + budget_lines(summary)
+    return (claim_sentences(summary) + ideal_lines(summary) + headroom_lines(summary) + budget_lines(summary)
+            + provenance_lines(summary))
 
 
 def bullets(lines: list[str]) -> str:
@@ -285,5 +428,6 @@ def bullets(lines: list[str]) -> str:
 
 
 def verdict(summary: Summary) -> str:
-    """The report's conclusions: the claims table, its sentences and the budget lines."""
-    return "\n\n".join([claims_table(summary.comparisons), bullets(prose(summary))])
+    """The report's conclusions: its answers, the claims table, its sentences and the budget lines."""
+    top = answers(summary)
+    return "\n\n".join([*([bullets(top)] if top else []), claims_table(summary.comparisons), bullets(prose(summary))])

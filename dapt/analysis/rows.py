@@ -6,6 +6,12 @@ run, its own size) and, in the rows of its students, as ``teacher_test_acc`` (th
 students' test images resized to its size: what agreement is measured against). The per-epoch numbers are
 on other images (``curves.per_epoch_images``: the validation images, or a test subset in older runs) and are
 labelled as such wherever they appear.
+
+Each row also says what recorded it (``dapt.core.provenance``): ``code`` (the code version's label),
+``precision`` (every role's precision), and what decides whether two runs' numbers are alike:
+``model_precision``, the precision that trained the model the row's accuracy is of (a distill run's student,
+a teacher-stage run's own model), and ``teacher_precision``, that of the teacher outputs a distill run learned
+from (None without them). A run recorded before provenance existed reads ``unknown``.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from typing import Any
 
 from dapt.analysis.curves import per_epoch_images
 from dapt.core.files import read_json
+from dapt.core.provenance import UNKNOWN, code_label, precision_label
 
 COLUMNS = [
     ("run", "run"), ("student", "student"), ("image_size", "px"), ("teacher", "teacher (init, px)"),
@@ -25,6 +32,8 @@ COLUMNS = [
 _PERCENT = {"teacher_acc_on_synthetic", "test_acc", "teacher_test_acc", "teacher_run_test_acc", "teacher_val_acc",
             "best_val_acc", "teacher_eval_acc", "best_eval_acc", "agreement", "ece"}
 INIT_LABELS = {"fr": "from scratch", "lp": "ImageNet, linear probe", "ft": "ImageNet, fine-tuned"}
+# The role under which a stage's provenance records the precision of the model it trains.
+TRAINED_ROLE = {"distill": "student", "teacher": "teacher"}
 
 
 def _teacher_cell(metrics: dict, teacher_run: str | None, distiller: str | None) -> str:
@@ -49,6 +58,15 @@ def is_synthetic(row: dict[str, Any]) -> bool:
     return bool(row.get("n_synthetic"))
 
 
+def recorded_by(stage: str, provenance: dict[str, Any] | None) -> dict[str, Any]:
+    """The provenance fields of a row of ``stage`` (module docstring) from its record's ``provenance``."""
+    precision = (provenance or {}).get("precision")
+    precision = precision if isinstance(precision, dict) else {}
+    return {"provenance": provenance, "code": code_label(provenance), "precision": precision_label(provenance),
+            "model_precision": precision.get(TRAINED_ROLE[stage]) or UNKNOWN,
+            "teacher_precision": precision.get("teacher") if stage == "distill" else None}
+
+
 def data_cell(row: dict[str, Any]) -> str:
     """E.g. "6,000 real" or "600 real + 600 synthetic (ddpm, 1x, DiffAugment S)"."""
     real = real_images(row)
@@ -68,7 +86,8 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
     Rows of runs still in progress carry what is known (their params); missing values are None. Each
     row also keeps its run's ``params``, per-epoch ``history`` and ``folder`` (for ``configurations``), and what
     its per-epoch numbers are on: ``val_images`` and ``val_source``, or in a run recorded before the validation
-    set ``eval_images`` of the test set (with ``best_eval_acc`` for ``best_val_acc``).
+    set ``eval_images`` of the test set (with ``best_eval_acc`` for ``best_val_acc``); and what recorded it
+    (``recorded_by``: its raw ``provenance`` and the labels of the module docstring).
     ``epochs``, ``train_subset`` and ``batch_size`` are copied from the params only when the params have them.
     """
     rows = []
@@ -82,7 +101,8 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
                **{key: metrics.get(key) for key in ("test_acc", "best_val_acc", "best_eval_acc", "best_epoch",
                                                      "val_images", "val_source", "eval_images", "test_images",
                                                      "wall_time_s", "ece")},
-               "image_size": metrics.get("image_size", params.get("image_size"))}
+               "image_size": metrics.get("image_size", params.get("image_size")),
+               **recorded_by(metrics["stage"], metrics.get("provenance"))}
         row.update({key: params[key] for key in ("epochs", "train_subset", "batch_size") if key in params})
         if metrics["stage"] == "teacher":
             init = metrics.get("init", params.get("init"))

@@ -2,9 +2,10 @@
 results blocks all show (``render`` turns it into tables and short sentences).
 
 ``Summary.read(folder)`` collects the run rows and generated sets, groups the runs over seeds, makes every
-comparison (``compare``), judges each configuration's plateau and the students' budget (``budget``) and the
-teacher margin (``margin``). The budget's settings (the paper's epochs, a short budget's) are the report
-stage's parameters: the notebook passes its own; elsewhere they are read from the study's recorded report run.
+comparison (``compare``: each judged among all of them), judges each configuration's plateau and the students'
+budget (``budget``) and gives each teacher's lead over the pre-trained model (``headroom``). The budget's
+settings (the paper's epochs, a short budget's) are the report stage's parameters: the notebook passes its own;
+elsewhere they are read from the study's recorded report run.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any, Optional
 from dapt.analysis.budget import Budget, Plateau, budget, plateaus
 from dapt.analysis.compare import Comparison, comparisons, group_label
 from dapt.analysis.configurations import configurations
-from dapt.analysis.margin import TeacherMargin, teacher_margins
+from dapt.analysis.headroom import Headroom, headroom
 from dapt.analysis.rows import collect, collect_generated, is_synthetic, real_images
 from dapt.core.files import read_json
 
@@ -32,7 +33,7 @@ class Summary:
     configurations: list[dict[str, Any]]
     comparisons: list[Comparison]
     plateaus: dict[str, Plateau]
-    margins: list[TeacherMargin]
+    headroom: list[Headroom]
     budget: Budget
     untested: list[tuple[str, str]]
     missing: list[str]
@@ -44,7 +45,7 @@ class Summary:
         configs = configurations(rows)
         comps = comparisons(configs)
         return cls(rows=list(rows), generated=list(generated), configurations=configs, comparisons=comps,
-                   plateaus=plateaus(configs), margins=teacher_margins(comps, configs),
+                   plateaus=plateaus(configs), headroom=headroom(comps, configs),
                    budget=budget(configs, paper_epochs, short_budget_epochs), untested=_untested(configs, comps),
                    missing=[name for c in configs for name in c["missing"]])
 
@@ -83,20 +84,23 @@ class Summary:
         return [c["run"] for c in self.students if self.plateaus[c["run"]].status != "unknown"]
 
     def record(self) -> dict[str, Any]:
-        """Flat, JSON-ready numbers for the report's metrics.json."""
+        """Flat, JSON-ready numbers for the report's metrics.json (and ``dapt report``'s exports): each of
+        ``configurations`` and ``comparisons`` a list of flat dicts, label sets joined with "; "."""
         return {
             "runs": len(self.rows),
             "configurations": [{"configuration": c["run"], "runs": ", ".join(c["runs"]), "stage": c.get("stage"),
-                                "n": c["n"], "test_acc_mean": c["test_acc"], "test_acc_std": c["test_acc_std"]}
+                                "n": c["n"], "test_acc_mean": c["test_acc"], "test_acc_std": c["test_acc_std"],
+                                "codes": "; ".join(c["codes"]), "precisions": "; ".join(c["precisions"])}
                                for c in self.configurations],
             "comparisons": [{"claim": c.claim, "group": c.group, "a_run": c.a, "b_run": c.b,
                              **dataclasses.asdict(c.welch), "direction": c.welch.direction,
-                             "step_ratio": c.step_ratio, "same_steps": c.same_steps} for c in self.comparisons],
+                             "step_ratio": c.step_ratio, "same_steps": c.same_steps,
+                             "mixed_provenance": c.mixed_provenance,
+                             **{f"{key}_{side}": "; ".join(getattr(c, f"{key}_{side}"))
+                                for key in ("codes", "precisions") for side in ("a", "b")}}
+                            for c in self.comparisons],
             "plateaus": [{"run": run, **dataclasses.asdict(p)} for run, p in self.plateaus.items()],
-            "teacher_margins": [{"group": m.group, "student_run": m.comparison.a, "pretrained_run": m.comparison.b,
-                                 "teacher_run": m.teacher, "teacher_acc": m.teacher_acc, "teacher_on": m.teacher_on,
-                                 "student_acc": m.comparison.welch.mean_a, "pretrained_acc": m.comparison.welch.mean_b,
-                                 "margin_pt": m.margin_pt, "gap_pt": m.gap_pt, "holds": m.holds} for m in self.margins],
+            "headroom": [dataclasses.asdict(h) for h in self.headroom],
             "budget": {**dataclasses.asdict(self.budget), "kind": self.budget.kind},
             "untested": [list(item) for item in self.untested], "missing": self.missing,
         }
