@@ -43,6 +43,11 @@ def test_csv_and_json_of_a_committed_study_hold_every_row_and_column(tmp_path, m
         assert (row["claim"], row["a_run"], row["b_run"]) == (comparison["claim"], comparison["a_run"],
                                                                comparison["b_run"])
         assert float(row["p"]) == comparison["p"]  # raw Welch p, exactly as computed
+        assert float(row["p_holm"]) == comparison["p_holm"] >= comparison["p"]  # Holm over the study's family
+        assert float(row["ci_low_pt"]) <= float(row["gap_pt"]) <= float(row["ci_high_pt"])
+    kd_ideal10x = [r for r in claims if (r["claim"], r["a_run"]) == ("synthetic", "lite0_kd_ideal10x_s{0,1,2}")]
+    # raw p 0.049 once headlined as a gain; adjusted over the study's 38 comparisons it is not
+    assert [(round(float(r["p"]), 3), r["verdict"]) for r in kd_ideal10x] == [(0.049, "within")]
     assert [float(r["test_acc_mean"]) for r in configurations] == [c["test_acc_mean"] for c in record["configurations"]]
 
     saved = json.loads((out / "summary.json").read_text())
