@@ -77,7 +77,7 @@ def reference_styles(keys: Iterable[K]) -> dict[K, dict]:
     return series_styles(keys, REFERENCE_STYLES)
 
 
-def panel_styles(panels: list[Iterable[K]], styles: tuple[dict, ...] = STYLES) -> list[dict[K, dict]]:
+def panel_styles(panels: Iterable[Iterable[K]], styles: tuple[dict, ...] = STYLES) -> list[dict[K, dict]]:
     """``series_styles`` for the keys of each panel: one mapping for the whole figure, so a key keeps its look
     from panel to panel, unless the figure has more keys than ``styles``: then each panel its own, as
     the series of one axes must never share a look."""

@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 from dapt.analysis.curves import curve, on_test_images, per_epoch_images
 from dapt.analysis.rows import is_synthetic, real_images, setting, training_steps
 from dapt.plots.common import (
-    MAX_SERIES, REFERENCE_COLOUR, SMALL, STYLES, configuration_order, evaluated_images, group_by, new_figure,
-    note_figure, panel_grid, panel_styles, reference_styles, series_styles, synthetic_source, wrap_groups,
+    MAX_SERIES, REFERENCE_COLOUR, REFERENCE_STYLES, SMALL, STYLES, configuration_order, evaluated_images, group_by,
+    new_figure, note_figure, panel_grid, panel_styles, series_styles, synthetic_source, wrap_groups,
 )
 
 _TEACHERS = "teacher-stage runs"
@@ -160,29 +160,29 @@ def _panels(shown: list[dict]) -> list[tuple[str, list[dict], list[dict]]]:
     return panels
 
 
-def _band(ax, c: dict, x_of, style: dict) -> None:
-    """The min–max of a configuration's seeds at each evaluated epoch, in its colour."""
+def _draw(ax, c: dict, x_of, label: str, style: dict) -> None:
+    """A configuration's seed-mean curve, and the min–max of its seeds at each evaluated epoch as a band in its
+    colour (none with one seed)."""
+    epochs, mean = _curve(c["history"])
+    ax.plot(x_of(c, epochs), mean, marker="o", markersize=3, label=label, **style)
     seeds = [dict(zip(*_curve(h))) for h in (c.get("histories") or {}).values()]
-    if len(seeds) < 2:
-        return
-    epochs = _curve(c["history"])[0]
-    low = [min(s.get(e, math.nan) for s in seeds) for e in epochs]
-    high = [max(s.get(e, math.nan) for s in seeds) for e in epochs]
-    ax.fill_between(x_of(c, epochs), low, high, color=style["color"], alpha=0.15, linewidth=0)
+    if len(seeds) > 1:
+        low = [min(s.get(e, math.nan) for s in seeds) for e in epochs]
+        high = [max(s.get(e, math.nan) for s in seeds) for e in epochs]
+        ax.fill_between(x_of(c, epochs), low, high, color=style["color"], alpha=0.15, linewidth=0)
 
 
 def accuracy_curves(configs: list[dict]) -> Figure:
     """Accuracy on the per-epoch images (validation; a test subset in older runs) of each configuration: its
-    mean over the seeds as a line, the seeds' min–max as a band, one panel per student architecture (per few
-    distillers when it has many configurations; teacher-stage runs in a last panel), the no-teacher baseline
-    black and dashed in each panel of its student. Against training steps, so runs over other image sets or
-    epochs compare at equal steps (against epochs when a run does not record its steps). A curve keeps its
-    colour across panels when its label (what sets it apart in its panel) is the same."""
+    mean over the seeds as a line, the seeds' min–max as a band; a panel per student setting (architecture,
+    image size, real images; per few distillers when it has many configurations), teacher-stage runs last, the
+    setting's no-teacher baseline black and dashed in each of its panels. Against training steps, so runs over
+    other image sets or epochs compare at equal steps (against epochs when a run does not record its steps).
+    A curve's label says what sets it apart in its panel; the same label keeps its colour across panels."""
     shown = [c for c in _ordered(configs) if _curve(c.get("history") or [])[0]]
     if not shown:
         return note_figure("Accuracy per epoch", "no configuration has a per-epoch history yet")
     per_epoch = _steps_per_epoch(shown)
-    unit = "training steps (batches)" if per_epoch else "epoch"
 
     def x_of(c: dict, epochs: list[int]) -> list[float]:
         return [e * per_epoch[c["run"]] for e in epochs] if per_epoch else epochs
@@ -193,18 +193,14 @@ def accuracy_curves(configs: list[dict]) -> Figure:
               for (_, mine, _), teacher in zip(panels, teachers)]
     # a student curve keeps its colour across panels; the teacher-stage runs' names are theirs alone
     shared = iter(panel_styles(label.values() for label, teacher in zip(labels, teachers) if not teacher))
-    styles = [series_styles(label.values()) if teacher else next(shared) for label, teacher in zip(labels, teachers)]
+    looks = [series_styles(label.values()) if teacher else next(shared) for label, teacher in zip(labels, teachers)]
     fig, axes = panel_grid(len(panels), panel=(3.6, 4.2), fill=True)
-    for ax, (title, mine, references), label, styles in zip(axes, panels, labels, styles):
+    for ax, (title, mine, references), label, look in zip(axes, panels, labels, looks):
         for c in mine:
-            style = styles[label[c["run"]]]
-            ax.plot(x_of(c, _curve(c["history"])[0]), _curve(c["history"])[1], marker="o", markersize=3,
-                    label=label[c["run"]], **style)
-            _band(ax, c, x_of, style)
-        for c, style in zip(references, reference_styles(["no teacher"]).values()):
-            ax.plot(x_of(c, _curve(c["history"])[0]), _curve(c["history"])[1], label="no teacher", **style)
-            _band(ax, c, x_of, style)
-        ax.set(title=title, xlabel=unit,
+            _draw(ax, c, x_of, label[c["run"]], look[label[c["run"]]])
+        for c in references:
+            _draw(ax, c, x_of, "no teacher", REFERENCE_STYLES[0])
+        ax.set(title=title, xlabel="training steps (batches)" if per_epoch else "epoch",
                ylabel=f"{_per_epoch_set(mine + references)} accuracy (%)")
         ax.xaxis.get_major_locator().set_params(integer=True, nbins=4)
         ax.grid(alpha=0.3)

@@ -205,7 +205,7 @@ def _agreement_panels(points: list[dict]) -> dict[str, list[dict]]:
     by_distiller = group_by(points, lambda row: str(row.get("distiller")))
 
     def series(rows: list[dict]) -> int:
-        return (len({(str(r.get("student")), data_kind(r)) for r in rows}) + len(_teacher_references(rows)))
+        return len({(str(r.get("student")), data_kind(r)) for r in rows}) + len(_teacher_references(rows))
 
     if all(series(rows) <= MAX_SERIES for rows in by_distiller.values()):
         return by_distiller
@@ -238,7 +238,10 @@ def agreement_vs_accuracy(rows: list[dict]) -> Figure:
     if not points:
         return note_figure("Agreement vs accuracy", "no run with both agreement and test accuracy yet")
     floors = {key: _far_below([100 * as_number(r[key]) for r in points]) for key in ("agreement", "test_acc")}
-    shown = [r for r in points if all(100 * as_number(r[key]) >= floor for key, floor in floors.items())]
+
+    def on_axes(row: dict) -> bool:
+        return all(100 * as_number(row[key]) >= floor for key, floor in floors.items())
+
     colours = data_colours(points)
     markers = {s: _STUDENT_MARKERS[i % len(_STUDENT_MARKERS)]
                for i, s in enumerate(dict.fromkeys(str(r.get("student")) for r in points))}
@@ -247,14 +250,14 @@ def agreement_vs_accuracy(rows: list[dict]) -> Figure:
     panels = _agreement_panels(points)
     fig, axes = panel_grid(len(panels), panel=(3.6, 3.3), sharex=True, sharey=True)
     for ax, (title, mine) in zip(axes, panels.items()):
-        for (student, kind), group in group_by([r for r in mine if r in shown],
+        for (student, kind), group in group_by(filter(on_axes, mine),
                                                lambda r: (str(r.get("student")), data_kind(r))).items():
             ax.scatter(as_percent(r["agreement"] for r in group), as_percent(r["test_acc"] for r in group),
                        color=colours[kind], marker=markers[student], s=40, alpha=0.75, edgecolors="black",
                        linewidths=0.6, zorder=3)
         for label in _teacher_references(mine):
             ax.axhline(100 * teachers[label], linewidth=1.2, zorder=1, **teacher_styles[label])
-        _off_axes_note(ax, [r for r in mine if r not in shown])
+        _off_axes_note(ax, [r for r in mine if not on_axes(r)])
         ax.set(title="no teacher (distiller none)" if title == "none" else f"distiller {title}",
                xlabel="top-1 agreement with the teacher (%)", ylabel="student test accuracy (%)")
         ax.xaxis.set_major_locator(MaxNLocator(5))
