@@ -3,8 +3,8 @@ run figures of committed runs (and of tiny inputs where a run's arrays are not r
 
 The rules (``dapt.plots.common``): the PNG saved and the one the notebook shows at most 1,600 px wide; no
 text under 9 points once the figure is shown at most 1,600 px wide, at a resolution where 9 points are at
-least 12.5 px (9 pt at 100 dpi); at most 8 series on one axes, and no two of them alike in colour, line style
-and marker.
+least 12.5 px (9 pt at 100 dpi), and none cut off at the figure's edge; at most 8 series on one axes, and no
+two of them alike in colour, line style and marker.
 """
 from __future__ import annotations
 
@@ -54,6 +54,21 @@ def look(artist) -> tuple:
     return (tuple(np.round(to_rgba(artist.get_color()), 3)), artist.get_linestyle(), str(artist.get_marker()))
 
 
+def labels(fig: Figure) -> list[Text]:
+    """The words of a figure a reader must see whole: titles, axis labels, notes and legends (tick labels aside:
+    matplotlib keeps those of ticks out of view)."""
+    texts = list(fig.texts) + [text for legend in fig.legends for text in legend.get_texts()]
+    for ax in fig.axes:
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        texts += ax.get_legend().get_texts() if ax.get_legend() else []
+    return [text for text in texts if text.get_visible() and text.get_text().strip()]
+
+
+def inside(box, frame, slack: float = 1.0) -> bool:
+    return (box.x0 >= frame.x0 - slack and box.x1 <= frame.x1 + slack
+            and box.y0 >= frame.y0 - slack and box.y1 <= frame.y1 + slack)
+
+
 def check_reads(fig: Figure, tmp_path: Path, name: str) -> None:
     """The figure's PNG (saved, and as the notebook shows it), its texts and its axes follow the rules."""
     saved = png_width(save_figure(fig, tmp_path / f"{name}.png").read_bytes())
@@ -66,6 +81,9 @@ def check_reads(fig: Figure, tmp_path: Path, name: str) -> None:
     small = sorted({(t.get_fontsize() * scale, t.get_text()) for t in fig.findobj(Text)
                     if t.get_visible() and t.get_text().strip() and t.get_fontsize() * scale < SMALL})
     assert not small, f"{name}: text under {SMALL} pt: {small[:5]}"
+    fig.canvas.draw()  # lays the figure out as when it is saved
+    cut = [t.get_text() for t in labels(fig) if not inside(t.get_window_extent(), fig.bbox)]
+    assert not cut, f"{name}: text cut off at the figure's edge: {cut}"
     for ax in fig.axes:
         shown_series = series(ax)
         where = f"{name}, axes {ax.get_title() or ax.get_title(loc='left')!r}"

@@ -57,10 +57,10 @@ def seed_spread(configs: list[dict]) -> Figure:
                    label=student if student == _TEACHERS else f"student {student}")
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(list(rows.values()), list(rows))
-    ax.set_xlabel(f"seed's test accuracy − its configuration's mean (points, {evaluated_images(shown)})")
+    ax.set_xlabel("seed − its configuration's mean (points of test accuracy)")
     ax.grid(axis="x", alpha=0.3)
     fig.suptitle("Seed spread: each seed (dot) against its configuration's mean\n"
-                 "(bar: ± one sample standard deviation over the seeds)")
+                 f"(final test accuracy on {evaluated_images(shown)}; bar: ± one sample std)")
     fig.legend(loc="outside lower center", ncol=3, fontsize=SMALL, frameon=False)
     return fig
 
