@@ -88,6 +88,18 @@ def test_distill_records_agreement_and_figures(executed):
     assert "agreement" not in scratch and scratch["test_acc"] is not None
 
 
+def test_executed_notebooks_keep_one_line_per_epoch_and_no_progress_bar(executed):
+    """The kernels of `dapt run` draw no bar (``core.progress``): the record holds the epoch lines, not the
+    carriage-return fragments of a bar redrawn (teacher targets, training batches)."""
+    root, _ = executed
+    for name in ("teacher", "crd", "scratch"):
+        cells = json.loads((root / f"runs/tiny/{name}/notebook.ipynb").read_text())["cells"]
+        text = "".join("".join(out["text"]) for cell in cells for out in cell.get("outputs", [])
+                       if out["output_type"] == "stream")
+        assert "\r" not in text and "%|" not in text, (name, text)
+        assert [line.split(":")[0] for line in text.splitlines() if line.startswith("epoch ")] == ["epoch 1", "epoch 2"]
+
+
 def test_report_table_lists_every_run(executed):
     root, _ = executed
     nb = json.loads((root / "runs/tiny/report/notebook.ipynb").read_text())

@@ -257,38 +257,51 @@ STUDY_ROWS = [
 ]
 
 
-def dashed(ax) -> list:
-    return [line for line in ax.lines if line.get_linestyle() == "--"]
+def tick_labels(ax) -> list[str]:
+    """The row labels of a panel of ``accuracy_bars``, top to bottom."""
+    return [label.get_text() for label in sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])]
 
 
-def test_report_accuracy_bars_groups_by_student_and_marks_baselines(close_after):
+def seed_dots(ax) -> list[list[float]]:
+    """(accuracy, row) of every seed dot of a panel: the round markers (the mean is a "|")."""
+    return sorted(point for c in ax.collections if c.get_sizes()[0] < 100 for point in c.get_offsets().tolist())
+
+
+def reference_lines(ax) -> dict[str, float]:
+    """Name written beside each vertical reference line of a panel -> its accuracy."""
+    names = {round(text.get_position()[0], 6): text.get_text() for text in ax.texts if text.get_rotation() == 90}
+    return {names[round(line.get_xdata()[0], 6)]: line.get_xdata()[0] for line in ax.lines}
+
+
+def test_report_accuracy_bars_panel_per_student_with_the_teacher_stage_runs_on_top(close_after):
     fig = study_plots.accuracy_bars(STUDY_ROWS)
     close_after(fig)
     render(fig)
-    (ax,) = fig.axes
-    names = [label.get_text() for label in ax.get_xticklabels()]
-    assert names == ["scratch", "kd", "crd", "r18_scratch", "r18_kd"]  # baseline first in each group
-    assert [p.get_height() for p in ax.patches] == pytest.approx([80, 83, 0, 85, 86])
-    hatched = [name for name, patch in zip(names, ax.patches) if patch.get_hatch()]
-    assert hatched == ["scratch", "r18_scratch"]
-    colours = [patch.get_facecolor() for patch in ax.patches]
-    assert colours[0] == colours[1] == colours[2] != colours[3] == colours[4]
-    assert "n/a" in [text.get_text() for text in ax.texts]
-    legend = legend_texts(ax.get_legend())
-    assert "no teacher (baseline)" in legend and "student resnet18 (32 px)" in legend
-    assert "all 10,000 test images" in ax.get_title()
+    own, mnv2, r18 = fig.axes
+    assert [ax.get_title(loc="left") for ax in fig.axes] == [
+        "teacher-stage runs, each in its own run", "student mobilenet_v2 (32 px)", "student resnet18 (32 px)"]
+    assert own.get_shared_x_axes().joined(own, r18)  # one accuracy axis for every panel
+    # own-run accuracies only, each at its own size: never the teacher on the students' inputs (85 / 90)
+    assert tick_labels(own) == ["lite2_ft (teacher, 48 px)", "mnv2_ft (pre-trained, 32 px)",
+                                "other_teacher (teacher, 64 px)"]
+    assert [x for x, _ in seed_dots(own)] == pytest.approx([87.5, 89, 92])
+    # the no-teacher baseline first; the failed run keeps its row, "n/a" instead of a mean
+    assert tick_labels(mnv2) == ["scratch (no teacher)", "crd", "kd"]
+    assert tick_labels(r18) == ["r18_scratch (no teacher)", "r18_kd"]
+    np.testing.assert_allclose(seed_dots(mnv2), [[80, 2], [83, 0]])
+    assert [t.get_text() for t in mnv2.texts if t.get_rotation() == 0] == ["80.0", "n/a", "83.0"]
+    assert "all 10,000 test images" in r18.get_xlabel()
 
 
-def test_report_accuracy_bars_label_teachers_as_their_own_run_at_their_own_size(close_after):
+def test_report_accuracy_bars_name_the_own_runs_each_student_is_read_against(close_after):
     fig = study_plots.accuracy_bars(STUDY_ROWS)
     close_after(fig)
-    (ax,) = fig.axes
-    lines = {line.get_label(): line.get_ydata()[0] for line in dashed(ax)}
-    # own-run accuracies only: never the teacher on the students' inputs (teacher_test_acc 85 / 90)
-    assert lines == {"teacher lite2_ft (own run, 48 px): 89.0%": pytest.approx(89),
-                     "pre-trained, fine-tuned mnv2_ft (own run, 32 px): 87.5%": pytest.approx(87.5),
-                     "teacher other_teacher (own run, 64 px): 92.0%": pytest.approx(92)}
-    assert set(lines) <= set(legend_texts(ax.get_legend()))
+    own, mnv2, r18 = fig.axes
+    # mobilenet_v2: its teacher, and the pre-trained mobilenet_v2 (the paper's comparison point)
+    assert reference_lines(mnv2) == {"teacher lite2_ft": pytest.approx(89), "pre-trained": pytest.approx(87.5)}
+    assert reference_lines(r18) == {"teacher other_teacher": pytest.approx(92)}
+    assert reference_lines(own) == {}
+    assert not any(ax.get_legend() for ax in fig.axes)  # named where they are drawn, not in a legend
 
 
 def test_report_accuracy_bars_teacher_without_a_recorded_size(close_after):
@@ -296,28 +309,86 @@ def test_report_accuracy_bars_teacher_without_a_recorded_size(close_after):
             {"run": "s", "stage": "distill", "student": "m", "distiller": "kd", "test_acc": 0.8, "teacher_run": "t"}]
     fig = study_plots.accuracy_bars(rows)
     close_after(fig)
-    assert [line.get_label() for line in dashed(fig.axes[0])] == ["teacher t (own run): 90.0%"]
+    assert tick_labels(fig.axes[0]) == ["t (teacher)"]
+    assert reference_lines(fig.axes[1]) == {"teacher t": pytest.approx(90)}
+
+
+def seeded_rows() -> list[dict]:
+    """Three seeds of kd on real images, on real + ddpm and on real + ideal images, and of the baseline."""
+    rows = [{"run": "teacher", "stage": "teacher", "model": "resnet18", "init": "ft", "test_acc": 0.9,
+             "params": {"model": "resnet18", "seed": 0}}]
+    for name, distiller, generator, base in (("none", "none", None, 0.70), ("kd", "kd", None, 0.74),
+                                             ("kd_ddpm", "kd", "ddpm", 0.72), ("kd_ideal", "kd", "holdout", 0.76)):
+        for seed in range(3):
+            rows.append({"run": f"{name}_s{seed}", "stage": "distill", "student": "mobilenet_v2",
+                         "distiller": distiller, "teacher_run": "teacher", "test_acc": base + 0.01 * seed,
+                         "agreement": base + 0.05 + 0.01 * seed, "teacher_test_acc": 0.88, "n_real": 600,
+                         "n_synthetic": 600 if generator else 0, "generator": generator,
+                         "synthetic_run": generator and f"{generator}_run",
+                         "params": {"distiller": distiller, "synthetic": generator, "seed": seed}})
+    return rows
+
+
+def test_report_accuracy_bars_one_row_per_configuration_its_seeds_as_dots_coloured_by_data(close_after):
+    fig = study_plots.accuracy_bars(seeded_rows())
+    close_after(fig)
+    render(fig)
+    _, students = fig.axes
+    assert tick_labels(students) == ["none_s{0,1,2} (no teacher)", "kd_s{0,1,2}", "kd_ddpm_s{0,1,2}",
+                                     "kd_ideal_s{0,1,2}"]
+    assert len(seed_dots(students)) == 12
+    colours = {tuple(c.get_facecolor()[0][:3]): sorted({y for _, y in c.get_offsets().tolist()})
+               for c in students.collections if c.get_sizes()[0] < 100}
+    assert sorted(colours.values()) == [[0], [1], [2, 3]]  # rows from the bottom: ideal, ddpm, real only (2)
+    legend = legend_texts(fig.legends[0])
+    assert {"real only", "+ generated (ddpm)", "+ ideal (held-out real)"} <= set(legend)
+    means = [t.get_text() for t in students.texts if t.get_rotation() == 0]
+    assert means == ["71.0", "75.0", "73.0", "77.0"]
+
+
+def test_report_accuracy_bars_takes_configurations_as_they_are(close_after):
+    from dapt.analysis.configurations import configurations
+    fig = study_plots.accuracy_bars(configurations(seeded_rows()))
+    close_after(fig)
+    assert len(seed_dots(fig.axes[1])) == 12
 
 
 def scatter_points(fig) -> list[list[float]]:
-    return sorted(point for ax in fig.axes[:1] for c in ax.collections for point in c.get_offsets().tolist())
+    return sorted(point for ax in fig.axes for c in ax.collections for point in c.get_offsets().tolist())
 
 
 def test_report_agreement_vs_accuracy_has_no_point_text_and_marks_the_teacher(close_after):
     fig = study_plots.agreement_vs_accuracy(STUDY_ROWS)
     close_after(fig)
     render(fig)
-    (ax,) = fig.axes
+    (ax,) = fig.axes  # one distiller (kd): one panel
+    assert ax.get_title() == "distiller kd"
     np.testing.assert_allclose(scatter_points(fig), [[88, 83], [91, 86]])  # runs without agreement skipped
     assert len(ax.texts) == 0
-    lines = {line.get_label(): line.get_ydata()[0] for line in dashed(ax)}
-    assert lines == {  # the teacher on the students' inputs: what agreement is measured against
-        "teacher lite2_ft on the students' inputs (32 px resized to 48 px): 85.0%": pytest.approx(85),
-        "teacher other_teacher on the students' inputs (32 px resized to 64 px): 90.0%": pytest.approx(90)}
+    assert sorted(line.get_ydata()[0] for line in ax.lines) == pytest.approx([85, 90])
     legend = legend_texts(fig.legends[0])
-    assert set(lines) <= set(legend)
-    assert {"student mobilenet_v2", "student resnet18", "distiller kd"} <= set(legend)
-    assert "all 10,000 test images" in ax.get_xlabel() and "all 10,000 test images" in ax.get_ylabel()
+    # the teacher on the students' inputs: what agreement is measured against
+    assert {"teacher lite2_ft on the students' inputs (32 px resized to 48 px): 85.0%",
+            "teacher other_teacher on the students' inputs (32 px resized to 64 px): 90.0%"} <= set(legend)
+    assert {"student mobilenet_v2", "student resnet18", "real only"} <= set(legend)
+    assert "all 10,000 test images" in fig.get_suptitle()
+
+
+def test_report_agreement_vs_accuracy_panel_per_distiller_colour_per_data_marker_per_student(close_after):
+    rows = seeded_rows() + [dict(row, run=f"r18_{row['run']}", student="resnet18") for row in seeded_rows()
+                            if row["stage"] == "distill"]
+    fig = study_plots.agreement_vs_accuracy(rows)
+    close_after(fig)
+    render(fig)
+    assert [ax.get_title() for ax in fig.axes] == ["no teacher (distiller none)", "distiller kd"]
+    _, kd = fig.axes
+    looks = {(tuple(c.get_facecolor()[0][:3]), c.get_paths()[0].vertices.round(3).tobytes()): len(c.get_offsets())
+             for c in kd.collections}
+    assert len(looks) == 6 and set(looks.values()) == {3}  # 2 students × 3 data kinds, 3 seeds each
+    assert len({colour for colour, _ in looks}) == 3 and len({marker for _, marker in looks}) == 2
+    legend = legend_texts(fig.legends[0])
+    assert {"real only", "+ generated (ddpm)", "+ ideal (held-out real)", "student mobilenet_v2",
+            "student resnet18"} <= set(legend)
 
 
 def close_rows(n: int = 12) -> list[dict]:
@@ -326,59 +397,33 @@ def close_rows(n: int = 12) -> list[dict]:
     rows = [{"run": f"r{i}", "stage": "distill", "student": students[i % 3], "distiller": distillers[i // 3 % 4],
              "test_acc": 0.72 + 0.0004 * i, "agreement": 0.75 + 0.0003 * i, "teacher_run": "t",
              "image_size": 32, "teacher_image_size": 32, "teacher_test_acc": 0.85} for i in range(n)]
-    rows.append({"run": "diverged", "stage": "distill", "student": "resnet18", "distiller": "srrl",
+    rows.append({"run": "diverged", "stage": "distill", "student": "resnet18", "distiller": "kd",
                  "test_acc": 0.30, "agreement": 0.31, "teacher_run": "t", "image_size": 32,
                  "teacher_image_size": 32, "teacher_test_acc": 0.85})
     return rows
 
 
-def test_report_agreement_vs_accuracy_encodes_student_by_colour_and_distiller_by_marker(close_after):
+def test_report_agreement_vs_accuracy_names_a_run_far_below_instead_of_squeezing_the_rest(close_after):
     fig = study_plots.agreement_vs_accuracy(close_rows())
     close_after(fig)
     render(fig)
-    main_ax = fig.axes[0]
-    by_point = {}
-    for collection in main_ax.collections:
-        colour = tuple(collection.get_facecolor()[0][:3])
-        shape = collection.get_paths()[0].vertices.round(3).tobytes()
-        for point in collection.get_offsets().tolist():
-            by_point[tuple(np.round(point, 4))] = (colour, shape)
-    rows = close_rows()
-    assert len(by_point) == len(rows)
-    keyed = {(row["student"], row["distiller"]): by_point[(round(100 * row["agreement"], 4),
-                                                           round(100 * row["test_acc"], 4))] for row in rows}
-    colour_of = {student: {v[0] for k, v in keyed.items() if k[0] == student} for student, _ in keyed}
-    shape_of = {distiller: {v[1] for k, v in keyed.items() if k[1] == distiller} for _, distiller in keyed}
-    assert all(len(colours) == 1 for colours in colour_of.values())  # one colour per student
-    assert len({next(iter(c)) for c in colour_of.values()}) == 3
-    assert all(len(shapes) == 1 for shapes in shape_of.values())  # one marker per distiller
-    assert len({next(iter(s)) for s in shape_of.values()}) == 5
-
-
-def test_report_agreement_vs_accuracy_stays_readable_with_many_close_points(close_after):
-    fig = study_plots.agreement_vs_accuracy(close_rows())
-    close_after(fig)
-    render(fig)
-    assert all(len(ax.texts) == 0 for ax in fig.axes)  # no per-point labels to overlap
-    main_ax, zoom_ax = fig.axes  # the diverged run squeezes the cluster, so a zoom panel shows it apart
-    assert sum(len(c.get_offsets()) for c in zoom_ax.collections) == 12
-    low, high = zoom_ax.get_xlim()
-    assert high - low < 2  # the 12 runs span 0.33 points of agreement
-    # the teacher (85%) is far above the cluster: drawn on the full panel, only named on the zoom
-    assert len(dashed(main_ax)) == 1 and dashed(zoom_ax) == []
-    assert "teacher line outside this range" in zoom_ax.get_title()
+    assert len(scatter_points(fig)) == 12  # the diverged run is not drawn...
+    kd = next(ax for ax in fig.axes if ax.get_title() == "distiller kd")
+    (note,) = kd.texts  # ...but named in its panel
+    assert "1 run far below, not shown" in note.get_text() and "diverged (31.0% agreement" in note.get_text()
+    low, high = kd.get_ylim()
+    assert low > 70 and high < 90  # the runs and the teacher (85%), not down to 30%
     canvas = FigureCanvasAgg(fig)
     canvas.draw()  # lays the figure out, as when it is saved
     renderer = canvas.get_renderer()
     legend_box = fig.legends[0].get_window_extent(renderer)
     for ax in fig.axes:  # the legend is outside every axes, so it covers no point
         assert not legend_box.overlaps(ax.get_window_extent(renderer))
-    legend = legend_texts(fig.legends[0])
-    assert len(legend) == 1 + 3 + 5  # teacher, students, distillers: one entry each, not one per run
+    assert len(legend_texts(fig.legends[0])) == 1 + 3 + 1  # data kind, students, teacher: not one per run
 
 
 def test_report_plots_of_a_study_without_results_are_notes(close_after):
-    for fig in (study_plots.accuracy_bars(STUDY_ROWS[:1]), study_plots.agreement_vs_accuracy([])):
+    for fig in (study_plots.accuracy_bars(STUDY_ROWS[:2]), study_plots.agreement_vs_accuracy([])):
         close_after(fig)
         render(fig)
         assert len(fig.axes[0].texts) == 1

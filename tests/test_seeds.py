@@ -274,13 +274,18 @@ def test_headroom_over_seeds_of_per_seed_teachers(tmp_path):
 def test_figures_show_every_seed_and_a_panel_per_student(study):
     configs = seeds.configurations(report.collect(study))
     fig = seed_plots.seed_spread(configs)
-    dots = sum(len(c.get_offsets()) for c in fig.axes[0].collections if isinstance(c, PathCollection))
-    assert dots == 3 * 4 + 1  # three seeds of four configurations, one teacher run
+    dots = [p for c in fig.axes[0].collections if isinstance(c, PathCollection) for p in c.get_offsets().tolist()]
+    assert len(dots) == 3 * 4  # three seeds of four configurations; the one-seed teacher has no spread
+    for row in {y for _, y in dots}:  # each seed against its configuration's mean
+        assert sum(x for x, y in dots if y == row) == pytest.approx(0, abs=1e-9)
     curves = seed_plots.accuracy_curves(configs)
     titles = [ax.get_title() for ax in curves.axes if ax.get_title()]
     assert titles == ["student mobilenet_v2", "teacher-stage runs"]
-    assert len(curves.axes[0].get_lines()) == 3  # kd, none, crd: one mean line each
+    assert len(curves.axes[0].get_lines()) == 3  # kd, crd and the no-teacher baseline: one mean line each
     assert curves.axes[0].get_ylabel() == "validation accuracy (%)"
+    # 600 images in batches of 128: 4 steps an epoch, so epochs 1-3 are drawn at steps 4, 8, 12
+    assert curves.axes[0].get_xlabel() == "training steps (batches)"
+    assert curves.axes[0].get_lines()[0].get_xdata().tolist() == [4, 8, 12]
     assert "on validation (100 training images outside train_subset)" in curves.texts[0].get_text()
 
 

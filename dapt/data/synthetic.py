@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from dapt.core.torch_files import atomic_save, safe_load
 from dapt.core.errors import CorruptImageError, DaptError
 from dapt.core.files import read_json
+from dapt.core.progress import progress
 from dapt.data import SYNSET_SIZES
 from dapt.data.imageset import ImageSet, resize_uint8, sample_per_class
 
@@ -119,8 +118,8 @@ def decode_images(folder: Path, index: dict) -> torch.Tensor:
     # PIL releases the GIL while inflating PNGs, so threads use every core.
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
     try:
-        for _ in tqdm(pool.map(decode_into, range(len(entries))), total=len(entries), desc="synthetic images",
-                      unit="img", file=sys.stdout, mininterval=2.0, ncols=100, disable=len(entries) < 2000):
+        for _ in progress(pool.map(decode_into, range(len(entries))), total=len(entries), desc="synthetic images",
+                          unit="img", disable=len(entries) < 2000):
             pass
     finally:
         pool.shutdown(cancel_futures=True)  # the first bad file stops the work

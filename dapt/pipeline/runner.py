@@ -28,6 +28,7 @@ from typing import Callable
 
 from dapt.core import lock as run_lock
 from dapt.core.errors import DaptError
+from dapt.core.progress import RECORDED
 from dapt.core.ranks import DDP_STAGES, is_main, world_size
 from dapt.core.records import BOOKKEEPING, RUNS_DIR, mark_status
 from dapt.core.files import atomic_write_text, read_json, read_yaml, repo_root
@@ -185,8 +186,9 @@ def _kernel_manager(kernel_log: Path) -> type:
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
             # A process that used wandb (a JupyterLab kernel, a test) exports WANDB_SERVICE, the address
             # of its own wandb service; a run inheriting it would log through that process, or nowhere
-            # once it is gone. Each run starts its own.
-            env = {k: v for k, v in (kw.get("env") or os.environ).items() if k != "WANDB_SERVICE"}
+            # once it is gone. Each run starts its own. The kernel's output is the run's record: no
+            # progress bar (core.progress); its epoch lines still reach the terminal through log_output.
+            env = {k: v for k, v in (kw.get("env") or os.environ).items() if k != "WANDB_SERVICE"} | RECORDED
             with open(kernel_log, "ab") as log:  # the child gets its own copy of the descriptor
                 await super()._async_launch_kernel(kernel_cmd, **{**kw, "env": env, "stderr": log})
 

@@ -1,14 +1,30 @@
 """Figures of a generate run: the ddpm's loss curve, samples per class, nearest real images, and how
-the teacher classifies the generated set. Every function returns a matplotlib ``Figure``."""
+the teacher classifies the generated set. Every function returns a matplotlib ``Figure``; the image grids
+show at most ``SHOWN_CLASSES`` classes (the first ones), so a set of 200 classes stays a figure to read."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from dapt.plots.common import as_percent
+from dapt.plots.common import (
+    PANEL_SIZE, SMALL, WIDTH, as_percent, class_matrix, label_classes, new_figure,
+)
 
 _CELL = 0.75  # inches per image in a grid
+SHOWN_CLASSES = 20
+_PAIRS_PER_ROW = 10  # nearest_pairs: generated/real pairs side by side before the next two rows
+
+
+def _shown(class_names: list[str]) -> tuple[int, str]:
+    """How many classes an image grid shows, and the words that say so when not all."""
+    n = min(len(class_names), SHOWN_CLASSES)
+    return n, "" if n == len(class_names) else f" (the first {n} of {len(class_names)} classes)"
+
+
+def _short(name: str, chars: int = 12) -> str:
+    """A class name that fits above one image at ``SMALL`` points."""
+    return name if len(name) <= chars else name[:chars - 1] + "…"
 
 
 def _show(ax, image: torch.Tensor) -> None:
@@ -24,7 +40,7 @@ def _show(ax, image: torch.Tensor) -> None:
 
 def loss_curve(losses: list[float], every: int) -> Figure:
     """The ddpm's training loss ‖v - v_θ‖², one point per ``every`` steps."""
-    fig = Figure(figsize=(5.5, 3.2), layout="constrained")
+    fig = new_figure(5.5, 3.2)
     ax = fig.add_subplot()
     steps = every * (np.arange(len(losses)) + 1)
     ax.plot(steps, losses)
@@ -35,10 +51,10 @@ def loss_curve(losses: list[float], every: int) -> Figure:
 
 def sample_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[str], columns: int = 8) -> Figure:
     """One row per class: its first ``columns`` generated images."""
-    rows = len(class_names)
-    fig = Figure(figsize=(_CELL * columns + 1.6, _CELL * rows), layout="constrained")
+    rows, which = _shown(class_names)
+    fig = new_figure(_CELL * columns + 1.8, _CELL * rows + 0.5)
     axes = fig.subplots(rows, columns, squeeze=False)
-    for label, name in enumerate(class_names):
+    for label, name in enumerate(class_names[:rows]):
         members = (labels == label).nonzero().flatten()[:columns]
         for col in range(columns):
             ax = axes[label, col]
@@ -46,37 +62,47 @@ def sample_grid(images: torch.Tensor, labels: torch.Tensor, class_names: list[st
                 _show(ax, images[members[col]])
             else:
                 ax.set_axis_off()
-        axes[label, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("Generated images, one row per class")
+        axes[label, 0].set_ylabel(_short(name, 16), rotation=0, ha="right", va="center", fontsize=SMALL)
+    fig.suptitle(f"Generated images, one row per class{which}")
     return fig
 
 
 def nearest_pairs(generated: torch.Tensor, real: torch.Tensor, distances: torch.Tensor,
                   names: list[str]) -> Figure:
-    """Top row: generated images; bottom row: each one's nearest real training image (pixel RMS)."""
-    n = len(generated)
-    fig = Figure(figsize=(1.0 * n + 0.6, 2.6), layout="constrained")
-    axes = fig.subplots(2, n, squeeze=False)
-    for k in range(n):
-        _show(axes[0, k], generated[k])
-        axes[0, k].set_title(names[k], fontsize=7)
-        _show(axes[1, k], real[k])
-        axes[1, k].set_title(f"RMS {distances[k]:.2f}", fontsize=7)
-    axes[0, 0].set_ylabel("generated", fontsize=8)
-    axes[1, 0].set_ylabel("nearest real", fontsize=8)
-    fig.suptitle("Does the generator copy? Each generated image above its nearest training image (pixel L2)")
+    """Each generated image above its nearest real training image (pixel RMS), ``_PAIRS_PER_ROW`` pairs to a
+    row of pairs."""
+    n, which = _shown(names)
+    columns = min(n, _PAIRS_PER_ROW)
+    blocks = -(-n // columns)
+    fig = new_figure(1.0 * columns + 1.2, 2.5 * blocks + 0.7)
+    axes = fig.subplots(2 * blocks, columns, squeeze=False)
+    for k in range(blocks * columns):
+        top, bottom = axes[2 * (k // columns), k % columns], axes[2 * (k // columns) + 1, k % columns]
+        if k >= n:
+            top.set_axis_off()
+            bottom.set_axis_off()
+            continue
+        _show(top, generated[k])
+        top.set_title(_short(names[k]), fontsize=SMALL)
+        _show(bottom, real[k])
+        bottom.set_title(f"RMS {distances[k]:.2f}", fontsize=SMALL)
+    for block in range(blocks):
+        axes[2 * block, 0].set_ylabel("generated", fontsize=SMALL)
+        axes[2 * block + 1, 0].set_ylabel("nearest real", fontsize=SMALL)
+    fig.suptitle(f"Does the generator copy? Each generated image above its nearest\ntraining image (pixel L2){which}")
     return fig
 
 
 def per_class_accuracy_bars(per_class, class_names: list[str], overall: float) -> Figure:
     """The teacher's accuracy on the generated images of each class (%)."""
-    fig = Figure(figsize=(max(4.6, 0.5 * len(class_names) + 2), 3.4), layout="constrained")
+    fig = new_figure(min(WIDTH, max(PANEL_SIZE[0] + 1.4, 0.45 * len(class_names) + 2.5)), 3.4)
     ax = fig.add_subplot()
     ax.bar(range(len(class_names)), np.nan_to_num(as_percent(per_class)))
     ax.axhline(100 * overall, color="black", linestyle="--", label=f"all classes {100 * overall:.1f}%")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=45 if len(class_names) > 6 else 0, ha="right")
-    ax.set(title="Teacher accuracy on the generated set, per class", ylabel="%", ylim=(0, 105))
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set(title="Teacher accuracy on the generated set, per class", xlabel="class asked of the generator",
+           ylabel="%", ylim=(0, 105))
+    label_classes(ax, class_names)
+    ax.legend(loc="lower right", fontsize=SMALL)
     return fig
 
 
@@ -84,18 +110,5 @@ def confusion_plot(labels: torch.Tensor, predicted: torch.Tensor, class_names: l
     """Class asked of the generator (rows) × the teacher's prediction (columns), row-normalised, counts annotated."""
     c = len(class_names)
     counts = torch.bincount(labels * c + predicted, minlength=c * c).reshape(c, c).numpy().astype(float)
-    totals = counts.sum(1, keepdims=True)
-    share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    size = max(4.6, 0.5 * c + 2)
-    fig = Figure(figsize=(size, size * 0.85), layout="constrained")
-    ax = fig.add_subplot()
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, label="share of the class's generated images")
-    if c <= 20:
-        for (row, col), count in np.ndenumerate(counts):
-            ax.text(col, row, f"{count:.0f}", ha="center", va="center", fontsize=7,
-                    color="white" if share[row, col] > 0.5 else "black")
-    ax.set_xticks(range(c), class_names, rotation=45 if c > 6 else 0, ha="right")
-    ax.set_yticks(range(c), class_names)
-    ax.set(title="Generated class × teacher prediction", xlabel="teacher prediction", ylabel="generated as")
-    return fig
+    return class_matrix(counts, class_names, title="Generated class × teacher prediction", xlabel="teacher prediction",
+                        ylabel="generated as", share_of="the class's generated images")

@@ -15,7 +15,10 @@ from matplotlib.ticker import MaxNLocator
 
 from dapt.analysis.curves import on_test_images, per_epoch_images, per_epoch_key
 from dapt.core.errors import DaptError
-from dapt.plots.common import PANEL_SIZE, as_count, as_number, as_percent, note_figure
+from dapt.plots.common import (
+    PANEL_SIZE, SMALL, STYLES, WIDTH, as_count, as_number, as_percent, class_matrix, label_classes, new_figure,
+    note_figure,
+)
 
 
 def _per_epoch_images(metrics: dict) -> tuple[str, bool]:
@@ -53,7 +56,7 @@ def training_curves(metrics: dict) -> Figure:
     distill = (any(entry.get(agreement_key) is not None for entry in history)
                or metrics.get("agreement") is not None)
     n_panels = 3 if distill else 2
-    fig = Figure(figsize=(PANEL_SIZE[0] * n_panels, PANEL_SIZE[1] + 1.0), layout="constrained")
+    fig = new_figure(PANEL_SIZE[0] * n_panels, PANEL_SIZE[1] + 1.4)
     axes = fig.subplots(1, n_panels)
     epochs = [entry.get("epoch", index + 1) for index, entry in enumerate(history)]
 
@@ -68,11 +71,12 @@ def training_curves(metrics: dict) -> Figure:
     images, mark_final = _per_epoch_images(metrics)
     size = as_count(metrics.get("image_size", (metrics.get("params") or {}).get("image_size")))
     loss_ax, acc_ax = axes[0], axes[1]
-    loss_ax.plot(epochs, series("train_loss"), marker="o", label="train loss")
+    loss_ax.plot(epochs, series("train_loss"), marker="o", label="train loss", **STYLES[0])
     loss_ax.set(title="Training loss", xlabel="epoch", ylabel="loss")
-    acc_ax.plot(epochs, 100 * series("train_acc"), marker="o", label="train (augmented batches, epoch mean)")
+    acc_ax.plot(epochs, 100 * series("train_acc"), marker="o", label="train (augmented batches, epoch mean)",
+                **STYLES[0])
     curve_epochs, curve_acc = evaluated(acc_key)
-    acc_ax.plot(curve_epochs, 100 * curve_acc, marker="o", label=images)
+    acc_ax.plot(curve_epochs, 100 * curve_acc, marker="o", label=images, **STYLES[1])
     final = metrics.get("test_acc")
     if mark_final and final is not None:
         acc_ax.plot([epochs[-1]], [100 * as_number(final)], marker="*", markersize=14, linestyle="none",
@@ -87,7 +91,7 @@ def training_curves(metrics: dict) -> Figure:
         acc_ax.axhline(100 * as_number(teacher), color="black", linestyle="--",
                        label=f"teacher, {images}{resized}: {100 * as_number(teacher):.1f}%")
     acc_ax.set(title=f"Accuracy ({size} px)" if size else "Accuracy", xlabel="epoch", ylabel="accuracy (%)")
-    acc_ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8)
+    acc_ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=SMALL)
     if distill:
         agree_ax = axes[2]
         agree_epochs, agreement = evaluated(agreement_key)
@@ -102,16 +106,10 @@ def training_curves(metrics: dict) -> Figure:
         kl_ax.plot(*evaluated(kl_key), marker="s", color="tab:red", label=f"KL(teacher ‖ student), {images}")
         kl_ax.set_ylabel("KL (nats)")
         handles = agree_ax.get_legend_handles_labels()[0] + kl_ax.get_legend_handles_labels()[0]
-        agree_ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8)
+        agree_ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=SMALL)
     for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     return fig
-
-
-def _label_classes(ax, class_names) -> None:
-    rotation = 45 if len(class_names) > 6 else 0
-    ax.set_xticks(range(len(class_names)), class_names, rotation=rotation,
-                  ha="right" if rotation else "center")
 
 
 def per_class_agreement_bars(values, class_names, teacher_acc_per_class=None) -> Figure:
@@ -120,8 +118,7 @@ def per_class_agreement_bars(values, class_names, teacher_acc_per_class=None) ->
         if given is not None and len(given) != len(class_names):
             raise DaptError(f"{name} has {len(given)} entries but there are {len(class_names)} class names; "
                             "pass one value per class, in class order")
-    fig = Figure(figsize=(max(PANEL_SIZE[0], 0.5 * len(class_names) + 3.5), PANEL_SIZE[1]),
-                 layout="constrained")
+    fig = new_figure(min(WIDTH, max(PANEL_SIZE[0], 0.45 * len(class_names) + 3.5)), PANEL_SIZE[1])
     ax = fig.add_subplot()
     positions = np.arange(len(class_names))
     width = 0.4 if teacher_acc_per_class is not None else 0.8
@@ -130,13 +127,13 @@ def per_class_agreement_bars(values, class_names, teacher_acc_per_class=None) ->
     ax.bar(positions - offset, np.nan_to_num(agreement), width, label="agreement with teacher")
     for x, value in zip(positions - offset, agreement):
         if math.isnan(value):
-            ax.text(x, 1, "n/a", ha="center", va="bottom", fontsize=8)
+            ax.text(x, 1, "n/a", ha="center", va="bottom", fontsize=SMALL)
     if teacher_acc_per_class is not None:
         teacher = as_percent(teacher_acc_per_class)
         ax.bar(positions + offset, np.nan_to_num(teacher), width, color="grey", label="teacher accuracy")
-    _label_classes(ax, class_names)
-    ax.set(title="Per-class agreement (test)", ylabel="%", ylim=(0, 105))
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set(title="Per-class agreement (test)", xlabel="true class", ylabel="%", ylim=(0, 105))
+    label_classes(ax, class_names)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=SMALL)
     return fig
 
 
@@ -146,24 +143,10 @@ def prediction_matrix_plot(matrix, class_names) -> Figure:
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(class_names):
         raise DaptError(f"prediction matrix of shape {counts.shape} does not fit {len(class_names)} class names; "
                         "pass the [C, C] output of dapt.training.agreement.prediction_matrix")
-    row_totals = counts.sum(1, keepdims=True)
-    row_share = np.divide(counts, row_totals, out=np.zeros_like(counts), where=row_totals > 0)
-    size = max(PANEL_SIZE[0], 0.5 * len(class_names) + 2)
-    fig = Figure(figsize=(size, size * 0.85), layout="constrained")
-    ax = fig.add_subplot()
-    image = ax.imshow(row_share, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, label="share of the teacher's predictions")
-    if len(class_names) <= 20:  # beyond that the numbers become unreadable
-        for (row, col), count in np.ndenumerate(counts):
-            ax.text(col, row, f"{count:.0f}", ha="center", va="center", fontsize=7,
-                    color="white" if row_share[row, col] > 0.5 else "black")
     total = counts.sum()
     agreement = f"{100 * np.trace(counts) / total:.1f}%" if total else "n/a"
-    _label_classes(ax, class_names)
-    ax.set_yticks(range(len(class_names)), class_names)
-    ax.set(title=f"Teacher vs student predictions (agreement {agreement})",
-           xlabel="student prediction", ylabel="teacher prediction")
-    return fig
+    return class_matrix(counts, class_names, title=f"Teacher vs student predictions (agreement {agreement})",
+                        xlabel="student prediction", ylabel="teacher prediction", share_of="the teacher's predictions")
 
 
 def _reliability_panel(ax, bins: dict, who: str) -> None:
@@ -183,7 +166,7 @@ def _reliability_panel(ax, bins: dict, who: str) -> None:
     ece = np.abs(accuracy - confidence)[filled] @ counts[filled] / total if total else math.nan
     ax.set(title=f"{who} (ECE {100 * ece:.1f}%)", xlabel="confidence", ylabel="accuracy",
            xlim=(0, 1), ylim=(0, 1))
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=SMALL)
 
 
 def reliability_diagram(bins_teacher: dict, bins_student: dict) -> Figure:
@@ -192,7 +175,7 @@ def reliability_diagram(bins_teacher: dict, bins_student: dict) -> Figure:
     Takes the output of ``dapt.training.agreement.reliability_bins``; bars above the diagonal mean
     under-confidence, below it over-confidence.
     """
-    fig = Figure(figsize=(2 * PANEL_SIZE[0], PANEL_SIZE[1] + 0.4), layout="constrained")
+    fig = new_figure(2 * PANEL_SIZE[0], PANEL_SIZE[1] + 0.6)
     teacher_ax, student_ax = fig.subplots(1, 2, sharey=True)
     _reliability_panel(teacher_ax, bins_teacher, "Teacher")
     _reliability_panel(student_ax, bins_student, "Student")

@@ -25,18 +25,17 @@ the same numbers.
 from __future__ import annotations
 
 import copy
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from dapt.data.imageset import ImageSet
 from dapt.training.device import Placement, device_of, to_device
 from dapt.core.files import atomic_write_json, read_json
+from dapt.core.progress import progress
 
 EMA_DECAY = 0.999
 LOSS_EVERY = 10  # training steps averaged into one point of the recorded loss curve
@@ -154,7 +153,7 @@ def _train(s: DdpmSettings, ds: ImageSet, tracker, place: Placement) -> tuple[ob
     generator = torch.Generator().manual_seed(s.seed)
     losses, window = [], []
     unet.train()
-    bar = tqdm(range(s.train_steps), desc="ddpm training", unit="step", file=sys.stdout, mininterval=2.0, ncols=100)
+    bar = progress(range(s.train_steps), desc="ddpm training", unit="step")
     for n in bar:
         index = torch.randint(len(y_all), (s.batch_size,), generator=generator)
         x0, y = x_all[index], y_all[index].clone()

@@ -15,13 +15,11 @@ from __future__ import annotations
 import hashlib
 import math
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from dapt.stages import ddpm as D
 from dapt.stages import holdout as H
@@ -33,6 +31,7 @@ from dapt.training.checkpoint import load_teacher
 from dapt.training.device import Placement
 from dapt.core.errors import DaptError
 from dapt.core.records import RunRecord
+from dapt.core.progress import progress
 from dapt.core.files import atomic_path, atomic_write_json, read_json, rel
 from dapt.core.tracking import Tracker
 from dapt.training.loop import predict
@@ -116,7 +115,7 @@ def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generat
         shutil.rmtree(images)
     todo = [(label, i) for label in range(ds.num_classes) for i in range(len(kept[label]), cfg.images_per_class)]
     pipe = SD.load_pipeline(cfg.model, place) if cfg.generator == "stable_diffusion" and todo else None
-    bar = tqdm(total=len(todo), desc="generating", unit="image", file=sys.stdout, mininterval=2.0, ncols=100)
+    bar = progress(total=len(todo), desc="generating", unit="image")
     batch = cfg.batch_size or DEFAULT_BATCH[cfg.generator]
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]

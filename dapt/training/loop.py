@@ -12,14 +12,12 @@ Data stay uint8 tensors in memory; each batch is augmented on tensors, turned in
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from dapt.data import imageset as D
 from dapt.core import distributed
@@ -31,6 +29,7 @@ from dapt.core.errors import DaptError
 from dapt.models.nets import Net
 from dapt.training.optim import build_optimizer, build_scheduler
 from dapt.core.records import RunRecord
+from dapt.core.progress import progress
 from dapt.core.tracking import Tracker
 
 
@@ -254,8 +253,8 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
             state.update(totals=totals, augment_rng=augment_generator.get_state())
         atomic_save(state, last_path)
 
-    bar = tqdm(total=steps * cfg.epochs, initial=steps * start_epoch + start_step, desc=record.folder.name,
-               unit="batch", file=sys.stdout, mininterval=2.0, dynamic_ncols=False, ncols=100)
+    bar = progress(total=steps * cfg.epochs, initial=steps * start_epoch + start_step, desc=record.folder.name,
+                   unit="batch")
     for epoch in range(start_epoch, cfg.epochs):
         trainee.set_train_mode()
         totals: dict = {"loss": 0.0, "correct": 0, "seen": 0, "parts": {}}

@@ -33,14 +33,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dapt.core import distributed
 from dapt.core.torch_files import atomic_save, safe_load
@@ -50,6 +48,7 @@ from dapt.training.device import device_of, to_device
 from dapt.core.errors import DaptError
 from dapt.models.nets import Net
 from dapt.core.files import atomic_path
+from dapt.core.progress import progress
 from dapt.training.loop import inference_batch, predict, prepare
 
 CACHE_FORMAT = "dapt-teacher-targets-v3"  # the memory-mapped training targets, one file per view and part
@@ -265,8 +264,7 @@ class TeacherTargets:
         file that becomes its cache file only once complete and on disk (``atomic_path``: fsync, rename)."""
         n, checked = len(self.train_x), False
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with tqdm(total=len(todo) * n, desc="teacher targets", unit="img", file=sys.stdout, mininterval=2.0,
-                  ncols=100) as bar:
+        with progress(total=len(todo) * n, desc="teacher targets", unit="img") as bar:
             for view, parts in todo:
                 with ExitStack() as files:
                     out = {p: files.enter_context(open(files.enter_context(atomic_path(self.path(view, p))), "wb"))
