@@ -109,13 +109,17 @@ class RunRecord:
         self.save()
 
     def complete_provenance(self, device: str | None = None, device_name: str | None = None,
-                            **precision: str | None) -> None:
+                            threads: int | None = None, **precision: str | None) -> None:
         """Complete the run's provenance once the training code knows it: the ``device`` it computes on and its
-        name (the GPU's, or the CPU model), and the resolved precision of each role (``student``,
-        ``teacher``, ``generator``: ``float32``, ``bfloat16``, ``float16``)."""
+        name (the GPU's, or the CPU model), the CPU ``threads`` its torch computes with (the same run on another
+        number of threads sums in another order, so its numbers differ in the last digits and drift from there),
+        and the resolved precision of each role (``student``, ``teacher``, ``generator``: ``float32``,
+        ``bfloat16``, ``float16``)."""
         record = self.metrics.setdefault("provenance", provenance.collect())
         if device is not None:
             record.update(device=device, device_name=device_name or provenance.cpu_model())
+        if threads is not None:
+            record["threads"] = threads
         record.setdefault("precision", {}).update({role: value for role, value in precision.items() if value})
         self.save()
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -124,9 +124,10 @@ class Placement:
         """What the steps compute in under ``autocast``: ``float32`` (amp off), ``bfloat16`` or ``float16``."""
         return dtype_name(self.dtype)
 
-    def describe(self) -> dict[str, str]:
-        """The device as a run's provenance records it (``RunRecord.complete_provenance``'s arguments)."""
-        return {"device": str(self.device), "device_name": device_name(self.device)}
+    def describe(self) -> dict[str, Any]:
+        """The device and torch's CPU threads as a run's provenance records them (``RunRecord.complete_provenance``'s
+        arguments)."""
+        return {"device": str(self.device), "device_name": device_name(self.device), "threads": torch.get_num_threads()}
 
     def autocast(self):
         """The context the forward pass and loss run in: autocast to ``amp``'s type, or nothing."""
