@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / ".browser-check"
 CHROMIUM = "/usr/bin/chromium"
@@ -34,7 +36,9 @@ runs:
   - {stage: teacher, name: teacher, model: resnet18, init: fr, optimizer: sgd, lr: 0.05}
 """
 REPORTED = "fashion_ideal"  # a committed study whose report the check reads
+# the study's own params file, but for its runs: the report opens with its description
 REPORT = f"""study: {REPORTED}
+description: {json.dumps(yaml.safe_load((REPO / "params" / f"{REPORTED}.yaml").read_text())["description"])}
 runs:
   - {{stage: report, name: report}}
 """
@@ -114,6 +118,15 @@ def check_report(page, port: int, token: str) -> None:
     ``MAX_WIDTH_PX`` wide; screenshots of its top and of its accuracy figure."""
     open_notebook(page, port, token, f"runs/{REPORTED}/report/notebook.ipynb")
     page.locator(".jp-RenderedMarkdown h1:has-text('Study report')").wait_for(timeout=60_000)
+    # a reader sees the study's question and its first answers without scrolling, above the figures
+    height = page.viewport_size["height"]
+    question = page.locator(".jp-RenderedMarkdown p:has-text('The question.')")
+    first_answer = page.locator(".jp-RenderedMarkdown li:has-text('points against')").first
+    figures = page.locator(".jp-RenderedImage img").first
+    for shown in (question, first_answer):
+        shown.wait_for(timeout=60_000)
+        assert shown.bounding_box()["y"] < height, f"not in the first screen of the report: {shown.inner_text()[:80]}"
+    assert first_answer.bounding_box()["y"] < figures.bounding_box()["y"], "the answers come after the figures"
     page.screenshot(path=str(SHOTS / "report.png"), full_page=False)
     images = page.locator(".jp-RenderedImage img")
     images.last.wait_for(timeout=60_000)  # every cell is rendered (LAB_SETTINGS: no windowing)
