@@ -28,4 +28,7 @@ def progress(iterable: Iterable | None = None, **options: Any):
     from tqdm.auto import tqdm
 
     options = {"mininterval": 2.0, "file": sys.stdout, **options}
-    return tqdm(iterable, **{**options, "disable": options.get("disable", False) or recorded()})
+    # disable is passed only to turn a bar off: an explicit False would override a user's TQDM_DISABLE=1
+    if options.pop("disable", False) or recorded():
+        options["disable"] = True
+    return tqdm(iterable, **options)
