@@ -241,7 +241,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
         cls = config.stage_config(stage)
         print(f"parameters of stage {stage!r} (notebooks/{stage}.ipynb):")
         for key, default, text, choices in config.param_help(cls):
-            print(f"  {key:<20} {default!r:<24} {text}" + (f" [{choices}]" if choices else ""))
+            print(f"  {key:<20} {config.yaml_value(default):<24} {text}" + (f" [{choices}]" if choices else ""))
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -14,12 +16,18 @@ import torch
 from dapt.cli import main
 from dapt.core.errors import DaptError
 
+REPO = Path(__file__).resolve().parents[1]
+
 TEACHER = "{stage: teacher, name: t, model: resnet18, init: fr, dataset: digits"
 DISTILL = "{stage: distill, name: s, student: mobilenet_v2, dataset: digits"
 GENERATE = "{stage: generate, name: g, dataset: digits"
 # a study whose teacher and generate run work on fashion_mnist, for a run of digits to name
 MIXED = ("study: x\nruns:\n  - " + TEACHER.replace("digits", "fashion_mnist") + "}\n  - "
          + GENERATE.replace("digits", "fashion_mnist") + "}\n")
+
+# "a billion laughs" as the value of a key indented by four: ten aliases of ten aliases, nine deep
+LAUGHS = "".join(f"    - &{n} [{', '.join([f'*{p}' if p else 'x'] * 10)}]\n"
+                 for p, n in zip(["", *"abcdefgh"], "abcdefghi"))
 
 # (case, params file text, what the one error line must say)
 CASES = [
@@ -110,9 +118,31 @@ CASES = [
     ("a grid of billions of runs", "study: x\nruns: [{stage: teacher, name: '{seed}_{lr}_{epochs}_{batch_size}', grid: "
      "{seed: %s, lr: %s, epochs: %s, batch_size: %s}}]" % ((list(range(1, 300)),) * 4),
      "grid makes 7,992,538,801 runs (299 x 299 x 299 x 299), more than a study holds (10,000)"),
-    ("a value of billions of items by YAML aliases", TEACHER + ", pretrained_weights: [&a [x, x, x, x, x, x, x, x, x], "
-     + ", ".join(f"&{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi")) + "]}",
+    ("a value of half a million items by YAML aliases, printed cut", TEACHER + ", pretrained_weights: "
+     "[&a [x, x, x, x, x, x, x, x, x], " + ", ".join(f"&{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcde", "bcdef"))
+     + "]}",
      "pretrained_weights must be a string or null, got [['x', 'x'"),
+    ("a billion values by YAML aliases in defaults", "study: x\ndefaults:\n  pretrained_weights:\n" + LAUGHS
+     + "runs: [" + TEACHER + "}]", "params/bad.yaml at line 9: YAML aliases expand this value to 1,111,111 values, "
+     "more than a params file holds written out (1,048,576); nest fewer aliases"),
+    ("a value holding itself by a YAML alias", TEACHER + ", pretrained_weights: &a [x, *a]}",
+     "line 1: this value holds itself through a YAML alias (an alias inside its own anchor)"),
+    ("values nested a thousand deep", TEACHER + ", pretrained_weights: " + "[" * 1000 + "]" * 1000 + "}",
+     "values nested too deep to read (lists or mappings hundreds of levels inside each other)"),
+    ("Python's None for null", TEACHER + ", subset_seed: None}",
+     "subset_seed: 'None' is the string None; YAML spells the empty value null"),
+    ("Python's None for a choice or null", DISTILL + ", distiller: none, synset_size: NONE}",
+     "synset_size: 'NONE' is the string NONE; YAML spells the empty value null"),
+    ("Python's None for no teacher", DISTILL + ", distiller: none, teacher: None}",
+     "teacher: 'None' is the string None; YAML spells the empty value null"),
+    ("a quoted False", TEACHER + ", download: 'False'}", "download: 'False' is the string False; YAML spells the "
+     "boolean false"),
+    ("a teacher given as a list", DISTILL + ", distiller: none, teacher: [t]}", "teacher must be a string or null, "
+     "got ['t']"),
+    ("unknown key like none of a stage's", TEACHER + ", zzz: 3}",
+     "run 't': unknown key 'zzz': a teacher run has no such key; `dapt params teacher` lists its keys"),
+    ("unknown key like none of any stage's", "study: x\ndefaults: {zzz: 3}\nruns: [" + TEACHER + "}]",
+     "defaults: unknown key 'zzz': no stage takes it from a params file; `dapt params` lists each stage's keys"),
     ("a run name too long for a folder", "{stage: teacher, name: " + "a" * 300 + "}",
      "(300 characters): a folder name holds at most 200"),
     ("an image size no machine holds", DISTILL + ", distiller: none, image_size: 200000}",
@@ -207,6 +237,22 @@ BYTE_CASES = [
 def test_params_file_that_is_no_text_gets_one_line(project, capsys, case, data, fragment):
     (project / "params" / "bad.yaml").write_bytes(data)
     assert fragment in refused(project, capsys, ["run", "params/bad.yaml"])
+
+
+def test_a_billion_laughs_gets_one_line_at_once(project):
+    """Some 530 bytes that YAML aliases expand to a billion values: the check for keys given twice walked each
+    alias again, at full CPU for minutes; now it visits each node once, and the expanded size is refused. A
+    timeout, not a timing: the point is that it ends."""
+    text = "study: laughs\nruns:\n  - stage: teacher\n    name: t\n    pretrained_weights:\n" + LAUGHS
+    (project / "params" / "laughs.yaml").write_text(text)
+    assert 500 < len(text) < 600
+    result = subprocess.run([sys.executable, "-m", "dapt", "run", "params/laughs.yaml", "--dry-run"], cwd=project,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=10)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == ("dapt: error: params/laughs.yaml at line 11: YAML aliases expand this value to 1,111,111 "
+                             "values, more than a params file holds written out (1,048,576); nest fewer aliases, or "
+                             "write the values out\n")
+    assert not (project / "runs" / "laughs").exists()
 
 
 def test_a_folder_given_as_the_params_file(project, capsys):

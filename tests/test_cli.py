@@ -55,8 +55,13 @@ def test_params_shows_each_fields_own_help_default_and_choices(capsys):
     fields = {f.name: f for f in dataclasses.fields(config.DistillConfig)}
     assert set(lines) == set(fields)
     for name in ("kd_T", "crd_k", "srrl_connector", "epochs"):
-        assert help_of(fields[name]) in lines[name] and repr(fields[name].default) in lines[name]
+        assert help_of(fields[name]) in lines[name] and config.yaml_value(fields[name].default) in lines[name]
     assert "mlp, mlp2" in lines["srrl_connector"] and "none, kd" in lines["distiller"]
+    # defaults as the YAML of a params file spells them, never Python's None / False
+    defaults = {name: line.split()[1] for name, line in lines.items()}
+    assert defaults["teacher"] == "null" and defaults["resume"] == "false" and defaults["augment"] == "true"
+    assert defaults["teacher_cache"] == "'on'" and defaults["lr"] == "0.002" and defaults["student"] == "mobilenet_v2"
+    assert not {"None", "True", "False"} & set(defaults.values())
     assert main(["params", "pretrain"]) == 2
     assert "unknown stage 'pretrain'" in capsys.readouterr().err
 

@@ -105,3 +105,38 @@ def test_every_repository_path_a_page_names_exists(page):
     missing = [p for p in PATH.findall(page.read_text(encoding="utf-8"))
                if "<" not in p and "*" not in p and not (REPO / p).exists()]
     assert not missing, f"{_name(page)} names paths that do not exist: {', '.join(missing)}"
+
+
+def test_every_default_is_shown_as_yaml_that_reads_back_as_itself():
+    """`dapt params` and the reference spell a default as the params file must: `null`, not Python's None."""
+    import yaml
+
+    for cls in config.STAGES.values():
+        for field in dataclasses.fields(cls):
+            text = config.yaml_value(field.default)
+            assert "\n" not in text and yaml.safe_load(text) == field.default, (field.name, text)
+    assert [config.yaml_value(v) for v in (None, False, True, "off", "", 1e-5)] == [
+        "null", "false", "true", "'off'", "''", "1.0e-05"]
+
+
+def test_the_readme_names_every_study_under_runs():
+    """A study committed under runs/ is named in the README's list of studies (runs/interactive is where
+    notebooks run by hand record, git-ignored)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    studies = [p.name for p in sorted((REPO / "runs").iterdir()) if p.is_dir() and p.name != "interactive"]
+    missing = [name for name in studies if not re.search(rf"\b{re.escape(name)}\b", readme)]
+    assert studies and not missing, f"README.md does not name runs/{', runs/'.join(missing)}: add them to its studies"
+
+
+def test_the_pages_state_the_studies_epochs_and_the_embedded_studys_time(monkeypatch):
+    from dapt.pipeline.study import load_study
+
+    monkeypatch.setenv("DAPT_ROOT", str(REPO))  # studies naming a run folder of another study
+    epochs = [spec.cfg.epochs for path in sorted((REPO / "params").glob("*.yaml"))
+              for spec in load_study(path, check_data=False).runs if spec.stage == "distill"]
+    page = " ".join((REPO / "docs" / "distillers.md").read_text(encoding="utf-8").split())
+    low, high, most = map(int, re.search(r"students (\d+) to (\d+) epochs, most of them (\d+) or fewer", page).groups())
+    assert (low, high) == (min(epochs), max(epochs)) and sum(e <= most for e in epochs) > len(epochs) / 2
+    # the README's `make study` line and the study's own header give one run time
+    readme = re.search(r"make study .*\((about \d+ minutes) on 2 CPU cores\)", (REPO / "README.md").read_text())
+    assert readme and f"{readme.group(1)} on 2 CPU cores" in (REPO / "params" / "fashion_quick.yaml").read_text()

@@ -18,6 +18,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Optional, Union
 
+import yaml
+
 from dapt.core.devices import check_placement
 from dapt.core.errors import DaptError
 from dapt.core.fields import (AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, check_ranges, choices_of, help_of, param,
@@ -289,6 +291,14 @@ def param_help(cls: type) -> list[tuple[str, Any, str, str]]:
     return [(f.name, f.default, help_of(f), ", ".join(choices_of(f) or ())) for f in dataclasses.fields(cls)]
 
 
+def yaml_value(value: Any) -> str:
+    """``value`` as a params file writes it, on one line: null, true, 0.002, 1.0e-05, auto, 'off' (YAML reads a
+    bare off as false), '' (the empty text); "(required)" for a field without a default."""
+    if value is dataclasses.MISSING:
+        return "(required)"
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 30).removesuffix("\n").removesuffix("\n...")
+
+
 def from_defaults(cls: type, defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of a study's ``defaults`` that a run of stage ``cls`` takes: the keys it has, except the
     ones it means differently (``study_wide=False``: a generate run's ``batch_size`` counts sampled images)."""
@@ -328,7 +338,8 @@ def _coerce(value: Any, kind: Any) -> Any:
 
 
 def _short(value: Any) -> str:
-    """``repr(value)`` cut to a line: a YAML alias can make a value of billions of items out of a few lines."""
+    """``repr(value)`` cut to a line: YAML aliases can make a value of a million items (``study.MAX_VALUES``) out
+    of a few lines."""
     short = reprlib.Repr()
     short.maxstring = short.maxother = 80
     short.maxlist = short.maxdict = 6
@@ -337,24 +348,51 @@ def _short(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def unknown_key(where: str, key: Any, known: list[str]) -> ConfigError:
-    """The error for a key that is not a parameter, with the closest valid key as a hint."""
+def unknown_key(where: str, key: Any, known: list[str], stage: str | None = None) -> ConfigError:
+    """The error for a key that is not a parameter: the closest valid key as a hint, else where the valid keys
+    are listed (``dapt params STAGE``; every stage's when the key is not a run's, e.g. in defaults), since a stage
+    has dozens of keys, too many for one line."""
     close = difflib.get_close_matches(str(key), known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(known)}")
+    if close:
+        return ConfigError(f"{where}: unknown key {key!r} (did you mean {close[0]!r}?)")
+    if stage:
+        return ConfigError(f"{where}: unknown key {key!r}: a {stage} run has no such key; `dapt params {stage}` lists "
+                           f"its keys")
+    return ConfigError(f"{where}: unknown key {key!r}: no stage takes it from a params file; `dapt params` lists each "
+                       f"stage's keys")
+
+
+# Python's spellings of YAML's null, true and false, in any case: YAML reads `subset_seed: None` as the text
+# 'None' (and a quoted 'False' as text), which a key that takes null (or true/false) then refuses, or keeps as text.
+PYTHON_SPELLINGS = {"none": None, "true": True, "false": False}
+
+
+def python_spelling(value: Any, kind: Any) -> str | None:
+    """YAML's spelling of the null, true or false that ``value`` spells as Python does ('None', 'False'), when a
+    key of type ``kind`` takes it; None otherwise."""
+    if not isinstance(value, str) or value.lower() not in PYTHON_SPELLINGS:
+        return None
+    meant = PYTHON_SPELLINGS[value.lower()]
+    takes = typing.get_args(kind) or (kind,)
+    return yaml_value(meant) if (type(None) if meant is None else bool) in takes else None
 
 
 def validate(cls: type, values: Mapping[str, Any], where: str = "params") -> Any:
     """Build ``cls`` from ``values``, with one clear ``ConfigError`` for the first problem found."""
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
+    stage = next((name for name, stage_cls in STAGES.items() if stage_cls is cls), None)
     for key in values:
         if key not in known:
-            raise unknown_key(where, key, [k for k in known if k not in INJECTED])
+            raise unknown_key(where, key, [k for k in known if k not in INJECTED], stage)
     clean = {}
     for key, value in values.items():
         kind = hints[key]
         names = choices_of(known[key])
+        meant = python_spelling(value, kind)
+        if meant and value not in (names or ()):
+            what = "the empty value" if meant == "null" else "the boolean"
+            raise ConfigError(f"{where}: {key}: {value!r} is the string {value}; YAML spells {what} {meant}")
         if isinstance(value, bool) and names and ("on" if value else "off") in names:
             value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as true/false
         try:

@@ -32,6 +32,10 @@ MAX_PARAMS_BYTES = 1 << 20
 # A study of more runs than this is a grid written by mistake (one more key multiplies the runs): refused
 # before its runs are built, which would take the machine's memory and time.
 MAX_RUNS = 10_000
+# Values (every scalar, list and mapping, counted again wherever an alias repeats them) a params file may hold: as
+# many as MAX_PARAMS_BYTES can write out, a value taking a byte at least (`{a,b}` is five: the mapping, two keys, two
+# nulls), so only aliases reach more, e.g. ten aliases of ten aliases, nine deep: a billion values in 545 bytes.
+MAX_VALUES = MAX_PARAMS_BYTES
 
 
 @dataclass
@@ -76,28 +80,59 @@ class _DuplicateKey(yaml.constructor.ConstructorError):
     """A key given twice in one mapping."""
 
 
-def _check_unique_keys(node: yaml.Node | None) -> None:
-    """Raise ``_DuplicateKey`` for a key given twice in one mapping of ``node``'s tree: YAML would keep the last
-    value silently, and ``{epochs: 1, epochs: 5}`` is a mistake, never a choice. Merge keys (``<<: *defaults``)
-    may be overridden key by key."""
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                if key_node.value in seen:
-                    raise _DuplicateKey(None, None, f"key {key_node.value!r} is given twice", key_node.start_mark)
-                seen.add(key_node.value)
-            _check_unique_keys(value_node)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_unique_keys(item)
+class _Expands(yaml.constructor.ConstructorError):
+    """A value no params file holds: expanded by YAML aliases beyond MAX_VALUES, holding itself, or nested deeper
+    than the YAML reader recurses."""
+
+
+def _check_nodes(root: yaml.Node | None) -> None:
+    """Walk the node tree ``yaml.compose`` built, each node once however many aliases name it (an alias is the
+    node of its anchor again: a walk by reference would take minutes on a few lines of nested aliases). Raise
+    ``_DuplicateKey`` for a key given twice in one mapping: YAML would keep the last value silently, and
+    ``{epochs: 1, epochs: 5}`` is a mistake, never a choice; merge keys (``<<: *defaults``) may be overridden key
+    by key. Raise ``_Expands`` for a value holding more than MAX_VALUES values once its aliases are expanded, or
+    holding itself: run names, labels and errors built from it would take the machine's memory and time."""
+    sizes: dict[int, int | None] = {}  # id(node) → the values it holds, expanded; None while it is being walked
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            if sizes[id(node)] is None:
+                raise _Expands(None, None, "this value holds itself through a YAML alias (an alias inside its own "
+                                           "anchor), so it never ends; write it out", node.start_mark)
+            return sizes[id(node)]
+        sizes[id(node)] = None
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    if key_node.value in seen:
+                        raise _DuplicateKey(None, None, f"key {key_node.value!r} is given twice", key_node.start_mark)
+                    seen.add(key_node.value)
+                total += size(key_node) + size(value_node)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        if total > MAX_VALUES:
+            raise _Expands(None, None, f"YAML aliases expand this value to {total:,} values, more than a params file "
+                                       f"holds written out ({MAX_VALUES:,}); nest fewer aliases, or write the values "
+                                       f"out", node.start_mark)
+        sizes[id(node)] = total
+        return total
+
+    if root is not None:
+        size(root)
 
 
 def plain_yaml(text: str) -> Any:
     """``text`` read as plain YAML values by ``yaml.safe_load`` (no tags building objects), after its node
-    tree, composed by the safe loader without constructing anything, is checked for keys given twice."""
-    _check_unique_keys(yaml.compose(text, Loader=yaml.SafeLoader))
-    return yaml.safe_load(text)
+    tree, composed by the safe loader without constructing anything, is checked for keys given twice and for
+    aliases that expand it beyond what a params file holds (``_check_nodes``)."""
+    try:
+        _check_nodes(yaml.compose(text, Loader=yaml.SafeLoader))
+        return yaml.safe_load(text)
+    except RecursionError:  # PyYAML composes and constructs a nested value by recursion, a level at a time
+        raise _Expands(None, None, "values nested too deep to read (lists or mappings hundreds of levels inside "
+                                   "each other); is it the right file?", None) from None
 
 
 def _one_line(text: object) -> str:
@@ -132,6 +167,8 @@ def _read(path: Path) -> Any:
         problem = _one_line(getattr(err, "problem", None) or err)
         if isinstance(err, _DuplicateKey):
             raise ConfigError(f"{where}{at}: {problem}; keep one of them") from None
+        if isinstance(err, _Expands):
+            raise ConfigError(f"{where}{at}: {problem}") from None
         if isinstance(err, yaml.constructor.ConstructorError):  # e.g. !!python/object/apply:os.system
             raise ConfigError(f"{where}: YAML tag not allowed{at} ({problem}): a params "
                               f"file holds plain values (numbers, strings, lists, mappings), never objects") from None
@@ -340,17 +377,17 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
         refs, named = [], []
         for key, wanted in _reference_fields(cls).items():
             target = values.get(key)
-            if target is None:
-                continue
+            if not isinstance(target, str):
+                continue  # null, or no text (a list cannot name a run): validate says what a reference takes
             if target in stage_of:
                 if stage_of[target] != wanted:
                     raise ConfigError(f"{label}: {key} {target!r} is a {stage_of[target]} run, not a {wanted} run")
                 refs.append(target)
-                named.append((key, str(target)))
+                named.append((key, target))
                 values[key] = run_dir(study_name, target).as_posix()
-            else:
+            elif not config.python_spelling(target, str | None):  # 'None' meant null: validate says so
                 dataset = values.get("dataset", next(f.default for f in dataclasses.fields(cls) if f.name == "dataset"))
-                _check_finished_run(label, key, str(target), wanted, dataset, stage_of)
+                _check_finished_run(label, key, target, wanted, dataset, stage_of)
         set_keys = list(values)
         values["run_dir"] = run_dir(study_name, name).as_posix()
         if "study_description" in fields and description:
