@@ -94,6 +94,25 @@ CASES = [
      + ", teacher: t}", "run 'g2' uses digits, but its teacher 't' is trained on fashion_mnist"),
     ("description that is no text", "study: x\ndescription: {rule: a}\nruns: [" + TEACHER + "}]",
      "description must be text"),
+    ("decision that is no mapping", "study: x\ndecision: pre-training\nruns: [" + TEACHER + "}]",
+     "params/bad.yaml: decision must be a mapping of claim and within_pt, e.g. decision: {claim: pre-training, "
+     "within_pt: 1.0}; got a str"),
+    ("decision with an unknown key", "study: x\ndecision: {claim: pre-training, within: 1}\nruns: [" + TEACHER + "}]",
+     "params/bad.yaml: decision: unknown key 'within'; valid keys: claim, within_pt"),
+    ("decision without its margin", "study: x\ndecision: {claim: pre-training}\nruns: [" + TEACHER + "}]",
+     "decision: within_pt is missing; e.g. decision: {claim: pre-training, within_pt: 1.0}"),
+    ("decision on no claim", "study: x\ndecision: {claim: pretraining, within_pt: 1}\nruns: [" + TEACHER + "}]",
+     "decision: claim 'pretraining' is not one of: pre-training, ideal images"),
+    ("decision on a claim of a gain", "study: x\ndecision: {claim: no teacher, within_pt: 1}\nruns: [" + TEACHER
+     + "}]", "decision: claim 'no teacher' is a gain of A over B, which a rule of reaching B to within within_pt "
+             "does not decide; choose one of: pre-training, ideal images"),
+    ("decision margin that is no number", "study: x\ndecision: {claim: pre-training, within_pt: one}\nruns: ["
+     + TEACHER + "}]", "decision: within_pt must be a number of points >= 0 (how far below B the best A may score "
+                       "with the claim still holding), got 'one'"),
+    ("decision margin below zero", "study: x\ndecision: {claim: pre-training, within_pt: -1}\nruns: [" + TEACHER
+     + "}]", "decision: within_pt must be a number of points >= 0"),
+    ("study_decision set by hand", "study: x\nruns: [{stage: report, name: r, study_decision: {claim: pre-training, "
+     "within_pt: 1}}]", "run 'r': study_decision is set by `dapt run`, not by a params file; remove it"),
     ("no images asked for", GENERATE + ", images_per_class: 0}", "images_per_class=0 must be >= 1"),
     ("unknown generator", GENERATE + ", generator: gan}", "generator: 'gan' is not one of: ddpm, stable_diffusion"),
     ("prompt template with another field", GENERATE + ", prompt_template: 'a {label}'}",

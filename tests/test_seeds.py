@@ -291,6 +291,7 @@ def test_figures_show_every_seed_and_a_panel_per_student(study):
 
 REPORT_ONLY = """
 study: seeded
+decision: {claim: pre-training, within_pt: 1.0}
 runs:
   - {stage: report, name: report}
 """
@@ -326,4 +327,10 @@ def test_report_notebook_over_a_two_seed_study(tmp_path, monkeypatch):
     assert lead["lead_pt"] == pytest.approx(18.0) and lead["interval"] is None
     assert (metrics["budget"]["paper_epochs"], metrics["budget"]["short_epochs"]) == (250, 50)
     assert metrics["verdict"] and all(line in outputs for line in metrics["verdict"])
+    # the study's decision rule reached the notebook as a mapping; one pre-trained run leaves it nothing to read
+    assert metrics["params"]["study_decision"] == {"claim": "pre-training", "within_pt": 1.0}
+    assert metrics["decision"] == ["Decision rule (pre-training, within 1 point; written before the study ran): no "
+                                   "outcome fired: no pre-training comparison of runs recorded alike has two seeds or "
+                                   "more on both sides."]
+    assert metrics["decision"][0] in outputs
     assert {"seed_spread.png", "accuracy_curves.png"} <= {p.name for p in (folder / "figures").iterdir()}

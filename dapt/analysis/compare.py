@@ -53,11 +53,11 @@ from scipy import optimize, stats
 
 from dapt.analysis.configurations import mean_std
 from dapt.analysis.rows import is_synthetic, real_images, setting, synthetic_gains
+from dapt.core.claims import CLAIMS
 
 ALPHA = 0.05  # the verdict's level on Holm-adjusted p, and 1 − the intervals' confidence
 POWER = 0.8  # the power at which a within-noise gap's detectable size is given
 INIT_ORDER = ("ft", "lp", "fr")
-CLAIMS = ("no teacher", "pre-training", "teacher init", "synthetic", "synthetic vs same steps", "ideal images")
 IDEAL = "holdout"  # the generator whose images are real ones: what a perfect generator would draw
 # What must be one across both sides' runs for a comparison to be like with like (``configurations``).
 LIKENESS = ("codes", "model_precisions", "teacher_precisions")
@@ -189,6 +189,18 @@ class Comparison:
     precisions_a: tuple[str, ...] = ()
     precisions_b: tuple[str, ...] = ()
     mixed_provenance: bool = False
+
+
+def best_of(comps: list[Comparison], claim: str) -> dict[str, Comparison]:
+    """Per student group, the comparison of ``claim`` whose A has the highest mean, among those judged (a p) of
+    runs recorded alike (not ``mixed_provenance``): the report's answer for the claim, and what a study's
+    decision rule reads (``decision``)."""
+    best: dict[str, Comparison] = {}
+    for c in comps:
+        if (c.claim == claim and c.welch.p is not None and not c.mixed_provenance
+                and (c.group not in best or c.welch.mean_a > best[c.group].welch.mean_a)):
+            best[c.group] = c
+    return best
 
 
 def group_label(row: dict[str, Any], several_sizes: bool) -> str:

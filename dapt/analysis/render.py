@@ -1,6 +1,7 @@
-"""A ``Summary`` as Markdown: its tables, a few answers for the top of a report, one short sentence per claim,
-and a few lines on what the budget, the teacher and the runs' provenance can and cannot show. Every number here
-is the summary's; nothing is computed but its wording.
+"""A ``Summary`` as Markdown: its tables, a few answers for the top of a report and the outcome of the study's
+decision rule (``decision``), one short sentence per claim, and a few lines on what the budget, the teacher and
+the runs' provenance can and cannot show. Every number here is the summary's; nothing is computed but its
+wording.
 
 A gap within seed noise is never written as no effect: it reads "no gap larger than X points (these seeds)",
 X the gap these seeds detect with 80% power at the level that bounds the verdict rule (``compare``).
@@ -9,11 +10,12 @@ the claims table and left out of every sentence, which says how many it left out
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from dapt.analysis.budget import PLATEAU_POINTS
-from dapt.analysis.compare import ALPHA, IDEAL, POWER, Comparison, Welch
+from dapt.analysis.compare import ALPHA, IDEAL, POWER, Comparison, Welch, best_of
 from dapt.analysis.configurations import METRICS
+from dapt.analysis.decision import CANNOT_TELL, FAILS, HOLDS, decide
 from dapt.analysis.headroom import Headroom
 from dapt.analysis.rows import COLUMNS, cell, markdown_table, real_images
 from dapt.analysis.summary import Summary
@@ -222,27 +224,57 @@ ANSWERS = (("pre-training", "best distilled student vs pre-trained, fine-tuned")
 MAX_ANSWERS = 5
 
 
-def answer(c: Comparison, title: str) -> str:
-    """One comparison as an answer: the gap, its interval, the Holm-adjusted p and the verdict."""
+def reading(c: Comparison) -> str:
+    """A judged comparison as read: ``kd_s{0,1,2} −0.42 points against ft_s{0,1,2} (95% interval −1.20 to
+    +0.36; Holm p = 0.412): no gap larger than 2.1 points (these seeds)``."""
     w = c.welch
     holm = f"Holm p {p_value(w.p_holm)}" if w.p_holm < 0.001 else f"Holm p = {p_value(w.p_holm)}"
-    return (f"{c.group}, {title}: {c.a} {points(w.gap_pt)} points against {c.b} "
-            f"(95% interval {interval(w.ci_low_pt, w.ci_high_pt)}; {holm}): {verdict_text(w)}.")
+    return (f"{c.a} {points(w.gap_pt)} points against {c.b} (95% interval {interval(w.ci_low_pt, w.ci_high_pt)}; "
+            f"{holm}): {verdict_text(w)}")
+
+
+def answer(c: Comparison, title: str) -> str:
+    """One comparison as an answer: the gap, its interval, the Holm-adjusted p and the verdict."""
+    return f"{c.group}, {title}: {reading(c)}."
 
 
 def answers(summary: Summary) -> list[str]:
     """At most ``MAX_ANSWERS`` bullets for the top of a report, the headline first: per claim of ``ANSWERS``
-    and student group, the comparison of its best A (highest mean), among those judged (a p) of runs recorded
-    alike."""
-    judged = [c for c in _alike(summary.comparisons) if c.welch.p is not None]
+    and student group, the comparison of its best A (``compare.best_of``: highest mean, among those judged of
+    runs recorded alike)."""
     out = []
     for claim, title in ANSWERS:
-        best: dict[str, Comparison] = {}
-        for c in judged:
-            if c.claim == claim and (c.group not in best or c.welch.mean_a > best[c.group].welch.mean_a):
-                best[c.group] = c
-        out += [answer(c, title) for c in best.values()]
+        out += [answer(c, title) for c in best_of(summary.comparisons, claim).values()]
     return out[:MAX_ANSWERS]
+
+
+OUTCOMES = {HOLDS: "the claim holds at this setting", FAILS: "the claim fails at this setting",
+            CANNOT_TELL: "these seeds cannot tell whether the claim holds at this setting"}
+
+
+def decision_lines(summary: Summary, decision: Optional[Mapping[str, Any]]) -> list[str]:
+    """The study's decision rule (its params file's ``decision``; the module ``decision`` states the rule), per
+    student group: the outcome that fired, numbered as the rule numbers them, on the comparison it read; when
+    these seeds cannot tell, the gap they detect (a verdict within seed noise states it already). Then how many
+    of the claim's comparisons it left out for mixing code versions or precisions. Nothing without a rule."""
+    if not decision:
+        return []
+    claim, within = decision["claim"], decision["within_pt"]
+    rule = f"Decision rule ({claim}, within {within:g} point{'s' * (within != 1)}; written before the study ran)"
+    lines = []
+    for o in decide(summary, decision):
+        detected = (f" (they detect a gap of {o.detectable_pt:.1f} points)"
+                    if o.fired == CANNOT_TELL and o.comparison.welch.direction != "within" else "")
+        lines.append(f"{rule}: ({o.fired}) fired for {o.comparison.group}: {reading(o.comparison)}; "
+                     f"{OUTCOMES[o.fired]}{detected}.")
+    if not lines:
+        lines.append(f"{rule}: no outcome fired: no {claim} comparison of runs recorded alike has two seeds or more "
+                     f"on both sides.")
+    left_out = sum(c.mixed_provenance for c in summary.comparisons if c.claim == claim)
+    if left_out:
+        lines.append(f"Left out of the decision rule: {left_out} {claim} comparison{'s' * (left_out != 1)} of runs "
+                     f"recorded by more than one code version or precision ({MIXED} in the claims table).")
+    return lines
 
 
 def _factor(config: dict[str, Any]) -> int:

@@ -1,10 +1,11 @@
 """A study folder's results as text: what ``dapt report`` prints, and the Markdown block the docs embed,
 checked against the runs.
 
-``dapt report runs/<study> --markdown`` prints the block: the report's answers, the configurations table, the
-claims table and the report's sentences (``render``), between the marker comments ``<!-- results: runs/<study> -->`` and
-``<!-- /results -->``. The docs hold such blocks verbatim; a test regenerates each from the folder it names
-and fails when one differs, so the docs' numbers are the runs' own.
+``dapt report runs/<study> --markdown`` prints the block: the report's answers and the outcome of the study's
+decision rule, the configurations table, the claims table and the report's sentences (``render``), between the
+marker comments ``<!-- results: runs/<study> -->`` and ``<!-- /results -->``. The docs hold such blocks
+verbatim; a test regenerates each from the folder it names and fails when one differs, so the docs' numbers are
+the runs' own.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from dapt.analysis import render
 from dapt.analysis.compare import ALPHA
 from dapt.analysis.rows import GENERATED_COLUMNS, markdown_table
-from dapt.analysis.summary import Summary
+from dapt.analysis.summary import Summary, report_params
 from dapt.core.errors import DaptError
 from dapt.core.records import RUNS_DIR, check_name
 
@@ -32,15 +33,15 @@ def study_folder(folder: str) -> Path:
 
 def block(folder: str) -> str:
     """The results block for the study in ``folder`` (``runs/<study>``, read from the current directory, the
-    repository), marker comments included: the answers, the configurations and claims tables and the report's
-    sentences."""
+    repository), marker comments included: the answers and the decision rule's outcome, the configurations and
+    claims tables and the report's sentences."""
     path = study_folder(folder)
     if not path.is_dir():
         raise DaptError(f"{path.as_posix()}: no such study folder (run the study first: dapt run params/<study>.yaml)")
     summary = Summary.read(path)
     name = path.as_posix()
     if summary.rows:
-        answers = render.answers(summary)
+        answers = render.answers(summary) + decided(path, summary)
         family = _family(summary)
         rule = (f"a gap is beyond seed noise when Welch's p, Holm-adjusted over the study's {family} comparisons "
                 f"with one, is < {ALPHA}" if family else "no comparison has two seeds or more on both sides, so no "
@@ -74,13 +75,18 @@ def readme_blocks(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def decided(folder: Path, summary: Summary) -> list[str]:
+    """The outcome of the decision rule the study's report run recorded (its ``study_decision``); [] without."""
+    return render.decision_lines(summary, report_params(folder).get("study_decision"))
+
+
 def study_text(folder: Path, with_runs: bool = False) -> str:
-    """What ``dapt report`` prints: the answers, the configurations, the claims, the report's sentences with the
-    rules they apply, and with ``with_runs`` the table of every run."""
+    """What ``dapt report`` prints: the answers and the decision rule's outcome, the configurations, the claims,
+    the report's sentences with the rules they apply, and with ``with_runs`` the table of every run."""
     summary = Summary.read(folder)
     if not summary.rows:
         return f"study {folder.name}: no teacher or student runs yet in {folder.as_posix()}"
-    answers = render.answers(summary)
+    answers = render.answers(summary) + decided(folder, summary)
     parts = [f"# Study {folder.name}: {len(summary.rows)} teacher and student runs in "
              f"{len(summary.configurations)} configurations",
              *(["## Answers (the best of each claim; 95% interval, Welch's p Holm-adjusted over the study's "

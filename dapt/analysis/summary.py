@@ -53,7 +53,7 @@ class Summary:
     def read(cls, folder: str | Path, exclude: tuple[str, ...] = (), *, paper_epochs: Optional[int] = None,
              short_budget_epochs: Optional[int] = None) -> Summary:
         """The summary of the study in ``folder``; settings not given are those its report run recorded."""
-        recorded = _report_params(folder)
+        recorded = report_params(folder)
         return cls.of(collect(folder, exclude), collect_generated(folder),
                       paper_epochs=recorded.get("paper_epochs") if paper_epochs is None else paper_epochs,
                       short_budget_epochs=(recorded.get("short_budget_epochs") if short_budget_epochs is None
@@ -113,7 +113,7 @@ def with_generators(rows: list[dict[str, Any]], generated: list[dict[str, Any]])
     return [dict(r, generator=by_run.get(r["synthetic_run"])) if r.get("synthetic_run") else r for r in rows]
 
 
-def _report_params(folder: str | Path) -> dict[str, Any]:
+def report_params(folder: str | Path) -> dict[str, Any]:
     """The parameters the study's report run recorded ({} when it has none)."""
     for run in sorted(Path(folder).iterdir()):
         metrics = read_json(run / "metrics.json") if run.is_dir() else None

@@ -29,9 +29,10 @@ RUNS_DIR = "runs"
 STATUSES = ("running", "done", "failed", "interrupted")
 # Params that change how a run is executed or logged, never what it computes: a finished run with other values
 # is the same run, and runs that differ only in these (and the seed) form one configuration. A report's
-# study_description (the study file's description, which `dapt run` hands it) changes its opening text, not a number.
+# study_description and study_decision (the study file's description and decision rule, which `dapt run` hands it)
+# change its text, not a number: a report recorded before its study stated a rule is not a changed run.
 BOOKKEEPING = ("resume", "wandb", "wandb_project", "wandb_entity", "checkpoint_every", "device", "cache_features",
-               "study_description")
+               "study_description", "study_decision")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # File systems hold names of 255 bytes; the temp files beside a run's records add about 40 to its name's files.
 MAX_NAME = 200

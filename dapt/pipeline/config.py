@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Mapping, Optional, Union
 
 import yaml
 
+from dapt.core.claims import check_decision
 from dapt.core.devices import check_placement
 from dapt.core.errors import DaptError
 from dapt.core.fields import (AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, check_ranges, choices_of, help_of, param,
@@ -37,8 +38,9 @@ AMP_HELP = ("mixed precision of training: off (float32), bf16 (autocast to bfloa
             "(autocast to float16 with loss scaling; CUDA and mps only)")
 # set by `dapt run`, never by a params file: the run's folder (runs/<study>/<run>), for a distill run
 # whether its teacher's cache stores features (another student of that teacher in the study reads them), and
-# for a report the study's own description (its params file's `description`), which the report opens with
-INJECTED = ("run_dir", "cache_features", "study_description")
+# for a report the study's own description and decision rule (its params file's `description`, which the
+# report opens with, and `decision`, which its answers evaluate)
+INJECTED = ("run_dir", "cache_features", "study_description", "study_decision")
 TEACHER_AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 
 
@@ -271,7 +273,14 @@ class ReportConfig(TrackingSettings):
     study_description: str = param("", "set by `dapt run`: the study's description (its params file's "
                                        "`description`: the question and the rule that decides it), which the "
                                        "report opens with; empty for a report run by hand")
+    study_decision: Optional[dict] = param(
+        None, "set by `dapt run`: the study's decision rule (its params file's `decision`: claim and within_pt), "
+              "whose outcome the report states under its answers; null for a study without one")
     run_dir: str = param("runs/interactive/report", "where the report is recorded (set by `dapt run`)")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        check_decision(self.study_decision)
 
 
 STAGES: dict[str, type] = {"teacher": TeacherConfig, "distill": DistillConfig, "generate": GenerateConfig,
@@ -333,6 +342,8 @@ def _coerce(value: Any, kind: Any) -> Any:
     if kind is float and isinstance(value, (int, float, str)):
         return float(value)
     if kind is str and isinstance(value, str):
+        return value
+    if kind is dict and isinstance(value, dict):  # a structured parameter (a report's study_decision)
         return value
     raise ValueError
 

@@ -22,11 +22,12 @@ from dapt.pipeline import config
 from dapt.pipeline.config import ConfigError
 from dapt.data import check_available
 from dapt.distillers import needs_features
+from dapt.core.claims import check_decision
 from dapt.core.records import RUNS_DIR, check_name, run_dir
 from dapt.core.files import read_json, rel, repo_root
 from dapt.core.errors import DaptError
 
-STUDY_KEYS = ("study", "description", "defaults", "runs")
+STUDY_KEYS = ("study", "description", "decision", "defaults", "runs")
 # The largest committed params file is 7 kB; a file a thousand times larger is not a study someone wrote.
 MAX_PARAMS_BYTES = 1 << 20
 # A study of more runs than this is a grid written by mistake (one more key multiplies the runs): refused
@@ -229,6 +230,17 @@ def _description(data: Any, where: str) -> str:
     return text.strip()
 
 
+def _decision(data: Any, where: str) -> dict | None:
+    """A study file's ``decision`` (the rule that decides its question, as data the report evaluates),
+    checked (``dapt.core.claims``); None for a single-run file or a study without one."""
+    if not isinstance(data, dict) or "runs" not in data:
+        return None
+    try:
+        return check_decision(data.get("decision"))
+    except DaptError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
 def study_defaults(path: str | Path) -> tuple[str, dict]:
     """The study name and ``defaults`` of a params file, unvalidated (what a new run of it starts from)."""
     name, defaults, _ = _entries(_read(Path(path)), Path(path))
@@ -331,6 +343,7 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
     data = _read(path)
     study_name, defaults, raw_runs = _entries(data, path)
     description = _description(data, where)
+    decision = _decision(data, where)
     raw_runs = [*raw_runs, *(dict(run) for run in extra_runs)]
     _check_name(study_name, "study name", where)
     settable = settable_keys()
@@ -392,6 +405,8 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
         values["run_dir"] = run_dir(study_name, name).as_posix()
         if "study_description" in fields and description:
             values["study_description"] = description
+        if "study_decision" in fields and decision:
+            values["study_decision"] = decision
         specs.append(RunSpec(name, stage, config.validate(cls, values, label), refs, set_keys,
                              stage in config.COLLECTS_STUDY))
         inside += [(specs[-1], key, target) for key, target in named]
