@@ -316,7 +316,8 @@ def from_defaults(cls: type, defaults: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _type_name(kind: Any) -> str:
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string", dict: "a mapping"}.get(kind, str(kind))
+    names = {int: "an integer", float: "a number", bool: "true/false", str: "a string", dict: "a mapping"}
+    return names.get(kind, str(kind))
 
 
 def _coerce(value: Any, kind: Any) -> Any:
