@@ -184,7 +184,8 @@ def test_a_kill_during_a_metrics_write_leaves_the_last_whole_record(project, cap
 
     assert main(["status", "params/s.yaml"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[:3] for line in lines[2:]] == [["finished", "teacher", "done"], ["written", "teacher", "running"]]
+    assert [line.split()[:3] for line in lines[2:-1]] == [["finished", "teacher", "done"], ["written", "teacher", "running"]]
+    assert lines[-1].strip().startswith("provenance: 2 runs at ")  # the torn write left the running record's provenance
     assert (finished.folder / "metrics.json").read_bytes() == finished_before
 
     runs.mark_status(folder, "interrupted")  # what the runner writes next: the dead writer's temp file goes
@@ -194,7 +195,8 @@ def test_a_kill_during_a_metrics_write_leaves_the_last_whole_record(project, cap
     (folder / "metrics.json").write_text('{"status": "done", "history": [{"epo')
     assert main(["status", "params/s.yaml"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[:3] for line in lines[2:]] == [["finished", "teacher", "done"], ["written", "teacher", "new"]]
+    assert [line.split()[:3] for line in lines[2:-1]] == [["finished", "teacher", "done"], ["written", "teacher", "new"]]
+    assert lines[-1].strip().startswith("provenance: 1 run at ")  # the torn record is no record
 
 
 def test_a_live_writer_keeps_its_temp_file_and_a_dead_one_loses_it(tmp_path):

@@ -134,7 +134,8 @@ def test_the_report_opens_with_the_study_description(executed):
     cells = json.loads((root / "runs/tiny/report/notebook.ipynb").read_text())["cells"]
     shown = [out["data"]["text/markdown"] for cell in cells for out in cell.get("outputs", [])
              if "text/markdown" in out.get("data", {})]
-    assert "".join(shown[0]).startswith("Does a crd student of a scratch teacher beat the scratch student?")
+    assert "".join(shown[0]).startswith("**The question.** Does a crd student of a scratch teacher beat the scratch "
+                                        "student?")
     recorded = yaml.safe_load((root / "runs/tiny/report/params.yaml").read_text())
     assert recorded["study_description"].endswith("Rule: the gap beyond seed noise.")
 
