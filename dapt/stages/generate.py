@@ -154,7 +154,7 @@ def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generat
 def _holdout(cfg, ds: ImageSet, record: RunRecord) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The whole training split's images and, per class, the training-split indices ``holdout`` draws: outside
     the subset this run loaded (``train_subset`` with ``seed``), ``images_per_class`` each, or one error line."""
-    full = load_dataset(cfg.dataset, cfg.image_size, data_root=cfg.data_root, download=cfg.download)
+    full = load_dataset(cfg.dataset, cfg.image_size, data_root=cfg.data_root, download=cfg.download, folder=cfg.folder)
     chosen = H.draw(full.train_y, cfg.train_subset, cfg.seed, cfg.images_per_class, ds.classes, cfg.dataset)
     subset = subset_of(full.train_y, cfg.train_subset, cfg.seed)
     if ds.train_index is not None and not torch.equal(ds.train_index, subset):
