@@ -66,6 +66,20 @@ def test_the_cache_is_keyed_by_the_folders_content_so_an_edited_folder_is_read_a
     assert edited.train_x[1, 2].float().mean() > 200 and not torch.equal(edited.train_x, first.train_x)
 
 
+def test_an_edited_folder_trains_a_new_ddpm_while_official_datasets_keep_their_models(tmp_path):
+    from dapt.pipeline.config import GenerateConfig
+    from dapt.stages.ddpm import settings_of
+
+    folder, cache = image_folder(tmp_path / "pets", train=2, test=1), tmp_path / "cache"
+    cfg = GenerateConfig(dataset="folder", folder=str(folder), image_size=16)
+    before = settings_of(cfg, load_dataset("folder", 16, folder=folder, cache_dir=cache)).as_dict()
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(folder / "train/dog/001.jpg")
+    after = settings_of(cfg, load_dataset("folder", 16, folder=folder, cache_dir=cache)).as_dict()
+    assert before["images"] and before != after
+    digits = GenerateConfig(dataset="digits", image_size=16)
+    assert "images" not in settings_of(digits, load_dataset("digits", 16)).as_dict()  # as recorded before folders
+
+
 def test_a_val_folder_is_the_validation_set_instead_of_the_drawn_one(tmp_path):
     folder = image_folder(tmp_path / "pets", val=2)
     ds = load_dataset("folder", 16, folder=folder, cache_dir=tmp_path / "cache", validation="auto")

@@ -2,7 +2,8 @@
 loading the cached uint8 tensors a second.
 
 A folder dataset is decoded with PIL exactly once per (dataset, image size, file list; for a user's own
-folder also the files' sizes and mtimes) and cached as a ``.pt`` of uint8 tensors, written atomically and loaded with ``weights_only``.
+folder also the files' sizes and mtimes) and cached as a ``.pt`` of uint8 tensors, written atomically
+and loaded with ``weights_only``.
 """
 from __future__ import annotations
 

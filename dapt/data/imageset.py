@@ -51,6 +51,10 @@ class ImageSet:
     val_y: torch.Tensor | None = None
     val_index: torch.Tensor | None = None
     val_source: str | None = None
+    # a user's folder's FolderIndex.fingerprint (its files' sizes and mtimes), "" for the official datasets, whose
+    # files do not change: what is made from the images and kept (a generate run's ddpm and images) is made again
+    # when it changes
+    fingerprint: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -112,7 +116,8 @@ def _decoded_set(name: str, index: formats.FolderIndex, size: int, cache_dir: Pa
     t = imagecache.load_folder_dataset(name, index, size, cache_dir)
     classes = [formats.clean_class_name(c) for c in index.classes]
     val = {"val_x": t["val_x"], "val_y": t["val_y"], "val_source": VALIDATION_FOLDER} if "val_x" in t else {}
-    return ImageSet(name, classes, t["train_x"], t["train_y"], t["test_x"], t["test_y"], size, **val)
+    return ImageSet(name, classes, t["train_x"], t["train_y"], t["test_x"], t["test_y"], size, **val,
+                    fingerprint=index.fingerprint)
 
 
 def _folder_set(name: str, index_of: Callable[[Path, bool], formats.FolderIndex],

@@ -104,7 +104,8 @@ def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generat
         record.update(ddpm={"reused": model.reused, "train_time_s": model.train_time_s,
                             "final_loss": model.losses[-1], "steps": model.settings.train_steps})
     header = {"format": FORMAT, "dataset": ds.name, "classes": list(ds.classes), "generator": cfg.generator,
-              "image_size": cfg.image_size, "settings": generator_settings(cfg, model.settings if model else None)}
+              "image_size": cfg.image_size, "settings": generator_settings(cfg, model.settings if model else None),
+              **({"images": ds.fingerprint} if ds.fingerprint else {})}  # an edited folder: its images made again
     index = read_json(images / "index.json")
     kept = _kept(index, header, images, cfg.images_per_class, ds.num_classes)
     real = _holdout(cfg, ds, record) if cfg.generator == "holdout" else None  # (training split, drawn indices)
