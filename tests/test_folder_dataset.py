@@ -134,12 +134,13 @@ def project(tmp_path, monkeypatch):
 
 
 def refused(project: Path, capsys, runs: str) -> str:
-    """`dapt run --dry-run` on a study of ``runs``: exit 2, one line, nothing under runs/; that line."""
+    """`dapt run --dry-run` on a study of ``runs``: exit 2, one line, nothing written under runs/; that line."""
+    before = sorted((project / "runs").rglob("*"))
     (project / "params/bad.yaml").write_text(f"study: bad\ndefaults: {{image_size: 16, epochs: 1}}\nruns:\n{runs}")
     assert main(["run", "params/bad.yaml", "--dry-run"]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith("dapt: error: ") and captured.err.count("\n") == 1, captured.err
-    assert captured.out == "" and not (project / "runs").exists()
+    assert captured.out == "" and sorted((project / "runs").rglob("*")) == before
     return captured.err.removeprefix("dapt: error: params/bad.yaml: ").rstrip("\n")
 
 
@@ -198,6 +199,18 @@ def test_a_student_on_another_folder_than_its_teacher_is_refused(project, capsys
     (project / "params/good.yaml").write_text(f"study: good\ndefaults: {{image_size: 16, epochs: 1}}\nruns:\n"
                                               f"{TEACHER}{same}")
     assert main(["run", "params/good.yaml", "--dry-run"]) == 0
+
+
+def test_a_teacher_run_folder_trained_on_another_folder_is_refused(project, capsys):
+    teacher = project / "runs/other/t"
+    teacher.mkdir(parents=True)
+    teacher.joinpath("metrics.json").write_text(json.dumps(
+        {"status": "done", "stage": "teacher", "params": {"dataset": "folder", "folder": "data/other"}}))
+    student = ("  - {stage: distill, name: s, student: resnet18, teacher: runs/other/t, dataset: folder, "
+               "folder: data/pets}\n")
+    assert refused(project, capsys, student) == (
+        "run 's': teacher 'runs/other/t' was trained on folder data/other, this run uses folder data/pets; name a "
+        "teacher run of folder data/pets")
 
 
 FOLDER_STUDY = """

@@ -259,10 +259,11 @@ def _reference_fields(cls: type) -> dict[str, str]:
     return {f.name: f.metadata["ref"] for f in dataclasses.fields(cls) if f.metadata.get("ref")}
 
 
-def _check_finished_run(label: str, key: str, target: str, stage: str, dataset: str, folder: str | None,
+def _check_finished_run(label: str, key: str, target: str, stage: str, dataset: str, images: str | None,
                         stage_of: dict) -> None:
     """A reference to a run folder outside the study must name a finished run of the right stage and dataset (for
-    dataset folder, on the same folder), inside ``runs/`` (a student writes its teacher's cache into that folder)."""
+    dataset folder, on the same folder ``images``), inside ``runs/`` (a student writes its teacher's cache into
+    that folder)."""
     root = repo_root()
     folder = root / target  # an absolute target stays itself
     metrics = read_json(folder / "metrics.json")
@@ -282,8 +283,8 @@ def _check_finished_run(label: str, key: str, target: str, stage: str, dataset: 
         raise ConfigError(f"{label}: {key} {target!r}: its metrics.json holds no params mapping, so it is no run "
                           f"dapt recorded (or its record was edited); name another {stage} run")
     theirs, their_folder = params.get("dataset"), params.get("folder")
-    if theirs != dataset or _place(their_folder) != _place(folder):
-        mine = _dataset_text(dataset, folder)
+    if theirs != dataset or _place(their_folder) != _place(images):
+        mine = _dataset_text(dataset, images)
         raise ConfigError(f"{label}: {key} {target!r} was trained on {_dataset_text(theirs, their_folder)}, this run "
                           f"uses {mine}; name a {stage} run of {mine}")
 
