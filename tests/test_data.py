@@ -375,7 +375,8 @@ def test_train_subset_leaves_the_test_set_whole(tmp_path):
 
 
 def test_registry_and_bad_arguments(tmp_path):
-    assert DATASETS.names() == ["fashion_mnist", "digits", "cifar10", "cifar100", "dtd", "caltech101", "mit_indoor", "cub_2011"]
+    assert DATASETS.names() == ["fashion_mnist", "digits", "cifar10", "cifar100", "dtd", "caltech101", "mit_indoor", "cub_2011",
+                               "folder"]
     with pytest.raises(UnknownNameError):
         load_dataset("imagenet", 32, data_root=tmp_path)
     with pytest.raises(DaptError):

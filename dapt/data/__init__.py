@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from dapt.core.errors import DaptError
 from dapt.core.registry import Registry
 from dapt.data import formats
 
@@ -24,6 +25,7 @@ Loader = Callable[[Path, int, bool, Path], Any]
 # that raises the loader's own DatasetMissingError, so `dapt run` names a missing dataset before
 # any notebook starts.
 DATASETS: Registry[Loader] = Registry("dataset")
+OWN_FOLDER = "folder"  # the dataset of a user's own images, in the folder its runs name
 
 for _name, _summary, _files_present in [
     ("fashion_mnist", "Fashion-MNIST: 60k + 10k 28x28 grey images of clothing, 10 classes", formats.fashion_mnist_files),
@@ -38,6 +40,9 @@ for _name, _summary, _files_present in [
     ("mit_indoor", "MIT Indoor-67: 67 scene classes, official TrainImages/TestImages split",
      partial(formats.mit_indoor_index, download=False)),
     ("cub_2011", "CUB-200-2011 birds: 200 classes, official train/test split", partial(formats.cub_index, download=False)),
+    # its files are the run's `folder`, which check_available and load_dataset hand it as the root (files_root)
+    (OWN_FOLDER, "your own images in `folder: PATH`: PATH/{train,test}/<class>/<image>, JPEG or PNG "
+                 "(optional val/; docs/datasets.md)", formats.image_folder_index),
 ]:
     DATASETS.declare(_name, f"dapt.data.imageset:load_{_name}", _summary, facts=_files_present)
 del _name, _summary, _files_present
@@ -54,8 +59,24 @@ SPLIT_SIZES = {"fashion_mnist": (60_000, 10_000), "digits": (1_437, 360), "cifar
 SYNSET_SIZES = {"1x": 1, "2x": 2, "5x": 5, "10x": 10}
 
 
-def check_available(name: str, data_root: str | Path, download: bool) -> None:
-    """Raise ``DatasetMissingError`` (naming the fix) when dataset ``name`` is not on disk under ``data_root``;
-    with ``download`` a missing dataset is fetched when the run starts, so nothing is checked."""
-    if not download:
-        DATASETS.facts(name)(Path(data_root))
+def files_root(name: str, data_root: str | Path, folder: str | Path | None) -> Path:
+    """Where dataset ``name``'s files are: the run's ``folder`` for the user's own images, else ``data_root``."""
+    return Path(folder) if name == OWN_FOLDER else Path(data_root)
+
+
+def check_folder(dataset: str, folder: str | None) -> None:
+    """One ``DaptError`` line when ``folder`` is missing for dataset folder, or set for another dataset (which
+    would ignore it)."""
+    if dataset == OWN_FOLDER and not folder:
+        raise DaptError(f"dataset folder needs folder: PATH, the folder holding {formats.FOLDER_LAYOUT}")
+    if folder is not None and dataset != OWN_FOLDER:
+        raise DaptError(f"folder {folder!r} is read by dataset folder only, and this run uses {dataset}; remove "
+                        f"folder, or set dataset: folder")
+
+
+def check_available(name: str, root: str | Path, download: bool) -> None:
+    """Raise ``DatasetMissingError`` (naming the fix) when dataset ``name`` is not on disk under ``root``
+    (``files_root``); with ``download`` a missing dataset is fetched when the run starts, so nothing is checked,
+    except a user's folder, which nothing downloads."""
+    if not download or name == OWN_FOLDER:
+        DATASETS.facts(name)(Path(root))

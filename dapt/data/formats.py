@@ -6,9 +6,11 @@ Each reader returns plain arrays or a ``FolderIndex`` of image files (decoded an
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,6 +30,18 @@ class FolderIndex:
     classes: list[str]  # raw folder names, in label order
     train: list[tuple[str, int]]
     test: list[tuple[str, int]]
+    val: list[tuple[str, int]] | None = None  # a validation split of the dataset's own (a user's val/ folder)
+    fingerprint: str = ""  # the files' sizes and mtimes, for a folder its user edits (image_folder_index)
+
+    def splits(self) -> dict[str, list[tuple[str, int]]]:
+        """``train``, ``test`` and, when the dataset has one, ``val``: the entries of each split."""
+        return {"train": self.train, "test": self.test, **({"val": self.val} if self.val is not None else {})}
+
+    def identity(self) -> tuple:
+        """What the decoded images depend on besides their size. ``val`` and ``fingerprint`` join only when set,
+        so that the caches of the official layouts, written before they existed, keep their names."""
+        files = (self.classes, self.train, self.test)
+        return files if self.val is None and not self.fingerprint else (*files, self.val, self.fingerprint)
 
 
 def clean_class_name(raw: str) -> str:
@@ -245,3 +259,73 @@ def cub_index(root: Path, download: bool) -> FolderIndex:
     for image_id in sorted(images):
         (train if is_train[image_id] == "1" else test).append((images[image_id], int(labels[image_id]) - 1))
     return FolderIndex(folder / "images", [classes_by_id[k] for k in sorted(classes_by_id)], train, test)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+FOLDER_LAYOUT = "train/<class>/<image> and test/<class>/<image> (JPEG or PNG; optionally val/<class>/<image>)"
+
+
+def _split_files(folder: Path, split: str) -> tuple[dict[str, list[str]], list[str]]:
+    """Class folder name → its JPEG/PNG files (paths relative to ``folder``, sorted, sub-folders included) in
+    ``folder/split``, and the other files found there. Hidden files (``.DS_Store``) are the system's, not
+    the user's, and are passed over without a word."""
+    per_class: dict[str, list[str]] = {}
+    others: list[str] = []
+    for entry in sorted((folder / split).iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            others.append(entry.relative_to(folder).as_posix())  # a file outside any class folder has no label
+            continue
+        files = [p.relative_to(folder).as_posix() for p in sorted(entry.rglob("*"))
+                 if p.is_file() and not p.name.startswith(".")]
+        per_class[entry.name] = [f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        others += [f for f in files if Path(f).suffix.lower() not in IMAGE_SUFFIXES]
+    return per_class, others
+
+
+def _fingerprint(folder: Path, paths: list[str]) -> str:
+    """A digest of the folder's place and each image's path, size and mtime: changes when a file is edited,
+    added, removed or renamed, so the image cache decodes an edited folder again."""
+    digest = hashlib.sha256(str(folder.resolve()).encode())
+    for path in paths:
+        stat = (folder / path).stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def image_folder_index(folder: Path) -> FolderIndex:
+    """A user's own images in torchvision's ``ImageFolder`` layout (``FOLDER_LAYOUT``); classes sorted by folder
+    name, a ``val/`` folder the validation split. Every split must hold the same class folders, each with an
+    image; a layout that does not is one ``DatasetMissingError`` line. Files that are not JPEG or PNG images
+    in a class folder are skipped, with one warning line that counts them."""
+    if not folder.is_dir():
+        raise DatasetMissingError(f"folder {folder} not found; set folder: to a folder holding {FOLDER_LAYOUT}")
+    splits, skipped = {}, []
+    for split in ("train", "test", "val"):
+        if (folder / split).is_dir():
+            splits[split], others = _split_files(folder, split)
+            skipped += others
+        elif split != "val":
+            raise DatasetMissingError(f"folder {folder} has no {split}/ folder; it must hold {FOLDER_LAYOUT}")
+    classes = sorted(splits["train"])
+    if len(classes) < 2:
+        raise DatasetMissingError(f"folder {folder}: train/ holds {len(classes)} class folder(s), a classifier "
+                                  f"needs at least 2; it must hold {FOLDER_LAYOUT}")
+    for split, per_class in splits.items():
+        for name in sorted(set(classes) ^ set(per_class)):
+            has, lacks = ("train", split) if name in classes else (split, "train")
+            raise DatasetMissingError(f"folder {folder}: class {name!r} is in {has}/ but not in {lacks}/; every "
+                                      f"split needs the same class folders")
+        for name in classes:
+            if not per_class[name]:
+                raise DatasetMissingError(f"folder {folder}: class {name!r} has no JPEG or PNG image in {split}/; "
+                                          f"add images or remove the class folder from every split")
+    if skipped:
+        print(f"warning: folder {folder}: skipped {len(skipped)} file(s) that are not JPEG or PNG images in a class "
+              f"folder (e.g. {skipped[0]})", file=sys.stderr)
+    labelled = {split: [(path, label) for label, name in enumerate(classes) for path in per_class[name]]
+                for split, per_class in splits.items()}
+    paths = [path for entries in labelled.values() for path, _ in entries]
+    return FolderIndex(folder, classes, labelled["train"], labelled["test"], labelled.get("val"),
+                       _fingerprint(folder, paths))

@@ -1,8 +1,9 @@
 """Folders of images decoded once and cached: JPEG decoding on a 2-core CPU takes minutes,
 loading the cached uint8 tensors a second.
 
-A folder dataset is decoded with PIL exactly once per (dataset, image size, file list) and
-cached as a ``.pt`` of uint8 tensors, written atomically and loaded with ``weights_only``.
+A folder dataset is decoded with PIL exactly once per (dataset, image size, file list; for a user's own
+folder also the files' sizes and mtimes) and cached as a ``.pt`` of uint8 tensors, written atomically
+and loaded with ``weights_only``.
 """
 from __future__ import annotations
 
@@ -65,8 +66,8 @@ def _labels(entries: list[tuple[str, int]]) -> torch.Tensor:
 
 
 def cache_path(cache_dir: Path, name: str, size: int, index: FolderIndex) -> Path:
-    """Cache file named by dataset, size and a short hash of the file list and labels."""
-    digest = hashlib.sha256(repr((_CACHE_FORMAT, index.classes, index.train, index.test)).encode()).hexdigest()
+    """Cache file named by dataset, size and a short hash of the file list and labels (``FolderIndex.identity``)."""
+    digest = hashlib.sha256(repr((_CACHE_FORMAT, *index.identity())).encode()).hexdigest()
     return cache_dir / f"{name}-{size}px-{digest[:12]}.pt"
 
 
@@ -76,7 +77,7 @@ def _load_cache(path: Path, index: FolderIndex, size: int) -> dict[str, torch.Te
         labels_match = all(
             torch.equal(cached[f"{split}_y"], _labels(entries))
             and cached[f"{split}_x"].shape == (len(entries), 3, size, size) and cached[f"{split}_x"].dtype == torch.uint8
-            for split, entries in (("train", index.train), ("test", index.test))
+            for split, entries in index.splits().items()
         )
         if labels_match:
             return cached
@@ -86,15 +87,16 @@ def _load_cache(path: Path, index: FolderIndex, size: int) -> dict[str, torch.Te
 
 
 def load_folder_dataset(name: str, index: FolderIndex, size: int, cache_dir: Path) -> dict[str, torch.Tensor]:
-    """Decoded ``train_x/train_y/test_x/test_y`` of a folder dataset, from the cache when it is valid."""
+    """Decoded ``train_x/train_y/test_x/test_y`` (and ``val_x/val_y`` when the index has a val split) of a folder
+    dataset, from the cache when it is valid."""
     path = cache_path(cache_dir, name, size, index)
     if path.is_file() and (cached := _load_cache(path, index, size)) is not None:
         return cached
     if not index.image_dir.is_dir():
         raise DatasetMissingError(f"image folder {index.image_dir} not found; restore the dataset folder")
-    train_x, train_y = _decode_all(index.image_dir, index.train, size)
-    test_x, test_y = _decode_all(index.image_dir, index.test, size)
-    tensors = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    tensors = {}
+    for split, entries in index.splits().items():
+        tensors[f"{split}_x"], tensors[f"{split}_y"] = _decode_all(index.image_dir, entries, size)
     with atomic_path(path) as tmp:
         torch.save(tensors, tmp)
     return tensors

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dapt.core.errors import DaptError
-from dapt.data import DATASETS, formats, imagecache
+from dapt.data import DATASETS, OWN_FOLDER, files_root, formats, imagecache
 
 # Output values per interpolate call: bounds the float copy to 256 MB (CIFAR at 224 px would need
 # 36 GB at once), while chunks stay large because small interpolate calls are twice as slow.
@@ -51,6 +51,10 @@ class ImageSet:
     val_y: torch.Tensor | None = None
     val_index: torch.Tensor | None = None
     val_source: str | None = None
+    # a user's folder's FolderIndex.fingerprint (its files' sizes and mtimes), "" for the official datasets, whose
+    # files do not change: what is made from the images and kept (a generate run's ddpm and images) is made again
+    # when it changes
+    fingerprint: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -106,12 +110,24 @@ def _cifar(name: str, root: Path, size: int, download: bool, cache_dir: Path) ->
     return _in_memory_set(name, classes, size, train, test)
 
 
-def _folder_set(name: str, index_of: Callable[[Path, bool], formats.FolderIndex],
-                root: Path, size: int, download: bool, cache_dir: Path) -> ImageSet:
-    index = index_of(root, download)
+def _decoded_set(name: str, index: formats.FolderIndex, size: int, cache_dir: Path) -> ImageSet:
+    """The images ``index`` lists, decoded (or read from the cache); its val split, when it has one, as the
+    validation images (``VALIDATION_FOLDER``)."""
     t = imagecache.load_folder_dataset(name, index, size, cache_dir)
     classes = [formats.clean_class_name(c) for c in index.classes]
-    return ImageSet(name, classes, t["train_x"], t["train_y"], t["test_x"], t["test_y"], size)
+    val = {"val_x": t["val_x"], "val_y": t["val_y"], "val_source": VALIDATION_FOLDER} if "val_x" in t else {}
+    return ImageSet(name, classes, t["train_x"], t["train_y"], t["test_x"], t["test_y"], size, **val,
+                    fingerprint=index.fingerprint)
+
+
+def _folder_set(name: str, index_of: Callable[[Path, bool], formats.FolderIndex],
+                root: Path, size: int, download: bool, cache_dir: Path) -> ImageSet:
+    return _decoded_set(name, index_of(root, download), size, cache_dir)
+
+
+def load_folder(root: Path, size: int, download: bool, cache_dir: Path) -> ImageSet:
+    """A user's own images in ``root``, the run's ``folder`` (``formats.image_folder_index``); nothing downloads."""
+    return _decoded_set(OWN_FOLDER, formats.image_folder_index(root), size, cache_dir)
 
 
 load_cifar10 = partial(_cifar, "cifar10")
@@ -189,6 +205,7 @@ def outside_order(labels: torch.Tensor, subset: torch.Tensor, seed: int, num_cla
 
 VALIDATION_OUTSIDE = "training images outside train_subset"
 VALIDATION_SPLIT = "training images held out of training, stratified"  # each source reads after a count
+VALIDATION_FOLDER = "images of the folder's val/"  # a dataset's own validation split: taken whole, never drawn
 VALIDATION_FLOOR = 1000  # eval_subset auto: at least this many validation images where the pool holds them
 SPLIT_SHARE = 0.1  # eval_subset auto or null without images outside the subset: this share of the training images
 
@@ -261,19 +278,23 @@ def _check_validation_size(size: int, most: int, num_classes: int, too_many: str
 def load_dataset(
     name: str, image_size: int, *, data_root: str | Path = "data", train_subset: int | None = None,
     seed: int = 0, download: bool = False, cache_dir: str | Path | None = None,
-    validation: int | str | None | bool = False,
+    validation: int | str | None | bool = False, folder: str | Path | None = None,
 ) -> ImageSet:
     """Load a registered dataset at ``image_size``; ``train_subset`` draws a stratified, seeded subset
     of the training set (the test set is never subsetted). ``validation``, a training run's ``eval_subset``
     (an int, ``"auto"`` or None), also draws its validation images with the same seed
-    (``validation_index``); False, the default, draws none (a generate run, a look at the data)."""
+    (``validation_index``), unless the dataset has its own (a folder's ``val/``: all of it, whatever
+    ``eval_subset``); False, the default, holds none (a generate run, a look at the data). ``folder``: the
+    user's images of dataset folder. Decoded folders are cached in ``cache_dir`` (default ``data_root/cache``)."""
     loader = DATASETS.get(name)
     if not isinstance(image_size, int) or image_size < 1:
         raise DaptError(f"image_size={image_size!r} is not a positive integer; set image_size to e.g. 32")
-    root = Path(data_root)
-    images = loader(root, image_size, download, Path(cache_dir) if cache_dir is not None else root / "cache")
+    cache = Path(cache_dir) if cache_dir is not None else Path(data_root) / "cache"
+    images = loader(files_root(name, data_root, folder), image_size, download, cache)
     keep = subset_of(images.train_y, train_subset, seed)
-    if validation is not False:
+    if validation is False:
+        images = replace(images, val_x=None, val_y=None, val_source=None)
+    elif images.val_x is None:
         val, source = validation_index(images.train_y, keep, validation, seed, images.classes, name)
         if source == VALIDATION_SPLIT:
             keep = keep[~torch.isin(keep, val)]

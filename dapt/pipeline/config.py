@@ -27,7 +27,7 @@ from dapt.core.fields import (AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, ch
                               reference, study_wide)
 from dapt.core.hub import check_weights_reachable
 from dapt.core.tracking import TrackingSettings
-from dapt.data import DATASETS, SYNSET_SIZES
+from dapt.data import DATASETS, SYNSET_SIZES, check_folder
 from dapt.distillers import DISTILLERS, DistillerSettings, needs_teacher
 from dapt.models import MODELS, check_image_size
 
@@ -57,6 +57,9 @@ class TrainConfig(TrackingSettings):
     outputs: ClassVar[tuple[str, ...]] = ("model.pt",)
 
     dataset: str = param("fashion_mnist", "dataset registry key (`dapt list`)", choices=DATASETS.names)
+    folder: Optional[str] = param(None, "dataset folder: your own images, PATH/{train,test}/<class>/<image> (JPEG or "
+                                        "PNG; val/ too, optionally: the validation set), PATH relative to the "
+                                        "repository or absolute (docs/datasets.md); null for the other datasets")
     data_root: str = param("data", "folder holding downloaded / user-provided datasets and their caches")
     download: bool = param(False, "let torchvision download a missing dataset")
     train_subset: Optional[int] = param(6000, "stratified subset of the training set (null = all)", rule=AT_LEAST_ONE)
@@ -104,6 +107,7 @@ class TrainConfig(TrackingSettings):
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        check_folder(self.dataset, self.folder)
         check_placement(self.device, self.amp, self.compile)
         subset = self.eval_subset
         if not (subset is None or subset == "auto" or (isinstance(subset, int) and not isinstance(subset, bool)
@@ -190,6 +194,9 @@ class GenerateConfig(TrackingSettings):
 
     dataset: str = param("fashion_mnist", "dataset registry key (`dapt list`): its class names make the prompts, "
                                           "its training images train the ddpm", choices=DATASETS.names)
+    folder: Optional[str] = param(None, "dataset folder: your own images, PATH/{train,test}/<class>/<image> (JPEG or "
+                                        "PNG; val/ too, optionally: the validation set), PATH relative to the "
+                                        "repository or absolute (docs/datasets.md); null for the other datasets")
     data_root: str = param("data", "folder holding downloaded / user-provided datasets and their caches")
     download: bool = param(False, "let torchvision download a missing dataset")
     train_subset: Optional[int] = param(6000, "ddpm: stratified subset of the training set it learns from; holdout: the "
@@ -242,6 +249,7 @@ class GenerateConfig(TrackingSettings):
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        check_folder(self.dataset, self.folder)
         check_placement(self.device, self.amp)
         try:
             self.prompt_template.format(name="x")

@@ -20,7 +20,7 @@ import yaml
 
 from dapt.pipeline import config
 from dapt.pipeline.config import ConfigError
-from dapt.data import check_available
+from dapt.data import check_available, files_root
 from dapt.distillers import needs_features
 from dapt.core.claims import check_decision
 from dapt.core.records import RUNS_DIR, check_name, run_dir
@@ -259,9 +259,11 @@ def _reference_fields(cls: type) -> dict[str, str]:
     return {f.name: f.metadata["ref"] for f in dataclasses.fields(cls) if f.metadata.get("ref")}
 
 
-def _check_finished_run(label: str, key: str, target: str, stage: str, dataset: str, stage_of: dict) -> None:
-    """A reference to a run folder outside the study must name a finished run of the right stage and dataset,
-    inside ``runs/`` (a student writes its teacher's cache into that folder)."""
+def _check_finished_run(label: str, key: str, target: str, stage: str, dataset: str, images: str | None,
+                        stage_of: dict) -> None:
+    """A reference to a run folder outside the study must name a finished run of the right stage and dataset (for
+    dataset folder, on the same folder ``images``), inside ``runs/`` (a student writes its teacher's cache into
+    that folder)."""
     root = repo_root()
     folder = root / target  # an absolute target stays itself
     metrics = read_json(folder / "metrics.json")
@@ -280,10 +282,11 @@ def _check_finished_run(label: str, key: str, target: str, stage: str, dataset: 
     if not isinstance(params, dict):
         raise ConfigError(f"{label}: {key} {target!r}: its metrics.json holds no params mapping, so it is no run "
                           f"dapt recorded (or its record was edited); name another {stage} run")
-    theirs = params.get("dataset")
-    if theirs != dataset:
-        raise ConfigError(f"{label}: {key} {target!r} was trained on {theirs}, this run uses {dataset}; name a "
-                          f"{stage} run of {dataset}")
+    theirs, their_folder = params.get("dataset"), params.get("folder")
+    if theirs != dataset or _place(their_folder) != _place(images):
+        mine = _dataset_text(dataset, images)
+        raise ConfigError(f"{label}: {key} {target!r} was trained on {_dataset_text(theirs, their_folder)}, this run "
+                          f"uses {mine}; name a {stage} run of {mine}")
 
 
 def settable_keys() -> list[str]:
@@ -312,12 +315,32 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
+def _in_repo(path: str | Path) -> Path:
+    """``path`` as the notebooks read it: relative to the repository, or absolute."""
+    return Path(path) if Path(path).is_absolute() else repo_root() / path
+
+
+def _place(folder: Any) -> Path | None:
+    """A run's ``folder`` resolved, so that two spellings of one folder agree; None without one."""
+    return _in_repo(folder).resolve() if isinstance(folder, str) and folder else None
+
+
+def _images_of(cfg: Any) -> tuple[str | None, Path | None]:
+    """What a run's classes and images come from: its dataset, and for dataset folder the folder."""
+    return getattr(cfg, "dataset", None), _place(getattr(cfg, "folder", None))
+
+
+def _dataset_text(dataset: str, folder: str | None) -> str:
+    return f"{dataset} {folder}" if folder else dataset
+
+
 def _check_data(spec: RunSpec, label: str, checked: dict) -> None:
-    """A run's dataset must be on disk (its files, not decoded) unless the run may download it."""
+    """A run's dataset must be on disk (its files, not decoded; a user's folder in its layout) unless the run
+    may download it."""
     cfg = spec.cfg
     if not hasattr(cfg, "dataset"):
         return
-    root = Path(cfg.data_root) if Path(cfg.data_root).is_absolute() else repo_root() / cfg.data_root
+    root = _in_repo(files_root(cfg.dataset, cfg.data_root, cfg.folder))
     key = (cfg.dataset, root, cfg.download)
     if key not in checked:
         try:
@@ -400,7 +423,7 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None, extra_
                 values[key] = run_dir(study_name, target).as_posix()
             elif not config.python_spelling(target, str | None):  # 'None' meant null: validate says so
                 dataset = values.get("dataset", next(f.default for f in dataclasses.fields(cls) if f.name == "dataset"))
-                _check_finished_run(label, key, target, wanted, dataset, stage_of)
+                _check_finished_run(label, key, target, wanted, dataset, values.get("folder"), stage_of)
         set_keys = list(values)
         values["run_dir"] = run_dir(study_name, name).as_posix()
         if "study_description" in fields and description:
@@ -426,14 +449,18 @@ def _check_datasets_agree(inside: list[tuple[RunSpec, str, str]], by_name: dict[
     """A run that names another run of the study (a student its teacher or synthetic set, a generate run the
     teacher that classifies its images) works on that run's dataset: its classes are the model's outputs, its
     images the set's. Otherwise the notebook would fail after the named run had trained, so it is refused now,
-    in one line naming both runs and both datasets. (Image sizes may differ: a teacher sees the student's view
-    resized to its own size, and synthetic images are resized to the student's, always with 3 channels.)"""
+    in one line naming both runs and both datasets (with dataset folder, both folders). (Image sizes may differ: a
+    teacher sees the student's view resized to its own size, and synthetic images are resized to the student's,
+    always with 3 channels.)"""
     for spec, key, target in inside:
-        mine, theirs = getattr(spec.cfg, "dataset", None), getattr(by_name[target].cfg, "dataset", None)
-        if mine is not None and theirs is not None and mine != theirs:
-            made = "generated its images from" if by_name[target].stage == "generate" else "is trained on"
-            raise ConfigError(f"{where}: run {spec.name!r} uses {mine}, but its {key} {target!r} {made} {theirs}; "
-                              f"set the same dataset on both runs, or name a {by_name[target].stage} run of {mine}")
+        other = by_name[target].cfg
+        mine, theirs = _images_of(spec.cfg), _images_of(other)
+        if mine[0] is None or theirs[0] is None or mine == theirs:
+            continue
+        mine, theirs = _dataset_text(spec.cfg.dataset, spec.cfg.folder), _dataset_text(other.dataset, other.folder)
+        made = "generated its images from" if by_name[target].stage == "generate" else "is trained on"
+        raise ConfigError(f"{where}: run {spec.name!r} uses {mine}, but its {key} {target!r} {made} {theirs}; "
+                          f"set the same dataset on both runs, or name a {by_name[target].stage} run of {mine}")
 
 
 def share_teacher_features(specs: list[RunSpec]) -> None:

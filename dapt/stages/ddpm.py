@@ -59,10 +59,12 @@ class DdpmSettings:
     label_drop: float
     prediction: str = "v_prediction"  # recorded, so a model trained to another target is never reused
     amp: str = "off"  # mixed precision of training: bf16/fp16 weights differ from float32 ones
+    images: str = ""  # a user's folder's fingerprint (ImageSet.fingerprint): an edited folder trains a new model
 
     def as_dict(self) -> dict:
-        # amp off is left out, so models trained before amp existed (all float32) are still reused
-        return {k: v for k, v in self.__dict__.items() if not (k == "amp" and v == "off")}
+        # amp off and images "" are left out, so models trained before they existed (all float32, on official
+        # datasets) are still reused
+        return {k: v for k, v in self.__dict__.items() if not (k == "amp" and v == "off" or k == "images" and not v)}
 
 
 def settings_of(cfg, ds: ImageSet) -> DdpmSettings:
@@ -70,7 +72,7 @@ def settings_of(cfg, ds: ImageSet) -> DdpmSettings:
     grey = bool((ds.train_x[:, 0] == ds.train_x[:, 1]).all() and (ds.train_x[:, 0] == ds.train_x[:, 2]).all())
     return DdpmSettings(cfg.dataset, cfg.train_subset, cfg.image_size, cfg.seed, 1 if grey else 3, cfg.ddpm_patch,
                         cfg.ddpm_channels, cfg.ddpm_steps, cfg.ddpm_batch_size, cfg.ddpm_lr, cfg.ddpm_timesteps,
-                        cfg.ddpm_label_drop, amp=cfg.amp)
+                        cfg.ddpm_label_drop, amp=cfg.amp, images=ds.fingerprint)
 
 
 def build_unet(s: DdpmSettings, num_classes: int):

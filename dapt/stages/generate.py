@@ -104,7 +104,8 @@ def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generat
         record.update(ddpm={"reused": model.reused, "train_time_s": model.train_time_s,
                             "final_loss": model.losses[-1], "steps": model.settings.train_steps})
     header = {"format": FORMAT, "dataset": ds.name, "classes": list(ds.classes), "generator": cfg.generator,
-              "image_size": cfg.image_size, "settings": generator_settings(cfg, model.settings if model else None)}
+              "image_size": cfg.image_size, "settings": generator_settings(cfg, model.settings if model else None),
+              **({"images": ds.fingerprint} if ds.fingerprint else {})}  # an edited folder: its images made again
     index = read_json(images / "index.json")
     kept = _kept(index, header, images, cfg.images_per_class, ds.num_classes)
     real = _holdout(cfg, ds, record) if cfg.generator == "holdout" else None  # (training split, drawn indices)
@@ -154,7 +155,7 @@ def _generate(cfg, ds: ImageSet, record: RunRecord, tracker: Tracker) -> Generat
 def _holdout(cfg, ds: ImageSet, record: RunRecord) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The whole training split's images and, per class, the training-split indices ``holdout`` draws: outside
     the subset this run loaded (``train_subset`` with ``seed``), ``images_per_class`` each, or one error line."""
-    full = load_dataset(cfg.dataset, cfg.image_size, data_root=cfg.data_root, download=cfg.download)
+    full = load_dataset(cfg.dataset, cfg.image_size, data_root=cfg.data_root, download=cfg.download, folder=cfg.folder)
     chosen = H.draw(full.train_y, cfg.train_subset, cfg.seed, cfg.images_per_class, ds.classes, cfg.dataset)
     subset = subset_of(full.train_y, cfg.train_subset, cfg.seed)
     if ds.train_index is not None and not torch.equal(ds.train_index, subset):

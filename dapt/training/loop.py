@@ -45,7 +45,7 @@ def load_data(cfg) -> D.ImageSet:
     # eval_subset: it selects no classifier, so it keeps every training image and draws no validation set
     return D.load_dataset(cfg.dataset, cfg.image_size, data_root=cfg.data_root, train_subset=cfg.train_subset,
                           seed=subset_seed(cfg.seed, getattr(cfg, "subset_seed", None)), download=cfg.download,
-                          validation=getattr(cfg, "eval_subset", False))
+                          validation=getattr(cfg, "eval_subset", False), folder=cfg.folder)
 
 
 def model_meta(cfg, ds: D.ImageSet, model: Net, **extra) -> dict:
