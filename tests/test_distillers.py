@@ -12,7 +12,7 @@ from torch import nn
 from dapt.distillers import (CONNECTORS, DISTILLERS, PROJECTORS, DistillerFacts, DistillerSettings, needs_features,
                              needs_teacher)
 from dapt.distillers.base import Distiller, build_distiller
-from dapt.distillers.crd import NegativeSampler, crd_negatives
+from dapt.distillers.crd import NegativeSampler
 from dapt.distillers.losses import align_loss, kd_loss, logit_regression_loss, uniform_loss
 from dapt.distillers.projectors import L2Normalize
 from dapt.core.errors import DaptError
@@ -355,7 +355,7 @@ def test_crd_negatives_come_from_other_classes_and_are_deterministic():
     index = torch.tensor([0, 7, 13, 21, 49, 7])
 
     def draw(seed):
-        return crd_negatives(labels, index, 20, torch.Generator().manual_seed(seed))
+        return NegativeSampler(labels).sample(index, 20, torch.Generator().manual_seed(seed))
 
     negatives = draw(1)
     assert negatives.shape == (6, 20) and negatives.dtype == torch.long

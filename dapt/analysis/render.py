@@ -191,7 +191,7 @@ def claim_sentence(comps: list[Comparison]) -> str:
     """One sentence for the comparisons of one claim in one student group: the gaps' range and the verdicts."""
     first = comps[0]
     notes = []
-    if comps and all(c.same_steps for c in comps):
+    if all(c.same_steps for c in comps):
         notes.append("at as many training steps")
     else:
         ratios = sorted({round(c.step_ratio, 1) for c in comps if c.step_ratio and not c.same_steps})

@@ -60,15 +60,6 @@ class NegativeSampler:
         return self.by_class[position]
 
 
-def crd_negatives(labels: Tensor, index: Tensor, k: int,
-                  generator: torch.Generator | None = None) -> Tensor:
-    """[B, k] negatives for samples ``index``: indices of other-class samples, with replacement.
-
-    One-off convenience; a training loop keeps one ``NegativeSampler`` to sort the labels once.
-    """
-    return NegativeSampler(labels).sample(index, k, generator)
-
-
 def nce_loss(probs: Tensor, n_data: int, eps: float = 1e-7) -> Tensor:
     """CRD's NCE loss (Tian et al. 2020, ``ContrastLoss``) on normalised scores [B, 1+K].
 

@@ -56,14 +56,20 @@ TEST_FORMAT = "dapt-teacher-targets-v1"  # the outputs on fixed images (a .pt; i
 HEADER_BYTES = 4096  # the JSON header, padded; the rows start here (page-aligned for the memory map)
 
 
+def _feed(h, part: bytes | str | torch.Tensor) -> None:
+    """Add ``part`` to the hashlib object ``h``: a string's UTF-8, a whole tensor's bytes (from wherever it
+    lives), then a separator, so that ("ab", "c") and ("a", "bc") differ."""
+    if isinstance(part, torch.Tensor):
+        part = part.cpu().contiguous().numpy().tobytes()
+    h.update(part.encode() if isinstance(part, str) else part)
+    h.update(b"\0")
+
+
 def _digest(*parts: bytes | str | torch.Tensor) -> str:
     """Short key over strings and whole tensors (their bytes), for cache file names."""
     h = hashlib.sha256()
     for part in parts:
-        if isinstance(part, torch.Tensor):
-            part = part.cpu().contiguous().numpy().tobytes()
-        h.update(part.encode() if isinstance(part, str) else part)
-        h.update(b"\0")
+        _feed(h, part)
     return h.hexdigest()[:16]
 
 
@@ -219,10 +225,6 @@ class TeacherTargets:
             with distributed.main_first():  # several processes: rank 0 builds, the others then read
                 self._load_or_build()
 
-    @property
-    def cached(self) -> bool:
-        return self.cache_dir is not None
-
     def path(self, view: int, part: str) -> Path:
         assert self.cache_dir is not None
         return self.cache_dir / f"{part}-{self.keys[view]}.{SUFFIX[part]}"
@@ -232,16 +234,14 @@ class TeacherTargets:
         caller's ``key_parts``, the teacher's size and precision, the images), then that view's draws."""
         shared = hashlib.sha256()
         for part in (CACHE_FORMAT, *map(str, key_parts), str(self.size), str(self.dtype), self.train_x):
-            shared.update(part.cpu().contiguous().numpy().tobytes() if isinstance(part, torch.Tensor) else part.encode())
-            shared.update(b"\0")
+            _feed(shared, part)
         keys = []
         for v in range(len(self.views)):
             h, crop = shared.copy(), self.views[v]
             draws = [crop.offset_y, crop.offset_x, crop.flip.long()]
             draws += self.diff_views[v].key_tensors() if self.diff_views else []
             for t in draws:
-                h.update(t.cpu().contiguous().numpy().tobytes())
-                h.update(b"\0")
+                _feed(h, t)
             keys.append(h.hexdigest()[:16])
         return keys
 
