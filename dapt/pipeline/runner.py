@@ -53,6 +53,11 @@ class RunState:
     def finished(self) -> bool:
         return self.status == "done"
 
+    def skipped(self, force: bool, rerun: set[str]) -> bool:
+        """The skip rule: done with the same parameters, not forced, and no run it needs among ``rerun`` (the
+        runs executed again: what a done run read of them was what they held when it ran)."""
+        return self.finished and self.same_params and not force and not any(r in rerun for r in self.spec.refs)
+
 
 def notebook_for(stage: str) -> Path:
     return Path("notebooks") / f"{stage}.ipynb"
@@ -89,8 +94,8 @@ def plan(study: Study, force: bool = False, only: list[str] | None = None) -> li
     states = [run_state(spec) for spec in study.runs if not only or spec.name in only]
     will_run: set[str] = set()
     for state in states:
-        if force or not (state.finished and state.same_params) or any(r in will_run for r in state.spec.refs):
-            will_run.add(state.spec.name)  # what a done run held was held where it ran, not necessarily here
+        if not state.skipped(force, will_run):
+            will_run.add(state.spec.name)
             check_fits(state.spec.cfg, f"{study.source}: run {state.spec.name!r}")
         if state.status in ("done", "report-only") and not state.same_params and not force:
             raise DaptError(
@@ -124,7 +129,7 @@ def dry_run(study: Study, force: bool = False, only: list[str] | None = None,
         state = run_state(spec)
         if state.status in ("done", "report-only") and not state.same_params and not force:
             action = f"refused: done with other parameters ({', '.join(state.changed)}); --force replaces it"
-        elif state.finished and state.same_params and not force and not any(r in will_run for r in spec.refs):
+        elif state.skipped(force, will_run):
             action = "skip: already done with these parameters"
         else:
             will_run.add(spec.name)

@@ -78,8 +78,7 @@ class Schedule:
                 self._settle(spec, "blocked")
                 self.echo(f"{head}: skipped, it needs {', '.join(broken)} which did not finish")
                 continue
-            if (state.finished and state.same_params and not self.force
-                    and not any(r in self.executed for r in spec.refs)):
+            if state.skipped(self.force, self.executed):
                 self._settle(spec, "done")
                 self.echo(f"{head}: already done with these parameters, skipped ({spec.folder.as_posix()})")
                 continue
