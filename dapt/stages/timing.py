@@ -194,6 +194,7 @@ class Timer:
             pass
         if not clock.durations:
             raise DaptError(f"run {spec.name}: no training step could be timed")
+        facts["steps"] = clock.durations
         return clock.seconds_per_step * steps_per_epoch, facts
 
     def teacher_rate(self, cfg, small: ImageSet) -> float:
@@ -259,8 +260,10 @@ def time_study(study: Study, warmup: int, steps: int, limit: float, echo=print) 
             facts.update({s.name: fact for s in conf.runs})
             timed[conf.key] = projection.Timed(conf.label, conf.stage, [s.name for s in conf.runs], rate, epochs,
                                                note=fact.get("note", ""))
-            echo(f"{head}: " + (f"{rate:.2f} s/epoch" if rate is not None else f"not timed ({fact['note']})")
-                 + f" (timed in {time.perf_counter() - started:.0f} s)")
+            steps = fact.get("steps", [])
+            echo(f"{head}: " + (f"{rate:.2f} s/epoch, the median of {len(steps)} steps ({min(steps):.2f} to "
+                                f"{max(steps):.2f} s a step)" if rate is not None else f"not timed ({fact['note']})")
+                 + f"; timed in {time.perf_counter() - started:.0f} s")
         device = timer.device or "cpu"
     charged = cache_passes(study, facts)
     for conf in confs:
