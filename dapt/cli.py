@@ -95,6 +95,8 @@ def _timing(args: argparse.Namespace) -> int:
     if args.dry_run or args.only or args.force or args.resume or args.keep_going:
         raise DaptError("--timing runs nothing of the study, so it takes none of --dry-run, --only, --force, "
                         "--resume, --keep-going; give it alone (with --set, --parallel, --cpus-per-run)")
+    if world_size() > 1:
+        raise DaptError("--timing times the study in one process: start `dapt run FILE --timing` without torchrun")
     parallel = args.parallel or max(1, int((os.cpu_count() or 1) // (args.cpus_per_run or 1.0)))
     command = [sys.executable, "-m", "dapt.stages.timing", args.file, "--parallel", str(parallel),
                *(f"--set={item}" for item in args.set or [])]

@@ -256,7 +256,10 @@ def time_study(study: Study, warmup: int, steps: int, limit: float, echo=print) 
                 echo(f"{head}: not timed ({note})")
                 continue
             started = time.perf_counter()
-            rate, fact = timer.time_run(spec)
+            try:
+                rate, fact = timer.time_run(spec)
+            except DaptError as err:  # e.g. ImageNet weights not on this machine: the other configurations go on
+                rate, fact = None, {"note": str(err)}
             facts.update({s.name: fact for s in conf.runs})
             timed[conf.key] = projection.Timed(conf.label, conf.stage, [s.name for s in conf.runs], rate, epochs,
                                                note=fact.get("note", ""))
