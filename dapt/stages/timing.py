@@ -8,7 +8,7 @@ For each configuration (``dapt.pipeline.projection``) its first run is trained b
 images of ``warmup + steps`` batches (drawn with a fixed seed), 256 validation and 256 test images. The
 record (``StepClock``) times each optimizer step after ``warmup`` ones (first-step allocations, lazy
 initialisations) and stops the run after ``steps`` more, or once ``limit`` seconds have passed, before any
-evaluation. s/epoch = the median timed step × the run's steps per epoch on all its images. Timing a sample
+evaluation. s/epoch = the lower quartile of the timed steps × the run's steps per epoch on all its images. Timing a sample
 rather than a whole epoch keeps a configuration to seconds on any dataset size; the cost: evaluations and
 checkpoints are not in s/epoch (a few per cent at the studies' settings, docs/performance.md).
 
@@ -61,8 +61,10 @@ class Enough(Exception):
 
 class StepClock(RunRecord):
     """The record of a timed run: after ``warmup`` steps it times each step, after ``steps`` of them (or ``limit``
-    seconds) it stops the run (``Enough``). ``seconds_per_step`` is their median: on a shared machine a step
-    another process interrupted is an outlier, not the run's cost."""
+    seconds) it stops the run (``Enough``). ``seconds_per_step`` is their lower quartile: on a machine shared
+    with other work, bursts of it slow some steps several times over (measured: 0.15 s steps taking 4 s), and
+    neither the mean nor the median survives a burst that covers half of them; the quartile still keeps the
+    run's own variation between steps, which the minimum would not."""
 
     def __init__(self, folder: Path, stage: str, cfg, warmup: int, steps: int, limit: float):
         folder.mkdir(parents=True, exist_ok=True)
@@ -84,7 +86,9 @@ class StepClock(RunRecord):
 
     @property
     def seconds_per_step(self) -> float:
-        return statistics.median(self.durations)
+        if len(self.durations) == 1:
+            return self.durations[0]
+        return statistics.quantiles(self.durations, n=4, method="inclusive")[0]
 
 
 def sample(ds: ImageSet, images: int) -> ImageSet:
@@ -264,7 +268,7 @@ def time_study(study: Study, warmup: int, steps: int, limit: float, echo=print) 
             timed[conf.key] = projection.Timed(conf.label, conf.stage, [s.name for s in conf.runs], rate, epochs,
                                                note=fact.get("note", ""))
             steps = fact.get("steps", [])
-            echo(f"{head}: " + (f"{rate:.2f} s/epoch, the median of {len(steps)} steps ({min(steps):.2f} to "
+            echo(f"{head}: " + (f"{rate:.2f} s/epoch, the lower quartile of {len(steps)} steps ({min(steps):.2f} to "
                                 f"{max(steps):.2f} s a step)" if rate is not None else f"not timed ({fact['note']})")
                  + f"; timed in {time.perf_counter() - started:.0f} s")
         device = timer.device or "cpu"
