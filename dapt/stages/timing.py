@@ -188,8 +188,8 @@ class Timer:
         timed_cfg = dataclasses.replace(cfg, **values)
         if spec.stage == "distill" and cfg.teacher:
             facts["per_image"] = self.teacher_rate(timed_cfg, small)
-        clock = StepClock(Path(timed_cfg.run_dir), spec.stage, timed_cfg, min(self.warmup, batches - 1),
-                          self.steps, self.limit)
+        warmup = min(self.warmup, batches - 1)  # the sample is one epoch: the clock stops before its evaluation
+        clock = StepClock(Path(timed_cfg.run_dir), spec.stage, timed_cfg, warmup, batches - warmup, self.limit)
         self.device = self.device or device_name(Placement.of(timed_cfg).device)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the stages' own lines: a timing prints its table
