@@ -17,7 +17,6 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dapt.core.files import atomic_write_json, read_json, repo_root
 from dapt.core.records import BOOKKEEPING
