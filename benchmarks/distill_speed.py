@@ -35,7 +35,6 @@ in one invocation only.
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import sys
 import tempfile
@@ -49,8 +48,8 @@ from dapt.distillers import DISTILLERS
 from dapt.core.errors import DaptError
 from dapt.models import MODELS
 from dapt.core.records import RunRecord
-from dapt.core.files import read_json
 from dapt.stages.teacher import train_teacher
+from dapt.stages.timing import copy_teacher
 from dapt.training.loop import load_data
 
 # Per-epoch evaluation settings of every run (the final evaluation always uses all test images).
@@ -67,18 +66,6 @@ def run_stage(stage: str, values: dict, folder: Path, ds) -> tuple[float, float,
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     record.finish()
     return wall, cpu, record.metrics
-
-
-def copy_teacher(source: Path, folder: Path) -> dict:
-    """The finished teacher run ``source`` (its weights and record only) in ``folder``; its metrics."""
-    metrics = read_json(source / "metrics.json")
-    if metrics is None or metrics.get("status") != "done" or not (source / "model.pt").is_file():
-        raise DaptError(f"--teacher {source.as_posix()}: not a finished teacher run (it needs metrics.json with "
-                        f"status done and model.pt); train one with dapt run, or leave --teacher out")
-    folder.mkdir(parents=True)
-    for name in ("metrics.json", "model.pt"):
-        shutil.copy2(source / name, folder / name)
-    return metrics
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, epochs: int) -> None:

@@ -30,18 +30,16 @@ import argparse
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # distill_speed, beside this file
 
-from distill_speed import EVALUATION, add_run_arguments, copy_teacher, run_stage  # noqa: E402
+from distill_speed import EVALUATION, add_run_arguments, run_stage  # noqa: E402
 
 from dapt.core.errors import DaptError  # noqa: E402
 from dapt.distillers import DISTILLERS, needs_features, needs_teacher  # noqa: E402
 from dapt.pipeline import config  # noqa: E402
-from dapt.stages.distill import placed_teacher, teacher_outputs, training_views  # noqa: E402
-from dapt.training.device import Placement  # noqa: E402
+from dapt.stages.timing import copy_teacher, teacher_pass  # noqa: E402
 from dapt.training.loop import load_data  # noqa: E402
 
 STUDENTS = ["kd", "crd", "srrl", "align_uniform"]
@@ -77,17 +75,6 @@ def ways(args: argparse.Namespace, teacher: str) -> dict[str, dict[str, dict]]:
     }
 
 
-def teacher_pass(values: dict, ds) -> float:
-    """Seconds of what the first shared student's run computes of its teacher (``stages.distill``'s own steps):
-    the test-set outputs and the targets on every view, written to the teacher run's cache."""
-    cfg = config.validate(config.DistillConfig, values, where="benchmark teacher pass")
-    wall = time.perf_counter()
-    teacher, meta = placed_teacher(cfg, ds, Placement.of(cfg))  # on the device and in the memory format of a run
-    views, diff_views = training_views(cfg, len(ds.train_y))
-    teacher_outputs(cfg, ds, teacher, meta, views, diff_views, needs_targets=True)
-    return time.perf_counter() - wall
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so the temporary folder is removed
@@ -116,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             # benchmark (other tenants, clocks) moves all three alike
             results: dict[str, dict[str, tuple[float, float, dict]]] = {way: {} for way in WAYS}
             # a seed draws its own views, so each seed's students share a teacher pass of their own
-            seconds = sum(teacher_pass(values, ds) for values in list(plan["shared"].values())[:args.seeds])
+            seconds = sum(teacher_pass(config.validate(config.DistillConfig, values, where="benchmark teacher pass"), ds)
+                          for values in list(plan["shared"].values())[:args.seeds])
             results["shared"]["teacher pass"] = (seconds, seconds, {})
             for turn in zip(*(plan[way].items() for way in WAYS)):
                 for way, (name, values) in zip(WAYS, turn):

@@ -31,6 +31,15 @@ interrupted and keeps its partial notebook.
 one as soon as every run it needs is done (a teacher before its students), with the same
 records, skips and statuses; on a local Ray instance, or on a running cluster (--address) whose
 nodes share runs/ and the repository checkout with this machine at the same path (docs/scale.md).
+
+--timing runs nothing of the study: it times one epoch of each configuration (the runs equal but for their
+seed) with the real stage code and the study's params (--set device=cuda times it on a GPU): a few warm-up
+steps, then up to 10 steps or 8 s on a sample of the images, scaled to the run's steps per epoch, with the
+teacher-cache pass a student needs (a teacher not trained yet is timed at random weights), in a temporary
+folder: nothing is written under runs/. It prints per configuration s/epoch, epochs and the projected time,
+the study's total, and the wall time under --executor ray with --parallel N runs at once (default: this
+machine's CPUs / --cpus-per-run). The timing is kept in .dapt-cache/timing/<study>.json; --dry-run then shows
+each matching run's projected time (docs/performance.md).
 """
 
 
@@ -73,10 +82,41 @@ def _executor(args: argparse.Namespace) -> dict:
                                     args.gpus_per_run or 0.0)}
 
 
+def _timing(args: argparse.Namespace) -> int:
+    """``dapt run FILE --timing``: ``python -m dapt.stages.timing`` in a child process, its lines echoed as they
+    come. A child, because the command line may not import the training code (tests/test_layers.py), and the
+    torch it loads then stays out of this process."""
+    import subprocess
+    from pathlib import Path
+
+    import dapt
+    from dapt.core.progress import RECORDED
+
+    if args.dry_run or args.only or args.force or args.resume or args.keep_going:
+        raise DaptError("--timing runs nothing of the study, so it takes none of --dry-run, --only, --force, "
+                        "--resume, --keep-going; give it alone (with --set, --parallel, --cpus-per-run)")
+    if world_size() > 1:
+        raise DaptError("--timing times the study in one process: start `dapt run FILE --timing` without torchrun")
+    parallel = args.parallel or max(1, int((os.cpu_count() or 1) // (args.cpus_per_run or 1.0)))
+    command = [sys.executable, "-m", "dapt.stages.timing", args.file, "--parallel", str(parallel),
+               *(f"--set={item}" for item in args.set or [])]
+    package_root = str(Path(dapt.__file__).resolve().parents[1])  # the child imports this very dapt
+    env = {**os.environ, **RECORDED,  # no progress bars in the child: its lines are the output
+           "PYTHONPATH": os.pathsep.join([package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as child:
+        for line in child.stdout:
+            print(line, end="", flush=True)
+    return child.returncode
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from dapt.pipeline.runner import dry_run, run_study
     from dapt.pipeline.study import load_study, parse_overrides
 
+    if args.timing:
+        return _timing(args)
+    if args.parallel is not None:
+        raise DaptError("--parallel is an option of --timing (the runs at once it projects for); add --timing")
     executor = _executor(args)
     study = load_study(args.file, parse_overrides(args.set))
     if args.dry_run:
@@ -286,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --executor ray: CPUs each run reserves, and the threads its torch uses (default 1)")
     run.add_argument("--gpus-per-run", type=float, metavar="N",
                      help="with --executor ray: GPUs each run reserves (default 0; a fraction such as 0.5 shares one)")
+    run.add_argument("--timing", action="store_true",
+                     help="execute nothing: time one epoch of each configuration and print the projected time of "
+                          "the study, one run after the other and with --executor ray (see above)")
+    run.add_argument("--parallel", type=int, metavar="N",
+                     help="with --timing: runs at once in the --executor ray projection (default: the CPUs / "
+                          "--cpus-per-run)")
     run.set_defaults(func=_cmd_run)
 
     status = sub.add_parser("status", help="show the state of each run of a params file",

@@ -124,6 +124,10 @@ class RunRecord:
         record.setdefault("precision", {}).update({role: value for role, value in precision.items() if value})
         self.save()
 
+    def step_done(self) -> None:
+        """Called by the training loop after each optimizer step. A run's record keeps nothing per step; the
+        record ``dapt run --timing`` trains with (``dapt.stages.timing``) takes its clock here."""
+
     def log_epoch(self, entry: Mapping[str, Any]) -> None:
         self.metrics["history"].append(dict(entry))
         self.save()

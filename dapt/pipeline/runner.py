@@ -32,6 +32,7 @@ from dapt.core.progress import RECORDED
 from dapt.core.ranks import DDP_STAGES, is_main, world_size
 from dapt.core.records import BOOKKEEPING, RUNS_DIR, mark_status
 from dapt.core.files import atomic_write_text, read_json, read_yaml, repo_root
+from dapt.pipeline import projection
 from dapt.pipeline.footprint import check_fits
 from dapt.pipeline.schedule import Outcome, Schedule
 from dapt.pipeline.study import RunSpec, Study
@@ -125,6 +126,7 @@ def dry_run(study: Study, force: bool = False, only: list[str] | None = None,
     echo(f"study {study.name} ({study.source}): {len(runs)} runs, nothing executed (--dry-run)")
     will_run: set[str] = set()
     width = name_width(runs)
+    projected = projection.projected_lines(study, projection.load(study.name))  # from `dapt run --timing`
     for spec in runs:
         state = run_state(spec)
         if state.status in ("done", "report-only") and not state.same_params and not force:
@@ -139,6 +141,8 @@ def dry_run(study: Study, force: bool = False, only: list[str] | None = None,
         values = ", ".join(f"{key}={value!r}" for key, value in spec.injected.items()
                            if key not in ("run_dir", "study_description"))
         echo(f"  {'':<{width}} {values or '(stage defaults)'}")
+        if spec.name in projected:
+            echo(f"  {'':<{width}} {projected[spec.name]}")
 
 
 def _check_writable(folder: Path) -> None:

@@ -4,5 +4,6 @@ parameters cell.
 
 Imports everything below it (``training``, ``analysis``, ``plots``, ``data``, ``models``,
 ``distillers``, ``core``) and ``pipeline.config`` (the params schema). No stage imports another;
-``generate`` imports its two generators.
+``generate`` imports its two generators, and ``timing`` (``dapt run --timing``, with ``pipeline.study`` and
+``pipeline.projection``) trains the teacher and distill stages briefly to time them.
 """

@@ -284,6 +284,7 @@ def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.I
             for key in parts:
                 totals["parts"][key] = totals["parts"].get(key, 0.0) + sums[key]
             bar.update(1)
+            record.step_done()
             bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {value:.3f}", refresh=False)
             if cfg.checkpoint_every and step < steps and (epoch * steps + step) % cfg.checkpoint_every == 0:
                 save_resume_state(epoch, step, totals, augment_generator)
