@@ -7,13 +7,19 @@ The rule asks whether the best A of its ``claim`` reaches B: for ``pre-training`
 the best student on generated images against as many ideal ones. In each student group it reads one
 comparison, the report's answer for the claim (``compare.best_of``): among the claim's comparisons with a p
 whose runs were recorded alike (those marked ``mixed_provenance`` are skipped), the one whose A has the
-highest mean test accuracy. With its gap d = A − B in points, its verdict on the Welch p Holm-adjusted over
-the study's comparisons (``compare``) and w = ``within_pt``:
+highest mean test accuracy. With its gap d = A − B in points, d's 95% Welch interval [lo, hi], its verdict on
+the Welch p Holm-adjusted over the study's comparisons (``compare``) and w = ``within_pt``:
 
-1. **holds**: d > −w and A is not lower beyond seed noise (higher, or within it);
-2. **fails**: A is lower beyond seed noise and d < −w;
-3. **cannot tell**: otherwise (within seed noise with d ≤ −w, or lower beyond it with d ≥ −w); the report
-   says which gap these seeds detect (``Welch.mde_pt``).
+1. **holds**: lo > −w: A is less than w points below B, or above it, at 95% confidence (non-inferiority
+   within the margin; a gap lower beyond seed noise but smaller than w holds too);
+2. **fails**: hi < −w and A is lower beyond seed noise after Holm: more than w points below, at 95%
+   confidence, and a gap the study's correction keeps;
+3. **cannot tell**: otherwise; the report states the interval, and the gap these seeds detect
+   (``Welch.mde_pt``).
+
+"Within w" is decided on the interval, not on a gap merely within seed noise: with three seeds a side a gap
+within noise can hide several points, and a rule that took it for "within w" would call the claim held
+whenever the seeds are too few to tell.
 """
 from __future__ import annotations
 
@@ -42,9 +48,9 @@ class Outcome:
 
 def outcome(w: Welch, within_pt: float) -> int:
     """Which outcome a judged comparison fires under a margin of ``within_pt`` points."""
-    if w.gap_pt > -within_pt and w.direction != "lower":
+    if w.ci_low_pt > -within_pt:
         return HOLDS
-    if w.direction == "lower" and w.gap_pt < -within_pt:
+    if w.ci_high_pt < -within_pt and w.direction == "lower":
         return FAILS
     return CANNOT_TELL
 

@@ -263,8 +263,9 @@ def decision_lines(summary: Summary, decision: Optional[Mapping[str, Any]]) -> l
     rule = f"Decision rule ({claim}, within {within:g} point{'s' * (within != 1)}; written before the study ran)"
     lines = []
     for o in decide(summary, decision):
-        detected = (f" (they detect a gap of {o.detectable_pt:.1f} points)"
-                    if o.fired == CANNOT_TELL and o.comparison.welch.direction != "within" else "")
+        lower = o.comparison.welch.direction == "lower"
+        detected = (f" (they detect a gap of {o.detectable_pt:.1f} points)" if o.fired == CANNOT_TELL and lower
+                    else " (lower, but by less than the margin)" if o.fired == HOLDS and lower else "")
         lines.append(f"{rule}: ({o.fired}) fired for {o.comparison.group}: {reading(o.comparison)}; "
                      f"{OUTCOMES[o.fired]}{detected}.")
     if not lines:
