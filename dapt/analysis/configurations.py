@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from dapt.core.provenance import UNKNOWN
-from dapt.core.records import BOOKKEEPING
+from dapt.core.records import NOT_CONFIGURATION
 
-IGNORED = ("seed", "run_dir", "data_root", "download", *BOOKKEEPING)
 # best_eval_acc and teacher_eval_acc: runs recorded before the validation set, on a subset of the test set
 METRICS = ("test_acc", "best_val_acc", "agreement", "agreement_teacher_right", "agreement_teacher_wrong", "kl",
            "ece", "cka", "teacher_test_acc", "teacher_run_test_acc", "teacher_val_acc", "best_eval_acc",
@@ -36,7 +35,7 @@ def _hashable(value: Any) -> Any:
 
 
 def configuration_keys(rows: list[dict[str, Any]]) -> dict[str, tuple]:
-    """Run name → its configuration: the stage and every parameter but the ``IGNORED`` ones, a reference
+    """Run name → its configuration: the stage and every parameter but the ``NOT_CONFIGURATION`` ones, a reference
     to a run of the rows (a value naming its folder, ``runs/<study>/<run>``) replaced by that run's
     configuration. A row without recorded params is its own."""
     by_folder = {Path(str(r["folder"])).parts[-2:]: r for r in rows if r.get("folder")}
@@ -50,7 +49,7 @@ def configuration_keys(rows: list[dict[str, Any]]) -> dict[str, tuple]:
             return keys.setdefault(row["run"], ("run", row["run"]))
         items = []
         for name, value in sorted(params.items()):
-            if name in IGNORED:
+            if name in NOT_CONFIGURATION:
                 continue
             target = by_folder.get(Path(value).parts[-2:]) if isinstance(value, str) and value else None
             if target is not None and target["run"] not in visiting:

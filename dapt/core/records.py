@@ -33,6 +33,9 @@ STATUSES = ("running", "done", "failed", "interrupted")
 # change its text, not a number: a report recorded before its study stated a rule is not a changed run.
 BOOKKEEPING = ("resume", "wandb", "wandb_project", "wandb_entity", "checkpoint_every", "device", "cache_features",
                "study_description", "study_decision")
+# What a run's configuration is not: its seed, where it reads and writes, and the bookkeeping. Runs equal in every
+# other resolved parameter are one configuration (the report's groups over seeds, `dapt run --timing`'s rows).
+NOT_CONFIGURATION = ("seed", "run_dir", "data_root", "download", *BOOKKEEPING)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # File systems hold names of 255 bytes; the temp files beside a run's records add about 40 to its name's files.
 MAX_NAME = 200
@@ -116,7 +119,7 @@ class RunRecord:
         number of threads sums in another order, so its numbers differ in the last digits and drift from there),
         and the resolved precision of each role (``student``, ``teacher``, ``generator``: ``float32``,
         ``bfloat16``, ``float16``)."""
-        record = self.metrics.setdefault("provenance", provenance.collect())
+        record = self.metrics.setdefault("provenance", provenance.collect())  # a record made without start
         if device is not None:
             record.update(device=device, device_name=device_name or provenance.cpu_model())
         if threads is not None:

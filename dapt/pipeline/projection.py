@@ -6,7 +6,7 @@ No torch here: the measuring happens in the child process ``python -m dapt.stage
 groups runs, does the arithmetic and keeps the file.
 
 A configuration is the runs of a study equal in every resolved parameter but ``seed`` and the keys that
-do not change what a run computes (``IGNORED``, as ``dapt.analysis.configurations`` groups them); a
+do not change what a run computes (``NOT_CONFIGURATION``, as ``dapt.analysis.configurations`` groups them); a
 reference to another run counts as that run's configuration, so the students of per-seed teachers group.
 A timing is stored under ``.dapt-cache/timing/<study>.json`` (git-ignored, never under ``runs/``), keyed by
 a digest of each configuration's parameters, so a dry run matches it only while the values are the same.
@@ -19,10 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dapt.core.files import atomic_write_json, read_json, repo_root
-from dapt.core.records import BOOKKEEPING
+from dapt.core.records import NOT_CONFIGURATION
 from dapt.pipeline.study import RunSpec, Study
 
-IGNORED = ("seed", "run_dir", "data_root", "download", *BOOKKEEPING)
 TIMING_DIR = Path(".dapt-cache") / "timing"
 
 
@@ -30,7 +29,7 @@ TIMING_DIR = Path(".dapt-cache") / "timing"
 class Configuration:
     """The runs of a study that are one configuration; ``runs`` in the study's order, the first one timed."""
 
-    key: str  # digest of the resolved parameters but IGNORED, references replaced by their configurations
+    key: str  # digest of the resolved parameters but NOT_CONFIGURATION, references replaced by their configurations
     stage: str
     runs: list[RunSpec]
 
@@ -48,7 +47,7 @@ def configurations(study: Study) -> list[Configuration]:
 
     def key(spec: RunSpec) -> str:
         if spec.name not in keys:  # runs are in dependency order, so a reference is keyed before its users
-            params = {k: v for k, v in spec.params.items() if k not in IGNORED}
+            params = {k: v for k, v in spec.params.items() if k not in NOT_CONFIGURATION}
             for name, value in params.items():
                 if isinstance(value, str) and value in by_folder and by_folder[value].name in spec.refs:
                     params[name] = {"run of configuration": key(by_folder[value])}
