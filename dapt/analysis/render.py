@@ -361,7 +361,7 @@ def _accuracies_line(summary: Summary) -> str:
     return f"Accuracies: final, on {images}; mean ± sample std over {_span(counts)} seeds per student configuration."
 
 
-def _budget_line(summary: Summary) -> str:
+def budget_line(summary: Summary) -> str:
     b = summary.budget
     if b.epochs is None:
         return "Budget: the students' epochs are not recorded."
@@ -383,7 +383,7 @@ def _not_judged(summary: Summary, runs: list[str]) -> str:
         frozenset(evaluations), "fewer than two evaluated epochs")
 
 
-def _plateau_line(summary: Summary) -> str:
+def plateau_line(summary: Summary) -> str:
     """Every student configuration counted: those still improving (or plateaued), and those not judged, named."""
     total = len(summary.students)
     rising = summary.still_improving()
@@ -418,7 +418,7 @@ def headroom_lines(summary: Summary) -> list[str]:
 
 def budget_lines(summary: Summary) -> list[str]:
     """What the study's budget and setting can and cannot show."""
-    lines = [_accuracies_line(summary), _budget_line(summary), _plateau_line(summary)]
+    lines = [_accuracies_line(summary), budget_line(summary), plateau_line(summary)]
     untested: dict[str, list[str]] = {}
     for group, claim in summary.untested:
         untested.setdefault(claim, []).append(group)

@@ -1,6 +1,7 @@
 """The generated blocks of README.md and docs/*.md: each committed study's results block
-(``dapt report runs/<study> --markdown``) and the reference of every stage parameter, written from the
-params fields, so ``dapt params`` and the docs agree by construction. ``dapt docs`` rewrites them;
+(``dapt report runs/<study> --markdown``), what a study says on one claim (docs/claims.md,
+``dapt.analysis.claim_blocks``) and the reference of every stage parameter, written from the params
+fields, so ``dapt params`` and the docs agree by construction. ``dapt docs`` rewrites them;
 ``tests/test_docs.py`` fails when one differs.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from dapt.analysis.claim_blocks import claim_block, claim_blocks
 from dapt.analysis.results import block, readme_blocks
 from dapt.pipeline import config
 
@@ -52,8 +54,10 @@ def doc_pages(root: Path) -> list[Path]:
 
 def generated_blocks(text: str) -> list[tuple[str, str]]:
     """Every generated block of a page as (the block as the page shows it, the block generated now): the results
-    blocks (``dapt report runs/<study> --markdown``) and the parameters reference (``dapt params --markdown``)."""
+    blocks (``dapt report runs/<study> --markdown``), the claim blocks and the parameters reference (``dapt params
+    --markdown``)."""
     out = [(shown, block(folder)) for folder, shown in readme_blocks(text)]
+    out += [(shown, claim_block(folder, claim, each)) for folder, claim, each, shown in claim_blocks(text)]
     shown_params = re.findall(re.escape(PARAMS_OPEN) + ".*?" + re.escape(PARAMS_CLOSE), text, re.S)
     return out + [(shown, params_markdown()) for shown in shown_params]
 
