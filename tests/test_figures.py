@@ -124,7 +124,7 @@ def test_agreement_figure_of_the_ideal_study_tells_what_each_student_learned_fro
 
 
 @pytest.mark.parametrize("run", ["fashion_ideal/lite0_kd_ideal5x_s0", "fashion_ideal/lite2_ft",
-                                 "fashion_views/kd_k8_s0"])
+                                 "fashion_paper/lite0_kd_s0"])
 def test_training_curves_of_committed_runs_read_at_a_notebooks_width(run, tmp_path):
     metrics = json.loads((REPO / "runs" / run / "metrics.json").read_text())
     check_reads(run_plots.training_curves(metrics), tmp_path, run.replace("/", "_"))
