@@ -190,3 +190,23 @@ def wrap(module: nn.Module, *, sync_buffers: bool = True, static_graph: bool = F
     return nn.parallel.DistributedDataParallel(
         module, device_ids=[device] if device.type == "cuda" else None, forward_sync_buffers=sync_buffers,
         static_graph=static_graph)
+
+
+@torch.no_grad()
+def share_from_main(module: nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank, as DDP starts a module it wraps: for a module called
+    outside DDP, whose gradients ``average_gradients`` averages."""
+    if active():
+        for tensor in (*module.parameters(), *module.buffers()):
+            dist.broadcast(tensor, src=0)
+
+
+def average_gradients(module: nn.Module) -> None:
+    """Each gradient of ``module`` averaged over the ranks after backward, as DDP averages those of a module it
+    wraps (each rank's divided by the ranks, then summed: DDP's order of operations). Every rank computed the
+    same graph, so each holds the same gradients to exchange, in the same order."""
+    if active():
+        for parameter in module.parameters():
+            if parameter.grad is not None:
+                parameter.grad.div_(dist.get_world_size())
+                dist.all_reduce(parameter.grad)
