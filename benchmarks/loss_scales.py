@@ -106,7 +106,7 @@ def probe(cfg, ds, batches_: int) -> dict:
 
 
 def train(cfg, ds, every: int, clip: float | None, stop_after: int | None = None) -> dict:
-    """The ``dapt run`` training loop (``dapt.training.loop._fit``), instrumented; returns the log.
+    """The ``dapt run`` training loop (``dapt.training.trainer.Trainer.fit``), instrumented; returns the log.
     ``stop_after`` epochs: only the first epochs of the ``cfg.epochs`` schedule (then no final test)."""
     student, distiller, views, targets = build(cfg, ds)
     groups = [{"params": list(student.parameters()) + list(distiller.parameters()), "lr": cfg.lr}]

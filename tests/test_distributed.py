@@ -2,8 +2,8 @@
 
 ``test_crd_step_*`` spawns two real processes that take one CRD training step each on their half of
 the same global batches: the memory banks must be identical on both ranks and equal one process's on
-the whole batch, and DDP must average the projectors' gradients into one process's. The slow test
-runs a real study under ``torchrun --nproc_per_node=2`` and a single-process run of it.
+the whole batch, and ``average_gradients`` must average the projectors' gradients into one process's.
+The slow test runs a real study under ``torchrun --nproc_per_node=2`` and a single-process run of it.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def crd_steps(out: Path) -> None:
     labels = torch.arange(N) % CLASSES
     settings = DistillerSettings(crd_k=6, proj_dim=8, projector="mocov2")
     crd = build_distiller("crd", settings, s_dim=S_DIM, t_dim=T_DIM, num_classes=CLASSES, train_labels=labels, seed=3)
-    step = distributed.wrap(crd, sync_buffers=False, static_graph=True)
+    distributed.share_from_main(crd)  # as the student trainer does: the distiller is called outside DDP
     data = torch.Generator().manual_seed(1)
     s_all, t_all = torch.randn(N, S_DIM, generator=data), torch.randn(N, T_DIM, generator=data)
     logits_all = torch.randn(N, CLASSES, generator=data)
@@ -47,9 +47,10 @@ def crd_steps(out: Path) -> None:
     for _ in range(STEPS):
         index = distributed.shard(torch.randperm(N, generator=data)[:BATCH])
         crd.zero_grad()
-        loss, _ = step(s_all[index], logits_all[index], labels[index], t_feat=t_all[index],
-                       t_logits=logits_all[index].flip(1), index=index)
+        loss, _ = crd(s_all[index], logits_all[index], labels[index], t_feat=t_all[index],
+                      t_logits=logits_all[index].flip(1), index=index)
         loss.backward()
+        distributed.average_gradients(crd)
         losses.append(float(distributed.mean_across(loss.detach())))
     memory = crd.criterion.memory
     torch.save({"bank_student": memory.bank_student, "bank_teacher": memory.bank_teacher, "z": memory.z_student,
@@ -89,7 +90,7 @@ def test_crd_loss_and_gradients_of_two_ranks_equal_one_process(crd_results):
     assert rank0["losses"] == rank1["losses"]
     torch.testing.assert_close(torch.tensor(rank0["losses"]), torch.tensor(alone["losses"]), rtol=1e-5, atol=1e-6)
     assert rank0["grads"].keys() == alone["grads"].keys() and alone["grads"]
-    for name, grad in alone["grads"].items():  # DDP averaged the projectors' gradients
+    for name, grad in alone["grads"].items():  # average_gradients averaged the projectors' gradients
         torch.testing.assert_close(rank0["grads"][name], rank1["grads"][name], rtol=0, atol=0)
         torch.testing.assert_close(rank0["grads"][name], grad, rtol=1e-4, atol=1e-6)
 

@@ -43,7 +43,7 @@ def test_linear_probe_changes_only_the_head_and_keeps_bn_statistics(tmp_path, di
 
 def test_fine_tune_trains_head_at_ten_times_the_body_lr(tmp_path, digits, monkeypatch):
     seen = {}
-    import dapt.training.loop as T
+    import dapt.training.trainer as T
 
     real = T.build_optimizer
 
@@ -64,7 +64,7 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, digits, monkey
     straight = teacher_cfg(tmp_path, epochs=2, run_dir=str(tmp_path / "straight"))
     full = train_teacher(straight, digits, runs.RunRecord.start(straight.run_dir, "teacher", config.as_dict(straight)))
 
-    import dapt.training.loop as T
+    import dapt.training.trainer as T
 
     real_save = T.atomic_save
 
@@ -94,7 +94,7 @@ def test_resume_from_a_mid_epoch_checkpoint_matches_the_uninterrupted_run(tmp_pa
     epoch's remaining batches, its augmentation stream, dropout's global RNG, optimizer, scheduler and
     the epoch's running sums all continue, so weights and history equal a run never interrupted
     (which wrote no mid-epoch checkpoints: checkpointing itself changes nothing)."""
-    import dapt.training.loop as T
+    import dapt.training.trainer as T
 
     def cfg(name, **values):  # MobileNetV2: dropout in the head; augment: the teacher's generator is used
         return teacher_cfg(tmp_path, model="mobilenet_v2", epochs=2, run_dir=str(tmp_path / name), **values)
@@ -186,6 +186,41 @@ def test_distill_checks_the_teacher_and_leaves_it_untouched(tmp_path, digits):
     model_file.unlink()  # a fresh clone holds the report of a teacher run, not its checkpoint
     with pytest.raises(DaptError, match="no model.pt .*train it first"):
         load_teacher(cfg.run_dir, digits)
+
+
+def test_a_notebook_cell_is_five_calls_from_a_distillers_loss(tmp_path, digits, monkeypatch):
+    """The distill notebook's cell calls ``distill.distill``; from that call to the distiller's ``losses`` is at most
+    5 calls, counted on the real stack of a training step. torch's ``nn.Module.__call__`` frames are left out: they
+    dispatch a module call to its ``forward``, they are not a function a reader follows. The distiller is called
+    directly, not through a DDP wrapper, so several processes take the same path."""
+    import sys
+
+    from dapt.distillers.none import LabelsOnly
+    from dapt.stages import distill as stage
+
+    class Measured(Exception):
+        pass
+
+    chains, module_call = [], torch.nn.modules.module.__file__
+
+    def losses(self, *args):  # stands for LabelsOnly.losses: its own frame is the chain's last
+        frame, names = sys._getframe(), []
+        while frame is not None and frame.f_code is not stage.distill.__code__:
+            if frame.f_code.co_filename != module_call:
+                names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        chains.append(["distill", *reversed(names)] if frame is not None else names)
+        raise Measured  # one step is enough
+
+    monkeypatch.setattr(LabelsOnly, "losses", losses)
+    cfg = config.validate(config.DistillConfig, {
+        "dataset": "digits", "image_size": 16, "train_subset": 200, "epochs": 1, "batch_size": 50,
+        "student": "resnet18", "distiller": "none", "run_dir": str(tmp_path / "student")})
+    with pytest.raises(Measured):
+        stage.distill(cfg, digits, runs.RunRecord.start(cfg.run_dir, "distill", config.as_dict(cfg)))
+    chain = chains[0]
+    assert chain[0] == "distill" and chain[-1] == "losses", f"losses was not reached from distill: {chain}"
+    assert len(chain) <= 5, f"{len(chain)} calls from the notebook cell to the loss: " + " → ".join(chain)
 
 
 def test_precise_bn_sets_the_plain_average_and_spares_frozen_layers():

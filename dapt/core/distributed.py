@@ -7,9 +7,10 @@ runner names it in ``DAPT_DDP_GROUP``; all groups live in the one store at
 Rank 0 writes every record; the other ranks compute and write nothing under ``runs/``.
 
 Data parallelism keeps the single-process run's *global* batch: every rank takes its contiguous
-slice of each global batch (``shard``), DDP averages the gradients of equal slices, which is the
-gradient of the global batch's mean loss; epoch sums are reduced across ranks (``sum_across``).
-BatchNorm is the exception: each rank normalises its slice with its own statistics.
+slice of each global batch (``shard``), DDP averages the gradients of equal slices (``wrap``; for a
+module called outside DDP, ``average_gradients``), which is the gradient of the global batch's mean
+loss; epoch sums are reduced across ranks (``sum_across``). BatchNorm is the exception: each rank
+normalises its slice with its own statistics.
 
 Without ``WORLD_SIZE`` > 1 every helper here is the identity and nothing is initialised.
 """
@@ -176,17 +177,33 @@ class FeaturesAndLogits(nn.Module):
         return self.net.forward_features(x)
 
 
-def wrap(module: nn.Module, *, sync_buffers: bool = True, static_graph: bool = False) -> nn.Module:
+def wrap(module: nn.Module) -> nn.Module:
     """``module`` in DDP when distributed and it has trainable parameters; else ``module`` itself.
 
-    DDP broadcasts rank 0's parameters and buffers now (all ranks start alike) and averages gradients in
-    backward; with ``sync_buffers`` also rank 0's buffers (BatchNorm running statistics) at every forward.
-    ``static_graph``: the same parameters take part in every step, some perhaps in none (a loss term
-    weighted 0); DDP learns which on the first step instead of searching the graph at each.
+    DDP broadcasts rank 0's parameters and buffers now (all ranks start alike), rank 0's buffers (BatchNorm
+    running statistics) again at every forward, and averages the gradients in backward.
     """
     if not active() or not any(p.requires_grad for p in module.parameters()):
         return module
     device = next(module.parameters()).device
-    return nn.parallel.DistributedDataParallel(
-        module, device_ids=[device] if device.type == "cuda" else None, forward_sync_buffers=sync_buffers,
-        static_graph=static_graph)
+    return nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+
+
+@torch.no_grad()
+def share_from_main(module: nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank, as DDP starts a module it wraps: for a module called
+    outside DDP, whose gradients ``average_gradients`` averages."""
+    if active():
+        for tensor in (*module.parameters(), *module.buffers()):
+            dist.broadcast(tensor, src=0)
+
+
+def average_gradients(module: nn.Module) -> None:
+    """Each gradient of ``module`` averaged over the ranks after backward, as DDP averages those of a module it
+    wraps (each rank's divided by the ranks, then summed: DDP's order of operations). Every rank computed the
+    same graph, so each holds the same gradients to exchange, in the same order."""
+    if active():
+        for parameter in module.parameters():
+            if parameter.grad is not None:
+                parameter.grad.div_(dist.get_world_size())
+                dist.all_reduce(parameter.grad)

@@ -77,21 +77,28 @@ class Distiller(nn.Module):
                 t_logits: Tensor | None = None, index: Tensor | None = None
                 ) -> tuple[Tensor, dict[str, float]]:
         """Total loss of a batch and the float value of each weighted part (``{"ce": .., ...}``)."""
-        weighted = self.weigh(self.unweighted(s_feat, s_logits, y, t_feat, t_logits, index))
+        t_feat, t_logits = self._frozen_teacher(s_feat, s_logits, t_feat, t_logits, index)
+        weighted = self.weigh(self.losses(s_feat, s_logits, y, t_feat, t_logits, index))
         total = sum(weighted.values())
         return total, {term: float(value.detach()) for term, value in weighted.items()}
 
     def unweighted(self, s_feat: Tensor, s_logits: Tensor, y: Tensor, t_feat: Tensor | None = None,
                    t_logits: Tensor | None = None, index: Tensor | None = None) -> dict[str, Tensor]:
-        """``losses`` on checked inputs, the teacher's outputs detached (``forward`` weighs and sums
-        them; ``benchmarks/loss_scales.py`` measures each one's gradient)."""
+        """``losses`` as ``forward`` calls it, before weighing (``benchmarks/loss_scales.py`` measures each
+        term's gradient)."""
+        t_feat, t_logits = self._frozen_teacher(s_feat, s_logits, t_feat, t_logits, index)
+        return self.losses(s_feat, s_logits, y, t_feat, t_logits, index)
+
+    def _frozen_teacher(self, s_feat: Tensor, s_logits: Tensor, t_feat: Tensor | None, t_logits: Tensor | None,
+                        index: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """The teacher's outputs, checked against what this distiller needs, detached and in the student's
+        dtype: cached teacher outputs may be fp16, and the teacher never trains."""
         self._check_inputs(s_logits, t_feat, t_logits, index)
-        # Cached teacher outputs may be fp16; the teacher never trains, hence detach.
         if t_feat is not None:
             t_feat = t_feat.detach().to(s_feat.dtype)
         if t_logits is not None:
             t_logits = t_logits.detach().to(s_logits.dtype)
-        return self.losses(s_feat, s_logits, y, t_feat, t_logits, index)
+        return t_feat, t_logits
 
     def losses(self, s_feat: Tensor, s_logits: Tensor, y: Tensor, t_feat: Tensor | None,
                t_logits: Tensor | None, index: Tensor | None) -> dict[str, Tensor]:

@@ -10,13 +10,16 @@ With ``synthetic`` (a generate run) the training set is the real images followed
 sample of the generated ones (``synset_size`` 1x to 10x the real set); with ``diffaug`` every view
 is DiffAugmented after its crop/flip. Either way the student and the teacher see the same pixels,
 and every per-image structure (views, teacher cache, CRD memory banks) has one row per image.
+
+``StudentTrainer`` says what the shared ``Trainer`` trains; from the notebook's cell to the distiller's
+loss is ``distill`` → ``Trainer.fit`` → ``StudentTrainer.step`` → ``Distiller.forward`` → its ``losses``.
 """
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
@@ -36,7 +39,8 @@ from dapt.core.errors import DaptError
 from dapt.core.records import RunRecord
 from dapt.core.files import read_json, rel
 from dapt.training.teacher_cache import TeacherTargets, file_digest, outputs_on_images
-from dapt.training.loop import Trainee, model_meta, predict, prepare, subset_seed, train
+from dapt.training.loop import model_meta, predict, prepare, subset_seed
+from dapt.training.trainer import Trainer
 
 
 def view_count(cache_views: int | None, epochs: int) -> int:
@@ -110,26 +114,7 @@ def distill(cfg, ds: ImageSet, record: RunRecord) -> DistillResult:
     """Train ``cfg.student`` from random init with ``cfg.distiller`` from the teacher run ``cfg.teacher``,
     on ``ds``'s training images and, with ``cfg.synthetic``, the synthetic sample (``training_set``)."""
     ds = recorded_training_set(cfg, ds, record)
-    place = Placement.of(cfg)
-    training: Optional[StudentTraining] = None
-
-    def build() -> Trainee:
-        # ``train`` calls this right after seeding the global RNG; the student's initial weights, then the
-        # distiller's own layers, are drawn from it in this order, so the order is part of the results.
-        nonlocal training
-        teacher, teacher_meta = placed_teacher(cfg, ds, place)
-        student = build_student(cfg, ds, place)
-        distiller = distiller_for(cfg, ds, student, teacher, place)
-        views, diff_views = training_views(cfg, len(ds.train_y))
-        outputs = None
-        if teacher is not None:
-            outputs = teacher_outputs(cfg, ds, teacher, teacher_meta, views, diff_views, distiller.needs_teacher)
-            record_teacher(record, cfg, ds, outputs)
-        training = StudentTraining(cfg, ds, place, student, distiller, outputs, views, diff_views)
-        return training.trainee()
-
-    train(cfg, ds, record, build)
-    return training.result()
+    return StudentTrainer(cfg, ds, record).fit().result()
 
 
 def recorded_training_set(cfg, ds: ImageSet, record: RunRecord) -> ImageSet:
@@ -239,42 +224,40 @@ def record_teacher(record: RunRecord, cfg, ds: ImageSet, teacher: TeacherOutputs
     record.complete_provenance(teacher=teacher.precision)
 
 
-@dataclass
-class StudentTraining:
-    """The student's side of the fit loop: the ``Trainee`` callbacks (a training step, the per-epoch
-    and the final evaluation) over what the steps above built, and the outputs the notebook plots."""
+class StudentTrainer(Trainer):
+    """The student and the distiller's own layers, trained on the distiller's loss against the frozen
+    teacher's outputs; keeps both models' outputs on all test images for the notebook's plots."""
 
-    cfg: Any
-    ds: ImageSet
-    place: Placement
-    student: Net
-    distiller: Distiller
-    teacher: Optional[TeacherOutputs]
-    views: Views[AugmentParams]
-    diff_views: Optional[Views[DiffAugParams]]
-    # train accuracy on real and on synthetic images, over the epoch so far: [correct, seen] each
-    by_source: dict[str, list[int]] = field(default_factory=lambda: {"real": [0, 0], "synthetic": [0, 0]})
+    teacher: Optional[TeacherOutputs] = None  # None: a distiller that learns without a teacher
     student_logits: Optional[torch.Tensor] = None  # on all test images, after the last epoch
     student_features: Optional[torch.Tensor] = None
 
-    def __post_init__(self) -> None:
+    def build(self) -> None:
+        # ``fit`` calls this right after seeding the global RNG; the student's initial weights, then the
+        # distiller's own layers, are drawn from it in this order, so the order is part of the results.
+        cfg, ds, place = self.cfg, self.ds, self.place
+        teacher, teacher_meta = placed_teacher(cfg, ds, place)
+        self.model = self.student = student = build_student(cfg, ds, place)
+        self.distiller = distiller = distiller_for(cfg, ds, student, teacher, place)
+        self.views, self.diff_views = training_views(cfg, len(ds.train_y))
+        if teacher is not None:
+            self.teacher = teacher_outputs(cfg, ds, teacher, teacher_meta, self.views, self.diff_views,
+                                           distiller.needs_teacher)
+            record_teacher(self.record, cfg, ds, self.teacher)
         # the teacher's outputs on each training view (cached or live); None when the distiller learns without them
         self.targets = self.teacher.targets if self.teacher is not None else None
-        # Several processes: the calls go through DDP, which averages the gradients of the student and of the
-        # distiller's own parameters (projectors, CRD embeddings); CRD's banks sync themselves (crd.py).
-        self.student_step = distributed.wrap(distributed.FeaturesAndLogits(self.student))
-        self.distiller_step = distributed.wrap(self.distiller, sync_buffers=False, static_graph=True)
-
-    def trainee(self) -> Trainee:
-        """The student as ``train`` fits it: one parameter group of the student and the distiller's layers."""
-        cfg, student, distiller = self.cfg, self.student, self.distiller
-        meta = model_meta(cfg, self.ds, student, stage="distill", distiller=cfg.distiller)
-        groups = [{"params": list(student.parameters()) + list(distiller.parameters()), "lr": cfg.lr}]
-        return Trainee(student, meta, groups, {"student": student, "distiller": distiller},
-                       self.set_train_mode, self.step, self.evaluate, self.final, self.place)
+        self.meta = model_meta(cfg, ds, student, stage="distill", distiller=cfg.distiller)
+        self.param_groups = [{"params": list(student.parameters()) + list(distiller.parameters()), "lr": cfg.lr}]
+        self.resumable = {"student": student, "distiller": distiller}
+        # train accuracy on real and on synthetic images, over the epoch so far: [correct, seen] each
+        self.by_source = {"real": [0, 0], "synthetic": [0, 0]}
+        # Several processes: DDP averages the student's gradients; ``backward`` those of the distiller's own
+        # layers (projectors, CRD embeddings), which the step calls directly, not through a DDP wrapper, so
+        # that the distiller's loss stays a few calls from the notebook. CRD's banks sync themselves (crd.py).
+        self.student_step = distributed.wrap(distributed.FeaturesAndLogits(student))
+        distributed.share_from_main(distiller)
 
     def set_train_mode(self) -> None:
-        """At the start of every epoch."""
         self.student.train()
         self.distiller.train()
         for counts in self.by_source.values():
@@ -290,14 +273,23 @@ class StudentTraining:
         # the losses in float32 also under autocast (.float() of a float32 tensor is the tensor itself)
         s_feat, s_logits = s_feat.float(), s_logits.float()
         t_z, t_f = self.targets.get(view, index) if self.targets is not None else (None, None)
-        loss, parts = self.distiller_step(s_feat, s_logits, self.place.to_device(ds.train_y[index]), t_feat=t_f,
-                                          t_logits=t_z, index=index)
+        loss, parts = self.distiller(s_feat, s_logits, self.place.to_device(ds.train_y[index]), t_feat=t_f,
+                                     t_logits=t_z, index=index)
         if ds.n_synthetic:
-            right, synthetic = s_logits.detach().argmax(1).cpu() == ds.train_y[index], index >= ds.n_real
-            for source, rows in (("real", ~synthetic), ("synthetic", synthetic)):
-                self.by_source[source][0] += int(right[rows].sum())
-                self.by_source[source][1] += int(rows.sum())
+            self.count_by_source(index, s_logits)
         return loss, s_logits, parts
+
+    def count_by_source(self, index: torch.Tensor, s_logits: torch.Tensor) -> None:
+        """Add the batch's right answers to the epoch's train accuracy on real and on synthetic images."""
+        right, synthetic = s_logits.detach().argmax(1).cpu() == self.ds.train_y[index], index >= self.ds.n_real
+        for source, rows in (("real", ~synthetic), ("synthetic", synthetic)):
+            self.by_source[source][0] += int(right[rows].sum())
+            self.by_source[source][1] += int(rows.sum())
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """The gradients of ``loss``, several processes' averaged: the student's by DDP, the distiller's here."""
+        super().backward(loss)
+        distributed.average_gradients(self.distiller)
 
     def evaluate(self) -> dict:
         """After an evaluated epoch, on the validation images: accuracy, and agreement and KL with the teacher."""

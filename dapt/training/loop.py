@@ -1,36 +1,22 @@
-"""The one training skeleton every stage runs on: seed → build → optimizer/scheduler → tracker →
-record → fit → save → final evaluation.
+"""What the trainer and the stages share around a training loop: a run's data (``load_data``), the model
+file's meta, batches as the model takes them (``prepare``), shuffled epochs, the epochs that evaluate,
+frozen-model predictions (``predict``) and precise BatchNorm statistics.
 
-A stage (``teacher``, ``distill``) only says what it trains, as a ``Trainee``: the model, its
-parameter groups, one training step, the per-epoch evaluation (on the validation images: it
-chooses ``best.pt``) and the final one (on all test images, the only time the test set is read).
-Data stay uint8 tensors in memory; each batch is augmented on tensors, turned into floats in
-[0, 1] and handed to the model, which normalises it itself. Every epoch appends to the run's
-``metrics.json`` and writes ``last.pt`` (with ``checkpoint_every``, every N steps too), so
-``resume: true`` continues where a run stopped, also in the middle of an epoch.
+The loop itself is ``dapt.training.trainer``. Data stay uint8 tensors in memory; each batch is augmented
+on tensors, turned into floats in [0, 1] by ``prepare`` and handed to the model, which normalises it itself.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dapt.data import imageset as D
-from dapt.core import distributed
 from dapt.data.augment import augment
-from dapt.core.torch_files import atomic_save, safe_load
-from dapt.training.checkpoint import save_model
-from dapt.training.device import Placement, device_of, to_device
-from dapt.core.errors import DaptError
+from dapt.training.device import device_of, to_device
 from dapt.models.nets import Net
-from dapt.training.optim import build_optimizer, build_scheduler
-from dapt.core.records import RunRecord
-from dapt.core.progress import progress
-from dapt.core.tracking import Tracker
 
 
 def subset_seed(seed: int, subset_seed: int | None) -> int:
@@ -144,166 +130,8 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + stream)
 
 
-@dataclass
-class Trainee:
-    """What a stage trains, in the terms the skeleton needs."""
-
-    model: Net  # saved as model.pt (last epoch) and best.pt (best validation accuracy of the evaluated epochs)
-    meta: dict  # saved beside the weights: architecture, classes, dataset, image size, ...
-    param_groups: list[dict]
-    modules: dict[str, nn.Module]  # name -> module whose state last.pt keeps for resume
-    set_train_mode: Callable[[], None]
-    # (batch indices, epoch, augmentation generator) -> (loss, logits, weighted loss parts)
-    step: Callable[[torch.Tensor, int, torch.Generator], tuple[torch.Tensor, torch.Tensor, dict]]
-    # after each evaluated epoch (eval_every), on the validation images, never the test set: at least val_acc
-    evaluate: Callable[[], dict]
-    final: Callable[[], dict]  # after the last epoch, on all test images: the run's final numbers
-    # device, autocast and loss scaling of the steps; the stage moves its modules to place.device
-    place: Placement = field(default_factory=Placement)
-    # what the trained model is to the study, the key of its precision in the run's provenance
-    role: str = "student"
-
-
-def train(cfg, ds: D.ImageSet, record: RunRecord, build: Callable[[], Trainee]) -> Trainee:
-    """Seed, build the trainee, train it for ``cfg.epochs`` and record everything in ``record``.
-
-    ``ds`` holds the run's validation images (``load_data``): the evaluated epochs read them, the test set is
-    read once, by ``trainee.final()`` on the last epoch's model. The run stays ``running`` until the
-    notebook calls ``record.finish()`` after its figures; an exception marks it ``failed`` (``interrupted``
-    on Ctrl-C) and is re-raised.
-    """
-    with record.recording():
-        if ds.val_y is None:
-            raise DaptError(f"the {ds.name} images of this run hold no validation set, which the evaluated epochs "
-                            f"and best.pt read; load them with dapt.training.loop.load_data(cfg)")
-        distributed.check_batch_size(cfg.batch_size)
-        torch.manual_seed(cfg.seed)
-        trainee = build()
-        trainee.place.compile_model(trainee.model)
-        record.update(device=str(trainee.place.device))
-        record.complete_provenance(**trainee.place.describe(), **{trainee.role: trainee.place.precision})
-        optimizer = build_optimizer(cfg.optimizer, trainee.param_groups, cfg.lr, cfg.weight_decay)
-        steps = max(1, len(ds.train_y) // cfg.batch_size)
-        scheduler = build_scheduler(cfg.scheduler, optimizer, steps, cfg.epochs, cfg.step_size, cfg.step_gamma)
-        record.update(val_images=len(ds.val_y), val_source=ds.val_source, test_images=len(ds.test_y))
-        _fit(cfg, record, trainee, optimizer, scheduler, ds, record.tracker)  # the record finishes the tracker
-        if distributed.is_main():
-            save_model(record.path("model.pt"), trainee.model, trainee.meta)
-        record.update(**trainee.final())
-    return trainee
-
-
 def calibration_images(cfg, ds: D.ImageSet, epoch: int) -> torch.Tensor:
     """``cfg.precise_bn`` training images, augmented as in training, drawn afresh each epoch."""
     generator = epoch_generator(cfg.seed, epoch, stream=2)
     index = torch.randperm(len(ds.train_y), generator=generator)[:cfg.precise_bn]
     return augment(ds.train_x[index], generator) if cfg.augment else ds.train_x[index]
-
-
-def _resume_state(last_path, trainee: Trainee, optimizer, scheduler, record: RunRecord, steps: int) -> dict:
-    """Load ``last.pt`` into the trainee, optimizer, scheduler and global RNG; returns the checkpoint.
-
-    A mid-epoch checkpoint (``step`` > 0) also holds the epoch's running totals and the state of its
-    augmentation generator, which ``_fit`` picks up where they were.
-    """
-    state = safe_load(last_path, "resume checkpoint", "run it again without resume (--resume) to start afresh")
-    if int(state.get("steps_per_epoch", steps)) != steps:
-        raise DaptError(f"{last_path.as_posix()} was written with {state['steps_per_epoch']} steps per epoch, this run "
-                        f"has {steps}: its data or batch size changed; run it again without resume")
-    if any("test_acc" in entry for entry in state["history"]):
-        raise DaptError(f"{last_path.as_posix()} was written when the evaluated epochs read test images, this run "
-                        f"reads validation images; run it again without resume")
-    for name, module in trainee.modules.items():
-        module.load_state_dict(state["modules"][name])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    record.metrics["history"] = list(state["history"])
-    torch.set_rng_state(state["rng"])  # dropout and stochastic depth draw from the global stream
-    trainee.place.load_resume_state(state)
-    return state
-
-
-def _fit(cfg, record: RunRecord, trainee: Trainee, optimizer, scheduler, ds: D.ImageSet, tracker: Tracker) -> None:
-    """Run the epochs: train, evaluate, log, checkpoint; resumes from ``last.pt`` if asked.
-
-    ``last.pt`` is written at each epoch end and, with ``cfg.checkpoint_every = N``, after every N-th
-    training step as well; a run resumed from a mid-epoch checkpoint skips the batches already done
-    and continues with the very state an uninterrupted run had at that step.
-    """
-    train_y = ds.train_y
-    last_path = record.path("last.pt")
-    n = len(train_y)
-    steps = max(1, n // cfg.batch_size)
-    resumed: dict = {"epoch": 0, "step": 0, "best": -1.0, "best_epoch": 0}
-    if cfg.resume and last_path.is_file():
-        resumed = _resume_state(last_path, trainee, optimizer, scheduler, record, steps)
-    start_epoch, best, best_epoch = int(resumed["epoch"]), float(resumed["best"]), int(resumed["best_epoch"])
-    start_step = int(resumed.get("step", 0))
-    place = trainee.place
-
-    def save_resume_state(epoch_done: int, step: int, totals: dict, augment_generator: torch.Generator) -> None:
-        if not distributed.is_main():  # the totals are global sums, every rank holds the same state
-            return
-        state = {"epoch": epoch_done, "step": step, "steps_per_epoch": steps, "best": best, "best_epoch": best_epoch,
-                 "history": record.metrics["history"],
-                 "modules": {k: m.state_dict() for k, m in trainee.modules.items()},
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": torch.get_rng_state(), **place.resume_state()}
-        if step:  # in the middle of an epoch: where its sums and its augmentation stream stand
-            state.update(totals=totals, augment_rng=augment_generator.get_state())
-        atomic_save(state, last_path)
-
-    bar = progress(total=steps * cfg.epochs, initial=steps * start_epoch + start_step, desc=record.folder.name,
-                   unit="batch")
-    for epoch in range(start_epoch, cfg.epochs):
-        trainee.set_train_mode()
-        totals: dict = {"loss": 0.0, "correct": 0, "seen": 0, "parts": {}}
-        augment_generator = epoch_generator(cfg.seed, epoch, stream=1)
-        order = batches(n, cfg.batch_size, epoch_generator(cfg.seed, epoch))
-        done = start_step if epoch == start_epoch else 0
-        if done:
-            totals = {**resumed["totals"], "parts": dict(resumed["totals"]["parts"])}
-            augment_generator.set_state(resumed["augment_rng"])
-        for step, index in enumerate(order[done:], done + 1):
-            index = distributed.shard(index)  # several processes: this one's slice of the global batch
-            with place.autocast():
-                loss, logits, parts = trainee.step(index, epoch, augment_generator)
-            sums = distributed.sum_across({"loss": loss.item() * len(index), "seen": len(index),
-                                           "correct": (logits.argmax(1).cpu() == train_y[index]).sum().item(),
-                                           **{key: part * len(index) for key, part in parts.items()}})
-            value = sums["loss"] / sums["seen"]  # the global batch's: every rank stops alike on a bad one
-            if not math.isfinite(value):
-                raise FloatingPointError(f"training loss became {value} at epoch {epoch + 1}; lower lr")
-            optimizer.zero_grad(set_to_none=True)
-            place.backward(loss)
-            place.step(optimizer)
-            scheduler.step()
-            totals["loss"] += sums["loss"]
-            totals["correct"] += int(sums["correct"])
-            totals["seen"] += int(sums["seen"])
-            for key in parts:
-                totals["parts"][key] = totals["parts"].get(key, 0.0) + sums[key]
-            bar.update(1)
-            record.step_done()
-            bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {value:.3f}", refresh=False)
-            if cfg.checkpoint_every and step < steps and (epoch * steps + step) % cfg.checkpoint_every == 0:
-                save_resume_state(epoch, step, totals, augment_generator)
-        entry = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                 "train_loss": totals["loss"] / totals["seen"], "train_acc": totals["correct"] / totals["seen"]}
-        entry.update({f"loss_{k}": v / totals["seen"] for k, v in totals["parts"].items()})
-        if evaluates_after(epoch + 1, cfg):
-            if cfg.precise_bn:
-                recalibrate_batchnorm(trainee.model, calibration_images(cfg, ds, epoch), cfg.batch_size,
-                                      cfg.channels_last)
-            entry.update(trainee.evaluate())
-            if entry["val_acc"] > best:
-                best, best_epoch = entry["val_acc"], epoch + 1
-                if distributed.is_main():
-                    save_model(record.path("best.pt"), trainee.model, trainee.meta)
-            record.metrics.update(best_val_acc=best, best_epoch=best_epoch)
-        record.log_epoch(entry)  # one write of metrics.json per epoch
-        tracker.log(entry, step=epoch + 1)
-        bar.write(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in entry.items()
-                                                      if k not in ("epoch", "lr") and isinstance(v, float)))
-        save_resume_state(epoch + 1, 0, totals, augment_generator)
-    bar.close()
