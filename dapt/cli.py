@@ -371,9 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print Markdown instead; without STAGE, the reference docs/params.md embeds")
     params.set_defaults(func=_cmd_params)
 
-    docs = sub.add_parser("docs", help="regenerate the generated blocks of README.md and docs/*.md",
-                          description="Rewrite every results block (dapt report runs/<study> --markdown) and the "
-                                      "parameters reference (dapt params --markdown) in README.md and docs/*.md.")
+    docs = sub.add_parser("docs", help="regenerate the generated blocks of README.md, docs/*.md and the notebooks",
+                          description="Rewrite every results block (dapt report runs/<study> --markdown), the "
+                                      "parameters reference (dapt params --markdown) and the registry lists "
+                                      "(<!-- choices: stage.key -->) in README.md, docs/*.md and the notebooks' "
+                                      "markdown, and each stage notebook's parameters cell from the stage's fields.")
     docs.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is out of date")
     docs.set_defaults(func=_cmd_docs)
     return parser

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
-import papermill as pm
 import pytest
 import torch
 
@@ -18,18 +16,6 @@ from dapt.models.nets import create_model
 from dapt.training.optim import build_optimizer, build_scheduler
 from dapt.data.augment import make_views
 from dapt.training.teacher_cache import TeacherTargets
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.mark.parametrize("stage", list(config.STAGES))
-def test_notebook_parameters_cell_matches_the_stage_config(stage):
-    """The parameters cell and the dataclass must agree, key for key and default for default."""
-    cls = config.STAGES[stage]
-    cell = pm.inspect_notebook(str(REPO / "notebooks" / f"{stage}.ipynb"))
-    assert list(cell) and set(cell) == {f.name for f in dataclasses.fields(cls)}
-    for f in dataclasses.fields(cls):
-        assert eval(cell[f.name]["default"]) == f.default, f.name  # noqa: S307 - our own notebook
 
 
 def test_from_namespace_validates_notebook_values():

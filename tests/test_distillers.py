@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from dapt.distillers import (CONNECTORS, DISTILLERS, PROJECTORS, DistillerFacts, DistillerSettings, needs_features,
-                             needs_teacher)
+from dapt.distillers import (CONNECTORS, DISTILLERS, PROJECTORS, DistillerDeclaration, DistillerSettings,
+                             needs_features, needs_teacher)
 from dapt.distillers.base import Distiller, build_distiller
 from dapt.distillers.crd import NegativeSampler
 from dapt.distillers.losses import align_loss, kd_loss, logit_regression_loss, uniform_loss
@@ -18,6 +24,8 @@ from dapt.distillers.projectors import L2Normalize
 from dapt.core.errors import DaptError
 from dapt.core.fields import check_ranges, choices_of, help_of
 from dapt.core.registry import UnknownNameError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def np_softmax(z: np.ndarray) -> np.ndarray:
@@ -163,23 +171,81 @@ def test_connector_names_and_default_are_the_references():
 
 # --- weights and misuse ---------------------------------------------------------------------
 
-def test_registry_names_and_default_weights():
-    assert DISTILLERS.names() == ["none", "kd", "align_uniform", "crd", "srrl", "dkd", "dist"]
+def test_the_declared_default_weights_are_the_references():
     # the reference's lambd1..4 (CE, feature term, KD, SRRL logit term) per distiller; a term the
     # distiller does not declare has no weight at all; dkd's and dist's from their own references
     table = {"none": {"ce": 1}, "kd": {"ce": 1, "kd": 1}, "srrl": {"ce": 1, "embed": 1, "kd": 0, "srrl": 1},
              "align_uniform": {"ce": 1, "embed": 1, "kd": 1}, "crd": {"ce": 1, "embed": 1, "kd": 1},
              "dkd": {"ce": 1, "tckd": 1, "nckd": 8}, "dist": {"ce": 1, "inter": 2, "intra": 2}}
     for name, expected in table.items():
-        cls = DISTILLERS.get(name)
-        assert cls.terms == expected
-        distiller = build(name)
-        assert distiller.weights == expected
-        assert distiller.needs_teacher == needs_teacher(name) == (name != "none")
-        assert distiller.needs_features == needs_features(name) == (name in ("crd", "srrl", "align_uniform"))
-        assert distiller.needs_index == (name == "crd")
-        # the catalog's torch-free summary is the implementation's own first docstring line
-        assert DISTILLERS.summary(name) == cls.__doc__.strip().splitlines()[0]
+        assert DISTILLERS.facts(name).terms == expected
+        assert build(name).weights == expected
+    assert needs_features("crd") and needs_features("srrl") and needs_features("align_uniform")
+    assert not needs_teacher("none") and build("crd").needs_index
+
+
+# --- the contract every registered distiller keeps ---------------------------------------------
+
+def contract_batch(seed: int = 0):
+    """A tiny student (features, then a head) and a teacher's outputs on 6 samples of 3 classes."""
+    torch.manual_seed(seed)
+    body, head = nn.Linear(5, 4), nn.Linear(4, 3)
+    x, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2])
+    teacher = {"t_feat": torch.randn(6, 6), "t_logits": torch.randn(6, 3), "index": torch.arange(6)}
+    return (body, head), x, y, teacher
+
+
+def contract_build(name: str) -> Distiller:
+    return build(name, proj_dim=8, crd_k=16)
+
+
+@pytest.mark.parametrize("name", DISTILLERS.names())
+def test_every_distiller_gives_a_finite_loss_whose_gradients_reach_the_student(name):
+    (body, head), x, y, teacher = contract_batch()
+    distiller = contract_build(name).train()
+    features = body(x)
+    total, parts = distiller(features, head(features), y, **teacher)
+    assert torch.isfinite(total) and all(math.isfinite(v) for v in parts.values()), parts
+    assert set(parts) <= set(distiller.terms) and parts
+    total.backward()
+    for layer in (body, head):
+        assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("name", DISTILLERS.names())
+def test_every_distiller_state_survives_a_round_trip(name):
+    (body, head), x, y, teacher = contract_batch()
+    trained = contract_build(name).train()
+    for _ in range(2):
+        features = body(x)
+        trained(features, head(features), y, **teacher)[0].backward()
+    state = trained.state_dict()
+    restored = contract_build(name)
+    restored.load_state_dict(state)
+    assert state.keys() == restored.state_dict().keys() and int(restored.steps_done) == 2
+    for key, value in restored.state_dict().items():
+        assert same_state(value, state[key]), key
+
+
+def same_state(a, b) -> bool:
+    """Equal tensors, or equal dicts of them (a module's extra state, e.g. CRD's generator)."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
+    return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+
+@pytest.mark.parametrize("name", DISTILLERS.names())
+def test_every_distiller_is_described_once_next_to_its_code(name):
+    """Its summary is its implementation's first docstring line, read without importing it; what it
+    needs is its declaration's."""
+    cls, declaration = DISTILLERS.get(name), DISTILLERS.facts(name)
+    assert DISTILLERS.summary(name) == cls.__doc__.strip().splitlines()[0]
+    assert cls.name == name and isinstance(declaration, DistillerDeclaration)
+    distiller = build(name)
+    assert distiller.needs_teacher == needs_teacher(name) == bool(declaration.reads)
+    assert distiller.needs_features == needs_features(name)
+    for term in declaration.terms:
+        assert f"w_{term}" in {f.name for f in dataclasses.fields(DistillerSettings)}
 
 
 def test_catalog_summaries_are_the_implementations_first_docstring_lines():
@@ -567,8 +633,6 @@ class ToyL1(Distiller):
     """
 
     name = "toy_l1"
-    terms = {"ce": 1.0, "l1": 0.5}
-    needs_teacher = True
 
     def losses(self, s_feat, s_logits, y, t_feat, t_logits, index):
         return {"ce": nn.functional.cross_entropy(s_logits, y), "l1": (s_logits - t_logits).abs().mean()}
@@ -576,7 +640,10 @@ class ToyL1(Distiller):
 
 @pytest.fixture
 def toy_registered():
-    DISTILLERS.register("toy_l1", facts=DistillerFacts(needs_teacher=True))(ToyL1)
+    """The toy registered in this process only for the test: the settings were built before it, so it has
+    none of its own (the test below declares one in a fresh process, where they are)."""
+    declaration = DistillerDeclaration(terms={"ce": 1.0, "l1": 0.5}, term_help={}, reads=("logits",))
+    DISTILLERS.register("toy_l1", facts=declaration)(ToyL1)
     yield
     DISTILLERS.unregister("toy_l1")
 
@@ -611,6 +678,88 @@ def test_a_toy_distiller_with_a_new_loss_term_needs_no_edit_of_the_base(toy_regi
 
 def test_the_toy_distiller_is_gone_after_its_test():
     assert "toy_l1" not in DISTILLERS.names()
+
+
+TOY_MODULE = '''
+"""A distiller outside dapt: one module, and one declaration where the catalog's would stand."""
+import torch.nn.functional as F
+
+from dapt.distillers.base import Distiller
+
+
+class ToyL1(Distiller):
+    """Toy 2024: CE + toy_scale times the mean absolute difference of student and teacher logits
+
+    ``L = w_ce·CE(z_s, y) + w_l1·toy_scale·mean|z_s − z_t|``.
+    """
+
+    name = "toy_l1"
+
+    def losses(self, s_feat, s_logits, y, t_feat, t_logits, index):
+        return {"ce": F.cross_entropy(s_logits, y),
+                "l1": self.settings.toy_scale * (s_logits - t_logits).abs().mean()}
+'''
+
+TOY_SESSION = '''
+import json
+from dapt.distillers import Setting, Term, declare_distiller
+
+declare_distiller("toy_l1", "toy_distiller:ToyL1", reads=("logits",),
+                  terms={"ce": 1.0, "l1": Term(0.5, "the mean absolute difference of the logits")},
+                  knobs=(Setting("toy_scale", 2.0, "factor on the l1 term"),))
+
+import torch
+from torch import nn
+from dapt.cli import main
+from dapt.distillers.base import build_distiller
+from dapt.pipeline import config
+from dapt.ui import explore
+
+main(["list"])
+main(["params", "distill"])
+cfg = config.validate(config.DistillConfig, {"distiller": "toy_l1", "teacher": "t", "w_l1": 0.25, "toy_scale": 3.0})
+torch.manual_seed(0)
+student, x, y = nn.Linear(4, 3), torch.randn(8, 4), torch.arange(8) % 3
+distiller = build_distiller("toy_l1", cfg, s_dim=4, t_dim=None, num_classes=3)
+before = student.weight.detach().clone()
+optimizer = torch.optim.SGD(student.parameters(), lr=0.5)
+total, parts = distiller(x, student(x), y, t_logits=torch.randn(8, 3))
+total.backward()
+optimizer.step()
+print("RESULT", json.dumps({"knobs": explore.knob_fields("distill"), "weights": distiller.weights, "parts": parts,
+                            "trained": not torch.equal(before, student.weight)}))
+'''
+
+
+def test_a_new_distiller_is_one_module_and_one_declaration(tmp_path):
+    """A fresh process with a toy distiller (a module outside dapt, one declaration): `dapt list`, `dapt
+    params distill`, validation, the explorer's knobs and a training step all know it, its own loss term and
+    its knob."""
+    (tmp_path / "toy_distiller.py").write_text(textwrap.dedent(TOY_MODULE), encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    result = subprocess.run([sys.executable, "-c", TOY_SESSION], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    listed = next(line for line in out.splitlines() if line.startswith("  toy_l1 "))
+    assert "Toy 2024: CE + toy_scale times" in listed
+    params = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert "toy_l1: weight of the mean absolute difference of the logits" in params["w_l1"]
+    assert "toy_l1: factor on the l1 term" in params["toy_scale"]
+    assert "toy_l1" in params["distiller"]  # among its choices
+    report = json.loads(out.split("RESULT ", 1)[1])
+    assert "w_l1" in report["knobs"] and "w_kd" in report["knobs"]
+    assert report["weights"] == {"ce": 1.0, "l1": 0.25} and report["trained"]
+    assert set(report["parts"]) == {"ce", "l1"} and all(math.isfinite(v) for v in report["parts"].values())
+
+
+def test_a_declaration_after_the_settings_are_built_is_refused():
+    from dapt.distillers import declare_distiller
+
+    DistillerSettings()  # built
+    with pytest.raises(DaptError, match="before importing dapt.distillers.settings"):
+        declare_distiller("late", "dapt.distillers.kd:KD", terms={"ce": 1.0})
+    assert "late" not in DISTILLERS.names()
 
 
 # --- dkd and dist: logit distillers of their own terms ----------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dapt import cli
+from dapt.core.fields import choices_of
 from dapt.ui import docs
 from dapt.pipeline import config
 
@@ -37,6 +38,32 @@ def test_every_generated_block_matches_the_runs_and_fields(page, monkeypatch):
         diff = "\n".join(difflib.unified_diff(shown.splitlines(), expected.splitlines(), _name(page), "generated",
                                              lineterm=""))
         assert shown == expected, f"{_name(page)}: a generated block is out of date: run `dapt docs`.\n{diff}"
+
+
+@pytest.mark.parametrize("notebook", sorted((REPO / "notebooks").glob("*.ipynb")), ids=_name)
+def test_every_notebook_is_as_dapt_docs_writes_it(notebook):
+    """Generated parameters cell and prose blocks up to date, no outputs committed."""
+    diff = "\n".join(difflib.unified_diff(notebook.read_text(encoding="utf-8").splitlines(),
+                                         docs.regenerated_notebook(notebook).splitlines(), _name(notebook),
+                                         "generated", lineterm=""))
+    assert not diff, f"{_name(notebook)} is out of date: run `dapt docs`.\n{diff}"
+
+
+@pytest.mark.parametrize("stage", list(config.STAGES))
+def test_a_generated_parameters_cell_holds_every_field_with_its_default(stage):
+    """What papermill reads from the cell is the stage's dataclass, key for key and default for default."""
+    namespace: dict = {}
+    exec(docs.parameters_cell(stage), namespace)  # noqa: S102 - our own generated source
+    fields = dataclasses.fields(config.stage_config(stage))
+    assert {k: v for k, v in namespace.items() if k != "__builtins__"} == {f.name: f.default for f in fields}
+
+
+def test_the_distillers_are_listed_from_the_registry_in_the_notebook_and_the_docs():
+    field = next(f for f in dataclasses.fields(config.DistillConfig) if f.name == "distiller")
+    block = docs.choices_markdown("distill", "distiller")
+    assert [line.split("`")[1] for line in block.splitlines()] == choices_of(field)
+    for page in (REPO / "docs" / "distillers.md", REPO / "notebooks" / "distill.ipynb"):
+        assert "<!-- choices: distill.distiller -->" in page.read_text(encoding="utf-8"), _name(page)
 
 
 def test_the_results_blocks_cover_the_embedded_study_and_the_params_page_embeds_the_reference():

@@ -1,9 +1,10 @@
 """Parameters as dataclass fields that carry their own help, valid values and range.
 
-Every parameter a params file may set is declared once, with ``param(...)``, in the module
-that uses it (training settings in ``config``, a distiller's knobs in its own module). The
-metadata is what ``dapt params``, validation and the widgets read, so there is no second table
-of help texts or choices to keep in step.
+Every parameter a params file may set is declared once: a stage's with ``param(...)`` in its
+config (``dapt.pipeline.config``), a distiller's knobs and loss weights in its declaration
+(``dapt.distillers.catalog``), from which ``dapt.distillers.settings`` makes the fields. The
+metadata is what ``dapt params``, validation, the widgets and the notebooks' generated parameters
+cells (``dapt docs``) read, so there is no second table of help texts or choices to keep in step.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
 from dapt.core.errors import DaptError
+from dapt.core.registry import Registry
 
 Choices = Union[Sequence[str], Callable[[], Sequence[str]], None]
 
@@ -32,17 +34,20 @@ FRACTION = Rule(lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def param(default: Any, help: str, *, choices: Choices = None, rule: Optional[Rule] = None,
-          study_wide: bool = True) -> Any:
+          study_wide: bool = True, knob: bool = False, section: Optional[str] = None) -> Any:
     """A dataclass field with its help text, its valid values (a list, or a registry's ``names``)
     and the range its value must lie in (checked unless the value is None). ``study_wide=False``: the
     key means something else here than in the other stages (a generate run's ``batch_size``), so a
-    study's ``defaults`` do not set it; only the run itself does."""
-    return field(default=default, metadata={"help": help, "choices": choices, "rule": rule, "study_wide": study_wide})
+    study's ``defaults`` do not set it; only the run itself does. ``knob``: a number worth turning
+    between runs, which the explorer offers. ``section``: the title of the group of parameters this
+    one opens in a notebook's parameters cell."""
+    return field(default=default, metadata={"help": help, "choices": choices, "rule": rule, "study_wide": study_wide,
+                                            "knob": knob, "section": section})
 
 
-def reference(help: str, stage: str) -> Any:
+def reference(help: str, stage: str, section: Optional[str] = None) -> Any:
     """A field naming another run of the study (or a run folder); ``dapt run`` orders runs by it."""
-    return field(default=None, metadata={"help": help, "choices": None, "rule": None, "ref": stage})
+    return field(default=None, metadata={"help": help, "choices": None, "rule": None, "ref": stage, "section": section})
 
 
 def help_of(f: dataclasses.Field) -> str:
@@ -53,6 +58,20 @@ def choices_of(f: dataclasses.Field) -> list[str] | None:
     """The valid values of ``f`` now (a registry's names are read when asked, so late registrations count)."""
     choices = f.metadata.get("choices")
     return list(choices() if callable(choices) else choices) if choices else None
+
+
+def registry_of(f: dataclasses.Field) -> Registry | None:
+    """The registry whose names are the valid values of ``f``, if they are one's."""
+    registry = getattr(f.metadata.get("choices"), "__self__", None)
+    return registry if isinstance(registry, Registry) else None
+
+
+def is_knob(f: dataclasses.Field) -> bool:
+    return f.metadata.get("knob", False)
+
+
+def section_of(f: dataclasses.Field) -> str | None:
+    return f.metadata.get("section")
 
 
 def rule_of(f: dataclasses.Field) -> Rule | None:

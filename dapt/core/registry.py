@@ -7,12 +7,16 @@ validation, ``dapt list``, ``--help`` and the widgets all read ``names()``, ``su
 catalog of torch models, datasets and distillers is itself torch-free, as Hugging Face
 transformers keeps a model's configuration apart from its modeling code. A declaration carries
 the facts that validation needs without the implementation (a model's feature width and image
-size multiple, whether a distiller needs a teacher).
+size multiple, a distiller's loss terms and knobs); its summary, when not given, is the first line
+of the implementation's docstring, read from the module's source without importing it.
 """
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, Generic, List, Optional, TypeVar
 
 from dapt.core.errors import DaptError
@@ -26,10 +30,11 @@ class UnknownNameError(DaptError, ValueError):
 
 @dataclass
 class Entry:
-    """One name of a registry: its summary, its torch-free facts, and its implementation: ``value``
-    once known, else imported from ``target`` (``"package.module:attribute"``) on first use."""
+    """One name of a registry: its summary (None: read from ``target``'s docstring when first asked), its
+    torch-free facts, and its implementation: ``value`` once known, else imported from ``target``
+    (``"package.module:attribute"``) on first use."""
 
-    summary: str
+    summary: Optional[str]
     facts: Any = None
     target: Optional[str] = None
     value: Any = None
@@ -51,9 +56,10 @@ class Registry(Generic[T]):
 
         return add
 
-    def declare(self, name: str, target: str, summary: str, facts: Any = None) -> None:
+    def declare(self, name: str, target: str, summary: Optional[str] = None, facts: Any = None) -> None:
         """Add ``name`` implemented by ``target`` (``"package.module:attribute"``), imported when
-        ``get(name)`` is first called; ``summary`` and ``facts`` are known without importing it."""
+        ``get(name)`` is first called; ``summary`` (by default the first line of the target's
+        docstring) and ``facts`` are known without importing it."""
         if ":" not in target:
             raise ValueError(f"{self.kind} {name!r}: target {target!r} is not 'package.module:attribute'")
         self._add(name, Entry(summary, facts, target=target))
@@ -82,8 +88,15 @@ class Registry(Generic[T]):
     def names(self) -> List[str]:
         return list(self._entries)
 
+    def target(self, name: str) -> Optional[str]:
+        """The ``"package.module:attribute"`` implementing ``name``, if it was declared by it."""
+        return self._entry(name).target
+
     def summary(self, name: str) -> str:
-        return self._entry(name).summary
+        entry = self._entry(name)
+        if entry.summary is None:
+            entry.summary = docstring_line(entry.target)
+        return entry.summary
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -99,3 +112,18 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
             )
         return self._entries[name]
+
+
+def docstring_line(target: str) -> str:
+    """The first line of the docstring of ``target``'s class or function (``"package.module:attribute"``),
+    read from the module's source with ``ast``: a summary kept next to the code, known without importing
+    it (nor torch)."""
+    module, attribute = target.split(":")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise DaptError(f"{target}: module {module!r} is not found")
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == attribute:
+            return (ast.get_docstring(node) or "").strip().partition("\n")[0]
+    raise DaptError(f"{target}: no class or function {attribute!r} in {spec.origin}")

@@ -25,7 +25,8 @@ class TrackingSettings:
     """What every stage that logs to wandb shares; bookkeeping: changing it does not redo a finished run."""
 
     wandb: str = param("disabled", "Weights & Biases logging mode (offline: files under the run folder, "
-                                   "uploaded later with `wandb sync`)", choices=MODES)
+                                   "uploaded later with `wandb sync`)", choices=MODES,
+                       section="Weights & Biases logging")
     wandb_project: str = param("dapt", "wandb project the runs are logged to")
     wandb_entity: Optional[str] = param(None, "wandb entity (user or team); null = your default entity")
 

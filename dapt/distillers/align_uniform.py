@@ -22,8 +22,6 @@ class AlignUniform(KD):
     """
 
     name = "align_uniform"
-    terms = {"ce": 1.0, "kd": 1.0, "embed": 1.0}
-    needs_features = True
 
     def __init__(self, settings: Any, *, s_dim: int, t_dim: int | None, **rest):
         super().__init__(settings, s_dim=s_dim, t_dim=t_dim, **rest)

@@ -1,26 +1,26 @@
 """The distiller contract: a distiller declares its loss terms, returns them unweighted; the base
 weighs, ramps and sums them.
 
-``L = Σ_t w_t·r_t·L_t`` over the distiller's terms ``t`` (``terms``: name → default weight,
-overridden by the settings' ``w_<t>`` when not null), with ``r_t`` the ``distill_warmup`` ramp on
-every term but the labels' cross-entropy (``r_ce = 1``). With the terms ``ce``, ``embed``, ``kd``,
-``srrl`` this is the reference code's ``lambd1..4`` weighting (S. Farhat, D. Chen, "On the
-Surprising Efficacy of Distillation as an Alternative to Pre-Training Small Models", 2024,
-``distill.py``); each distiller returns its own dict of losses, as mdistiller's do (B. Zhao et
-al., "Decoupled Knowledge Distillation", CVPR 2022, ``mdistiller/distillers``), so a new kind of
-loss term needs no change here.
+``L = Σ_t w_t·r_t·L_t`` over the distiller's terms ``t`` (``terms``, from its declaration in
+``catalog``: name → default weight, overridden by the settings' ``w_<t>`` when not null), with
+``r_t`` the ``distill_warmup`` ramp on every term but the labels' cross-entropy (``r_ce = 1``).
+With the terms ``ce``, ``embed``, ``kd``, ``srrl`` this is the reference code's ``lambd1..4``
+weighting (S. Farhat, D. Chen, "On the Surprising Efficacy of Distillation as an Alternative to
+Pre-Training Small Models", 2024, ``distill.py``); each distiller returns its own dict of losses,
+as mdistiller's do (B. Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022,
+``mdistiller/distillers``), so a new kind of loss term needs no change here.
 
 A distiller is an ``nn.Module`` whose parameters are exactly the extra trainable pieces
 (projectors, connectors) the optimizer must train besides the student. The teacher is frozen:
 its features and logits are detached here, whether they come live or from a cache, so no
 gradient can ever reach it. Settings are read by attribute from one object (in practice the
-run's config, a dataclass that inherits every settings dataclass), so no knob is copied into a
+run's config, a dataclass that inherits ``DistillerSettings``), so no knob is copied into a
 second structure.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -31,24 +31,24 @@ from dapt.distillers.catalog import DISTILLERS
 
 
 class Distiller(nn.Module):
-    """Base of every distiller: subclasses set ``name``, ``terms`` (loss term → default weight)
-    and what they need, and implement ``losses``."""
+    """Base of every distiller: subclasses set ``name``, the key of their declaration in the catalog
+    (``catalog.declare_distiller``: terms, default weights, what they read, warm-up), and implement
+    ``losses``."""
 
     name: ClassVar[str]
-    terms: ClassVar[dict[str, float]]  # loss term -> default weight, e.g. {"ce": 1.0, "kd": 1.0}
-    default_warmup: ClassVar[float] = 0.0  # epochs of distill_warmup when it is null
-    needs_teacher: ClassVar[bool] = False
-    needs_features: ClassVar[bool] = False
-    needs_index: ClassVar[bool] = False
 
     def __init__(self, settings: Any, *, s_dim: int, t_dim: int | None, num_classes: int,
                  train_labels: Tensor | None, teacher_head: nn.Linear | None, seed: int,
                  steps_per_epoch: int | None = None):
         super().__init__()
+        declaration = DISTILLERS.facts(self.name)
+        self.terms: Mapping[str, float] = declaration.terms  # loss term -> default weight, e.g. {"ce": 1.0}
+        self.needs_teacher, self.needs_features = declaration.needs_teacher, declaration.needs_features
+        self.needs_index = declaration.needs_index
         self.settings = settings
         self.weights = self._resolve_weights(settings)
         warmup = getattr(settings, "distill_warmup", None)
-        self.warmup_epochs = self.default_warmup if warmup is None else float(warmup)
+        self.warmup_epochs = declaration.warmup if warmup is None else float(warmup)
         self.warmup_steps = self.warmup_epochs * (steps_per_epoch or 0)
         # Training steps taken, saved with the distiller (a resumed run continues the ramp).
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
@@ -149,7 +149,7 @@ class Distiller(nn.Module):
 def _terms_of_every_distiller() -> set[str]:
     """The loss terms of the registered distillers: the ``w_<term>`` settings a distiller must refuse
     when it lacks the term."""
-    return {term for name in DISTILLERS.names() for term in DISTILLERS.get(name).terms}
+    return {term for name in DISTILLERS.names() for term in DISTILLERS.facts(name).terms}
 
 
 def build_distiller(name: str, settings: Any, *, s_dim: int, t_dim: int | None,

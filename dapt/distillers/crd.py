@@ -175,8 +175,6 @@ class CRD(KD):
     """
 
     name = "crd"
-    terms = {"ce": 1.0, "kd": 1.0, "embed": 1.0}
-    needs_features = needs_index = True
 
     def __init__(self, settings: Any, *, s_dim: int, t_dim: int | None,
                  num_classes: int, train_labels: Tensor | None, seed: int, **rest):

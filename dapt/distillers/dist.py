@@ -49,12 +49,10 @@ class DIST(LabelsOnly):
     sets ``ori_loss_weight: 1``, ``kd_loss_weight: 2`` on ``DIST(beta=1, gamma=1)``, so CE 1,
     β = ``w_inter`` = 2, γ = ``w_intra`` = 2; its CIFAR-100 config uses τ = 4 (``kd: dist_t4``),
     ImageNet τ = 1 (``kd: dist``). dapt's images are CIFAR-sized, so T = ``kd_T`` = 4, the value
-    kd uses too. The reference has no distillation warm-up, nor does this (``default_warmup`` 0).
+    kd uses too. The reference has no distillation warm-up, nor does this by default.
     """
 
     name = "dist"
-    terms = {"ce": 1.0, "inter": 2.0, "intra": 2.0}
-    needs_teacher = True
 
     def losses(self, s_feat: Tensor, s_logits: Tensor, y: Tensor, t_feat: Tensor | None,
                t_logits: Tensor | None, index: Tensor | None) -> dict[str, Tensor]:

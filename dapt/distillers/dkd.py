@@ -54,16 +54,14 @@ class DKD(LabelsOnly):
 
     Warm-up: the reference multiplies TCKD + NCKD by ``min(epoch / 20, 1)`` (epochs counted from 1),
     20 of CIFAR's 240 epochs; dapt's ``distill_warmup`` is the same linear ramp on every term but CE,
-    per step. The default here is 1 epoch, not 20: dapt's studies run 2 to 15 epochs, and a 20-epoch
-    ramp would keep the teacher terms below full weight for the whole run. One epoch is the
+    per step. The default here is 1 epoch, not 20: most of dapt's studies train their students 30
+    epochs or fewer (docs/distillers.md), where a 20-epoch ramp would keep the teacher terms below
+    full weight for most of the run. One epoch is the
     reference's own ImageNet value and still eases in β = 8's large NCKD gradient at the start;
     ``distill_warmup: 20`` reproduces the CIFAR schedule on a paper-length run.
     """
 
     name = "dkd"
-    terms = {"ce": 1.0, "tckd": 1.0, "nckd": 8.0}
-    default_warmup = 1.0
-    needs_teacher = True
 
     def losses(self, s_feat: Tensor, s_logits: Tensor, y: Tensor, t_feat: Tensor | None,
                t_logits: Tensor | None, index: Tensor | None) -> dict[str, Tensor]:

@@ -17,8 +17,6 @@ class KD(LabelsOnly):
     """
 
     name = "kd"
-    terms = {"ce": 1.0, "kd": 1.0}
-    needs_teacher = True
 
     def losses(self, s_feat: Tensor, s_logits: Tensor, y: Tensor, t_feat: Tensor | None,
                t_logits: Tensor | None, index: Tensor | None) -> dict[str, Tensor]:

@@ -14,7 +14,6 @@ class LabelsOnly(Distiller):
     """
 
     name = "none"
-    terms = {"ce": 1.0}
 
     def losses(self, s_feat: Tensor, s_logits: Tensor, y: Tensor, t_feat: Tensor | None,
                t_logits: Tensor | None, index: Tensor | None) -> dict[str, Tensor]:

@@ -33,9 +33,6 @@ class SRRL(KD):
     """
 
     name = "srrl"
-    terms = {"ce": 1.0, "kd": 0.0, "embed": 1.0, "srrl": 1.0}
-    default_warmup = 1.0
-    needs_features = True
 
     def __init__(self, settings: Any, *, s_dim: int, t_dim: int | None,
                  num_classes: int, teacher_head: nn.Linear | None, **rest):

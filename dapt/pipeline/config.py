@@ -1,12 +1,13 @@
 """Typed parameters of each stage, and their validation.
 
 One dataclass per stage; its fields are exactly the keys of the stage notebook's ``parameters``
-cell (a test keeps the two equal), so a params file is checked before any kernel starts:
+cell (``dapt docs`` writes the cell from them), so a params file is checked before any kernel starts:
 unknown key, wrong type, a value outside its choices or its range → one ``ConfigError`` line
 naming the key, the file and what is valid. Each field carries its help, choices and range
-(``dapt.core.fields.param``); the distillers' knobs are declared in ``dapt.distillers.settings`` and
-reach ``DistillConfig`` by inheritance, so every parameter has exactly one home. Torch-free: names,
-fields and facts come from the catalogs of ``data``, ``models`` and ``distillers``.
+(``dapt.core.fields.param``); the distillers' knobs and loss weights are declared with each distiller
+(``dapt.distillers.catalog``), made fields by ``dapt.distillers.settings`` and reach ``DistillConfig``
+by inheritance, so every parameter has exactly one home. Torch-free: names, fields and facts come
+from the catalogs of ``data``, ``models`` and ``distillers``.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class TrainConfig(TrackingSettings):
     # committed reports, not the git-ignored checkpoints) the run is executed again.
     outputs: ClassVar[tuple[str, ...]] = ("model.pt",)
 
-    dataset: str = param("fashion_mnist", "dataset registry key (`dapt list`)", choices=DATASETS.names)
+    dataset: str = param("fashion_mnist", "dataset registry key (`dapt list`)", section="data", choices=DATASETS.names)
     folder: Optional[str] = param(None, "dataset folder: your own images, PATH/{train,test}/<class>/<image> (JPEG or "
                                         "PNG; val/ too, optionally: the validation set), PATH relative to the "
                                         "repository or absolute (docs/datasets.md); null for the other datasets")
@@ -73,13 +74,13 @@ class TrainConfig(TrackingSettings):
                 "train without them: this many; auto and null = 10%. Why auto: images outside the subset cost "
                 "the training nothing and keep the test set unread until the end; 1,000 keep an accuracy's "
                 "standard error near 1.3 points, and no more than the training images keep evaluating under "
-                "about a third of an epoch (a forward pass against forward + backward)")
+                "about a third of an epoch (a forward pass against forward + backward)", section="evaluation")
     eval_every: int = param(1, "evaluate after every N-th epoch (and always after the last); best.pt and "
                                "best_val_acc only consider evaluated epochs", rule=AT_LEAST_ONE)
-    epochs: int = param(4, "training epochs", rule=AT_LEAST_ONE)
+    epochs: int = param(4, "training epochs", rule=AT_LEAST_ONE, knob=True, section="optimisation")
     batch_size: int = param(128, "training batch size", rule=AT_LEAST_ONE)
     optimizer: str = param("adamw", "adamw, or sgd (momentum 0.9)", choices=("sgd", "adamw"))
-    lr: float = param(2.0e-3, "learning rate", rule=POSITIVE)
+    lr: float = param(2.0e-3, "learning rate", rule=POSITIVE, knob=True)
     weight_decay: float = param(0.05, "weight decay (0.05 suits AdamW's decoupled decay; with sgd the reference "
                                       "code's 5e-4)", rule=NON_NEGATIVE)
     scheduler: str = param("cosine", "learning-rate schedule, stepped per batch", choices=("none", "cosine", "step"))
@@ -90,11 +91,12 @@ class TrainConfig(TrackingSettings):
         2048, "before each evaluation, BatchNorm statistics are re-estimated on this many augmented training "
               "images (precise BN); null keeps the running averages, which lag fast-moving weights", rule=AT_LEAST_ONE)
     channels_last: bool = param(True, "channels_last memory format (faster convolutions on CPU)")
-    device: str = param("auto", DEVICE_HELP)
+    device: str = param("auto", DEVICE_HELP, section="system")
     amp: str = param("off", AMP_HELP, choices=AMP_CHOICES)
     compile: bool = param(False, "torch.compile the model's body (TorchInductor: needs a C++ compiler on the CPU, "
                                  "triton on CUDA); the first steps pay for the compilation")
-    seed: int = param(0, "random seed (init, augmentation, order; the data subset too unless subset_seed is set)")
+    seed: int = param(0, "random seed (init, augmentation, order; the data subset too unless subset_seed is set)",
+                      section="seeds and bookkeeping")
     subset_seed: Optional[int] = param(
         None, "seed of the stratified training subset (null = seed); fix it (e.g. 0) to keep one subset across a "
               "seed grid, so seeds vary init, augmentation and order, and every student sees its teacher's images",
@@ -120,14 +122,15 @@ class TrainConfig(TrackingSettings):
 class TeacherConfig(TrainConfig):
     """Teacher: train fr (scratch), lp (linear probe) or ft (fine-tune) on the task."""
 
-    model: str = param("efficientnet_lite0", "teacher architecture (`dapt list`)", choices=MODELS.names)
+    model: str = param("efficientnet_lite0", "teacher architecture (`dapt list`)", choices=MODELS.names,
+                       section="teacher model")
     init: str = param("ft", "fr: from scratch, lp: linear probe on the ImageNet body, ft: fine-tune it",
                       choices=("fr", "lp", "ft"))
     pretrained_weights: Optional[str] = param(
         None, "local ImageNet weights file for lp/ft (null = the packaged / downloadable weights)")
     head_lr_mult: float = param(10.0, "init ft: the new head's lr as a multiple of the body's", rule=POSITIVE)
-    epochs: int = param(3, "training epochs", rule=AT_LEAST_ONE)
-    lr: float = param(1.0e-3, "learning rate (the body's, for init ft)", rule=POSITIVE)
+    epochs: int = param(3, "training epochs", rule=AT_LEAST_ONE, knob=True, section="optimisation")
+    lr: float = param(1.0e-3, "learning rate (the body's, for init ft)", rule=POSITIVE, knob=True)
     run_dir: str = param("runs/interactive/teacher", "where the run is recorded (set by `dapt run`)")
 
     def __post_init__(self) -> None:
@@ -139,11 +142,11 @@ class TeacherConfig(TrainConfig):
 class DistillConfig(DistillerSettings, TrainConfig):
     """Distill: a random-init student learns from a trained teacher with one of the distillers."""
 
-    student: str = param("mobilenet_v2", "student architecture, always from random init", choices=MODELS.names)
+    student: str = param("mobilenet_v2", "student architecture, always from random init", choices=MODELS.names,
+                         section="student, teacher, distiller")
     teacher: Optional[str] = reference("teacher run of this study, or a run folder (runs/<study>/<run>)", "teacher")
-    distiller: str = param("kd", "none (labels only: the from-scratch baseline), kd, crd, srrl, align_uniform, "
-                                 "dkd or dist",
-                           choices=DISTILLERS.names)
+    distiller: str = param("kd", "the student's training loss, with or without a teacher (`dapt list`; its loss "
+                                 "weights and knobs above)", choices=DISTILLERS.names)
     teacher_cache: str = param("on", "on: the teacher's outputs on each (image, view) computed once, stored under "
                                      "the teacher run's cache/ and shared by every student of it; off: live at "
                                      "every step (the same views and precision)", choices=("on", "off"))
@@ -160,7 +163,7 @@ class DistillConfig(DistillerSettings, TrainConfig):
                                         "because another student of this teacher in the study reads them")
     synthetic: Optional[str] = reference(
         "generate run of this study, or a run folder: a class-balanced sample of its images joins the real "
-        "training images", "generate")
+        "training images", "generate", section="real + synthetic images")
     synset_size: Optional[str] = param(
         None, "synthetic images per real training image, per class: 1x, 2x, 5x or 10x (null = 1x when synthetic "
               "is set); the generate run needs images_per_class of at least the factor times the real images of "
@@ -193,7 +196,8 @@ class GenerateConfig(TrackingSettings):
     outputs: ClassVar[tuple[str, ...]] = ("images/index.json",)
 
     dataset: str = param("fashion_mnist", "dataset registry key (`dapt list`): its class names make the prompts, "
-                                          "its training images train the ddpm", choices=DATASETS.names)
+                                          "its training images train the ddpm", choices=DATASETS.names,
+                         section="data and the set")
     folder: Optional[str] = param(None, "dataset folder: your own images, PATH/{train,test}/<class>/<image> (JPEG or "
                                         "PNG; val/ too, optionally: the validation set), PATH relative to the "
                                         "repository or absolute (docs/datasets.md); null for the other datasets")
@@ -221,14 +225,14 @@ class GenerateConfig(TrackingSettings):
                                        "(null = not measured)", "teacher")
     # stable_diffusion
     model: str = param("CompVis/stable-diffusion-v1-4", "stable_diffusion: Hugging Face hub id or a local folder "
-                                                        "holding model_index.json")
+                                                        "holding model_index.json", section="stable_diffusion")
     prompt_template: str = param("a photo of a {name}", "stable_diffusion: prompt per class; {name} is the class "
                                                         "name of this dataset")
     negative_prompt: Optional[str] = param(None, "stable_diffusion: what the images should not show (null = none)")
     guidance_scale: float = param(7.5, "stable_diffusion: classifier-free guidance scale", rule=NON_NEGATIVE)
     num_inference_steps: int = param(50, "stable_diffusion: denoising steps", rule=AT_LEAST_ONE)
     # ddpm
-    ddpm_steps: int = param(800, "ddpm: training steps (batches)", rule=AT_LEAST_ONE)
+    ddpm_steps: int = param(800, "ddpm: training steps (batches)", rule=AT_LEAST_ONE, section="ddpm")
     ddpm_batch_size: int = param(64, "ddpm: training batch size", rule=AT_LEAST_ONE)
     ddpm_lr: float = param(2.0e-3, "ddpm: AdamW learning rate (linear warm-up over the first 5% of steps)",
                            rule=POSITIVE)
@@ -241,7 +245,7 @@ class GenerateConfig(TrackingSettings):
     ddpm_guidance: float = param(3.0, "ddpm: classifier-free guidance scale w (1 = plain conditional sampling)",
                                  rule=NON_NEGATIVE)
     ddpm_sample_steps: int = param(6, "ddpm: DDIM sampling steps", rule=AT_LEAST_ONE)
-    device: str = param("auto", DEVICE_HELP)
+    device: str = param("auto", DEVICE_HELP, section="system")
     amp: str = param("off", "ddpm: mixed precision of its training (off, bf16, fp16 as for training stages); "
                             "stable_diffusion: the pipeline's weights in float32 (off), bfloat16 or float16",
                      choices=AMP_CHOICES)
@@ -275,7 +279,7 @@ class ReportConfig(TrackingSettings):
     outputs: ClassVar[tuple[str, ...]] = ("notebook.ipynb",)
 
     paper_epochs: int = param(250, "the paper's training epochs: the budget the report holds the students' against",
-                              rule=AT_LEAST_ONE)
+                              rule=AT_LEAST_ONE, section="the report")
     short_budget_epochs: int = param(50, "students trained fewer epochs than this are on a short budget, which "
                                          "ranks methods at that budget rather than at convergence", rule=AT_LEAST_ONE)
     study_description: str = param("", "set by `dapt run`: the study's description (its params file's "

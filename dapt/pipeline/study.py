@@ -465,9 +465,9 @@ def _check_datasets_agree(inside: list[tuple[RunSpec, str, str]], by_name: dict[
 
 def share_teacher_features(specs: list[RunSpec]) -> None:
     """Set ``cache_features`` on every cached distill run of a teacher that one of the study's students reads
-    the features of (crd, srrl, align_uniform): whichever of them builds a view's cache first then stores
-    features too, so the teacher computes each view once for all of them. With only logit students (kd),
-    the cache holds logits alone, a fraction of the size."""
+    the features of (a distiller declared with ``reads=("logits", "features")``): whichever of them builds a
+    view's cache first then stores features too, so the teacher computes each view once for all of them. With
+    only logit students, the cache holds logits alone, a fraction of the size."""
     cached = [s for s in specs if s.stage == "distill" and s.cfg.teacher and s.cfg.teacher_cache == "on"]
     readers = {Path(s.cfg.teacher).as_posix() for s in cached if needs_features(s.cfg.distiller)}
     for spec in cached:

@@ -17,16 +17,13 @@ from matplotlib.figure import Figure
 
 from dapt.pipeline import config
 from dapt.plots import study as study_plots
-from dapt.core.fields import choices_of
-from dapt.core.registry import Registry
+from dapt.core.fields import choices_of, is_knob, registry_of
 from dapt.analysis.rows import INIT_LABELS, collect, run_summary
 from dapt.pipeline.runner import run_study
 from dapt.core.records import RUNS_DIR, run_dir
 from dapt.core.files import read_json, repo_root
 from dapt.pipeline.study import Study, load_study, study_defaults
 
-# Numbers worth turning between runs; shown for a stage only if it has the field.
-KNOBS = ("epochs", "lr", "kd_T", "w_ce", "w_kd", "w_embed", "w_srrl", "w_tckd", "w_nckd", "w_inter", "w_intra")
 # Dropdowns shown first, in this order, when the stage has them; its other choices follow.
 FIRST = ("dataset", "model", "init", "student", "teacher", "distiller")
 
@@ -49,15 +46,15 @@ def choice_fields(stage: str) -> list[str]:
     """The stage's fields shown as a dropdown: the context keys, then those chosen from a registry or naming a run."""
     keys = []
     for f in dataclasses.fields(config.stage_config(stage)):
-        from_registry = isinstance(getattr(f.metadata.get("choices"), "__self__", None), Registry)
-        if f.name in FIRST or from_registry or f.metadata.get("ref"):
+        if f.name in FIRST or registry_of(f) or f.metadata.get("ref"):
             keys.append(f.name)
     return sorted(keys, key=lambda k: FIRST.index(k) if k in FIRST else len(FIRST))
 
 
 def knob_fields(stage: str) -> list[str]:
-    names = {f.name for f in dataclasses.fields(config.stage_config(stage))}
-    return [k for k in KNOBS if k in names]
+    """The stage's numbers worth turning between runs (``param(knob=True)``: epochs, lr, the KD
+    temperature, every distiller's loss weights), in field order."""
+    return [f.name for f in dataclasses.fields(config.stage_config(stage)) if is_knob(f)]
 
 
 def finished_runs(study: str, stage: str, dataset: Optional[str] = None) -> list[tuple[str, str]]:
@@ -87,9 +84,9 @@ def options(stage: str, key: str, study: str, dataset: Optional[str] = None) -> 
     f = field(stage, key)
     if f.metadata.get("ref"):
         return [("none", None), *finished_runs(study, f.metadata["ref"], dataset)]
-    registry = getattr(f.metadata.get("choices"), "__self__", None)
+    registry = registry_of(f)
     names = choices_of(f) or []
-    if isinstance(registry, Registry):
+    if registry is not None:
         return [(f"{name} — {registry.summary(name)}" if registry.summary(name) else name, name) for name in names]
     if key == "init":
         return [(f"{name} — {INIT_LABELS[name]}", name) for name in names]

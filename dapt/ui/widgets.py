@@ -109,7 +109,8 @@ class Explorer:
                 self.fields[key].options = explore.options(stage, key, study, self.fields["dataset"].value)
 
     def values(self) -> dict[str, Any]:
-        return {key: _knob_value(w) if key in explore.KNOBS else w.value for key, w in self.fields.items()}
+        knobs = explore.knob_fields(self.stage.value)
+        return {key: _knob_value(w) if key in knobs else w.value for key, w in self.fields.items()}
 
     def _say(self, text: str, error: bool = False) -> None:
         colour = "#b00020" if error else "#333"
