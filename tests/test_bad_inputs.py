@@ -531,3 +531,12 @@ def test_corrupt_image_in_a_synthetic_set(tmp_path):
     assert "\n" not in message and "images/007_7/00000.png is corrupt or unreadable" in message
     assert "--force" in message
     assert snapshot(tmp_path) == before, "a failed read of a synthetic set wrote something"
+
+
+@pytest.mark.parametrize("stage", ["teacher", "distill"])
+def test_every_training_stage_runs_the_training_checks(stage):
+    # A distill config inherits the distiller settings beside the training ones: both sets of checks must run.
+    from dapt.pipeline.config import stage_config
+
+    with pytest.raises(DaptError, match="eval_subset=-3"):
+        stage_config(stage)(eval_subset=-3)

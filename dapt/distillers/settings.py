@@ -101,6 +101,10 @@ def _check(settings: Any) -> None:
         registry = registry_of(f)
         if registry is not None and getattr(settings, f.name) is not None:
             registry.check(getattr(settings, f.name))
+    # A run's config inherits these settings beside the training ones (DistillConfig): their checks run too.
+    after = getattr(super(DistillerSettings, settings), "__post_init__", None)
+    if after is not None:
+        after()
 
 
 DistillerSettings = dataclasses.make_dataclass(

@@ -87,18 +87,43 @@ def _choices_blocks(text: str) -> list[tuple[str, str]]:
     return out
 
 
+# Sections a user rarely changes: at the end of a parameters cell, in this order.
+BOOKKEEPING_SECTIONS = ("system", "seeds and bookkeeping", "Weights & Biases logging")
+
+
 def parameters_cell(stage: str) -> str:
     """The ``parameters`` cell of ``notebooks/<stage>.ipynb``, from the stage's fields: one
     ``name = default  # help`` line each, its help cut to its lead clause, under the section titles the
-    fields open (``param(section=...)``), as nanoGPT's config block."""
+    fields open (``param(section=...)``), as nanoGPT's config block. The data come first, then what the
+    stage itself adds (a distill run's student, teacher and distiller), the inherited sections, and the
+    bookkeeping last."""
     lines = [f"# Parameters of the {stage} stage: `dapt params {stage}` explains each in full; `dapt run` "
              f"overrides them."]
-    for f in dataclasses.fields(config.stage_config(stage)):
-        if section_of(f):
-            lines.append(f"# {section_of(f)}")
-        assignment = f"{f.name} = {_python_literal(f.default)}"
-        lines.append(f"{assignment:<{ASSIGNMENT_WIDTH}}  # {lead_clause(help_of(f))}")
+    for title, fields in _ordered_sections(config.stage_config(stage)):
+        lines.append(f"# {title}")
+        for f in fields:
+            assignment = f"{f.name} = {_python_literal(f.default)}"
+            lines.append(f"{assignment:<{ASSIGNMENT_WIDTH}}  # {lead_clause(help_of(f))}")
     return "\n".join(lines)
+
+
+def _ordered_sections(cls: type) -> list[tuple[str, list[dataclasses.Field]]]:
+    """The stage's fields by section (a field without one belongs to the section above it), ordered: data,
+    the sections the stage class opens itself, the inherited ones, then ``BOOKKEEPING_SECTIONS``."""
+    sections: dict[str, list[dataclasses.Field]] = {}
+    title = "parameters"
+    for f in dataclasses.fields(cls):
+        title = section_of(f) or title
+        sections.setdefault(title, []).append(f)
+    inherited = {f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base) for f in dataclasses.fields(base)}
+    own = {section_of(f) for f in dataclasses.fields(cls) if f.name not in inherited}
+    position = list(sections)
+
+    def rank(title: str) -> tuple[int, int]:
+        if title in BOOKKEEPING_SECTIONS:
+            return 3, BOOKKEEPING_SECTIONS.index(title)
+        return (0 if title.startswith("data") else 1 if title in own else 2), position.index(title)
+    return sorted(sections.items(), key=lambda item: rank(item[0]))
 
 
 def _python_literal(value: Any) -> str:
