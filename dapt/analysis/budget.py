@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from dapt.analysis.curves import curve as per_epoch_curve, on_test_images
 
@@ -31,13 +31,13 @@ class Plateau:
     validation, or test for a run recorded before the validation set), and how many epochs were evaluated."""
 
     status: str
-    epochs: Optional[int] = None
-    from_epoch: Optional[int] = None
-    from_acc: Optional[float] = None
-    last_acc: Optional[float] = None
-    gain_pt: Optional[float] = None
-    best_epoch: Optional[int] = None
-    train_acc: Optional[float] = None
+    epochs: int | None = None
+    from_epoch: int | None = None
+    from_acc: float | None = None
+    last_acc: float | None = None
+    gain_pt: float | None = None
+    best_epoch: int | None = None
+    train_acc: float | None = None
     on: str = "validation"
     evaluations: int = 0
 
@@ -83,9 +83,9 @@ class Budget:
     student), mixed (some), paper (every student at least the paper's), between, or unknown (no epochs or
     no settings)."""
 
-    epochs: Optional[tuple[int, int]]
-    paper_epochs: Optional[int]
-    short_epochs: Optional[int]
+    epochs: tuple[int, int] | None
+    paper_epochs: int | None
+    short_epochs: int | None
 
     @property
     def kind(self) -> str:
@@ -99,7 +99,7 @@ class Budget:
         return "paper" if fewest >= self.paper_epochs else "between"
 
 
-def budget(configs: list[dict[str, Any]], paper_epochs: Optional[int], short_epochs: Optional[int]) -> Budget:
+def budget(configs: list[dict[str, Any]], paper_epochs: int | None, short_epochs: int | None) -> Budget:
     """The students' budget (teacher-stage runs have their own) against the report's settings."""
     epochs = [int(c["epochs"]) for c in configs
               if c.get("stage") == "distill" and isinstance(c.get("epochs"), (int, float))]
