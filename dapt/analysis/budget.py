@@ -42,9 +42,11 @@ class Plateau:
     evaluations: int = 0
 
 
-def plateau(history: list[dict[str, Any]]) -> Plateau:
+def plateau(history: list[dict[str, Any]], on_test: bool = False) -> Plateau:
+    """The plateau rule on ``history``, whose per-epoch accuracies are on test images when ``on_test`` (a run
+    recorded before the validation set: ``curves.on_test_images``)."""
     curve = per_epoch_curve(history)
-    on = "test" if on_test_images(history) else "validation"
+    on = "test" if on_test else "validation"
     last = history[-1].get("train_acc") if history else None
     train_acc = float(last) if isinstance(last, (int, float)) else None  # the last epoch's, not an earlier one's
     if len(curve) < 2:
@@ -73,7 +75,7 @@ def plateaus(configs: list[dict[str, Any]]) -> dict[str, Plateau]:
     """Configuration label → the plateau rule on its seed-mean history, students first (a teacher-stage
     run's budget matters too when it is the pre-trained comparison point)."""
     ordered = sorted(configs, key=lambda c: c.get("stage") != "distill")
-    return {c["run"]: plateau(c.get("history") or []) for c in ordered}
+    return {c["run"]: plateau(c.get("history") or [], on_test_images(c)) for c in ordered}
 
 
 @dataclass(frozen=True)
