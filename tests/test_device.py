@@ -13,7 +13,6 @@ from torch import nn
 from dapt.pipeline import config
 from dapt.core import records as runs
 from dapt.core import files
-from dapt.data import imageset as D
 from dapt.training.checkpoint import load_model, save_model
 from dapt.core.devices import check_placement, resolve_device
 from dapt.training.device import Placement, to_device
@@ -24,11 +23,6 @@ from dapt.stages.teacher import train_teacher
 from dapt.training.loop import predict
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without CUDA answers")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return D.load_dataset("digits", 16, train_subset=300, seed=0, validation=100)
 
 
 def test_auto_is_cuda_when_present_else_the_cpu():
@@ -98,6 +92,7 @@ def cfg_for(kind, tmp_path, **values):
     return config.validate(cls, {**base, **values})
 
 
+@pytest.mark.slow  # trains a teacher
 def test_bf16_training_computes_in_bf16_and_learns(tmp_path, digits, monkeypatch):
     """A teacher trained with amp: bf16 on the CPU: its convolutions run in bf16 in every training step
     (seen by a hook on the real model), its weights stay float32, its loss is finite and it learns the

@@ -75,6 +75,7 @@ def crd_results(tmp_path_factory):
     return load("rank0"), load("rank1"), load("alone")
 
 
+@pytest.mark.slow  # two spawned processes in a process group
 def test_crd_banks_are_identical_on_both_ranks_and_equal_one_process(crd_results):
     rank0, rank1, alone = crd_results
     for key in ("bank_student", "bank_teacher", "z"):
@@ -84,6 +85,7 @@ def test_crd_banks_are_identical_on_both_ranks_and_equal_one_process(crd_results
     assert not torch.equal(alone["bank_student"][:1], torch.zeros_like(alone["bank_student"][:1]))
 
 
+@pytest.mark.slow
 def test_crd_loss_and_gradients_of_two_ranks_equal_one_process(crd_results):
     rank0, rank1, alone = crd_results
     # equal shards: the mean of the ranks' losses is the global batch's loss, the same negatives drawn
@@ -105,18 +107,16 @@ def test_alone_every_helper_is_the_identity(monkeypatch):
     assert distributed.wrap(module) is module
 
 
+# The students of the session's teacher (conftest.SHARED_TEACHER, runs/shared/teacher: a teacher of another study)
 ONE = """
 study: one
 defaults: {dataset: digits, image_size: 16, train_subset: 300, epochs: 2, batch_size: 50}
 runs:
-  - {stage: teacher, name: teacher, model: resnet18, init: fr, optimizer: sgd, lr: 0.05}
-  - {stage: distill, name: kd, student: resnet18, teacher: teacher, distiller: kd}
-  - {stage: distill, name: crd, student: resnet18, teacher: teacher, distiller: crd, crd_k: 32}
+  - {stage: distill, name: kd, student: resnet18, teacher: runs/shared/teacher, distiller: kd}
+  - {stage: distill, name: crd, student: resnet18, teacher: runs/shared/teacher, distiller: crd, crd_k: 32}
 """
 # The same students of the same teacher, each trained by two processes on halves of the same global batches.
-TWO = ONE.replace("study: one", "study: two").replace("teacher: teacher", "teacher: runs/one/teacher").replace(
-    "  - {stage: teacher, name: teacher, model: resnet18, init: fr, optimizer: sgd, lr: 0.05}\n", "") + \
-    "  - {stage: report, name: report}\n"
+TWO = ONE.replace("study: one", "study: two") + "  - {stage: report, name: report}\n"
 # Two ranks normalise each half-batch (25 images) with its own BatchNorm statistics, one process the whole
 # batch: the trajectories drift apart. Measured: test_acc 0.233 vs 0.275 (kd), 0.242 vs 0.314 (crd) on 360
 # test images (students near chance after 2 tiny epochs are noisy), epoch losses within 3.5%.
@@ -129,9 +129,10 @@ def metrics(root: Path, run: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def two_studies(tmp_path_factory):
+def two_studies(tmp_path_factory, shared_teacher_into):
     """A throwaway project: study ``one`` run by one process, then study ``two`` by ``torchrun`` with 2 ranks."""
     root = new_project(tmp_path_factory.mktemp("ddp_project"), {"one": ONE, "two": TWO})
+    shared_teacher_into(root)
     env = {**os.environ, "DAPT_ROOT": str(root), "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
     env.pop("WORLD_SIZE", None), env.pop("RANK", None)
     alone = subprocess.run([sys.executable, "-m", "dapt", "run", "params/one.yaml", "--quiet"], cwd=root, env=env,
@@ -158,10 +159,10 @@ def test_torchrun_two_ranks_write_one_set_of_records(two_studies):
         assert len(list((root / "runs/two" / run / "figures").glob("*.png"))) == 4
     # nothing else: no folder, temp file or notebook of rank 1 anywhere under runs/
     leftovers = [p for p in (root / "runs").rglob("*") if ".tmp" in p.name or "rank" in p.name]
-    assert not leftovers and sorted(p.name for p in (root / "runs").iterdir()) == ["one", "two"]
+    assert not leftovers and sorted(p.name for p in (root / "runs").iterdir()) == ["one", "shared", "two"]
     assert not list(root.glob("kernel*ipc*")), "IPC socket files in the project folder"
     # the teacher's cache (2 epochs, so 2 views; features too, which crd reads) was reused, not rebuilt by each rank
-    cache = root / "runs/one/teacher/cache"
+    cache = root / "runs/shared/teacher/cache"
     assert len(list(cache.glob("logits-*.f16"))) == len(list(cache.glob("features-*.i8"))) == 2
 
 

@@ -140,6 +140,7 @@ def predictions(classes: int, n: int = 3000) -> tuple[torch.Tensor, torch.Tensor
     return y, one_hot(t, classes).float(), one_hot(s, classes).float()
 
 
+@pytest.mark.slow  # renders every figure of a run and a generate run twice: seconds each
 @pytest.mark.parametrize("classes", [10, 100])
 def test_run_and_generate_figures_read_at_a_notebooks_width_with_few_or_many_classes(classes, tmp_path):
     names = FASHION if classes == 10 else [f"a rather long class name {k}" for k in range(classes)]

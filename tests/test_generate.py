@@ -202,15 +202,15 @@ def test_stable_diffusion_with_a_hub_style_tokenizer_folder(tiny_pipeline, tmp_p
 
 # --- the notebook, executed ---------------------------------------------------------------------
 
+# the teacher: the session's (conftest.SHARED_TEACHER), a teacher of another study
 STUDY = """
 study: gen
 defaults: {dataset: digits, image_size: 16, train_subset: 300}
 runs:
-  - {stage: teacher, name: teacher, model: resnet18, init: fr, optimizer: sgd, lr: 0.05, epochs: 2, batch_size: 50}
-  - {stage: generate, name: ddpm, teacher: teacher, images_per_class: 4, ddpm_steps: 6, ddpm_batch_size: 16,
+  - {stage: generate, name: ddpm, teacher: runs/shared/teacher, images_per_class: 4, ddpm_steps: 6, ddpm_batch_size: 16,
      ddpm_channels: 8, ddpm_sample_steps: 2}
   # 30 real images (3 per class) + 1x synthetic, CRD over one index space, DiffAugment on both
-  - {stage: distill, name: crd_synthetic, student: mobilenet_v2, teacher: teacher, distiller: crd, crd_k: 16,
+  - {stage: distill, name: crd_synthetic, student: mobilenet_v2, teacher: runs/shared/teacher, distiller: crd, crd_k: 16,
      train_subset: 30, batch_size: 20, epochs: 2, synthetic: ddpm, synset_size: 1x, diffaug: S}
   - {stage: report, name: report}
 """
@@ -222,7 +222,7 @@ def shown_images(notebook: Path) -> int:
 
 
 @pytest.mark.slow
-def test_generate_then_distill_on_real_and_synthetic_then_report(tmp_path, monkeypatch):
+def test_generate_then_distill_on_real_and_synthetic_then_report(tmp_path, monkeypatch, shared_teacher_into):
     """The whole synthetic path as a user runs it: a study names its generate run in a distill run."""
     import shutil
 
@@ -231,6 +231,7 @@ def test_generate_then_distill_on_real_and_synthetic_then_report(tmp_path, monke
     shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
     (tmp_path / "params").mkdir()
     (tmp_path / "params" / "gen.yaml").write_text(STUDY)
+    shared_teacher_into(tmp_path)
     monkeypatch.setenv("DAPT_ROOT", str(tmp_path))
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.chdir(tmp_path)
@@ -240,7 +241,7 @@ def test_generate_then_distill_on_real_and_synthetic_then_report(tmp_path, monke
     assert metrics["status"] == "done" and metrics["stage"] == "generate" and metrics["params"]["dataset"] == "digits"
     assert metrics["n_images"] == 40 and metrics["classes"] == [str(d) for d in range(10)]
     assert 0 <= metrics["teacher_acc_on_synthetic"] <= 1 and len(metrics["teacher_per_class_acc_on_synthetic"]) == 10
-    assert metrics["teacher_run"] == "runs/gen/teacher"
+    assert metrics["teacher_run"] == "runs/shared/teacher"
     # loss curve, samples, nearest real, per-class accuracy, confusion
     assert shown_images(folder / "notebook.ipynb") == 5
     assert {p.name for p in (folder / "figures").iterdir()} == {

@@ -193,32 +193,33 @@ def test_a_teacher_trained_on_another_subset_than_the_student_is_warned_of(holdo
 
 STUDY = """
 study: holdout
+# the teacher: the session's (conftest.SHARED_TEACHER: these defaults, 2 epochs), a teacher of another study
 defaults: {dataset: digits, image_size: 16, train_subset: 300, seed: 0}
 runs:
-  - {stage: teacher, name: teacher, model: resnet18, init: fr, optimizer: sgd, lr: 0.05, epochs: 1, batch_size: 50}
   # the students' subset: their validation images are then the back of the orders whose front it takes
-  - {stage: generate, name: holdout, generator: holdout, teacher: teacher, images_per_class: 10, train_subset: 100}
+  - {stage: generate, name: holdout, generator: holdout, teacher: runs/shared/teacher, images_per_class: 10, train_subset: 100}
   # seed 1 draws its own subset unless subset_seed names the generate run's seed
-  - {stage: distill, name: dkd_holdout, student: mobilenet_v2, teacher: teacher, distiller: dkd, seed: 1,
+  - {stage: distill, name: dkd_holdout, student: mobilenet_v2, teacher: runs/shared/teacher, distiller: dkd, seed: 1,
      subset_seed: 0, train_subset: 100, batch_size: 50, epochs: 1, synthetic: holdout, synset_size: 1x}
   # the same teacher serves the DIST student too (one papermill study for both tests' subjects)
-  - {stage: distill, name: dist, student: mobilenet_v2, teacher: teacher, distiller: dist, train_subset: 200,
+  - {stage: distill, name: dist, student: mobilenet_v2, teacher: runs/shared/teacher, distiller: dist, train_subset: 200,
      batch_size: 50, epochs: 1}
 """
 
 
 @pytest.mark.slow
-def test_a_study_distils_with_dkd_on_a_holdout_set_and_with_dist_through_papermill(tmp_path):
+def test_a_study_distils_with_dkd_on_a_holdout_set_and_with_dist_through_papermill(tmp_path, shared_teacher_into):
     from projects import new_project, working_in
     from dapt.cli import main
 
     new_project(tmp_path, {"holdout": STUDY})
+    shared_teacher_into(tmp_path)
     for _ in working_in(tmp_path):
         assert main(["run", "params/holdout.yaml", "--quiet"]) == 0
     folder = tmp_path / "runs" / "holdout" / "holdout"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["status"] == "done" and metrics["generator"] == "holdout" and metrics["n_images"] == 100
-    assert 0 <= metrics["teacher_acc_on_synthetic"] <= 1 and metrics["teacher_run"] == "runs/holdout/teacher"
+    assert 0 <= metrics["teacher_acc_on_synthetic"] <= 1 and metrics["teacher_run"] == "runs/shared/teacher"
     index = json.loads((folder / "images" / "index.json").read_text())
     drawn = torch.tensor([e["train_index"] for e in index["images"]])
     subset = D.load_dataset("digits", 16, train_subset=100, seed=0, validation="auto")

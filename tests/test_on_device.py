@@ -16,7 +16,6 @@ from torch import nn
 
 from dapt.core import files
 from dapt.core import records as runs
-from dapt.data import imageset as D
 from dapt.distillers.losses import align_loss, kd_loss, uniform_loss
 from dapt.models.nets import create_model
 from dapt.pipeline import config
@@ -24,7 +23,7 @@ from dapt.stages.distill import distill
 from dapt.stages.teacher import train_teacher
 from dapt.training.device import Placement, teacher_dtype, to_device
 
-pytestmark = pytest.mark.device
+pytestmark = [pytest.mark.device, pytest.mark.slow]  # trains on the device: slow on a CPU
 
 DEVICE_NAME = os.environ.get("DAPT_TEST_DEVICE", "cpu")
 
@@ -162,11 +161,6 @@ def cfg_for(kind, folder, **values):
             "device": DEVICE_NAME, "run_dir": str(folder)}
     cls = config.TeacherConfig if kind == "teacher" else config.DistillConfig
     return config.validate(cls, {**base, **values})
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return D.load_dataset("digits", 16, train_subset=300, seed=0, validation=100)
 
 
 @pytest.fixture(scope="module")

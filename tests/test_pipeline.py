@@ -242,14 +242,14 @@ def test_sigterm_marks_the_run_interrupted_and_keeps_its_notebook(project):
     assert json.loads(metrics_file.read_text()) == metrics
 
 
+# the teacher: the session's (conftest.SHARED_TEACHER), a teacher of another study
 KILLABLE = """
 study: killable
 defaults: {dataset: digits, image_size: 16, train_subset: 300, batch_size: 50, seed: 3}
 runs:
-  - {stage: teacher, name: teacher, model: resnet18, init: fr, epochs: 1, optimizer: sgd, lr: 0.05}
-  - {stage: distill, name: crd_straight, student: mobilenet_v2, teacher: teacher, distiller: crd, crd_k: 64, epochs: 6}
-  - {stage: distill, name: crd_killed, student: mobilenet_v2, teacher: teacher, distiller: crd, crd_k: 64, epochs: 6}
-  - {stage: distill, name: crd_mid_epoch, student: mobilenet_v2, teacher: teacher, distiller: crd, crd_k: 64, epochs: 6,
+  - {stage: distill, name: crd_straight, student: mobilenet_v2, teacher: runs/shared/teacher, distiller: crd, crd_k: 64, epochs: 6}
+  - {stage: distill, name: crd_killed, student: mobilenet_v2, teacher: runs/shared/teacher, distiller: crd, crd_k: 64, epochs: 6}
+  - {stage: distill, name: crd_mid_epoch, student: mobilenet_v2, teacher: runs/shared/teacher, distiller: crd, crd_k: 64, epochs: 6,
      checkpoint_every: 2}
 """
 
@@ -284,13 +284,14 @@ def comparable(metrics_file: Path) -> dict:
     return record
 
 
-def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(project):
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(project, shared_teacher_into):
     """Kill `dapt run` (and so its kernel) after an epoch checkpoint, resume, and compare with a run
     that was never interrupted: the same numbers, because last.pt holds model, distiller (CRD banks
     and sampler), optimizer, scheduler and the global RNG, and every epoch's batches and views
     come from generators seeded by (seed, epoch)."""
     (project / "params" / "killable.yaml").write_text(textwrap.dedent(KILLABLE))
-    assert main(["run", "params/killable.yaml", "--quiet", "--only", "teacher", "crd_straight"]) == 0
+    shared_teacher_into(project)
+    assert main(["run", "params/killable.yaml", "--quiet", "--only", "crd_straight"]) == 0
     process = start_killable(project, "--only", "crd_killed")
     folder = project / "runs/killable/crd_killed"
     deadline = time.time() + 120
@@ -307,7 +308,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(project):
     assert comparable(folder / "metrics.json") == comparable(project / "runs/killable/crd_straight/metrics.json")
 
 
-def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(project):
+def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(project, shared_teacher_into):
     """checkpoint_every: 2 (6 steps per epoch): wait for a mid-epoch last.pt, SIGKILL the kernel and
     `dapt run` at once, resume: the run skips the batches done and restores the epoch's sums, so its
     metrics.json equals, exactly, that of the run never interrupted (which wrote no mid-epoch checkpoints).
@@ -315,7 +316,8 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(project):
     from dapt.core.torch_files import safe_load
 
     (project / "params" / "killable.yaml").write_text(textwrap.dedent(KILLABLE))
-    assert main(["run", "params/killable.yaml", "--quiet", "--only", "teacher", "crd_straight"]) == 0
+    shared_teacher_into(project)
+    assert main(["run", "params/killable.yaml", "--quiet", "--only", "crd_straight"]) == 0
     process = start_killable(project, "--only", "crd_mid_epoch")
     last = project / "runs/killable/crd_mid_epoch/last.pt"
     deadline = time.time() + 180

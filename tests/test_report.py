@@ -11,6 +11,8 @@ import pytest
 
 from dapt.analysis import render, rows as report
 from dapt.analysis.summary import Summary
+from dapt.analysis.curves import TEST_SUBSET
+from projects import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +73,7 @@ def test_collect_reads_the_new_keys(study):
     assert (teacher["stage"], teacher["model"], teacher["init"], teacher["image_size"]) == \
         ("teacher", "efficientnet_lite2", "ft", 48)
     assert teacher["test_acc"] == 0.8659 and teacher["best_val_acc"] == 0.857 and teacher["val_images"] == 1000
-    assert teacher["val_source"] == OUTSIDE and teacher["best_eval_acc"] is None and teacher["eval_images"] is None
+    assert teacher["val_source"] == OUTSIDE and "eval_images" not in teacher
     kd = runs["mnv2_kd"]
     assert kd["teacher_run"] == "lite2_ft"  # the folder name, not the repo-relative path
     assert (kd["teacher_test_acc"], kd["teacher_run_test_acc"], kd["teacher_val_acc"]) == (0.8508, 0.8659, 0.842)
@@ -82,12 +84,13 @@ def test_collect_reads_the_new_keys(study):
     assert alone["teacher_run"] is None and alone["teacher_test_acc"] is None and alone["agreement"] is None
 
 
-def test_runs_recorded_before_the_validation_set_are_read_and_labelled_as_on_test_images(tmp_path):
-    """runs/ keeps records whose epochs were evaluated on a test subset: test_acc per epoch, eval_images,
-    best_eval_acc, teacher_eval_acc. They are read as they are; their curves say test, new ones validation."""
+def test_runs_recorded_before_the_validation_set_are_migrated_once_and_labelled_as_on_test_images(tmp_path):
+    """runs/ kept records whose epochs were evaluated on a test subset: test_acc per epoch, eval_images,
+    best_eval_acc, teacher_eval_acc. benchmarks/migrate_records.py rewrote them once in the current keys (a second
+    pass changes nothing); read then, their curves say test, new ones validation."""
     from dapt.analysis.budget import plateau
     from dapt.analysis.configurations import configurations
-    from dapt.analysis.curves import per_epoch_images
+    from dapt.analysis.curves import on_test_images, per_epoch_images
 
     for name, key, extra in (("older", "test_acc", {"eval_images": 1000, "best_eval_acc": 0.65,
                                                     "teacher_eval_acc": 0.8}),
@@ -98,14 +101,25 @@ def test_runs_recorded_before_the_validation_set_are_read_and_labelled_as_on_tes
                                    "test_images": 10000, "student": "mobilenet_v2", "distiller": "kd",
                                    "params": {**PARAMS, "student": "mobilenet_v2", "distiller": "kd", "lr": name},
                                    **extra})
+    newer_text = (tmp_path / "newer" / "metrics.json").read_text()
+    migrate = load_benchmark("migrate_records")
+    migrate.main([str(tmp_path)])
+    migrated_text = (tmp_path / "older" / "metrics.json").read_text()
+    record = json.loads(migrated_text)
+    assert not {"eval_images", "best_eval_acc", "teacher_eval_acc"} & set(record)
+    assert (record["val_images"], record["val_source"]) == (1000, TEST_SUBSET)
+    assert [entry["val_acc"] for entry in record["history"]] == [0.55, 0.6, 0.65]
+    assert (tmp_path / "newer" / "metrics.json").read_text() == newer_text  # already current: untouched
+    migrate.main([str(tmp_path)])
+    assert (tmp_path / "older" / "metrics.json").read_text() == migrated_text  # once: a second pass changes nothing
     configs = {c["run"]: c for c in configurations(report.collect(tmp_path))}
     older, newer = configs["older"], configs["newer"]
-    assert (older["best_eval_acc"], older["teacher_eval_acc"], older["best_val_acc"]) == (0.65, 0.8, None)
-    assert (newer["best_val_acc"], newer["teacher_val_acc"], newer["best_eval_acc"]) == (0.65, 0.8, None)
+    for config in (older, newer):
+        assert (config["best_val_acc"], config["teacher_val_acc"]) == (0.65, 0.8)
     assert per_epoch_images(older) == "test (1,000 of 10,000 images)"
     assert per_epoch_images(newer) == "validation (1,000 training images outside train_subset)"
     for config, on in ((older, "test"), (newer, "validation")):
-        verdict = plateau(config["history"])
+        verdict = plateau(config["history"], on_test_images(config))
         assert (verdict.on, verdict.status, verdict.last_acc) == (on, "still improving", pytest.approx(0.65))
     assert "| validation |" in render.plateau_table(Summary.read(tmp_path))
 
@@ -300,7 +314,8 @@ def test_summary_reads_the_settings_its_report_run_recorded(study):
 
 VALIDATION_RECORD = {"teacher_val_acc": 0.842, "val_images": 1000, "val_source": "training images outside train_subset",
                      "best_val_acc": 0.99}
-OLDER_RECORD = {"teacher_eval_acc": 0.842, "eval_images": 1000, "best_eval_acc": 0.99}  # before the validation set
+OLDER_RECORD = {"teacher_val_acc": 0.842, "val_images": 1000, "val_source": TEST_SUBSET,  # before the validation set
+                "best_val_acc": 0.99}
 
 
 @pytest.mark.parametrize("per_epoch, images", [

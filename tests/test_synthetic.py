@@ -141,6 +141,7 @@ def test_synset_size_without_synthetic_is_a_config_error():
         config.validate(config.DistillConfig, {"diffaug": "X"}, "f.yaml")
 
 
+@pytest.mark.slow  # trains a teacher and a crd student
 def test_distill_with_crd_on_real_and_synthetic_images(tmp_path, digits, capsys):
     """CRD's memory banks have one row per real and per synthetic image, the teacher cache covers the
     synthetic images and the DiffAugment views (hit on the same run again, miss on other views)."""

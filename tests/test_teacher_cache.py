@@ -14,12 +14,10 @@ import torch
 
 from dapt.core import records
 from dapt.core.errors import DaptError
-from dapt.data.imageset import load_dataset
 from dapt.data.augment import make_views
 from dapt.models.nets import create_model
 from dapt.pipeline import config
 from dapt.stages.distill import distill, view_count
-from dapt.stages.teacher import train_teacher
 from dapt.training.device import teacher_dtype
 from dapt.training.loop import inference_batch
 from dapt.training.teacher_cache import (HEADER_BYTES, SCALE_BYTES, TeacherTargets, check_free_space, dequantize,
@@ -231,6 +229,7 @@ PEAK_MEMORY = """
 """
 
 
+@pytest.mark.slow  # builds an 8,000-image cache in a fresh interpreter
 def test_a_build_holds_one_chunk_in_memory_not_the_cache(tmp_path):
     """Build a 66 MB cache in chunks of 250 images in a fresh process: its peak memory (ru_maxrss)
     grows by far less than the cache (an in-memory build would hold the whole table)."""
@@ -241,20 +240,7 @@ def test_a_build_holds_one_chunk_in_memory_not_the_cache(tmp_path):
     assert growth < size / 4, f"the build's peak memory grew by {growth / 1e6:.1f} MB for a {size / 1e6:.1f} MB cache"
 
 
-@pytest.fixture(scope="module")
-def trained_teacher(tmp_path_factory):
-    """A ResNet-18 trained on 300 digits for 3 epochs: a teacher whose outputs mean something."""
-    folder = tmp_path_factory.mktemp("teacher")
-    cfg = config.validate(config.TeacherConfig, {
-        "dataset": "digits", "image_size": 16, "train_subset": 300, "batch_size": 50, "precise_bn": None,
-        "device": "cpu", "model": "resnet18", "init": "fr", "epochs": 3, "lr": 3e-3, "run_dir": str(folder)})
-    ds = load_dataset("digits", 16, train_subset=300, seed=0, validation=100)
-    record = records.RunRecord.start(folder, "teacher", config.as_dict(cfg))
-    train_teacher(cfg, ds, record)
-    record.finish()
-    return folder, ds
-
-
+@pytest.mark.slow  # trains a teacher (once) and two students per distiller
 @pytest.mark.parametrize("distiller", ["kd", "align_uniform"])
 def test_a_cached_student_and_a_live_one_on_the_same_views_get_the_same_targets(trained_teacher, tmp_path, distiller):
     """A kd and an align_uniform student, each trained twice on a fresh view per epoch, from the teacher cache

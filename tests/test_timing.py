@@ -47,6 +47,7 @@ def test_the_parallel_projection_is_a_dependency_respecting_list_schedule():
     assert projection.parallel_seconds(seconds, refs, 1) == sum(seconds.values())
 
 
+@pytest.mark.slow  # times the study in a fresh interpreter (python -m dapt.stages.timing, two at once)
 def test_timing_prints_the_projection_writes_nothing_under_runs_and_feeds_the_dry_run(project, capsys):
     assert main(["run", "params/tiny.yaml", "--timing", "--parallel", "2"]) == 0
     out = capsys.readouterr().out

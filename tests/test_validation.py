@@ -87,6 +87,7 @@ def test_a_generate_run_draws_no_validation_set():
     assert ds.val_x is None and ds.val_source is None and len(ds.train_y) == 1437  # the ddpm learns from all
 
 
+@pytest.mark.slow  # trains a teacher
 def test_a_teacher_run_selects_on_validation_images_and_reads_the_test_set_once(tmp_path, monkeypatch):
     import dapt.stages.teacher as T
 

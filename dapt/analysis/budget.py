@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from dapt.analysis.curves import curve as per_epoch_curve, on_test_images
 
@@ -31,20 +31,22 @@ class Plateau:
     validation, or test for a run recorded before the validation set), and how many epochs were evaluated."""
 
     status: str
-    epochs: Optional[int] = None
-    from_epoch: Optional[int] = None
-    from_acc: Optional[float] = None
-    last_acc: Optional[float] = None
-    gain_pt: Optional[float] = None
-    best_epoch: Optional[int] = None
-    train_acc: Optional[float] = None
+    epochs: int | None = None
+    from_epoch: int | None = None
+    from_acc: float | None = None
+    last_acc: float | None = None
+    gain_pt: float | None = None
+    best_epoch: int | None = None
+    train_acc: float | None = None
     on: str = "validation"
     evaluations: int = 0
 
 
-def plateau(history: list[dict[str, Any]]) -> Plateau:
+def plateau(history: list[dict[str, Any]], on_test: bool = False) -> Plateau:
+    """The plateau rule on ``history``, whose per-epoch accuracies are on test images when ``on_test`` (a run
+    recorded before the validation set: ``curves.on_test_images``)."""
     curve = per_epoch_curve(history)
-    on = "test" if on_test_images(history) else "validation"
+    on = "test" if on_test else "validation"
     last = history[-1].get("train_acc") if history else None
     train_acc = float(last) if isinstance(last, (int, float)) else None  # the last epoch's, not an earlier one's
     if len(curve) < 2:
@@ -73,7 +75,7 @@ def plateaus(configs: list[dict[str, Any]]) -> dict[str, Plateau]:
     """Configuration label → the plateau rule on its seed-mean history, students first (a teacher-stage
     run's budget matters too when it is the pre-trained comparison point)."""
     ordered = sorted(configs, key=lambda c: c.get("stage") != "distill")
-    return {c["run"]: plateau(c.get("history") or []) for c in ordered}
+    return {c["run"]: plateau(c.get("history") or [], on_test_images(c)) for c in ordered}
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,9 @@ class Budget:
     student), mixed (some), paper (every student at least the paper's), between, or unknown (no epochs or
     no settings)."""
 
-    epochs: Optional[tuple[int, int]]
-    paper_epochs: Optional[int]
-    short_epochs: Optional[int]
+    epochs: tuple[int, int] | None
+    paper_epochs: int | None
+    short_epochs: int | None
 
     @property
     def kind(self) -> str:
@@ -99,7 +101,7 @@ class Budget:
         return "paper" if fewest >= self.paper_epochs else "between"
 
 
-def budget(configs: list[dict[str, Any]], paper_epochs: Optional[int], short_epochs: Optional[int]) -> Budget:
+def budget(configs: list[dict[str, Any]], paper_epochs: int | None, short_epochs: int | None) -> Budget:
     """The students' budget (teacher-stage runs have their own) against the report's settings."""
     epochs = [int(c["epochs"]) for c in configs
               if c.get("stage") == "distill" and isinstance(c.get("epochs"), (int, float))]

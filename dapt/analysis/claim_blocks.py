@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dapt.analysis import render
 from dapt.analysis.compare import best_of
-from dapt.analysis.results import study_folder
+from dapt.analysis.results import marked_blocks, study_folder
 from dapt.analysis.summary import Summary, report_params
 from dapt.core.claims import CLAIMS
 from dapt.core.errors import DaptError
@@ -28,15 +28,8 @@ EACH = ", each"
 def claim_blocks(text: str) -> list[tuple[str, str, bool, str]]:
     """Every claim block of a Markdown text as (study folder, claim, every comparison or the best, the block as
     the text holds it, markers included); a block left open, or opened inside another, is a ``DaptError``."""
-    out = []
-    for opening in _OPEN.finditer(text):
-        end = text.find(CLOSE, opening.end())
-        following = _OPEN.search(text, opening.end())
-        if end < 0 or (following is not None and following.start() < end):
-            raise DaptError(f"claim block {opening.group(0)} has no closing {CLOSE} before the next block")
-        out.append((opening.group(1), opening.group(2), bool(opening.group(3)),
-                    text[opening.start():end + len(CLOSE)]))
-    return out
+    return [(found.group(1), found.group(2), bool(found.group(3)), shown)
+            for found, shown in marked_blocks(text, _OPEN, CLOSE, "claim block {marker}")]
 
 
 def claim_block(folder: str, claim: str, each: bool = False) -> str:

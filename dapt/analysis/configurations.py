@@ -18,12 +18,10 @@ from typing import Any
 from dapt.core.provenance import UNKNOWN
 from dapt.core.records import NOT_CONFIGURATION
 
-# best_eval_acc and teacher_eval_acc: runs recorded before the validation set, on a subset of the test set
 METRICS = ("test_acc", "best_val_acc", "agreement", "agreement_teacher_right", "agreement_teacher_wrong", "kl",
-           "ece", "cka", "teacher_test_acc", "teacher_run_test_acc", "teacher_val_acc", "best_eval_acc",
-           "teacher_eval_acc", "wall_time_s")
-# per-epoch history keys averaged over the seeds; test_acc: a run recorded before the validation set (curves)
-CURVES = ("val_acc", "test_acc", "train_acc")
+           "ece", "cka", "teacher_test_acc", "teacher_run_test_acc", "teacher_val_acc", "wall_time_s")
+# per-epoch history keys averaged over the seeds
+CURVES = ("val_acc", "train_acc")
 
 
 def _hashable(value: Any) -> Any:

@@ -39,6 +39,7 @@ class Headroom:
     teacher's and the pre-trained runs recorded unalike."""
 
     group: str
+    student: str
     teacher: Optional[str]
     teacher_n: int
     teacher_acc: Optional[float]
@@ -46,7 +47,6 @@ class Headroom:
     pretrained: str
     pretrained_acc: float
     pretrained_n: int
-    student: str
     lead_pt: Optional[float] = None
     low_pt: Optional[float] = None
     high_pt: Optional[float] = None

@@ -62,17 +62,25 @@ def _family(summary: Summary) -> int:
     return sum(c.welch.p is not None for c in summary.comparisons)
 
 
+def marked_blocks(text: str, opening: re.Pattern, close: str, what: str) -> list[tuple[re.Match, str]]:
+    """Every block of a Markdown text from a match of ``opening`` to the next ``close``, as (that match, the
+    block, markers included); a block left open, or opened inside another, is a ``DaptError`` naming it by ``what``
+    (formatted with the match's groups, and ``marker``: the whole opening marker)."""
+    out = []
+    for found in opening.finditer(text):
+        end = text.find(close, found.end())
+        following = opening.search(text, found.end())
+        if end < 0 or (following is not None and following.start() < end):
+            raise DaptError(f"{what.format(*found.groups(), marker=found.group(0))} has no closing {close} "
+                            "before the next block")
+        out.append((found, text[found.start():end + len(close)]))
+    return out
+
+
 def readme_blocks(text: str) -> list[tuple[str, str]]:
     """Every results block of a Markdown text as (study folder, the block from its opening marker to its
     closing one); a marker left open, or a block opened inside another, is a ``DaptError``."""
-    out = []
-    for opening in _OPEN.finditer(text):
-        end = text.find(CLOSE, opening.end())
-        following = _OPEN.search(text, opening.end())
-        if end < 0 or (following is not None and following.start() < end):
-            raise DaptError(f"README results block for {opening.group(1)} has no closing {CLOSE} before the next block")
-        out.append((opening.group(1), text[opening.start():end + len(CLOSE)]))
-    return out
+    return [(found.group(1), shown) for found, shown in marked_blocks(text, _OPEN, CLOSE, "README results block for {0}")]
 
 
 def decided(folder: Path, summary: Summary) -> list[str]:

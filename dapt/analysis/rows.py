@@ -30,7 +30,7 @@ COLUMNS = [
     ("status", "status"),
 ]
 _PERCENT = {"teacher_acc_on_synthetic", "test_acc", "teacher_test_acc", "teacher_run_test_acc", "teacher_val_acc",
-            "best_val_acc", "teacher_eval_acc", "best_eval_acc", "agreement", "ece"}
+            "best_val_acc", "agreement", "ece"}
 INIT_LABELS = {"fr": "from scratch", "lp": "ImageNet, linear probe", "ft": "ImageNet, fine-tuned"}
 # The role under which a stage's provenance records the precision of the model it trains.
 TRAINED_ROLE = {"distill": "student", "teacher": "teacher"}
@@ -83,10 +83,10 @@ def data_cell(row: dict[str, Any]) -> str:
 def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """One row per run folder of ``study_dir`` (teachers first, then students), from its metrics.json.
 
-    Rows of runs still in progress carry what is known (their params); missing values are None. Each
+    What a run was asked (image size, model, init, student, distiller, DiffAugment) is read from its ``params``,
+    which a record holds from its start; what it measured, from the record; missing values are None. Each
     row also keeps its run's ``params``, per-epoch ``history`` and ``folder`` (for ``configurations``), and what
-    its per-epoch numbers are on: ``val_images`` and ``val_source``, or in a run recorded before the validation
-    set ``eval_images`` of the test set (with ``best_eval_acc`` for ``best_val_acc``); and what recorded it
+    its per-epoch numbers are on: ``val_images`` and ``val_source`` (``curves``); and what recorded it
     (``recorded_by``: its raw ``provenance`` and the labels of the module docstring).
     ``epochs``, ``train_subset`` and ``batch_size`` are copied from the params only when the params have them.
     """
@@ -98,30 +98,28 @@ def collect(study_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict[s
         params = metrics.get("params") or {}
         row = {"run": folder.name, "stage": metrics["stage"], "status": metrics.get("status"),
                "folder": folder.as_posix(), "params": params, "history": metrics.get("history") or [],
-               **{key: metrics.get(key) for key in ("test_acc", "best_val_acc", "best_eval_acc", "best_epoch",
-                                                     "val_images", "val_source", "eval_images", "test_images",
-                                                     "wall_time_s", "ece")},
-               "image_size": metrics.get("image_size", params.get("image_size")),
+               **{key: metrics.get(key) for key in ("test_acc", "best_val_acc", "best_epoch", "val_images",
+                                                     "val_source", "test_images", "wall_time_s", "ece")},
+               "image_size": params.get("image_size"),
                **recorded_by(metrics["stage"], metrics.get("provenance"))}
         row.update({key: params[key] for key in ("epochs", "train_subset", "batch_size") if key in params})
         if metrics["stage"] == "teacher":
-            init = metrics.get("init", params.get("init"))
-            model = metrics.get("model", params.get("model"))
+            init, model = params.get("init"), params.get("model")
             row.update(student=model, model=model, init=init, distiller="—", n_real=metrics.get("n_real"),
                        teacher=f"— (own run: {INIT_LABELS.get(init, init)})")
         else:
             teacher_run = metrics.get("teacher_run")
-            distiller = metrics.get("distiller", params.get("distiller"))
-            row.update(student=metrics.get("student", params.get("student")), distiller=distiller,
+            distiller = params.get("distiller")
+            row.update(student=params.get("student"), distiller=distiller,
                        teacher_run=Path(teacher_run).name if teacher_run else None,
                        teacher=_teacher_cell(metrics, teacher_run, distiller),
                        **{k: metrics.get(k) for k in (
                            "teacher_model", "teacher_init", "teacher_image_size", "teacher_run_test_acc",
-                           "teacher_test_acc", "teacher_val_acc", "teacher_eval_acc", "agreement",
+                           "teacher_test_acc", "teacher_val_acc", "agreement",
                            "agreement_teacher_right",
                            "agreement_teacher_wrong", "kl", "cka", "teacher_ece", "n_real", "n_synthetic",
                            "synset_size")},
-                       diffaug=metrics.get("diffaug", params.get("diffaug")),
+                       diffaug=params.get("diffaug"),
                        synthetic_run=Path(metrics["synthetic_run"]).name if metrics.get("synthetic_run") else None)
         row["data"] = data_cell(row)
         rows.append(row)
@@ -258,7 +256,7 @@ def run_summary(metrics: dict[str, Any]) -> str:
         (f"teacher on this run's test inputs ({everything}{resized}): what agreement is measured against",
          metrics.get("teacher_test_acc"), "%"),
         (f"teacher on the per-epoch images: {per_epoch}{resized}; the curves' dashed line",
-         metrics.get("teacher_val_acc", metrics.get("teacher_eval_acc")), "%"),
+         metrics.get("teacher_val_acc"), "%"),
         (f"top-1 agreement with the teacher ({everything})", metrics.get("agreement"), "%"),
         ("  on the images the teacher gets right", metrics.get("agreement_teacher_right"), "%"),
         ("  on the images the teacher gets wrong", metrics.get("agreement_teacher_wrong"), "%"),

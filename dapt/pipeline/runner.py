@@ -59,6 +59,27 @@ class RunState:
         runs executed again: what a done run read of them was what they held when it ran)."""
         return self.finished and self.same_params and not force and not any(r in rerun for r in self.spec.refs)
 
+    def refused(self, force: bool) -> bool:
+        """Finished (here or elsewhere) with other parameters, and not forced: executing it would replace it."""
+        return self.status in ("done", "report-only") and not self.same_params and not force
+
+
+def decisions(states: list[RunState], force: bool) -> list[tuple[RunState, str]]:
+    """Each state, in order, with what a run of the study does with it: "refused", "skip" (``RunState.skipped``,
+    given the runs before it that execute) or "run"."""
+    will_run: set[str] = set()
+    out = []
+    for state in states:
+        if state.refused(force):
+            action = "refused"
+        elif state.skipped(force, will_run):
+            action = "skip"
+        else:
+            action = "run"
+            will_run.add(state.spec.name)
+        out.append((state, action))
+    return out
+
 
 def notebook_for(stage: str) -> Path:
     return Path("notebooks") / f"{stage}.ipynb"
@@ -93,12 +114,10 @@ def plan(study: Study, force: bool = False, only: list[str] | None = None) -> li
         if unknown:
             raise DaptError(f"{study.source}: no run named {unknown[0]!r}; runs: {', '.join(r.name for r in study.runs)}")
     states = [run_state(spec) for spec in study.runs if not only or spec.name in only]
-    will_run: set[str] = set()
-    for state in states:
-        if not state.skipped(force, will_run):
-            will_run.add(state.spec.name)
+    for state, action in decisions(states, force):
+        if action != "skip":
             check_fits(state.spec.cfg, f"{study.source}: run {state.spec.name!r}")
-        if state.status in ("done", "report-only") and not state.same_params and not force:
+        if action == "refused":
             raise DaptError(
                 f"{study.source}: run {state.spec.name!r} is done with other parameters "
                 f"({', '.join(state.changed)} changed); rerun with --force to replace it"
@@ -124,18 +143,14 @@ def dry_run(study: Study, force: bool = False, only: list[str] | None = None,
         plan(study, force=True, only=only)  # names checked like a real run; nothing is replaced here
     runs = [spec for spec in study.runs if not only or spec.name in only]
     echo(f"study {study.name} ({study.source}): {len(runs)} runs, nothing executed (--dry-run)")
-    will_run: set[str] = set()
     width = name_width(runs)
     projected = projection.projected_lines(study, projection.load(study.name))  # from `dapt run --timing`
-    for spec in runs:
-        state = run_state(spec)
-        if state.status in ("done", "report-only") and not state.same_params and not force:
+    for state, action in decisions([run_state(spec) for spec in runs], force):
+        spec = state.spec
+        if action == "refused":
             action = f"refused: done with other parameters ({', '.join(state.changed)}); --force replaces it"
-        elif state.skipped(force, will_run):
+        elif action == "skip":
             action = "skip: already done with these parameters"
-        else:
-            will_run.add(spec.name)
-            action = "run"
         echo(f"  {spec.name:<{width}} {spec.stage:<9} {state.status:<12} {action}")
         # run_dir and a report's study_description come from the file's layout and text, not from its values
         values = ", ".join(f"{key}={value!r}" for key, value in spec.injected.items()

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from dapt.analysis.curves import on_test_images, per_epoch_images, per_epoch_key
+from dapt.analysis.curves import on_test_images, per_epoch_images
 from dapt.core.errors import DaptError
 from dapt.plots.common import (
     PANEL_SIZE, SMALL, STYLES, WIDTH, as_count, as_number, as_percent, class_matrix, label_classes, new_figure,
@@ -26,9 +26,9 @@ def _per_epoch_images(metrics: dict) -> tuple[str, bool]:
     numbers on all test images need their own mark: always beside a validation curve, and beside an older
     run's test curve when that was on a subset of the test images."""
     images = per_epoch_images(metrics)
-    if not on_test_images(metrics.get("history") or []):
+    if not on_test_images(metrics):
         return images, True
-    evaluated, total = as_count(metrics.get("eval_images")), as_count(metrics.get("test_images"))
+    evaluated, total = as_count(metrics.get("val_images")), as_count(metrics.get("test_images"))
     return images, evaluated is not None and total is not None and evaluated < total
 
 
@@ -46,14 +46,13 @@ def training_curves(metrics: dict) -> Figure:
     (in a run recorded before the validation set, on its test subset: ``dapt.analysis.curves``), and the
     final accuracy on all test images is marked with a star at the last epoch (not needed beside an older
     run's curve on all test images). Distill runs add the teacher's accuracy on the per-epoch images
-    (``teacher_val_acc``, older ``teacher_eval_acc``) and a panel of agreement and KL.
+    (``teacher_val_acc``) and a panel of agreement and KL.
     Works for a run in progress: an empty history gives a note figure, missing keys are skipped.
     """
     history = list(metrics.get("history") or [])
     if not history:
         return note_figure("Training curves", "no epoch finished yet")
-    agreement_key, kl_key, acc_key = (per_epoch_key(history, key) for key in ("val_agreement", "val_kl", "val_acc"))
-    distill = (any(entry.get(agreement_key) is not None for entry in history)
+    distill = (any(entry.get("val_agreement") is not None for entry in history)
                or metrics.get("agreement") is not None)
     n_panels = 3 if distill else 2
     fig = new_figure(PANEL_SIZE[0] * n_panels, PANEL_SIZE[1] + 1.4)
@@ -75,16 +74,13 @@ def training_curves(metrics: dict) -> Figure:
     loss_ax.set(title="Training loss", xlabel="epoch", ylabel="loss")
     acc_ax.plot(epochs, 100 * series("train_acc"), marker="o", label="train (augmented batches, epoch mean)",
                 **STYLES[0])
-    curve_epochs, curve_acc = evaluated(acc_key)
+    curve_epochs, curve_acc = evaluated("val_acc")
     acc_ax.plot(curve_epochs, 100 * curve_acc, marker="o", label=images, **STYLES[1])
     final = metrics.get("test_acc")
     if mark_final and final is not None:
         acc_ax.plot([epochs[-1]], [100 * as_number(final)], marker="*", markersize=14, linestyle="none",
                     color="tab:orange", markeredgecolor="black", label=_final_label(metrics, final))
-    teacher = metrics.get("teacher_val_acc", metrics.get("teacher_eval_acc"))
-    if teacher is None:  # metrics.json of the oldest runs: the teacher's per-epoch accuracy on the same images
-        old = series("teacher_test_acc")
-        teacher = old[~np.isnan(old)][-1] if not np.isnan(old).all() else None
+    teacher = metrics.get("teacher_val_acc")
     if teacher is not None:
         t_size = as_count(metrics.get("teacher_image_size"))
         resized = f", resized to {t_size} px" if t_size is not None and t_size != size else ""
@@ -94,7 +90,7 @@ def training_curves(metrics: dict) -> Figure:
     acc_ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=SMALL)
     if distill:
         agree_ax = axes[2]
-        agree_epochs, agreement = evaluated(agreement_key)
+        agree_epochs, agreement = evaluated("val_agreement")
         agree_ax.plot(agree_epochs, 100 * agreement, marker="o", color="tab:green",
                       label=f"top-1 agreement, {images}")
         if mark_final and metrics.get("agreement") is not None:
@@ -103,7 +99,7 @@ def training_curves(metrics: dict) -> Figure:
                           label=_final_label(metrics, metrics["agreement"]))
         agree_ax.set(title="Fidelity to the teacher", xlabel="epoch", ylabel="agreement (%)")
         kl_ax = agree_ax.twinx()
-        kl_ax.plot(*evaluated(kl_key), marker="s", color="tab:red", label=f"KL(teacher ‖ student), {images}")
+        kl_ax.plot(*evaluated("val_kl"), marker="s", color="tab:red", label=f"KL(teacher ‖ student), {images}")
         kl_ax.set_ylabel("KL (nats)")
         handles = agree_ax.get_legend_handles_labels()[0] + kl_ax.get_legend_handles_labels()[0]
         agree_ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=SMALL)

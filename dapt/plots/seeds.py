@@ -103,7 +103,7 @@ def _curve(history: list[dict]) -> tuple[list[int], list[float]]:
 
 def _per_epoch_set(configs: list[dict]) -> str:
     """"validation", "test" (runs recorded before the validation set) or both, for an axis label."""
-    kinds = {"test" if on_test_images(c.get("history") or []) else "validation" for c in configs}
+    kinds = {"test" if on_test_images(c) else "validation" for c in configs}
     return kinds.pop() if len(kinds) == 1 else "validation or (older runs) test"
 
 

@@ -65,12 +65,16 @@ def _feed(h, part: bytes | str | torch.Tensor) -> None:
     h.update(b"\0")
 
 
-def _digest(*parts: bytes | str | torch.Tensor) -> str:
-    """Short key over strings and whole tensors (their bytes), for cache file names."""
-    h = hashlib.sha256()
+def _fed(h, parts):
+    """``h`` after feeding it each of ``parts`` (``_feed``)."""
     for part in parts:
         _feed(h, part)
-    return h.hexdigest()[:16]
+    return h
+
+
+def _digest(*parts: bytes | str | torch.Tensor) -> str:
+    """Short key over strings and whole tensors (their bytes), for cache file names."""
+    return _fed(hashlib.sha256(), parts).hexdigest()[:16]
 
 
 def file_digest(path: Path) -> str:
@@ -232,17 +236,14 @@ class TeacherTargets:
     def _view_keys(self, key_parts: tuple) -> list[str]:
         """Per view, a digest of everything its outputs depend on: what the whole cache shares (the
         caller's ``key_parts``, the teacher's size and precision, the images), then that view's draws."""
-        shared = hashlib.sha256()
-        for part in (CACHE_FORMAT, *map(str, key_parts), str(self.size), str(self.dtype), self.train_x):
-            _feed(shared, part)
+        shared = _fed(hashlib.sha256(),
+                      (CACHE_FORMAT, *map(str, key_parts), str(self.size), str(self.dtype), self.train_x))
         keys = []
         for v in range(len(self.views)):
-            h, crop = shared.copy(), self.views[v]
+            crop = self.views[v]
             draws = [crop.offset_y, crop.offset_x, crop.flip.long()]
             draws += self.diff_views[v].key_tensors() if self.diff_views else []
-            for t in draws:
-                _feed(h, t)
-            keys.append(h.hexdigest()[:16])
+            keys.append(_fed(shared.copy(), draws).hexdigest()[:16])
         return keys
 
     def _load_or_build(self) -> None:

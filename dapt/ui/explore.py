@@ -70,9 +70,9 @@ def finished_runs(study: str, stage: str, dataset: Optional[str] = None) -> list
         if dataset is not None and params.get("dataset") != dataset:
             continue
         acc = metrics.get("test_acc")
-        init = metrics.get("init", params.get("init"))
-        what = ", ".join(str(x) for x in (metrics.get("model", params.get("model")), INIT_LABELS.get(init, init),
-                                          f"{metrics.get('image_size', params.get('image_size'))} px") if x)
+        init = params.get("init")
+        what = ", ".join(str(x) for x in (params.get("model"), INIT_LABELS.get(init, init),
+                                          f"{params.get('image_size')} px") if x)
         out.append((f"{run.name} — {what}" + (f": {acc:.2%}" if isinstance(acc, (int, float)) else ""),
                     run.as_posix()))
     return out
