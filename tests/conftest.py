@@ -4,15 +4,30 @@ read instead of training the same teacher again.
 
 A test that reads them must not change them: copy a run folder (``shared_teacher_into``) before running a study
 beside it.
+
+The suite runs on every core (pytest-xdist, ``-n auto --dist loadscope`` in pyproject.toml: a module's tests and its
+module fixtures stay on one worker). Workers share the teacher run (built by the first worker that asks, under a file
+lock), split the cores' threads between them, and start the modules that execute whole studies first, so that the
+workers finish together. ``pytest -n 0`` runs everything in this one process (for a debugger).
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from projects import new_project, working_in
+
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under pytest-xdist; None in a single process
+if WORKER and "OMP_NUM_THREADS" not in os.environ:  # before torch is imported, and inherited by every kernel
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ["OMP_NUM_THREADS"] = str(max(1, cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+# Modules that execute whole studies (notebooks, torchrun, Ray, killed runs), about a minute or more each: first.
+STUDIES_FIRST = ("test_ray", "test_distributed", "test_pipeline", "test_explore", "test_locks")
 
 # The teacher of the suite's tiny studies: digits at 16 px, 300 images, 2 epochs. Studies name it
 # runs/shared/teacher (outside their own folder, like a teacher of another study).
@@ -52,13 +67,20 @@ def trained_teacher(tmp_path_factory, digits):
 
 @pytest.fixture(scope="session")
 def shared_teacher_run(tmp_path_factory) -> Path:
-    """``runs/shared/teacher`` of a project where `dapt run` executed the teacher notebook (``SHARED_TEACHER``)."""
+    """``runs/shared/teacher`` of a project where `dapt run` executed the teacher notebook (``SHARED_TEACHER``): one
+    for the whole session, whichever worker asks first."""
     from dapt.cli import main
 
-    root = new_project(tmp_path_factory.mktemp("shared"), {"shared": SHARED_TEACHER})
-    for _ in working_in(root):
-        assert main(["run", "params/shared.yaml", "--quiet"]) == 0
-    return root / "runs" / "shared" / "teacher"
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if WORKER else base) / "shared"  # the parent is every worker's
+    teacher = root / "runs" / "shared" / "teacher"
+    with FileLock(root.with_suffix(".lock")):
+        if not (teacher / "model.pt").is_file():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that failed to build it left this
+            new_project(root, {"shared": SHARED_TEACHER})
+            for _ in working_in(root):
+                assert main(["run", "params/shared.yaml", "--quiet"]) == 0
+    return teacher
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +93,10 @@ def shared_teacher_into(shared_teacher_run):
             shutil.copytree(shared_teacher_run, target)
         return target
     return copy
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def heavy_first(item: pytest.Item) -> int:
+        name = item.module.__name__ if item.module else ""
+        return STUDIES_FIRST.index(name) if name in STUDIES_FIRST else len(STUDIES_FIRST)
+    items.sort(key=heavy_first)  # stable: each module's tests keep their order

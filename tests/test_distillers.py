@@ -731,6 +731,7 @@ print("RESULT", json.dumps({"knobs": explore.knob_fields("distill"), "weights": 
 '''
 
 
+@pytest.mark.slow  # a subprocess imports torch and trains a step
 def test_a_new_distiller_is_one_module_and_one_declaration(tmp_path):
     """A fresh process with a toy distiller (a module outside dapt, one declaration): `dapt list`, `dapt
     params distill`, validation, the explorer's knobs and a training step all know it, its own loss term and

@@ -88,11 +88,19 @@ def test_a_kill_during_the_teacher_cache_build_costs_only_the_view_in_progress(t
 
     builder = python(BUILD_TARGETS, str(tmp_path / "model.pt"), str(tmp_path / "images.pt"), "40", str(cache))
     wait_for_output(builder, "teacher targets")  # the bar is up: views 1-39 of 2,000 images to compute
+    def temps_and_finished() -> tuple[list[Path], int]:
+        names = list(cache.iterdir())
+        temps = [p for p in names if p.name.startswith(".") and p.name.endswith(".tmp")]
+        return temps, len([p for p in names if not p.name.startswith(".")])
+
     deadline = time.time() + 120
-    while len([p for p in cache.iterdir() if not p.name.startswith(".")]) < 4 and time.time() < deadline:
-        time.sleep(0.05)  # until view 1 is finished: view 2's temps are open while it computes
+    while time.time() < deadline:  # until view 1 is finished and view 2's temps are open while it computes
+        temps, finished_count = temps_and_finished()
+        if finished_count >= 4 and temps:
+            break
+        time.sleep(0.05)
     kill(builder)
-    temps = [p for p in cache.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    temps, _ = temps_and_finished()
     assert 1 <= len(temps) <= 2, f"the killed build must leave the temps of one view at most: {temps}"
     capsys.readouterr()
 

@@ -45,6 +45,7 @@ def test_shapes_head_and_parameter_split(name):
     assert head == {id(net.head.weight), id(net.head.bias)}
 
 
+@pytest.mark.slow  # loads and interpolates a ViT's weights
 def test_vit_at_32px_loads_file_weights_with_interpolated_positions(tmp_path):
     with pytest.raises(DaptError, match="divisible by .*16.*use 32 or 48"):
         create_model("vit_b_16", 10, image_size=40)

@@ -60,6 +60,7 @@ def test_fine_tune_trains_head_at_ten_times_the_body_lr(tmp_path, digits, monkey
     assert seen["sizes"][1] == 2  # head weight and bias
 
 
+@pytest.mark.slow  # trains models for seconds
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path, digits, monkeypatch):
     straight = teacher_cfg(tmp_path, epochs=2, run_dir=str(tmp_path / "straight"))
     full = train_teacher(straight, digits, runs.RunRecord.start(straight.run_dir, "teacher", config.as_dict(straight)))
@@ -89,6 +90,7 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, digits, monkey
     assert [h["epoch"] for h in history] == [1, 2]
 
 
+@pytest.mark.slow  # trains models for seconds
 def test_resume_from_a_mid_epoch_checkpoint_matches_the_uninterrupted_run(tmp_path, digits, monkeypatch):
     """checkpoint_every: a run stopped after a mid-epoch checkpoint resumes at that very step: the
     epoch's remaining batches, its augmentation stream, dropout's global RNG, optimizer, scheduler and
@@ -127,6 +129,7 @@ def test_resume_from_a_mid_epoch_checkpoint_matches_the_uninterrupted_run(tmp_pa
     assert json.loads((tmp_path / "split" / "metrics.json").read_text())["history"] == straight_history
 
 
+@pytest.mark.slow  # trains models for seconds
 def test_resume_refuses_a_checkpoint_of_another_epoch_length(tmp_path, digits):
     first = teacher_cfg(tmp_path, checkpoint_every=1)
     train_teacher(first, digits, runs.RunRecord.start(first.run_dir, "teacher", config.as_dict(first)))
@@ -136,6 +139,7 @@ def test_resume_refuses_a_checkpoint_of_another_epoch_length(tmp_path, digits):
         train_teacher(other, digits, record)
 
 
+@pytest.mark.slow  # trains models for seconds
 def test_resume_refuses_a_checkpoint_whose_epochs_were_evaluated_on_test_images(tmp_path, digits):
     first = teacher_cfg(tmp_path)
     train_teacher(first, digits, runs.RunRecord.start(first.run_dir, "teacher", config.as_dict(first)))
@@ -149,6 +153,7 @@ def test_resume_refuses_a_checkpoint_whose_epochs_were_evaluated_on_test_images(
         train_teacher(other, digits, record)
 
 
+@pytest.mark.slow  # trains models for seconds
 def test_distill_checks_the_teacher_and_leaves_it_untouched(tmp_path, digits):
     cfg = teacher_cfg(tmp_path)
     record = runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg))
@@ -251,6 +256,7 @@ def test_precise_bn_sets_the_plain_average_and_spares_frozen_layers():
     assert torch.equal(model.frozen.running_mean, frozen_before)
 
 
+@pytest.mark.slow  # trains models for seconds
 def test_eval_every_evaluates_every_nth_epoch_and_the_last_and_picks_best_among_them(tmp_path, digits):
     cfg = teacher_cfg(tmp_path, epochs=5, eval_every=2, eval_subset=100)
     record = runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg))
