@@ -58,6 +58,17 @@ def test_a_generated_parameters_cell_holds_every_field_with_its_default(stage):
     assert {k: v for k, v in namespace.items() if k != "__builtins__"} == {f.name: f.default for f in fields}
 
 
+@pytest.mark.parametrize("stage", list(config.STAGES))
+def test_papermill_reads_every_parameter_of_a_stage_notebook(stage, caplog):
+    """papermill infers a notebook's parameters from its cell line by line, and skips (with only a log line) any
+    line it cannot parse: a skipped parameter is then "unknown" to it when a run passes it."""
+    import papermill
+    with caplog.at_level("WARNING", logger="papermill"):
+        inferred = papermill.inspect_notebook(str(REPO / "notebooks" / f"{stage}.ipynb"))
+    assert not [r.getMessage() for r in caplog.records if "Unable to parse" in r.getMessage()]
+    assert sorted(inferred) == sorted(f.name for f in dataclasses.fields(config.stage_config(stage)))
+
+
 def test_the_distillers_are_listed_from_the_registry_in_the_notebook_and_the_docs():
     field = next(f for f in dataclasses.fields(config.DistillConfig) if f.name == "distiller")
     block = docs.choices_markdown("distill", "distiller")

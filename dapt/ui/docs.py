@@ -103,8 +103,18 @@ def parameters_cell(stage: str) -> str:
         lines.append(f"# {title}")
         for f in fields:
             assignment = f"{f.name} = {_python_literal(f.default)}"
-            lines.append(f"{assignment:<{ASSIGNMENT_WIDTH}}  # {lead_clause(help_of(f))}")
+            lines.append(f"{assignment:<{ASSIGNMENT_WIDTH}}  # {_cell_comment(help_of(f))}")
     return "\n".join(lines)
+
+
+def _cell_comment(help_text: str) -> str:
+    """A field's help as its parameters-cell comment: the lead clause, with ``a = b`` written ``a means b``, because
+    papermill gives up on (and forgets) any parameter line holding a second ``=``."""
+    comment = lead_clause(help_text).replace(" = ", " means ")
+    if "=" in comment:
+        raise DaptError(f"the help of a parameter reads {comment!r}: write it without '=', which papermill's "
+                        f"parameter parser cannot read in a comment")
+    return comment
 
 
 def _ordered_sections(cls: type) -> list[tuple[str, list[dataclasses.Field]]]:
