@@ -36,6 +36,21 @@ def working_in(root: Path, wandb_mode: str | None = "disabled") -> Iterator[pyte
     patch.undo()
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the papermill kernel of a `dapt run`), from /proc."""
+    parent_of = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent_of[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:  # the process ended while we looked
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [p for p, parent in parent_of.items() if parent in frontier]
+        found += frontier
+    return found
+
+
 def load_benchmark(name: str) -> ModuleType:
     """``benchmarks/<name>.py`` as a fresh module, so a test calls its ``main`` in this process."""
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")

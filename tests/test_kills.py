@@ -1,6 +1,6 @@
 """Kills while a record is being written: the next run trusts no half-written file and loses no
-finished one. The writers run in their own processes and are really killed with SIGKILL (the
-kill of a whole `dapt run` mid-epoch is in test_pipeline.py)."""
+finished one. The writers run in their own processes and are really killed with SIGKILL (a whole
+`dapt run` too, mid-run and mid-epoch)."""
 from __future__ import annotations
 
 import json
@@ -22,6 +22,7 @@ from dapt.cli import main
 from dapt.data.augment import make_views
 from dapt.models.nets import create_model
 from dapt.training.teacher_cache import TeacherTargets
+from projects import descendants, new_project, working_in
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,9 +73,9 @@ def targets(teacher, images, views: int, cache_dir: Path | None) -> TeacherTarge
 
 @pytest.mark.slow  # a fresh interpreter imports torch and the models, then builds
 def test_a_kill_during_the_teacher_cache_build_costs_only_the_view_in_progress(tmp_path, capsys):
-    """SIGKILL a process while it computes a teacher cache of 40 views: the views it finished are complete
+    """SIGKILL a process while it computes a teacher cache of 10 views: the views it finished are complete
     cache files, the one in progress left only temp files (which no reader opens), the finished cache of
-    a 1-view run stays byte for byte and is reused, and the next 40-view build computes only the views
+    a 1-view run stays byte for byte and is reused, and the next 10-view build computes only the views
     still missing and deletes those temps. A file torn at a cache name (which the atomic rename never
     produces, but a copy tool could) is rebuilt, not read."""
     teacher = create_model("resnet18", 10, image_size=16).eval()
@@ -86,8 +87,8 @@ def test_a_kill_during_the_teacher_cache_build_costs_only_the_view_in_progress(t
     finished_files = {p: p.read_bytes() for p in cache.iterdir()}
     assert len(finished_files) == 2  # view 0: logits and features
 
-    builder = python(BUILD_TARGETS, str(tmp_path / "model.pt"), str(tmp_path / "images.pt"), "40", str(cache))
-    wait_for_output(builder, "teacher targets")  # the bar is up: views 1-39 of 2,000 images to compute
+    builder = python(BUILD_TARGETS, str(tmp_path / "model.pt"), str(tmp_path / "images.pt"), "10", str(cache))
+    wait_for_output(builder, "teacher targets")  # the bar is up: views 1-9 of 2,000 images to compute
     def temps_and_finished() -> tuple[list[Path], int]:
         names = list(cache.iterdir())
         temps = [p for p in names if p.name.startswith(".") and p.name.endswith(".tmp")]
@@ -110,13 +111,13 @@ def test_a_kill_during_the_teacher_cache_build_costs_only_the_view_in_progress(t
     assert {p: p.read_bytes() for p in finished_files} == finished_files
     assert torch.equal(reused.get(0, everything)[0], finished.get(0, everything)[0])
 
-    rebuilt = targets(teacher, images, 40, cache)
+    rebuilt = targets(teacher, images, 10, cache)
     out = capsys.readouterr().out
-    assert " of 40 views" in out and "cached in" in out and " 39 of 40 " not in out, "finished views were rebuilt"
+    assert " of 10 views" in out and "cached in" in out and " 9 of 10 " not in out, "finished views were rebuilt"
     assert not any(p.exists() for p in temps), "the next build deletes the temp files of the killed one"
-    live = targets(teacher, images, 40, None)
+    live = targets(teacher, images, 10, None)
     index = torch.arange(0, 2000, 70)
-    for view in (0, 39):
+    for view in (0, 9):
         want_logits, want_features = live.get(view, index)
         got_logits, got_features = rebuilt.get(view, index)
         torch.testing.assert_close(got_logits, want_logits.half().float())  # stored in fp16
@@ -128,6 +129,95 @@ def test_a_kill_during_the_teacher_cache_build_costs_only_the_view_in_progress(t
     targets(teacher, images, 1, cache)
     assert "1 of 1 views" in capsys.readouterr().out, "a torn cache file was trusted"
     assert torn.read_bytes() == whole, "the torn file was not replaced by the same cache"
+
+
+# --- a whole `dapt run` -------------------------------------------------------------------------
+
+# the teacher: the session's (conftest.SHARED_TEACHER), a teacher of another study
+KILLABLE = """
+study: killable
+defaults: {dataset: digits, image_size: 16, train_subset: 300, batch_size: 50, seed: 3}
+runs:
+  - {stage: distill, name: crd_straight, student: mobilenet_v2, teacher: runs/shared/teacher, distiller: crd, crd_k: 64, epochs: 4}
+  - {stage: distill, name: crd_killed, student: mobilenet_v2, teacher: runs/shared/teacher, distiller: crd, crd_k: 64, epochs: 4}
+  - {stage: distill, name: crd_mid_epoch, student: mobilenet_v2, teacher: runs/shared/teacher, distiller: crd, crd_k: 64, epochs: 4,
+     checkpoint_every: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def killable(tmp_path_factory, shared_teacher_into):
+    """A project holding ``KILLABLE`` and a copy of the session's teacher, for `dapt run`s that are killed."""
+    root = new_project(tmp_path_factory.mktemp("killable"), {"killable": KILLABLE})
+    shared_teacher_into(root)
+    for _ in working_in(root):
+        yield root
+
+def start_killable(project: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "DAPT_ROOT": str(project), "WANDB_MODE": "disabled"}
+    return subprocess.Popen([sys.executable, "-m", "dapt.cli", "run", "params/killable.yaml", "--quiet", *args],
+                            cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def comparable(metrics_file: Path) -> dict:
+    record = json.loads(metrics_file.read_text())
+    for key in ("wall_time_s", "params", "provenance"):  # provenance: the date each execution started
+        record.pop(key)
+    return record
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(killable):
+    """Kill `dapt run` (and so its kernel) after an epoch checkpoint, resume, and compare with a run
+    that was never interrupted: the same numbers, because last.pt holds model, distiller (CRD banks
+    and sampler), optimizer, scheduler and the global RNG, and every epoch's batches and views
+    come from generators seeded by (seed, epoch)."""
+    project = killable
+    assert main(["run", "params/killable.yaml", "--quiet", "--only", "crd_straight"]) == 0
+    process = start_killable(project, "--only", "crd_killed")
+    folder = project / "runs/killable/crd_killed"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (folder / "last.pt").is_file():
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.kill()  # SIGKILL: nothing runs on the way out; the kernel exits when its parent is gone
+    process.wait(timeout=30)
+    time.sleep(2)
+    killed = json.loads((folder / "metrics.json").read_text())
+    assert killed["status"] == "running" and len(killed["history"]) < 4, "the kill came too late to test resume"
+
+    assert main(["run", "params/killable.yaml", "--quiet", "--only", "crd_killed", "--resume"]) == 0
+    assert comparable(folder / "metrics.json") == comparable(project / "runs/killable/crd_straight/metrics.json")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_result(killable):
+    """checkpoint_every: 2 (6 steps per epoch): wait for a mid-epoch last.pt, SIGKILL the kernel and
+    `dapt run` at once, resume: the run skips the batches done and restores the epoch's sums, so its
+    metrics.json equals, exactly, that of the run never interrupted (which wrote no mid-epoch checkpoints).
+    Exactly, not within a tolerance: on CPU every operation here is deterministic run to run."""
+    from dapt.core.torch_files import safe_load
+
+    project = killable
+    assert main(["run", "params/killable.yaml", "--quiet", "--only", "crd_straight"]) == 0
+    process = start_killable(project, "--only", "crd_mid_epoch")
+    last = project / "runs/killable/crd_mid_epoch/last.pt"
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+        if last.is_file() and safe_load(last)["step"] > 0:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    for pid in [*descendants(process.pid), process.pid]:  # the kernel first: it is the one writing
+        os.kill(pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    state = safe_load(last)
+    assert state["step"] > 0 and state["epoch"] < 4, "the kill came too late to land mid-epoch"
+    folder = last.parent
+    assert json.loads((folder / "metrics.json").read_text())["status"] == "running"
+
+    assert main(["run", "params/killable.yaml", "--quiet", "--only", "crd_mid_epoch", "--resume"]) == 0
+    assert comparable(folder / "metrics.json") == comparable(project / "runs/killable/crd_straight/metrics.json")
 
 
 # --- metrics.json ----------------------------------------------------------------------------------

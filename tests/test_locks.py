@@ -20,7 +20,7 @@ import pytest
 from dapt.cli import main
 from dapt.core import lock as run_lock
 from dapt.core.files import pid_runs
-from projects import REPO, new_project, working_in
+from projects import REPO, descendants, new_project, working_in
 
 TEACHER = """
 study: locked
@@ -242,21 +242,6 @@ def test_two_dapt_runs_of_one_study_never_execute_a_run_twice(tmp_path):
     assert f"is being executed by pid {together[1 - loser].pid} on " in "".join(ended[loser])
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["status"] == "done" and len(metrics["history"]) == 6
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (the papermill kernel of a `dapt run`), from /proc."""
-    parent_of = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent_of[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except OSError:  # the process ended while we looked
-            continue
-    found, frontier = [], [pid]
-    while frontier:
-        frontier = [p for p, parent in parent_of.items() if parent in frontier]
-        found += frontier
-    return found
 
 
 @pytest.mark.slow

@@ -165,9 +165,9 @@ def cfg_for(kind, folder, **values):
 
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory, digits):
-    """A ResNet-18 teacher trained on the device in bf16 for 2 epochs on 300 digits."""
+    """A ResNet-18 teacher trained on the device in bf16 for 1 epoch on 300 digits."""
     folder = tmp_path_factory.mktemp("device-teacher")
-    cfg = cfg_for("teacher", folder, model="resnet18", init="fr", epochs=2, lr=3e-3, amp="bf16")
+    cfg = cfg_for("teacher", folder, model="resnet18", init="fr", epochs=1, lr=3e-3, amp="bf16")
     record = runs.RunRecord.start(folder, "teacher", config.as_dict(cfg))
     model = train_teacher(cfg, digits, record)
     record.finish()
@@ -191,14 +191,14 @@ def test_a_teacher_trains_on_the_device(teacher_run, device):
 @pytest.mark.parametrize("cache", ["on", "off"])
 def test_a_student_distils_on_the_device_from_the_cached_and_the_live_teacher(teacher_run, digits, device, tmp_path,
                                                                              cache, amp):
-    """A KD student, 2 epochs on the device with the teacher's targets from the cache or live, the teacher in
+    """A KD student, 1 epoch on the device with the teacher's targets from the cache or live, the teacher in
     ``teacher_amp: auto``: it finishes with finite losses, records the device and the teacher's precision,
     and its predictions come back to the CPU as float32."""
     if amp == "fp16":
         needs_fp16(device)
     teacher_dir, _ = teacher_run
     cfg = cfg_for("distill", tmp_path / cache, student="resnet18", teacher=str(teacher_dir), distiller="kd",
-                  epochs=2, amp=amp, teacher_cache=cache, teacher_amp="auto")
+                  epochs=1, amp=amp, teacher_cache=cache, teacher_amp="auto")
     record = runs.RunRecord.start(cfg.run_dir, "distill", config.as_dict(cfg))
     result = distill(cfg, digits, record)
     record.finish()
