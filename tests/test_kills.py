@@ -153,6 +153,7 @@ def killable(tmp_path_factory, shared_teacher_into):
     for _ in working_in(root):
         yield root
 
+
 def start_killable(project: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "DAPT_ROOT": str(project), "WANDB_MODE": "disabled"}
     return subprocess.Popen([sys.executable, "-m", "dapt.cli", "run", "params/killable.yaml", "--quiet", *args],
