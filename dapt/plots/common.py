@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import textwrap
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, TypeVar
 
@@ -31,6 +32,7 @@ MAX_WIDTH_PX = 1600
 WIDTH = 10.8  # inches (1,296 px): the widest figure, whose text still reads when shown ~800 px wide
 PANEL_SIZE = (3.6, 2.9)  # inches: one panel; three side by side make WIDTH
 SMALL = 9  # points: the smallest text of any figure (legends, annotations)
+LEGEND_CHARS = 44  # characters of SMALL text a line of a legend under one panel holds (PANEL_SIZE wide)
 MAX_SERIES = 8
 
 # tab10 without its grey, which marks references (teachers, teacher-stage runs); solid, then dashed:
@@ -49,7 +51,18 @@ T = TypeVar("T")
 
 def new_figure(width: float, height: float) -> Figure:
     """A constrained-layout figure at ``DPI``, never wider than ``WIDTH``."""
-    return Figure(figsize=(min(width, WIDTH), height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(min(width, WIDTH), height), dpi=DPI, layout="constrained")
+    # 6 pt, not matplotlib's 3, at the sides: the label of a right-hand twin axis lands ~2 px past 3 pt
+    fig.get_layout_engine().set(w_pad=6 / 72)
+    return fig
+
+
+def legend_below(ax: Axes, handles: list | None = None) -> None:
+    """A legend under ``ax``, its labels wrapped to the panel's width: a label wider than its panel makes
+    constrained layout squeeze the axes of the whole row to nothing."""
+    handles = handles if handles is not None else ax.get_legend_handles_labels()[0]
+    labels = [textwrap.fill(h.get_label(), LEGEND_CHARS) for h in handles]
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=SMALL)
 
 
 def panel_grid(n: int, panel: tuple[float, float] = PANEL_SIZE, columns: int = 3, fill: bool = False,

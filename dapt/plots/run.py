@@ -17,7 +17,7 @@ from dapt.analysis.curves import on_test_images, per_epoch_images
 from dapt.core.errors import DaptError
 from dapt.plots.common import (
     PANEL_SIZE, SMALL, STYLES, WIDTH, as_count, as_number, as_percent, class_matrix, label_classes, new_figure,
-    note_figure,
+    legend_below, note_figure,
 )
 
 
@@ -87,7 +87,7 @@ def training_curves(metrics: dict) -> Figure:
         acc_ax.axhline(100 * as_number(teacher), color="black", linestyle="--",
                        label=f"teacher, {images}{resized}: {100 * as_number(teacher):.1f}%")
     acc_ax.set(title=f"Accuracy ({size} px)" if size else "Accuracy", xlabel="epoch", ylabel="accuracy (%)")
-    acc_ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=SMALL)
+    legend_below(acc_ax)
     if distill:
         agree_ax = axes[2]
         agree_epochs, agreement = evaluated("val_agreement")
@@ -102,7 +102,7 @@ def training_curves(metrics: dict) -> Figure:
         kl_ax.plot(*evaluated("val_kl"), marker="s", color="tab:red", label=f"KL(teacher ‖ student), {images}")
         kl_ax.set_ylabel("KL (nats)")
         handles = agree_ax.get_legend_handles_labels()[0] + kl_ax.get_legend_handles_labels()[0]
-        agree_ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=SMALL)
+        legend_below(agree_ax, handles)
     for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     return fig

@@ -2,6 +2,7 @@
 mistake as one line instead of a traceback, validate the parameters cell, open the run record."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 from dapt.pipeline import config
@@ -17,9 +18,17 @@ def _message_only(shell, etype, value, tb, tb_offset=None) -> None:
     shell.showtraceback((etype, value, tb), exception_only=True)
 
 
+def _warning_without_path(message, category, filename, lineno, line=None) -> str:
+    """A warning as ``Category: message``: the default names the file that raised it, an absolute path into
+    the environment, which the executed report would keep."""
+    return f"{category.__name__}: {message}\n"
+
+
 def show_errors_briefly() -> None:
-    """In a kernel: a DaptError as its one-line message (the fix is in it, a traceback adds nothing), and
-    other tracebacks without colour codes, so the executed report stays plain text."""
+    """In a kernel: a DaptError as its one-line message (the fix is in it, a traceback adds nothing), other
+    tracebacks without colour codes, and warnings without the path of the file raising them, so the executed
+    report stays plain text holding repo-relative paths only."""
+    warnings.formatwarning = _warning_without_path
     try:
         from IPython import get_ipython
     except ImportError:
