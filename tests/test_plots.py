@@ -38,7 +38,8 @@ def render(fig: Figure) -> None:
 
 
 def legend_texts(legend) -> list[str]:
-    return [text.get_text() for text in legend.get_texts()]
+    """The labels as a reader takes them in: a label wrapped over lines (plots.common.legend_below) as one line."""
+    return [text.get_text().replace("\n", " ") for text in legend.get_texts()]
 
 
 OUTSIDE = "training images outside train_subset"

@@ -61,7 +61,8 @@ def legend_below(ax: Axes, handles: list | None = None) -> None:
     """A legend under ``ax``, its labels wrapped to the panel's width: a label wider than its panel makes
     constrained layout squeeze the axes of the whole row to nothing."""
     handles = handles if handles is not None else ax.get_legend_handles_labels()[0]
-    labels = [textwrap.fill(h.get_label(), LEGEND_CHARS) for h in handles]
+    labels = [textwrap.fill(h.get_label(), LEGEND_CHARS, break_long_words=False, break_on_hyphens=False)
+              for h in handles]
     ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=SMALL)
 
 
