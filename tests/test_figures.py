@@ -74,7 +74,7 @@ def check_reads(fig: Figure, tmp_path: Path, name: str) -> None:
     """The figure's PNG (saved, and as the notebook shows it), its texts and its axes follow the rules."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        saved = png_width(save_figure(fig, tmp_path / f"{name}.png").read_bytes())
+        saved = png_width(save_figure(fig, tmp_path / f"{name}.png").png)
         shown = io.BytesIO()
         fig.savefig(shown, format="png", bbox_inches="tight")  # what the inline backend displays
     # e.g. "constrained_layout not applied because axes sizes collapsed to zero": a legend wider than its panel

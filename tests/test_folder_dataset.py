@@ -4,8 +4,6 @@ dry run, before anything is written; and a teacher and a kd student trained on o
 from __future__ import annotations
 
 import json
-import os
-import textwrap
 from pathlib import Path
 
 import numpy as np

@@ -17,7 +17,6 @@ from torch import nn
 from dapt.core import files
 from dapt.core import records as runs
 from dapt.distillers.losses import align_loss, kd_loss, uniform_loss
-from dapt.models.nets import create_model
 from dapt.pipeline import config
 from dapt.stages.distill import distill
 from dapt.stages.teacher import train_teacher

@@ -432,9 +432,27 @@ def test_save_figure_writes_png_atomically_into_new_folder(tmp_path, close_after
     fig = plots.per_class_agreement_bars([0.5, 0.6, 0.7], CLASSES)
     close_after(fig)
     target = tmp_path / "run" / "figures" / "agreement.png"
-    assert save_figure(fig, target) == target
-    assert target.read_bytes()[:8] == PNG_SIGNATURE
+    saved = save_figure(fig, target)
+    assert saved.path == target and target.read_bytes()[:8] == PNG_SIGNATURE
     assert [p.name for p in target.parent.iterdir()] == ["agreement.png"]
+    # a notebook shows the file's very bytes, under its name alone (no absolute path in a record)
+    assert saved._repr_mimebundle_() == {"image/png": target.read_bytes()}
+    assert repr(saved) == "<figure agreement.png>"
+
+
+def test_a_notebook_shows_the_saved_png_and_no_second_drawing(tmp_path, close_after):
+    from IPython.core.formatters import DisplayFormatter
+
+    fig = plots.per_class_agreement_bars([0.5, 0.6, 0.7], CLASSES)
+    close_after(fig)
+    drawn = []
+    fig.canvas.mpl_connect("draw_event", drawn.append)
+    saved = save_figure(fig, tmp_path / "agreement.png")
+    draws_to_save = len(drawn)
+    data, _ = DisplayFormatter().format(saved)
+    assert data["image/png"] == (tmp_path / "agreement.png").read_bytes()
+    assert data["text/plain"] == "<figure agreement.png>"
+    assert draws_to_save > 0 and len(drawn) == draws_to_save, "the figure was drawn again to be shown"
 
 
 def test_save_figure_leaves_no_temp_file_on_failure(tmp_path, close_after, monkeypatch):
@@ -447,4 +465,4 @@ def test_save_figure_leaves_no_temp_file_on_failure(tmp_path, close_after, monke
     monkeypatch.setattr(fig, "savefig", broken_savefig)
     with pytest.raises(OSError):
         save_figure(fig, tmp_path / "figures" / "broken.png")
-    assert list((tmp_path / "figures").iterdir()) == []
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -52,13 +52,12 @@ from typing import Any, Optional
 from scipy import optimize, stats
 
 from dapt.analysis.configurations import mean_std
-from dapt.analysis.rows import is_synthetic, real_images, setting, synthetic_gains
+from dapt.analysis.rows import IDEAL, is_synthetic, real_images, setting, synthetic_gains
 from dapt.core.claims import CLAIMS
 
 ALPHA = 0.05  # the verdict's level on Holm-adjusted p, and 1 − the intervals' confidence
 POWER = 0.8  # the power at which a within-noise gap's detectable size is given
 INIT_ORDER = ("ft", "lp", "fr")
-IDEAL = "holdout"  # the generator whose images are real ones: what a perfect generator would draw
 # What must be one across both sides' runs for a comparison to be like with like (``configurations``).
 LIKENESS = ("codes", "model_precisions", "teacher_precisions")
 

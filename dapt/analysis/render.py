@@ -13,11 +13,11 @@ from collections import Counter
 from typing import Any, Mapping, Optional
 
 from dapt.analysis.budget import PLATEAU_POINTS
-from dapt.analysis.compare import ALPHA, IDEAL, POWER, Comparison, Welch, best_of
+from dapt.analysis.compare import ALPHA, POWER, Comparison, Welch, best_of
 from dapt.analysis.configurations import METRICS
 from dapt.analysis.decision import CANNOT_TELL, FAILS, HOLDS, decide
 from dapt.analysis.headroom import Headroom
-from dapt.analysis.rows import COLUMNS, cell, markdown_table, real_images
+from dapt.analysis.rows import COLUMNS, IDEAL, cell, markdown_table, real_images
 from dapt.analysis.summary import Summary
 from dapt.core.provenance import UNKNOWN, study_line
 

@@ -31,6 +31,7 @@ COLUMNS = [
 ]
 _PERCENT = {"teacher_acc_on_synthetic", "test_acc", "teacher_test_acc", "teacher_run_test_acc", "teacher_val_acc",
             "best_val_acc", "agreement", "ece"}
+IDEAL = "holdout"  # the generator whose images are real ones: what a perfect generator would draw
 INIT_LABELS = {"fr": "from scratch", "lp": "ImageNet, linear probe", "ft": "ImageNet, fine-tuned"}
 # The role under which a stage's provenance records the precision of the model it trains.
 TRAINED_ROLE = {"distill": "student", "teacher": "teacher"}

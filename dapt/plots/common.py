@@ -3,7 +3,8 @@ writes, numbers from metrics.json made plottable, a note panel.
 
 Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so they never touch
 pyplot's global state: nothing leaks across the many figures of a batch run and nothing is shown
-twice in a notebook (show one with ``display(fig)`` or by ending a cell with it).
+twice in a notebook. A notebook shows the PNG that ``save_figure`` wrote (``SavedFigure``), so each figure is
+drawn once.
 
 Every figure reads at a notebook's width: saved at most ``MAX_WIDTH_PX`` wide, no text under ``SMALL``
 points, at most ``MAX_SERIES`` series on one axes (small multiples beyond that) and no two series of one
@@ -11,10 +12,12 @@ axes in the same colour and line style (``series_styles``).
 """
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import os
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, TypeVar
 
@@ -22,8 +25,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from dapt.analysis.compare import IDEAL
-from dapt.analysis.rows import is_synthetic
+from dapt.analysis.rows import IDEAL, is_synthetic
 from dapt.core.files import atomic_path
 from dapt.core.ranks import is_main
 
@@ -161,14 +163,30 @@ def class_matrix(counts: np.ndarray, class_names: list[str], *, title: str, xlab
     return fig
 
 
-def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+@dataclass(frozen=True)
+class SavedFigure:
+    """A figure written as the PNG ``png`` at ``path``. A notebook shows those very bytes (end a cell with it, or
+    ``display`` it): the figure is drawn once, not again by the inline backend, and the report shows the file."""
+    path: Path
+    png: bytes | None  # None in a process other than rank 0, which writes nothing
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, bytes]:
+        return {"image/png": self.png} if self.png is not None else {}
+
+    def __repr__(self) -> str:  # the text beside the image: the file's name, never a machine's absolute path
+        return f"<figure {self.path.name}>"
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> SavedFigure:
     """Write ``fig`` as a PNG at ``path`` atomically (temp file + rename), creating the folder; in a run
     of several processes only rank 0 writes."""
     if not is_main():
-        return Path(path)
+        return SavedFigure(Path(path), None)
+    drawn = io.BytesIO()
+    fig.savefig(drawn, format="png", dpi=DPI)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    return Path(path)
+        tmp.write_bytes(drawn.getvalue())
+    return SavedFigure(Path(path), drawn.getvalue())
 
 
 def as_number(value) -> float:

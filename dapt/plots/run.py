@@ -2,7 +2,8 @@
 
 Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so they never touch
 pyplot's global state: nothing leaks across the many figures of a batch run and nothing is shown
-twice in a notebook (show one with ``display(fig)`` or by ending a cell with it).
+twice in a notebook (a stage notebook shows the PNG that ``plots.common.save_figure`` wrote; elsewhere
+``display(fig)``).
 Accuracies and agreements arrive as fractions 0–1 and are drawn in %.
 """
 from __future__ import annotations
