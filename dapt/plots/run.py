@@ -105,7 +105,8 @@ def training_curves(metrics: dict) -> Figure:
         handles = agree_ax.get_legend_handles_labels()[0] + kl_ax.get_legend_handles_labels()[0]
         legend_below(agree_ax, handles)
     for ax in fig.axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        # epochs are whole numbers; "auto": as many ticks as the panel's width holds (the fidelity panel is narrower)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True))
     return fig
 
 
