@@ -71,12 +71,13 @@ def inside(box, frame, slack: float = 1.0) -> bool:
 
 
 def check_reads(fig: Figure, tmp_path: Path, name: str) -> None:
-    """The figure's PNG (saved, and as the notebook shows it), its texts and its axes follow the rules."""
+    """The figure's PNG (saved, which a stage notebook shows, and as the inline backend draws it, as the explorer
+    shows its figures), its texts and its axes follow the rules."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         saved = png_width(save_figure(fig, tmp_path / f"{name}.png").png)
         shown = io.BytesIO()
-        fig.savefig(shown, format="png", bbox_inches="tight")  # what the inline backend displays
+        fig.savefig(shown, format="png", bbox_inches="tight")  # what the inline backend draws for display(fig)
     # e.g. "constrained_layout not applied because axes sizes collapsed to zero": a legend wider than its panel
     assert not caught, f"{name}: {[str(w.message) for w in caught]}"
     widest = max(saved, png_width(shown.getvalue()))
