@@ -45,9 +45,11 @@ def test_csv_and_json_of_a_committed_study_hold_every_row_and_column(tmp_path, m
         assert float(row["p"]) == comparison["p"]  # raw Welch p, exactly as computed
         assert float(row["p_holm"]) == comparison["p_holm"] >= comparison["p"]  # Holm over the study's family
         assert float(row["ci_low_pt"]) <= float(row["gap_pt"]) <= float(row["ci_high_pt"])
-    kd_ideal10x = [r for r in claims if (r["claim"], r["a_run"]) == ("synthetic", "lite0_kd_ideal10x_s{0,1,2}")]
-    # raw p 0.049 once headlined as a gain; adjusted over the study's 38 comparisons it is not
-    assert [(round(float(r["p"]), 3), r["verdict"]) for r in kd_ideal10x] == [(0.049, "within")]
+    dkd_vs_none = [r for r in claims if (r["claim"], r["a_run"]) == ("no teacher", "lite0_dkd_s{0,1,2}")]
+    # raw p 0.023 reads as a loss to dkd; adjusted over the study's 38 comparisons it is within seed noise
+    assert [(round(float(r["p"]), 3), round(float(r["p_holm"]), 2), r["verdict"]) for r in dkd_vs_none] == \
+        [(0.023, 0.5, "within")]
+    assert (sum(float(r["p"]) < 0.05 for r in claims), sum(r["verdict"] == "beyond" for r in claims)) == (19, 5)
     assert [float(r["test_acc_mean"]) for r in configurations] == [c["test_acc_mean"] for c in record["configurations"]]
 
     saved = json.loads((out / "summary.json").read_text())
