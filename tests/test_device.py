@@ -111,6 +111,10 @@ def test_bf16_training_computes_in_bf16_and_learns(tmp_path, digits, monkeypatch
 
     monkeypatch.setattr(T, "create_model", create_and_watch)
     record = runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg))
+    # oneDNN off: on CPUs with native bf16 (AMX), torch 2.14.1's oneDNN kernels now and then return NaN in
+    # layer4.0.conv1's weight gradient (about one 3-epoch training in 8, single-threaded too); PyTorch's own
+    # kernels do not, so this test judges dapt's bf16 path, not that kernel
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
     model = train_teacher(cfg, digits, record)
     record.finish()
     steps = cfg.epochs * (300 // cfg.batch_size)
