@@ -100,3 +100,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         name = item.module.__name__ if item.module else ""
         return STUDIES_FIRST.index(name) if name in STUDIES_FIRST else len(STUDIES_FIRST)
     items.sort(key=heavy_first)  # stable: each module's tests keep their order
+
+
+@pytest.fixture(scope="session")
+def without_onednn():
+    """A context in which the CPU convolutions are PyTorch's own, not oneDNN's, for the tests that train in
+    bf16: on CPUs with native bf16 (AMX), torch 2.14.1's oneDNN now and then returns NaN in a bf16 convolution's
+    weight gradient (about one 3-epoch ResNet-18 training in 8, single-threaded too; docs/scale.md). Those tests
+    judge dapt's bf16 path, not that kernel. Session-scoped so that module fixtures can use it too."""
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def context():
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch.backends.mkldnn, "enabled", False)
+            yield
+
+    return context

@@ -92,7 +92,7 @@ def cfg_for(kind, tmp_path, **values):
 
 
 @pytest.mark.slow  # trains a teacher
-def test_bf16_training_computes_in_bf16_and_learns(tmp_path, digits, monkeypatch):
+def test_bf16_training_computes_in_bf16_and_learns(tmp_path, digits, monkeypatch, without_onednn):
     """A teacher trained with amp: bf16 on the CPU: its convolutions run in bf16 in every training step
     (seen by a hook on the real model), its weights stay float32, its loss is finite and it learns the
     digits far above chance; precise BN and evaluation run in float32. (A bf16 KD student of a cached and of a
@@ -111,11 +111,8 @@ def test_bf16_training_computes_in_bf16_and_learns(tmp_path, digits, monkeypatch
 
     monkeypatch.setattr(T, "create_model", create_and_watch)
     record = runs.RunRecord.start(cfg.run_dir, "teacher", config.as_dict(cfg))
-    # oneDNN off: on CPUs with native bf16 (AMX), torch 2.14.1's oneDNN kernels now and then return NaN in
-    # layer4.0.conv1's weight gradient (about one 3-epoch training in 8, single-threaded too); PyTorch's own
-    # kernels do not, so this test judges dapt's bf16 path, not that kernel
-    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
-    model = train_teacher(cfg, digits, record)
+    with without_onednn():
+        model = train_teacher(cfg, digits, record)
     record.finish()
     steps = cfg.epochs * (300 // cfg.batch_size)
     assert [dtype for autocast, dtype in seen if autocast] == [torch.bfloat16] * steps

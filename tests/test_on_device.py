@@ -163,13 +163,12 @@ def cfg_for(kind, folder, **values):
 
 
 @pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory, digits):
+def teacher_run(tmp_path_factory, digits, without_onednn):
     """A ResNet-18 teacher trained on the device in bf16 for 1 epoch on 300 digits."""
     folder = tmp_path_factory.mktemp("device-teacher")
     cfg = cfg_for("teacher", folder, model="resnet18", init="fr", epochs=1, lr=3e-3, amp="bf16")
     record = runs.RunRecord.start(folder, "teacher", config.as_dict(cfg))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch.backends.mkldnn, "enabled", False)  # bf16 training: why in test_device.py, bf16 teacher test
+    with without_onednn():
         model = train_teacher(cfg, digits, record)
     record.finish()
     return folder, model
@@ -191,18 +190,18 @@ def test_a_teacher_trains_on_the_device(teacher_run, device):
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 @pytest.mark.parametrize("cache", ["on", "off"])
 def test_a_student_distils_on_the_device_from_the_cached_and_the_live_teacher(teacher_run, digits, device, tmp_path,
-                                                                             monkeypatch, cache, amp):
+                                                                             without_onednn, cache, amp):
     """A KD student, 1 epoch on the device with the teacher's targets from the cache or live, the teacher in
     ``teacher_amp: auto``: it finishes with finite losses, records the device and the teacher's precision,
     and its predictions come back to the CPU as float32."""
     if amp == "fp16":
         needs_fp16(device)
-    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # bf16 training: why in test_device.py, bf16 teacher test
     teacher_dir, _ = teacher_run
     cfg = cfg_for("distill", tmp_path / cache, student="resnet18", teacher=str(teacher_dir), distiller="kd",
                   epochs=1, amp=amp, teacher_cache=cache, teacher_amp="auto")
     record = runs.RunRecord.start(cfg.run_dir, "distill", config.as_dict(cfg))
-    result = distill(cfg, digits, record)
+    with without_onednn():
+        result = distill(cfg, digits, record)
     record.finish()
     metrics = files.read_json(tmp_path / cache / "metrics.json")
     assert metrics["status"] == "done" and torch.device(metrics["device"]).type == device.type
